@@ -1,0 +1,27 @@
+//! Compiles the protos with the pure-Rust `protox` (no system `protoc`), generates
+//! the tonic/prost code from the resulting descriptors, and writes the full
+//! descriptor set (imports included) to OUT_DIR for server reflection.
+
+use prost::Message;
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto = "proto/flashback/conversation/v1/conversation.proto";
+    println!("cargo:rerun-if-changed=proto");
+
+    let fds = protox::Compiler::new(["proto"])?
+        .include_imports(true)
+        .include_source_info(true)
+        .open_file(proto)?
+        .file_descriptor_set();
+
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("conversation_descriptor.bin"),
+        fds.encode_to_vec(),
+    )?;
+
+    // Well-known types map to prost-types (prost-build's default extern path).
+    tonic_prost_build::configure().compile_fds(fds)?;
+    Ok(())
+}

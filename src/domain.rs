@@ -1,0 +1,177 @@
+//! The platform's vocabulary: organization roles, workspace access levels and
+//! the authenticated caller. Values are parsed at the edge into these types so
+//! that an invalid role or access level cannot exist past it.
+
+use std::fmt;
+use std::str::FromStr;
+use uuid::Uuid;
+
+/// A user's role in their organization (the platform's USER 0, BILLING 1,
+/// WORKSPACES 2, ADMINISTRATORS 254, OWNER 255).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrgRole {
+    User,
+    Billing,
+    Workspaces,
+    Admin,
+    Owner,
+}
+
+impl OrgRole {
+    /// Every role, in the platform's order.
+    pub const ALL: [OrgRole; 5] = [
+        OrgRole::User,
+        OrgRole::Billing,
+        OrgRole::Workspaces,
+        OrgRole::Admin,
+        OrgRole::Owner,
+    ];
+
+    /// The name stored in `users.org_role` and used on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrgRole::User => "user",
+            OrgRole::Billing => "billing",
+            OrgRole::Workspaces => "workspaces",
+            OrgRole::Admin => "admin",
+            OrgRole::Owner => "owner",
+        }
+    }
+
+    /// "Organization administrator": ADMINISTRATORS or OWNER. They reach every
+    /// workspace of their organization.
+    pub fn is_org_admin(self) -> bool {
+        matches!(self, OrgRole::Admin | OrgRole::Owner)
+    }
+}
+
+/// A workspace member's access level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    Read,
+    Write,
+    Admin,
+}
+
+impl Access {
+    /// Every access level, weakest first.
+    pub const ALL: [Access; 3] = [Access::Read, Access::Write, Access::Admin];
+
+    /// The name stored in `workspace_members.access` and used on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+            Access::Admin => "admin",
+        }
+    }
+}
+
+/// A role or access level name that is not one of the known ones.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} {value:?} (expected one of: {expected})")]
+pub struct UnknownName {
+    kind: &'static str,
+    value: String,
+    expected: String,
+}
+
+fn parse_named<T: Copy>(
+    kind: &'static str,
+    all: &[T],
+    name: fn(T) -> &'static str,
+    s: &str,
+) -> Result<T, UnknownName> {
+    all.iter()
+        .copied()
+        .find(|v| name(*v).eq_ignore_ascii_case(s))
+        .ok_or_else(|| UnknownName {
+            kind,
+            value: s.to_owned(),
+            expected: all.iter().map(|v| name(*v)).collect::<Vec<_>>().join(", "),
+        })
+}
+
+impl FromStr for OrgRole {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_named("role", &OrgRole::ALL, OrgRole::as_str, s)
+    }
+}
+
+impl FromStr for Access {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_named("access", &Access::ALL, Access::as_str, s)
+    }
+}
+
+impl fmt::Display for OrgRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user_id: Uuid,
+    pub org_id: Uuid,
+    pub role: OrgRole,
+    pub email: String,
+    pub name: Option<String>,
+    pub last_name: Option<String>,
+}
+
+/// Which transport a request came in on; recorded in the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Grpc,
+    Http,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::Http => "http",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_and_access_parse_their_names_only() {
+        for role in OrgRole::ALL {
+            assert_eq!(role.as_str().parse::<OrgRole>(), Ok(role));
+        }
+        for access in Access::ALL {
+            assert_eq!(access.as_str().parse::<Access>(), Ok(access));
+        }
+        assert_eq!("ADMIN".parse::<OrgRole>(), Ok(OrgRole::Admin));
+        let err = "root".parse::<OrgRole>().expect_err("not a role");
+        assert_eq!(
+            err.to_string(),
+            "unknown role \"root\" (expected one of: user, billing, workspaces, admin, owner)"
+        );
+        assert!("none".parse::<Access>().is_err());
+    }
+
+    #[test]
+    fn only_admins_and_owners_are_org_admins() {
+        let admins: Vec<_> = OrgRole::ALL
+            .into_iter()
+            .filter(|r| r.is_org_admin())
+            .collect();
+        assert_eq!(admins, vec![OrgRole::Admin, OrgRole::Owner]);
+    }
+}

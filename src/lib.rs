@@ -1,0 +1,7 @@
+//! conversation-service: the platform's Conversation API over gRPC (tonic) and
+//! REST/JSON (axum), on one diesel store (SQLite by default, PostgreSQL in
+//! production). See the README for the tour and DESIGN.md for the reasons.
+
+pub mod auth;
+pub mod domain;
+pub mod store;

@@ -1,0 +1,183 @@
+//! SQL types that mean the same thing on both backends, so one `table!` schema
+//! serves PostgreSQL and SQLite:
+//!
+//! | type        | PostgreSQL    | SQLite                                           |
+//! |-------------|---------------|--------------------------------------------------|
+//! | [`DbUuid`]  | `uuid`        | 16-byte `blob`                                   |
+//! | [`DbTime`]  | `timestamptz` | RFC 3339 UTC text, 6 fractional digits, `Z`      |
+//! | [`DbJson`]  | `jsonb`       | JSON text                                        |
+//!
+//! Read models use plain [`Uuid`], [`DateTime<Utc>`] and [`serde_json::Value`];
+//! values written or compared go through the [`SqlUuid`], [`SqlTime`] and
+//! [`SqlJson`] newtypes (a foreign type cannot carry our `AsExpression`).
+
+use chrono::{DateTime, SubsecRound, Utc};
+use diesel::deserialize::{self, FromSql};
+use diesel::expression::AsExpression;
+use diesel::pg::{Pg, PgValue};
+use diesel::serialize::{self, Output, ToSql};
+use diesel::sql_types::{Binary, SqlType, Text};
+use diesel::sqlite::{Sqlite, SqliteValue};
+use uuid::Uuid;
+
+/// A UUID column.
+#[derive(Debug, Clone, Copy, SqlType, diesel::query_builder::QueryId)]
+#[diesel(postgres_type(oid = 2950, array_oid = 2951))]
+#[diesel(sqlite_type(name = "Binary"))]
+pub struct DbUuid;
+
+/// A point in time, UTC, microsecond precision.
+#[derive(Debug, Clone, Copy, SqlType, diesel::query_builder::QueryId)]
+#[diesel(postgres_type(oid = 1184, array_oid = 1185))]
+#[diesel(sqlite_type(name = "Text"))]
+pub struct DbTime;
+
+/// A JSON document.
+#[derive(Debug, Clone, Copy, SqlType, diesel::query_builder::QueryId)]
+#[diesel(postgres_type(oid = 3802, array_oid = 3807))]
+#[diesel(sqlite_type(name = "Text"))]
+pub struct DbJson;
+
+/// A UUID to write or compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, AsExpression)]
+#[diesel(sql_type = DbUuid)]
+pub struct SqlUuid(pub Uuid);
+
+/// A time to write or compare; see [`now`] for how times are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, AsExpression)]
+#[diesel(sql_type = DbTime)]
+pub struct SqlTime(pub DateTime<Utc>);
+
+/// A JSON document to write.
+#[derive(Debug, Clone, PartialEq, AsExpression)]
+#[diesel(sql_type = DbJson)]
+pub struct SqlJson(pub serde_json::Value);
+
+impl From<Uuid> for SqlUuid {
+    fn from(id: Uuid) -> Self {
+        Self(id)
+    }
+}
+
+impl From<DateTime<Utc>> for SqlTime {
+    fn from(t: DateTime<Utc>) -> Self {
+        Self(t)
+    }
+}
+
+impl From<serde_json::Value> for SqlJson {
+    fn from(v: serde_json::Value) -> Self {
+        Self(v)
+    }
+}
+
+/// The current time, truncated to the microseconds both backends keep, so a
+/// value read back equals the value written.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// The SQLite text form of a time: fixed width, so text order is time order.
+pub fn sqlite_time_text(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+// --- PostgreSQL: delegate to diesel's own implementations of the native types.
+
+impl ToSql<DbUuid, Pg> for SqlUuid {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        <Uuid as ToSql<diesel::sql_types::Uuid, Pg>>::to_sql(&self.0, out)
+    }
+}
+
+impl FromSql<DbUuid, Pg> for Uuid {
+    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+        <Uuid as FromSql<diesel::sql_types::Uuid, Pg>>::from_sql(bytes)
+    }
+}
+
+impl ToSql<DbTime, Pg> for SqlTime {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        <DateTime<Utc> as ToSql<diesel::sql_types::Timestamptz, Pg>>::to_sql(&self.0, out)
+    }
+}
+
+impl FromSql<DbTime, Pg> for DateTime<Utc> {
+    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+        <DateTime<Utc> as FromSql<diesel::sql_types::Timestamptz, Pg>>::from_sql(bytes)
+    }
+}
+
+impl ToSql<DbJson, Pg> for SqlJson {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        <serde_json::Value as ToSql<diesel::sql_types::Jsonb, Pg>>::to_sql(&self.0, out)
+    }
+}
+
+impl FromSql<DbJson, Pg> for serde_json::Value {
+    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+        <serde_json::Value as FromSql<diesel::sql_types::Jsonb, Pg>>::from_sql(bytes)
+    }
+}
+
+// --- SQLite: blobs and text.
+
+impl ToSql<DbUuid, Sqlite> for SqlUuid {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Sqlite>) -> serialize::Result {
+        out.set_value(self.0.as_bytes().as_slice());
+        Ok(serialize::IsNull::No)
+    }
+}
+
+impl FromSql<DbUuid, Sqlite> for Uuid {
+    fn from_sql(value: SqliteValue<'_, '_, '_>) -> deserialize::Result<Self> {
+        let bytes = <Vec<u8> as FromSql<Binary, Sqlite>>::from_sql(value)?;
+        Ok(Uuid::from_slice(&bytes)?)
+    }
+}
+
+impl ToSql<DbTime, Sqlite> for SqlTime {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Sqlite>) -> serialize::Result {
+        out.set_value(sqlite_time_text(&self.0));
+        Ok(serialize::IsNull::No)
+    }
+}
+
+impl FromSql<DbTime, Sqlite> for DateTime<Utc> {
+    fn from_sql(value: SqliteValue<'_, '_, '_>) -> deserialize::Result<Self> {
+        let text = <String as FromSql<Text, Sqlite>>::from_sql(value)?;
+        Ok(DateTime::parse_from_rfc3339(&text)?.with_timezone(&Utc))
+    }
+}
+
+impl ToSql<DbJson, Sqlite> for SqlJson {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Sqlite>) -> serialize::Result {
+        out.set_value(self.0.to_string());
+        Ok(serialize::IsNull::No)
+    }
+}
+
+impl FromSql<DbJson, Sqlite> for serde_json::Value {
+    fn from_sql(value: SqliteValue<'_, '_, '_>) -> deserialize::Result<Self> {
+        let text = <String as FromSql<Text, Sqlite>>::from_sql(value)?;
+        Ok(serde_json::from_str(&text)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_time_text_is_fixed_width_and_round_trips() {
+        let t = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+            .expect("valid time")
+            .with_timezone(&Utc);
+        assert_eq!(sqlite_time_text(&t), "2026-01-02T03:04:05.000000Z");
+        let n = now();
+        let back = DateTime::parse_from_rfc3339(&sqlite_time_text(&n))
+            .expect("parses")
+            .with_timezone(&Utc);
+        assert_eq!(back, n);
+    }
+}
