@@ -5,3 +5,11 @@
 pub mod auth;
 pub mod domain;
 pub mod store;
+pub mod error;
+pub mod pb;
+pub mod service;
+pub mod grpc;
+pub mod http;
+pub mod server;
+pub mod cli;
+pub mod demo;

@@ -1,0 +1,425 @@
+//! The command line: `serve`, `migrate` and the `admin` commands.
+//!
+//! stdout carries only results (an id, a token, JSON lines, the demo block) so
+//! scripts can capture them; logs and messages for people go to stderr. Bad
+//! input exits non-zero with a one-line reason.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::bail;
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use uuid::Uuid;
+
+use crate::auth::{TOKEN_PREFIX, generate_token, hash_token};
+use crate::domain::{Access, OrgRole};
+use crate::store::admin::{NewUser, TokenRef};
+use crate::store::{Store, StoreOptions};
+
+/// The default database: an SQLite file next to where the service runs.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/conversations.db";
+
+/// Conversations tied to code repositories, over gRPC and REST/JSON.
+#[derive(Debug, Parser)]
+#[command(name = "conversation-service", version, about)]
+pub struct Cli {
+    /// Database: sqlite://relative.db, sqlite:///absolute.db or postgres://user@host/db.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true, hide_env_values = true)]
+    pub database_url: String,
+
+    /// Most database connections kept open.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16, global = true)]
+    pub database_pool_size: usize,
+
+    /// Seconds a request waits for a free database connection before a 503.
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT", default_value_t = 5, global = true)]
+    pub database_acquire_timeout: u64,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve gRPC and REST (applies pending migrations first).
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage organizations, users, workspaces, repositories, tokens; read events.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the REST/JSON gateway.
+    #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// Address of the gRPC server.
+    #[arg(long, env = "GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+    /// Create a demo organization (once) and print a fresh token and ready-to-paste commands.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Organizations.
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Workspaces and their members.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+    /// Repositories.
+    #[command(subcommand)]
+    Repo(RepoCommand),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The audit trail.
+    #[command(subcommand)]
+    Events(EventsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organization; prints its id.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; prints its id.
+    Create {
+        #[arg(long)]
+        org: Uuid,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        last_name: Option<String>,
+        /// user, billing, workspaces, admin or owner.
+        #[arg(long, default_value = "user")]
+        role: OrgRole,
+    },
+    /// Disable a user: their tokens stop working.
+    Disable {
+        #[arg(long)]
+        user: Uuid,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Create a workspace; prints its id.
+    Create {
+        #[arg(long)]
+        org: Uuid,
+        #[arg(long)]
+        name: String,
+    },
+    /// Give a user access to a workspace (replaces their level).
+    Grant {
+        #[arg(long)]
+        workspace: Uuid,
+        #[arg(long)]
+        user: Uuid,
+        /// read, write or admin.
+        #[arg(long)]
+        access: Access,
+    },
+    /// Soft-delete a workspace.
+    Delete {
+        #[arg(long)]
+        workspace: Uuid,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepoCommand {
+    /// Create a repository; prints its id. Without --workspace it is orphaned.
+    Create {
+        #[arg(long)]
+        org: Uuid,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        workspace: Option<Uuid>,
+    },
+    /// Disable a repository: no new conversations on it.
+    Disable {
+        #[arg(long)]
+        repo: Uuid,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token; prints it (it is shown only this once).
+    Create {
+        #[arg(long)]
+        user: Uuid,
+        #[arg(long, default_value = "cli")]
+        name: String,
+        /// Lifetime such as 90m, 12h, 30d or 2w; no expiry if left out.
+        #[arg(long, value_parser = parse_duration)]
+        expires_in: Option<Duration>,
+    },
+    /// Revoke a token, given as the token itself or as its id.
+    Revoke {
+        #[arg(long)]
+        token: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Print an organization's events, newest first, one JSON object per line.
+    List {
+        #[arg(long)]
+        org: Uuid,
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        limit: i64,
+    },
+}
+
+/// Parses a lifetime: a positive whole number and a unit (s, m, h, d, w).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 90m, 12h, 30d or 2w"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return Err(format!("{s:?} has no known unit (s, m, h, d or w)")),
+    };
+    if n == 0 {
+        return Err("a duration must be positive".into());
+    }
+    n.checked_mul(seconds)
+        .filter(|&secs| secs <= 100 * 365 * 86_400)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+impl Cli {
+    fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            pool_size: self.database_pool_size,
+            acquire_timeout: Duration::from_secs(self.database_acquire_timeout),
+            ..StoreOptions::default()
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let store = Store::open(&cli.database_url, &cli.store_options())?;
+    match cli.command {
+        Command::Migrate => {
+            let ran = store.migrate().await?;
+            eprintln!("{ran} migration(s) applied");
+        }
+        Command::Serve(args) => serve(store, args).await?,
+        Command::Admin(cmd) => {
+            store.migrate().await?;
+            admin(&store, cmd).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn serve(store: Store, args: ServeArgs) -> anyhow::Result<()> {
+    let ran = store.migrate().await?;
+    if ran > 0 {
+        tracing::info!(migrations = ran, "database migrated");
+    }
+    let demo = if args.demo {
+        Some(crate::demo::prepare(&store).await?)
+    } else {
+        None
+    };
+    let running = crate::server::start(store, args.http_addr, args.grpc_addr).await?;
+    if let Some(demo) = demo {
+        println!("{}", demo.instructions(running.http_addr, running.grpc_addr));
+    }
+    running.wait().await
+}
+
+async fn admin(store: &Store, cmd: AdminCommand) -> anyhow::Result<()> {
+    match cmd {
+        AdminCommand::Org(OrgCommand::Create { name }) => {
+            println!("{}", store.create_org(non_empty("name", name)?).await?);
+        }
+        AdminCommand::User(UserCommand::Create {
+            org,
+            email,
+            name,
+            last_name,
+            role,
+        }) => {
+            let email = email.trim().to_lowercase();
+            if !is_plausible_email(&email) {
+                bail!("{email:?} is not an email address");
+            }
+            let user = NewUser {
+                org_id: org,
+                email,
+                name,
+                last_name,
+                role,
+            };
+            println!("{}", store.create_user(user).await?);
+        }
+        AdminCommand::User(UserCommand::Disable { user }) => {
+            store.disable_user(user).await?;
+            eprintln!("user {user} disabled");
+        }
+        AdminCommand::Workspace(WorkspaceCommand::Create { org, name }) => {
+            println!("{}", store.create_workspace(org, non_empty("name", name)?).await?);
+        }
+        AdminCommand::Workspace(WorkspaceCommand::Grant {
+            workspace,
+            user,
+            access,
+        }) => {
+            store.grant(workspace, user, access).await?;
+            eprintln!("user {user} has {access} access to workspace {workspace}");
+        }
+        AdminCommand::Workspace(WorkspaceCommand::Delete { workspace }) => {
+            store.delete_workspace(workspace).await?;
+            eprintln!("workspace {workspace} deleted");
+        }
+        AdminCommand::Repo(RepoCommand::Create {
+            org,
+            name,
+            workspace,
+        }) => {
+            println!("{}", store.create_repo(org, non_empty("name", name)?, workspace).await?);
+        }
+        AdminCommand::Repo(RepoCommand::Disable { repo }) => {
+            store.disable_repo(repo).await?;
+            eprintln!("repository {repo} disabled");
+        }
+        AdminCommand::Token(TokenCommand::Create {
+            user,
+            name,
+            expires_in,
+        }) => {
+            let expires_at = expires_in
+                .map(|d| -> anyhow::Result<DateTime<Utc>> {
+                    Ok(crate::store::types::now() + chrono::Duration::from_std(d)?)
+                })
+                .transpose()?;
+            let token = generate_token();
+            store.create_token(user, name, &token, expires_at).await?;
+            println!("{}", token.secret);
+        }
+        AdminCommand::Token(TokenCommand::Revoke { token }) => {
+            let target = if token.starts_with(TOKEN_PREFIX) {
+                TokenRef::Hash(hash_token(&token))
+            } else if let Ok(id) = Uuid::try_parse(&token) {
+                TokenRef::Id(id)
+            } else {
+                bail!("--token takes a token ({TOKEN_PREFIX}...) or a token id");
+            };
+            store.revoke_token(target).await?;
+            eprintln!("token revoked");
+        }
+        AdminCommand::Events(EventsCommand::List { org, limit }) => {
+            if !store.org_exists(org).await? {
+                bail!("organization {org} not found");
+            }
+            for e in store.list_events(org, limit).await? {
+                let line = serde_json::json!({
+                    "id": e.id,
+                    "timestamp": e.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    "orgId": e.org_id,
+                    "userId": e.user_id,
+                    "workspaceId": e.workspace_id,
+                    "context": e.context,
+                    "contextId": e.context_id,
+                    "event": e.event,
+                    "jsonData": e.json_data,
+                });
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn non_empty(what: &str, value: String) -> anyhow::Result<String> {
+    let value = value.trim().to_owned();
+    if value.is_empty() {
+        bail!("--{what} must not be empty");
+    }
+    Ok(value)
+}
+
+fn is_plausible_email(s: &str) -> bool {
+    matches!(s.split_once('@'), Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !s.contains(char::is_whitespace))
+}
+
+/// Sets up logging to stderr: `RUST_LOG` if set, else `default`.
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The context a failing command reports in its one line.
+pub fn describe(e: &anyhow::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    parts.extend(e.chain().skip(1).map(ToString::to_string));
+    parts.dedup();
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2w"), Ok(Duration::from_secs(1_209_600)));
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        for bad in ["", "d", "30", "30x", "-1d", "0d", "1.5h", "99999999999999999w"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_command_line_parses_as_documented() {
+        let cli = Cli::try_parse_from(["cs", "admin", "user", "create", "--org", "0193a000-0000-7000-8000-000000000001", "--email", "a@b.c", "--role", "owner"])
+            .expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::Admin(AdminCommand::User(UserCommand::Create { role: OrgRole::Owner, .. }))
+        ));
+        assert!(Cli::try_parse_from(["cs", "admin", "user", "create", "--org", "x", "--email", "a@b.c"]).is_err());
+        assert!(Cli::try_parse_from(["cs", "admin", "workspace", "grant", "--workspace", "0193a000-0000-7000-8000-000000000001", "--user", "0193a000-0000-7000-8000-000000000001", "--access", "owner"]).is_err());
+        let cli = Cli::try_parse_from(["cs", "serve", "--database-url", "sqlite:///tmp/x.db"]).expect("parses");
+        assert_eq!(cli.database_url, "sqlite:///tmp/x.db");
+    }
+}

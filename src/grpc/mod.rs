@@ -1,0 +1,40 @@
+//! The gRPC server: `ConversationService`, server reflection (v1 and v1alpha,
+//! for grpcurl and for older tools such as Postman) and `grpc.health.v1.Health`.
+
+use std::sync::Arc;
+
+use tonic::transport::Server;
+use tonic::transport::server::Router;
+use tonic_health::server::HealthReporter;
+
+use crate::pb::FILE_DESCRIPTOR_SET;
+use crate::pb::conversation_service_server::ConversationServiceServer;
+use crate::service::ConversationApi;
+
+/// The largest gRPC message accepted, in bytes.
+pub const MAX_MESSAGE_SIZE: usize = 1024 * 1024;
+
+/// The fully qualified name of our service, as health and reflection know it.
+pub const SERVICE_NAME: &str = "flashback.conversation.v1.ConversationService";
+
+/// Builds the gRPC router and the reporter that controls its health answers
+/// (serving for "" and for the service once built).
+pub async fn router(api: Arc<ConversationApi>) -> anyhow::Result<(Router, HealthReporter)> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<ConversationServiceServer<ConversationApi>>()
+        .await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let service = ConversationServiceServer::from_arc(api)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE);
+    let router = Server::builder()
+        .add_service(health)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(service);
+    Ok((router, reporter))
+}
