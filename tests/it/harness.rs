@@ -1,0 +1,462 @@
+//! Test harness: throwaway databases on both backends, the real server on
+//! ephemeral ports, real clients, and fixtures made through the real store.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use conversation_service::auth::generate_token;
+use conversation_service::domain::{Access, OrgRole};
+use conversation_service::pb::conversation_service_client::ConversationServiceClient;
+use conversation_service::server::{self, Running};
+use conversation_service::store::admin::NewUser;
+use conversation_service::store::{Backend, Store, StoreOptions};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+/// The PostgreSQL server tests create their databases on.
+fn pg_admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Writes past libtest's output capture, so notices show in every run.
+pub fn notice(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "{msg}");
+}
+
+/// A database that exists for one test.
+pub struct TestDb {
+    pub url: String,
+    pub backend: Backend,
+    /// For PostgreSQL: the database's name (dropped on drop).
+    pub pg_name: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    /// An SQLite file in a fresh temporary folder.
+    pub fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        TestDb {
+            url,
+            backend: Backend::Sqlite,
+            pg_name: None,
+            _dir: Some(dir),
+        }
+    }
+
+    /// A fresh PostgreSQL database, or `None` (with a notice) when no server
+    /// answers. With `REQUIRE_POSTGRES=1`, a missing server fails the test.
+    pub async fn postgres() -> Option<TestDb> {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let admin_url = pg_admin_url();
+        let mut admin = match AsyncPgConnection::establish(&admin_url).await {
+            Ok(c) => c,
+            Err(e) => {
+                if std::env::var("REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+                    panic!("REQUIRE_POSTGRES=1 but PostgreSQL at {admin_url} does not answer: {e}");
+                }
+                notice(&format!(
+                    "NOTICE: PostgreSQL test skipped: {admin_url} does not answer ({e}); set REQUIRE_POSTGRES=1 to make this a failure"
+                ));
+                return None;
+            }
+        };
+        let name = format!(
+            "cs_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            &Uuid::now_v7().simple().to_string()[24..]
+        );
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        let (base, _) = admin_url.rsplit_once('/').expect("admin URL has a database");
+        Some(TestDb {
+            url: format!("{base}/{name}"),
+            backend: Backend::Postgres,
+            pg_name: Some(name),
+            _dir: None,
+        })
+    }
+
+    /// Runs SQL on the test database over a connection of its own.
+    pub async fn exec(&self, sql: &str) {
+        match self.backend {
+            Backend::Postgres => {
+                let mut c = AsyncPgConnection::establish(&self.url).await.expect("connect");
+                c.batch_execute(sql).await.expect("SQL runs");
+            }
+            Backend::Sqlite => {
+                let path = self.url.strip_prefix("sqlite://").expect("sqlite url").to_owned();
+                let mut c = diesel_async::sync_connection_wrapper::SyncConnectionWrapper::<
+                    diesel::SqliteConnection,
+                >::establish(&path)
+                .await
+                .expect("connect");
+                c.batch_execute(sql).await.expect("SQL runs");
+            }
+        }
+    }
+
+    /// Runs SQL on the PostgreSQL server's admin database.
+    pub async fn pg_admin_exec(sql: &str) {
+        let mut c = AsyncPgConnection::establish(&pg_admin_url())
+            .await
+            .expect("connect admin");
+        c.batch_execute(sql).await.expect("admin SQL runs");
+    }
+
+    /// A literal for `id` in this backend's SQL.
+    pub fn uuid_literal(&self, id: Uuid) -> String {
+        match self.backend {
+            Backend::Postgres => format!("'{id}'::uuid"),
+            Backend::Sqlite => format!("X'{}'", id.simple()),
+        }
+    }
+
+    /// A literal for "now" in this backend's SQL, in the stored form.
+    pub fn now_literal(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => "now()",
+            Backend::Sqlite => "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        // Drop may run inside a runtime: use a thread with one of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                if let Ok(mut c) = AsyncPgConnection::establish(&pg_admin_url()).await {
+                    let _ = c
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Store options for tests: short waits so failure cases answer quickly.
+pub fn test_options() -> StoreOptions {
+    StoreOptions {
+        acquire_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(2),
+        sqlite_busy_timeout: Duration::from_millis(5000),
+        ..StoreOptions::default()
+    }
+}
+
+/// The real service on ephemeral ports, with clients for both transports.
+pub struct TestApp {
+    pub db: TestDb,
+    pub store: Store,
+    pub http: reqwest::Client,
+    pub base: String,
+    pub grpc_addr: SocketAddr,
+    running: Option<Running>,
+}
+
+impl TestApp {
+    pub async fn spawn(db: TestDb) -> TestApp {
+        Self::spawn_with(db, test_options()).await
+    }
+
+    pub async fn spawn_with(db: TestDb, opts: StoreOptions) -> TestApp {
+        if std::env::var("TEST_LOG").is_ok() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter("info")
+                .with_test_writer()
+                .try_init();
+        }
+        let store = Store::open(&db.url, &opts).expect("open store");
+        store.migrate().await.expect("migrate");
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let running = server::start(store.clone(), any, any).await.expect("start");
+        TestApp {
+            base: format!("http://{}", running.http_addr),
+            grpc_addr: running.grpc_addr,
+            http: reqwest::Client::new(),
+            store,
+            db,
+            running: Some(running),
+        }
+    }
+
+    pub async fn grpc(&self) -> ConversationServiceClient<Channel> {
+        ConversationServiceClient::connect(format!("http://{}", self.grpc_addr))
+            .await
+            .expect("gRPC connects")
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.grpc_addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connects")
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("running")
+    }
+
+    /// POST /conversation with an optional bearer token and a raw JSON body.
+    pub async fn post_create(&self, token: Option<&str>, body: &str) -> (u16, serde_json::Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/conversation", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let res = req.send().await.expect("HTTP request");
+        let status = res.status().as_u16();
+        assert_eq!(
+            res.headers().get("content-type").map(|v| v.to_str().expect("ascii")),
+            Some("application/json"),
+            "every reply is JSON"
+        );
+        (status, res.json().await.expect("JSON body"))
+    }
+
+    /// Rows in a table, through the service's own store.
+    pub async fn count(&self, table: &str) -> i64 {
+        use conversation_service::store::schema::{conversations, system_events};
+        use conversation_service::with_conn;
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        let mut conn = self.store.conn().await.expect("conn");
+        match table {
+            "conversations" => with_conn!(&mut conn, |c| conversations::table
+                .count()
+                .get_result::<i64>(c)
+                .await),
+            "system_events" => with_conn!(&mut conn, |c| system_events::table
+                .count()
+                .get_result::<i64>(c)
+                .await),
+            other => panic!("no counter for {other}"),
+        }
+        .expect("count")
+    }
+
+    /// Conversations that have no `created` event: must always be zero.
+    pub async fn conversations_without_event(&self) -> i64 {
+        orphan_conversations(&self.store).await
+    }
+}
+
+/// Conversations that have no `created` event in the audit trail.
+pub async fn orphan_conversations(store: &Store) -> i64 {
+    use conversation_service::store::schema::{conversations, system_events};
+    use conversation_service::with_conn;
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    let mut conn = store.conn().await.expect("conn");
+    with_conn!(&mut conn, |c| conversations::table
+        .filter(diesel::dsl::not(diesel::dsl::exists(
+            system_events::table
+                .filter(system_events::context_id.eq(conversations::id.nullable()))
+                .filter(system_events::event.eq("created")),
+        )))
+        .count()
+        .get_result::<i64>(c)
+        .await)
+    .expect("count")
+}
+
+/// A user with a working token.
+#[derive(Clone, Debug)]
+pub struct Actor {
+    pub id: Uuid,
+    pub token: String,
+}
+
+/// The world the rule tests run in.
+pub struct World {
+    pub org: Uuid,
+    pub workspace: Uuid,
+    pub repo: Uuid,
+    pub orphan_repo: Uuid,
+    pub disabled_repo: Uuid,
+    pub deleted_repo: Uuid,
+    pub repo_in_deleted_workspace: Uuid,
+    pub other_org_repo: Uuid,
+    pub reader: Actor,
+    pub writer: Actor,
+    pub ws_admin: Actor,
+    pub org_admin: Actor,
+    pub owner: Actor,
+    pub outsider: Actor,
+    pub billing: Actor,
+    pub other_org_user: Actor,
+    pub disabled: Actor,
+    pub expired_token: String,
+    pub revoked_token: String,
+}
+
+static EMAILS: AtomicUsize = AtomicUsize::new(0);
+
+pub async fn user(store: &Store, org: Uuid, role: OrgRole) -> Actor {
+    let n = EMAILS.fetch_add(1, Ordering::Relaxed);
+    let id = store
+        .create_user(NewUser {
+            org_id: org,
+            email: format!("user{n}-{}@example.com", Uuid::now_v7().simple()),
+            name: Some(format!("User{n}")),
+            last_name: Some("Test".into()),
+            role,
+        })
+        .await
+        .expect("user");
+    let token = token_for(store, id, None).await;
+    Actor { id, token }
+}
+
+pub async fn token_for(
+    store: &Store,
+    user: Uuid,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> String {
+    let t = generate_token();
+    store
+        .create_token(user, "test".into(), &t, expires_at)
+        .await
+        .expect("token");
+    t.secret
+}
+
+impl World {
+    pub async fn build(app: &TestApp) -> World {
+        let s = &app.store;
+        let org = s.create_org("Acme".into()).await.expect("org");
+        let workspace = s.create_workspace(org, "Main".into()).await.expect("ws");
+        let doomed_ws = s.create_workspace(org, "Doomed".into()).await.expect("ws");
+        let repo = s.create_repo(org, "app".into(), Some(workspace)).await.expect("repo");
+        let orphan_repo = s.create_repo(org, "orphan".into(), None).await.expect("repo");
+        let disabled_repo = s.create_repo(org, "old".into(), Some(workspace)).await.expect("repo");
+        s.disable_repo(disabled_repo).await.expect("disable");
+        let deleted_repo = s.create_repo(org, "gone".into(), Some(workspace)).await.expect("repo");
+        app.db
+            .exec(&format!(
+                "UPDATE repos SET deleted_at = {} WHERE id = {}",
+                app.db.now_literal(),
+                app.db.uuid_literal(deleted_repo)
+            ))
+            .await;
+        let repo_in_deleted_workspace = s
+            .create_repo(org, "in-doomed".into(), Some(doomed_ws))
+            .await
+            .expect("repo");
+
+        let reader = user(s, org, OrgRole::User).await;
+        let writer = user(s, org, OrgRole::User).await;
+        let ws_admin = user(s, org, OrgRole::User).await;
+        let org_admin = user(s, org, OrgRole::Admin).await;
+        let owner = user(s, org, OrgRole::Owner).await;
+        let outsider = user(s, org, OrgRole::Workspaces).await;
+        let billing = user(s, org, OrgRole::Billing).await;
+        let disabled = user(s, org, OrgRole::User).await;
+        for (a, access) in [
+            (&reader, Access::Read),
+            (&writer, Access::Write),
+            (&ws_admin, Access::Admin),
+            (&disabled, Access::Read),
+        ] {
+            s.grant(workspace, a.id, access).await.expect("grant");
+        }
+        s.grant(doomed_ws, reader.id, Access::Read).await.expect("grant");
+        s.delete_workspace(doomed_ws).await.expect("delete ws");
+        s.disable_user(disabled.id).await.expect("disable");
+
+        let expired_token = token_for(
+            s,
+            reader.id,
+            Some(chrono::Utc::now() - chrono::Duration::seconds(1)),
+        )
+        .await;
+        let revoked = generate_token();
+        s.create_token(reader.id, "revoked".into(), &revoked, None)
+            .await
+            .expect("token");
+        s.revoke_token(conversation_service::store::admin::TokenRef::Hash(revoked.hash))
+            .await
+            .expect("revoke");
+
+        let other_org = s.create_org("Globex".into()).await.expect("org");
+        let other_ws = s.create_workspace(other_org, "Theirs".into()).await.expect("ws");
+        let other_org_repo = s
+            .create_repo(other_org, "secret".into(), Some(other_ws))
+            .await
+            .expect("repo");
+        let other_org_user = user(s, other_org, OrgRole::Owner).await;
+        s.grant(other_ws, other_org_user.id, Access::Admin).await.expect("grant");
+
+        World {
+            org,
+            workspace,
+            repo,
+            orphan_repo,
+            disabled_repo,
+            deleted_repo,
+            repo_in_deleted_workspace,
+            other_org_repo,
+            reader,
+            writer,
+            ws_admin,
+            org_admin,
+            owner,
+            outsider,
+            billing,
+            other_org_user,
+            disabled,
+            expired_token,
+            revoked_token: revoked.secret,
+        }
+    }
+}
+
+/// Generates `sqlite` and `postgres` tests from one async scenario `fn(TestDb)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$scenario($crate::harness::TestDb::sqlite()).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if let Some(db) = $crate::harness::TestDb::postgres().await {
+                        super::$scenario(db).await;
+                    }
+                }
+            }
+        )*
+    };
+}

@@ -1,0 +1,1 @@
+//! Outages, restarts, kills and shutdowns.
