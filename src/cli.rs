@@ -33,7 +33,12 @@ pub struct Cli {
     pub database_pool_size: usize,
 
     /// Seconds a request waits for a free database connection before a 503.
-    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT", default_value_t = 5, global = true)]
+    #[arg(
+        long,
+        env = "DATABASE_ACQUIRE_TIMEOUT",
+        default_value_t = 5,
+        global = true
+    )]
     pub database_acquire_timeout: u64,
 
     #[command(subcommand)]
@@ -256,7 +261,10 @@ async fn serve(store: Store, args: ServeArgs) -> anyhow::Result<()> {
     };
     let running = crate::server::start(store, args.http_addr, args.grpc_addr).await?;
     if let Some(demo) = demo {
-        println!("{}", demo.instructions(running.http_addr, running.grpc_addr));
+        println!(
+            "{}",
+            demo.instructions(running.http_addr, running.grpc_addr)
+        );
     }
     running.wait().await
 }
@@ -291,7 +299,12 @@ async fn admin(store: &Store, cmd: AdminCommand) -> anyhow::Result<()> {
             eprintln!("user {user} disabled");
         }
         AdminCommand::Workspace(WorkspaceCommand::Create { org, name }) => {
-            println!("{}", store.create_workspace(org, non_empty("name", name)?).await?);
+            println!(
+                "{}",
+                store
+                    .create_workspace(org, non_empty("name", name)?)
+                    .await?
+            );
         }
         AdminCommand::Workspace(WorkspaceCommand::Grant {
             workspace,
@@ -310,7 +323,12 @@ async fn admin(store: &Store, cmd: AdminCommand) -> anyhow::Result<()> {
             name,
             workspace,
         }) => {
-            println!("{}", store.create_repo(org, non_empty("name", name)?, workspace).await?);
+            println!(
+                "{}",
+                store
+                    .create_repo(org, non_empty("name", name)?, workspace)
+                    .await?
+            );
         }
         AdminCommand::Repo(RepoCommand::Disable { repo }) => {
             store.disable_repo(repo).await?;
@@ -404,22 +422,65 @@ mod tests {
         assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("2w"), Ok(Duration::from_secs(1_209_600)));
         assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
-        for bad in ["", "d", "30", "30x", "-1d", "0d", "1.5h", "99999999999999999w"] {
+        for bad in [
+            "",
+            "d",
+            "30",
+            "30x",
+            "-1d",
+            "0d",
+            "1.5h",
+            "99999999999999999w",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn the_command_line_parses_as_documented() {
-        let cli = Cli::try_parse_from(["cs", "admin", "user", "create", "--org", "0193a000-0000-7000-8000-000000000001", "--email", "a@b.c", "--role", "owner"])
-            .expect("parses");
+        let cli = Cli::try_parse_from([
+            "cs",
+            "admin",
+            "user",
+            "create",
+            "--org",
+            "0193a000-0000-7000-8000-000000000001",
+            "--email",
+            "a@b.c",
+            "--role",
+            "owner",
+        ])
+        .expect("parses");
         assert!(matches!(
             cli.command,
-            Command::Admin(AdminCommand::User(UserCommand::Create { role: OrgRole::Owner, .. }))
+            Command::Admin(AdminCommand::User(UserCommand::Create {
+                role: OrgRole::Owner,
+                ..
+            }))
         ));
-        assert!(Cli::try_parse_from(["cs", "admin", "user", "create", "--org", "x", "--email", "a@b.c"]).is_err());
-        assert!(Cli::try_parse_from(["cs", "admin", "workspace", "grant", "--workspace", "0193a000-0000-7000-8000-000000000001", "--user", "0193a000-0000-7000-8000-000000000001", "--access", "owner"]).is_err());
-        let cli = Cli::try_parse_from(["cs", "serve", "--database-url", "sqlite:///tmp/x.db"]).expect("parses");
+        assert!(
+            Cli::try_parse_from([
+                "cs", "admin", "user", "create", "--org", "x", "--email", "a@b.c"
+            ])
+            .is_err()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "cs",
+                "admin",
+                "workspace",
+                "grant",
+                "--workspace",
+                "0193a000-0000-7000-8000-000000000001",
+                "--user",
+                "0193a000-0000-7000-8000-000000000001",
+                "--access",
+                "owner"
+            ])
+            .is_err()
+        );
+        let cli = Cli::try_parse_from(["cs", "serve", "--database-url", "sqlite:///tmp/x.db"])
+            .expect("parses");
         assert_eq!(cli.database_url, "sqlite:///tmp/x.db");
     }
 }

@@ -30,7 +30,10 @@ pub enum ApiError {
     Unavailable { detail: String },
     /// Anything else. `public` is all the caller sees; `detail` goes to the log.
     #[error("{public}")]
-    Internal { public: &'static str, detail: String },
+    Internal {
+        public: &'static str,
+        detail: String,
+    },
 }
 
 impl ApiError {
@@ -103,19 +106,49 @@ mod tests {
     #[test]
     fn every_api_error_has_its_code_status_and_message() {
         let cases = [
-            (ApiError::Unauthenticated, Code::Unauthenticated, 401, "Missing or invalid access token"),
-            (ApiError::InvalidArgument("repoId must be a UUID".into()), Code::InvalidArgument, 400, "repoId must be a UUID"),
-            (ApiError::NotFound("Repository not found".into()), Code::NotFound, 404, "Repository not found"),
-            (ApiError::FailedPrecondition("orphaned".into()), Code::FailedPrecondition, 400, "orphaned"),
-            (ApiError::PermissionDenied("no".into()), Code::PermissionDenied, 403, "no"),
             (
-                ApiError::Unavailable { detail: "connection refused to 10.0.0.1".into() },
+                ApiError::Unauthenticated,
+                Code::Unauthenticated,
+                401,
+                "Missing or invalid access token",
+            ),
+            (
+                ApiError::InvalidArgument("repoId must be a UUID".into()),
+                Code::InvalidArgument,
+                400,
+                "repoId must be a UUID",
+            ),
+            (
+                ApiError::NotFound("Repository not found".into()),
+                Code::NotFound,
+                404,
+                "Repository not found",
+            ),
+            (
+                ApiError::FailedPrecondition("orphaned".into()),
+                Code::FailedPrecondition,
+                400,
+                "orphaned",
+            ),
+            (
+                ApiError::PermissionDenied("no".into()),
+                Code::PermissionDenied,
+                403,
+                "no",
+            ),
+            (
+                ApiError::Unavailable {
+                    detail: "connection refused to 10.0.0.1".into(),
+                },
                 Code::Unavailable,
                 503,
                 "Service temporarily unavailable",
             ),
             (
-                ApiError::Internal { public: "Failed to create conversation", detail: "no such table: x".into() },
+                ApiError::Internal {
+                    public: "Failed to create conversation",
+                    detail: "no such table: x".into(),
+                },
                 Code::Internal,
                 500,
                 "Failed to create conversation",

@@ -3,13 +3,13 @@
 //! production). See the README for the tour and DESIGN.md for the reasons.
 
 pub mod auth;
-pub mod domain;
-pub mod store;
-pub mod error;
-pub mod pb;
-pub mod service;
-pub mod grpc;
-pub mod http;
-pub mod server;
 pub mod cli;
 pub mod demo;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod pb;
+pub mod server;
+pub mod service;
+pub mod store;

@@ -4,4 +4,5 @@
 tonic::include_proto!("flashback.conversation.v1");
 
 /// The encoded descriptor set of our protos and their imports, for reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("conversation_descriptor");
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("conversation_descriptor");

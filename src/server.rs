@@ -49,7 +49,11 @@ impl Running {
 }
 
 /// Binds both listeners and starts serving `store` on them.
-pub async fn start(store: Store, http_addr: SocketAddr, grpc_addr: SocketAddr) -> anyhow::Result<Running> {
+pub async fn start(
+    store: Store,
+    http_addr: SocketAddr,
+    grpc_addr: SocketAddr,
+) -> anyhow::Result<Running> {
     let http = TcpListener::bind(http_addr)
         .await
         .with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
@@ -90,7 +94,9 @@ pub async fn start(store: Store, http_addr: SocketAddr, grpc_addr: SocketAddr) -
         health
             .set_not_serving::<ConversationServiceServer<ConversationApi>>()
             .await;
-        health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
         tracing::info!("draining requests in flight");
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
             let (g, h) = tokio::join!(grpc_task, http_task);

@@ -65,7 +65,10 @@ impl ConversationApi {
             public: "Failed to authenticate",
             detail: format!("user {}: {e}", owner.user_id),
         })?;
-        if owner.last_used_at.is_none_or(|t| now - t > TOKEN_TOUCH_INTERVAL) {
+        if owner
+            .last_used_at
+            .is_none_or(|t| now - t > TOKEN_TOUCH_INTERVAL)
+        {
             let store = self.store.clone();
             let token_id = owner.token_id;
             tokio::spawn(async move {
@@ -116,7 +119,9 @@ impl ConversationApi {
             ));
         };
         if repo.disabled_at.is_some() {
-            return Err(ApiError::FailedPrecondition("Repository is disabled".into()));
+            return Err(ApiError::FailedPrecondition(
+                "Repository is disabled".into(),
+            ));
         }
         // 5. The caller's right to it: any membership, or organization admin.
         if repo.access.is_none() && !caller.role.is_org_admin() {
@@ -287,19 +292,31 @@ mod tests {
     #[test]
     fn ids_must_be_canonical_uuids() {
         let ok = "0193a000-0000-7000-8000-000000000001";
-        assert_eq!(parse_uuid_field("repoId", ok).expect("valid").to_string(), ok);
         assert_eq!(
-            parse_uuid_field("repoId", &ok.to_uppercase()).expect("valid").to_string(),
+            parse_uuid_field("repoId", ok).expect("valid").to_string(),
             ok
         );
-        for bad in ["repo-123", "0193a0000000700080000000000000001", "{0193a000-0000-7000-8000-000000000001}", " 0193a000-0000-7000-8000-00000000001"] {
+        assert_eq!(
+            parse_uuid_field("repoId", &ok.to_uppercase())
+                .expect("valid")
+                .to_string(),
+            ok
+        );
+        for bad in [
+            "repo-123",
+            "0193a0000000700080000000000000001",
+            "{0193a000-0000-7000-8000-000000000001}",
+            " 0193a000-0000-7000-8000-00000000001",
+        ] {
             assert_eq!(
                 parse_uuid_field("repoId", bad).expect_err(bad).to_string(),
                 "repoId must be a UUID"
             );
         }
         assert_eq!(
-            parse_uuid_field("repoId", "").expect_err("empty").to_string(),
+            parse_uuid_field("repoId", "")
+                .expect_err("empty")
+                .to_string(),
             "repoId is required"
         );
     }

@@ -24,13 +24,19 @@ pub async fn router(api: Arc<ConversationApi>) -> anyhow::Result<(Router, Health
     reporter
         .set_serving::<ConversationServiceServer<ConversationApi>>()
         .await;
+    // Both reflection endpoints describe everything served, each other included.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
     };
-    let service = ConversationServiceServer::from_arc(api)
-        .max_decoding_message_size(MAX_MESSAGE_SIZE);
+    let service =
+        ConversationServiceServer::from_arc(api).max_decoding_message_size(MAX_MESSAGE_SIZE);
     let router = Server::builder()
         .add_service(health)
         .add_service(reflection().build_v1()?)

@@ -57,8 +57,7 @@ fn is_json_content_type(value: Option<&axum::http::HeaderValue>) -> bool {
         return false;
     };
     kind.eq_ignore_ascii_case("application")
-        && (subtype.eq_ignore_ascii_case("json")
-            || subtype.to_ascii_lowercase().ends_with("+json"))
+        && (subtype.eq_ignore_ascii_case("json") || subtype.to_ascii_lowercase().ends_with("+json"))
 }
 
 #[cfg(test)]
@@ -68,13 +67,30 @@ mod tests {
 
     #[test]
     fn json_content_types() {
-        let ok = ["application/json", "Application/JSON", "application/json; charset=utf-8", "application/merge-patch+json"];
+        let ok = [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/merge-patch+json",
+        ];
         for v in ok {
-            assert!(is_json_content_type(Some(&HeaderValue::from_static(v))), "{v}");
+            assert!(
+                is_json_content_type(Some(&HeaderValue::from_static(v))),
+                "{v}"
+            );
         }
-        let bad = ["text/plain", "application/x-www-form-urlencoded", "json", "application/jsonx", ""];
+        let bad = [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "json",
+            "application/jsonx",
+            "",
+        ];
         for v in bad {
-            assert!(!is_json_content_type(Some(&HeaderValue::from_static(v))), "{v}");
+            assert!(
+                !is_json_content_type(Some(&HeaderValue::from_static(v))),
+                "{v}"
+            );
         }
         assert!(!is_json_content_type(None));
     }

@@ -48,41 +48,237 @@ const NOT_FOUND: &str = "Repository not found";
 const DENIED: &str = "Insufficient permissions for this workspace";
 
 fn cases(w: &World) -> Vec<Case> {
-    let c = |name, auth, repo, http, grpc, message| Case { name, auth, repo, http, grpc, message };
+    let c = |name, auth, repo, http, grpc, message| Case {
+        name,
+        auth,
+        repo,
+        http,
+        grpc,
+        message,
+    };
     let valid = id(w.repo);
     vec![
         // 1. Authentication comes first, whatever the body.
-        c("no token", Auth::None, valid.clone(), 401, Code::Unauthenticated, UNAUTH),
-        c("no token, bad body", Auth::None, Repo::Json(json!(5)), 401, Code::Unauthenticated, UNAUTH),
-        c("other scheme", Auth::Header(format!("Basic {}", w.reader.token)), valid.clone(), 401, Code::Unauthenticated, UNAUTH),
-        c("scheme without token", Auth::Header("Bearer".into()), valid.clone(), 401, Code::Unauthenticated, UNAUTH),
-        c("malformed token", Auth::Header("Bearer a b c".into()), valid.clone(), 401, Code::Unauthenticated, UNAUTH),
-        c("unknown token", Auth::Bearer("fbk_doesnotexist".into()), valid.clone(), 401, Code::Unauthenticated, UNAUTH),
-        c("expired token", Auth::Bearer(w.expired_token.clone()), valid.clone(), 401, Code::Unauthenticated, UNAUTH),
-        c("revoked token", Auth::Bearer(w.revoked_token.clone()), valid.clone(), 401, Code::Unauthenticated, UNAUTH),
-        c("disabled user", bearer(&w.disabled), valid.clone(), 401, Code::Unauthenticated, UNAUTH),
+        c(
+            "no token",
+            Auth::None,
+            valid.clone(),
+            401,
+            Code::Unauthenticated,
+            UNAUTH,
+        ),
+        c(
+            "no token, bad body",
+            Auth::None,
+            Repo::Json(json!(5)),
+            401,
+            Code::Unauthenticated,
+            UNAUTH,
+        ),
+        c(
+            "other scheme",
+            Auth::Header(format!("Basic {}", w.reader.token)),
+            valid.clone(),
+            401,
+            Code::Unauthenticated,
+            UNAUTH,
+        ),
+        c(
+            "scheme without token",
+            Auth::Header("Bearer".into()),
+            valid.clone(),
+            401,
+            Code::Unauthenticated,
+            UNAUTH,
+        ),
+        c(
+            "malformed token",
+            Auth::Header("Bearer a b c".into()),
+            valid.clone(),
+            401,
+            Code::Unauthenticated,
+            UNAUTH,
+        ),
+        c(
+            "unknown token",
+            Auth::Bearer("fbk_doesnotexist".into()),
+            valid.clone(),
+            401,
+            Code::Unauthenticated,
+            UNAUTH,
+        ),
+        c(
+            "expired token",
+            Auth::Bearer(w.expired_token.clone()),
+            valid.clone(),
+            401,
+            Code::Unauthenticated,
+            UNAUTH,
+        ),
+        c(
+            "revoked token",
+            Auth::Bearer(w.revoked_token.clone()),
+            valid.clone(),
+            401,
+            Code::Unauthenticated,
+            UNAUTH,
+        ),
+        c(
+            "disabled user",
+            bearer(&w.disabled),
+            valid.clone(),
+            401,
+            Code::Unauthenticated,
+            UNAUTH,
+        ),
         // 2. Then the argument.
-        c("repoId missing", bearer(&w.reader), Repo::Missing, 400, Code::InvalidArgument, "repoId is required"),
-        c("repoId empty", bearer(&w.reader), Repo::Id(String::new()), 400, Code::InvalidArgument, "repoId is required"),
-        c("repoId not a UUID", bearer(&w.reader), Repo::Id("repo-123".into()), 400, Code::InvalidArgument, "repoId must be a UUID"),
-        c("repoId braced UUID", bearer(&w.reader), Repo::Id(format!("{{{}}}", w.repo)), 400, Code::InvalidArgument, "repoId must be a UUID"),
-        c("repoId a number", bearer(&w.reader), Repo::Json(json!(42)), 400, Code::InvalidArgument, "repoId must be a string"),
-        c("repoId an object", bearer(&w.reader), Repo::Json(json!({"id": w.repo})), 400, Code::InvalidArgument, "repoId must be a string"),
-        c("repoId null", bearer(&w.reader), Repo::Json(serde_json::Value::Null), 400, Code::InvalidArgument, "repoId is required"),
+        c(
+            "repoId missing",
+            bearer(&w.reader),
+            Repo::Missing,
+            400,
+            Code::InvalidArgument,
+            "repoId is required",
+        ),
+        c(
+            "repoId empty",
+            bearer(&w.reader),
+            Repo::Id(String::new()),
+            400,
+            Code::InvalidArgument,
+            "repoId is required",
+        ),
+        c(
+            "repoId not a UUID",
+            bearer(&w.reader),
+            Repo::Id("repo-123".into()),
+            400,
+            Code::InvalidArgument,
+            "repoId must be a UUID",
+        ),
+        c(
+            "repoId braced UUID",
+            bearer(&w.reader),
+            Repo::Id(format!("{{{}}}", w.repo)),
+            400,
+            Code::InvalidArgument,
+            "repoId must be a UUID",
+        ),
+        c(
+            "repoId a number",
+            bearer(&w.reader),
+            Repo::Json(json!(42)),
+            400,
+            Code::InvalidArgument,
+            "repoId must be a string",
+        ),
+        c(
+            "repoId an object",
+            bearer(&w.reader),
+            Repo::Json(json!({"id": w.repo})),
+            400,
+            Code::InvalidArgument,
+            "repoId must be a string",
+        ),
+        c(
+            "repoId null",
+            bearer(&w.reader),
+            Repo::Json(serde_json::Value::Null),
+            400,
+            Code::InvalidArgument,
+            "repoId is required",
+        ),
         // 3. Then the repository, as the caller's org sees it.
-        c("unknown repo", bearer(&w.reader), id(Uuid::now_v7()), 404, Code::NotFound, NOT_FOUND),
-        c("deleted repo", bearer(&w.reader), id(w.deleted_repo), 404, Code::NotFound, NOT_FOUND),
-        c("repo in deleted workspace", bearer(&w.reader), id(w.repo_in_deleted_workspace), 404, Code::NotFound, NOT_FOUND),
-        c("another org's repo", bearer(&w.reader), id(w.other_org_repo), 404, Code::NotFound, NOT_FOUND),
-        c("another org's owner", bearer(&w.other_org_user), valid.clone(), 404, Code::NotFound, NOT_FOUND),
+        c(
+            "unknown repo",
+            bearer(&w.reader),
+            id(Uuid::now_v7()),
+            404,
+            Code::NotFound,
+            NOT_FOUND,
+        ),
+        c(
+            "deleted repo",
+            bearer(&w.reader),
+            id(w.deleted_repo),
+            404,
+            Code::NotFound,
+            NOT_FOUND,
+        ),
+        c(
+            "repo in deleted workspace",
+            bearer(&w.reader),
+            id(w.repo_in_deleted_workspace),
+            404,
+            Code::NotFound,
+            NOT_FOUND,
+        ),
+        c(
+            "another org's repo",
+            bearer(&w.reader),
+            id(w.other_org_repo),
+            404,
+            Code::NotFound,
+            NOT_FOUND,
+        ),
+        c(
+            "another org's owner",
+            bearer(&w.other_org_user),
+            valid.clone(),
+            404,
+            Code::NotFound,
+            NOT_FOUND,
+        ),
         // 4. Then its state.
-        c("orphaned repo", bearer(&w.reader), id(w.orphan_repo), 400, Code::FailedPrecondition, "Repository does not belong to a workspace"),
-        c("orphaned repo, org owner", bearer(&w.owner), id(w.orphan_repo), 400, Code::FailedPrecondition, "Repository does not belong to a workspace"),
-        c("disabled repo", bearer(&w.reader), id(w.disabled_repo), 400, Code::FailedPrecondition, "Repository is disabled"),
+        c(
+            "orphaned repo",
+            bearer(&w.reader),
+            id(w.orphan_repo),
+            400,
+            Code::FailedPrecondition,
+            "Repository does not belong to a workspace",
+        ),
+        c(
+            "orphaned repo, org owner",
+            bearer(&w.owner),
+            id(w.orphan_repo),
+            400,
+            Code::FailedPrecondition,
+            "Repository does not belong to a workspace",
+        ),
+        c(
+            "disabled repo",
+            bearer(&w.reader),
+            id(w.disabled_repo),
+            400,
+            Code::FailedPrecondition,
+            "Repository is disabled",
+        ),
         // 5. Then the caller's right to its workspace.
-        c("not a member", bearer(&w.outsider), valid.clone(), 403, Code::PermissionDenied, DENIED),
-        c("billing, not a member", bearer(&w.billing), valid.clone(), 403, Code::PermissionDenied, DENIED),
-        c("not a member, disabled repo", bearer(&w.outsider), id(w.disabled_repo), 400, Code::FailedPrecondition, "Repository is disabled"),
+        c(
+            "not a member",
+            bearer(&w.outsider),
+            valid.clone(),
+            403,
+            Code::PermissionDenied,
+            DENIED,
+        ),
+        c(
+            "billing, not a member",
+            bearer(&w.billing),
+            valid.clone(),
+            403,
+            Code::PermissionDenied,
+            DENIED,
+        ),
+        c(
+            "not a member, disabled repo",
+            bearer(&w.outsider),
+            id(w.disabled_repo),
+            400,
+            Code::FailedPrecondition,
+            "Repository is disabled",
+        ),
     ]
 }
 
@@ -104,19 +300,27 @@ async fn call_http(app: &TestApp, case: &Case) -> (u16, serde_json::Value) {
     }
     let res = req.send().await.expect("request");
     let status = res.status().as_u16();
-    assert_eq!(res.headers()["content-type"], "application/json", "{}", case.name);
+    assert_eq!(
+        res.headers()["content-type"],
+        "application/json",
+        "{}",
+        case.name
+    );
     (status, res.json().await.expect("json"))
 }
 
 async fn call_grpc(app: &TestApp, auth: &Auth, repo_id: &str) -> Result<String, tonic::Status> {
-    let mut req = tonic::Request::new(CreateConversationRequest { repo_id: repo_id.to_owned() });
+    let mut req = tonic::Request::new(CreateConversationRequest {
+        repo_id: repo_id.to_owned(),
+    });
     let value = match auth {
         Auth::None => None,
         Auth::Header(h) => Some(h.clone()),
         Auth::Bearer(t) => Some(format!("Bearer {t}")),
     };
     if let Some(v) = value {
-        req.metadata_mut().insert("authorization", v.parse().expect("ascii metadata"));
+        req.metadata_mut()
+            .insert("authorization", v.parse().expect("ascii metadata"));
     }
     let reply = app.grpc().await.create_conversation(req).await?;
     Ok(reply.into_inner().conversation_id)
@@ -130,18 +334,35 @@ async fn rule_table(db: TestDb) {
     for case in cases(&world) {
         let (status, body) = call_http(&app, &case).await;
         assert_eq!(status, case.http, "REST {}: {body}", case.name);
-        assert_eq!(body, json!({"success": false, "message": case.message}), "REST {}", case.name);
+        assert_eq!(
+            body,
+            json!({"success": false, "message": case.message}),
+            "REST {}",
+            case.name
+        );
 
         let repo_id = match &case.repo {
             Repo::Missing => String::new(),
             Repo::Id(s) => s.clone(),
             Repo::Json(_) => continue, // not expressible in protobuf
         };
-        let status = call_grpc(&app, &case.auth, &repo_id).await.expect_err(case.name);
-        assert_eq!(status.code(), case.grpc, "gRPC {}: {}", case.name, status.message());
+        let status = call_grpc(&app, &case.auth, &repo_id)
+            .await
+            .expect_err(case.name);
+        assert_eq!(
+            status.code(),
+            case.grpc,
+            "gRPC {}: {}",
+            case.name,
+            status.message()
+        );
         assert_eq!(status.message(), case.message, "gRPC {}", case.name);
     }
-    assert_eq!(app.count("conversations").await, 0, "no failure writes anything");
+    assert_eq!(
+        app.count("conversations").await,
+        0,
+        "no failure writes anything"
+    );
     assert_eq!(app.count("system_events").await, 0);
     app.shutdown().await;
 }
@@ -163,12 +384,22 @@ async fn allowed_callers_create(db: TestDb) {
             .await;
         assert_eq!(status, 200, "{who}: {body}");
         assert_eq!(body["success"], true);
-        assert_eq!(body.as_object().expect("object").len(), 2, "exactly success and conversationId");
-        let id: Uuid = body["conversationId"].as_str().expect("string").parse().expect("uuid");
+        assert_eq!(
+            body.as_object().expect("object").len(),
+            2,
+            "exactly success and conversationId"
+        );
+        let id: Uuid = body["conversationId"]
+            .as_str()
+            .expect("string")
+            .parse()
+            .expect("uuid");
         assert_eq!(id.get_version_num(), 7);
         created.push((id, actor.id, "http"));
 
-        let grpc_id = call_grpc(&app, &bearer(actor), &w.repo.to_string()).await.expect(who);
+        let grpc_id = call_grpc(&app, &bearer(actor), &w.repo.to_string())
+            .await
+            .expect(who);
         created.push((grpc_id.parse().expect("uuid"), actor.id, "grpc"));
     }
     assert_eq!(app.count("conversations").await, 10);
@@ -178,7 +409,10 @@ async fn allowed_callers_create(db: TestDb) {
     let events = app.store.list_events(w.org, 100).await.expect("events");
     assert_eq!(events.len(), 10);
     for (id, creator, transport) in &created {
-        let e = events.iter().find(|e| e.context_id == Some(*id)).expect("event for each");
+        let e = events
+            .iter()
+            .find(|e| e.context_id == Some(*id))
+            .expect("event for each");
         assert_eq!(e.context, "conversation");
         assert_eq!(e.event, "created");
         assert_eq!(e.org_id, w.org);
@@ -197,11 +431,25 @@ async fn reply_and_request_ids(db: TestDb) {
     let app = TestApp::spawn(db).await;
     let w = World::build(&app).await;
 
-    let mut req = tonic::Request::new(CreateConversationRequest { repo_id: w.repo.to_string() });
-    req.metadata_mut().insert("authorization", format!("Bearer {}", w.reader.token).parse().expect("ascii"));
-    req.metadata_mut().insert("x-request-id", "grpc-req-1".parse().expect("ascii"));
-    let reply = app.grpc().await.create_conversation(req).await.expect("created");
-    assert_eq!(reply.metadata().get("x-request-id").expect("echoed"), "grpc-req-1");
+    let mut req = tonic::Request::new(CreateConversationRequest {
+        repo_id: w.repo.to_string(),
+    });
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", w.reader.token).parse().expect("ascii"),
+    );
+    req.metadata_mut()
+        .insert("x-request-id", "grpc-req-1".parse().expect("ascii"));
+    let reply = app
+        .grpc()
+        .await
+        .create_conversation(req)
+        .await
+        .expect("created");
+    assert_eq!(
+        reply.metadata().get("x-request-id").expect("echoed"),
+        "grpc-req-1"
+    );
     let reply = reply.into_inner();
     let c = reply.conversation.expect("conversation");
     assert_eq!(c.id, reply.conversation_id);
@@ -243,9 +491,18 @@ async fn reply_and_request_ids(db: TestDb) {
     let events = app.store.list_events(w.org, 10).await.expect("events");
     let ids: Vec<_> = events
         .iter()
-        .map(|e| e.json_data.as_ref().expect("data")["requestId"].as_str().expect("id").to_owned())
+        .map(|e| {
+            e.json_data.as_ref().expect("data")["requestId"]
+                .as_str()
+                .expect("id")
+                .to_owned()
+        })
         .collect();
-    assert_eq!(ids, vec!["rest-req-1", "grpc-req-1"], "newest first, ids kept");
+    assert_eq!(
+        ids,
+        vec!["rest-req-1", "grpc-req-1"],
+        "newest first, ids kept"
+    );
     app.shutdown().await;
 }
 
@@ -256,22 +513,131 @@ async fn gateway_rejections(db: TestDb) {
     let url = format!("{}/conversation", app.base);
     let auth = format!("Bearer {}", w.reader.token);
     let good = json!({ "repoId": w.repo }).to_string();
-    let big = format!("{{\"repoId\":\"{}\",\"pad\":\"{}\"}}", w.repo, "x".repeat(70 * 1024));
+    let big = format!(
+        "{{\"repoId\":\"{}\",\"pad\":\"{}\"}}",
+        w.repo,
+        "x".repeat(70 * 1024)
+    );
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
-        ("malformed JSON", app.http.post(&url).header("authorization", &auth).header("content-type", "application/json").body("{\"repoId\":"), 400, "Request body is not valid JSON"),
-        ("empty body", app.http.post(&url).header("authorization", &auth).header("content-type", "application/json"), 400, "Request body is not valid JSON"),
-        ("array body", app.http.post(&url).header("authorization", &auth).header("content-type", "application/json").body("[]"), 400, "Request body must be a JSON object"),
-        ("string body, no token", app.http.post(&url).header("content-type", "application/json").body("\"x\""), 400, "Request body must be a JSON object"),
-        ("deeply nested", app.http.post(&url).header("authorization", &auth).header("content-type", "application/json").body(deep), 400, "Request body is not valid JSON"),
-        ("invalid UTF-8", app.http.post(&url).header("authorization", &auth).header("content-type", "application/json").body(vec![b'{', b'"', 0xff, b'"', b':', b'1', b'}']), 400, "Request body is not valid JSON"),
-        ("text/plain", app.http.post(&url).header("authorization", &auth).header("content-type", "text/plain").body(good.clone()), 415, "Content-Type must be application/json"),
-        ("no content type", app.http.post(&url).header("authorization", &auth).body(good.clone()), 415, "Content-Type must be application/json"),
-        ("form", app.http.post(&url).header("authorization", &auth).header("content-type", "application/x-www-form-urlencoded").body("repoId=x"), 415, "Content-Type must be application/json"),
-        ("too large", app.http.post(&url).header("authorization", &auth).header("content-type", "application/json").body(big), 413, "Request body is larger than 65536 bytes"),
-        ("unknown route", app.http.post(format!("{}/conversations", app.base)).header("authorization", &auth).header("content-type", "application/json").body(good.clone()), 404, "Not found"),
+        (
+            "malformed JSON",
+            app.http
+                .post(&url)
+                .header("authorization", &auth)
+                .header("content-type", "application/json")
+                .body("{\"repoId\":"),
+            400,
+            "Request body is not valid JSON",
+        ),
+        (
+            "empty body",
+            app.http
+                .post(&url)
+                .header("authorization", &auth)
+                .header("content-type", "application/json"),
+            400,
+            "Request body is not valid JSON",
+        ),
+        (
+            "array body",
+            app.http
+                .post(&url)
+                .header("authorization", &auth)
+                .header("content-type", "application/json")
+                .body("[]"),
+            400,
+            "Request body must be a JSON object",
+        ),
+        (
+            "string body, no token",
+            app.http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body("\"x\""),
+            400,
+            "Request body must be a JSON object",
+        ),
+        (
+            "deeply nested",
+            app.http
+                .post(&url)
+                .header("authorization", &auth)
+                .header("content-type", "application/json")
+                .body(deep),
+            400,
+            "Request body is not valid JSON",
+        ),
+        (
+            "invalid UTF-8",
+            app.http
+                .post(&url)
+                .header("authorization", &auth)
+                .header("content-type", "application/json")
+                .body(vec![b'{', b'"', 0xff, b'"', b':', b'1', b'}']),
+            400,
+            "Request body is not valid JSON",
+        ),
+        (
+            "text/plain",
+            app.http
+                .post(&url)
+                .header("authorization", &auth)
+                .header("content-type", "text/plain")
+                .body(good.clone()),
+            415,
+            "Content-Type must be application/json",
+        ),
+        (
+            "no content type",
+            app.http
+                .post(&url)
+                .header("authorization", &auth)
+                .body(good.clone()),
+            415,
+            "Content-Type must be application/json",
+        ),
+        (
+            "form",
+            app.http
+                .post(&url)
+                .header("authorization", &auth)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("repoId=x"),
+            415,
+            "Content-Type must be application/json",
+        ),
+        (
+            "too large",
+            app.http
+                .post(&url)
+                .header("authorization", &auth)
+                .header("content-type", "application/json")
+                .body(big),
+            413,
+            "Request body is larger than 65536 bytes",
+        ),
+        (
+            "unknown route",
+            app.http
+                .post(format!("{}/conversations", app.base))
+                .header("authorization", &auth)
+                .header("content-type", "application/json")
+                .body(good.clone()),
+            404,
+            "Not found",
+        ),
         ("root", app.http.get(&app.base), 404, "Not found"),
-        ("wrong method", app.http.put(&url).header("authorization", &auth).header("content-type", "application/json").body(good.clone()), 405, "Method not allowed"),
+        (
+            "wrong method",
+            app.http
+                .put(&url)
+                .header("authorization", &auth)
+                .header("content-type", "application/json")
+                .body(good.clone()),
+            405,
+            "Method not allowed",
+        ),
     ];
     for (name, req, status, message) in cases {
         let res = req.send().await.expect(name);
@@ -321,11 +687,20 @@ async fn failure_writes_nothing(db: TestDb) {
     let body = json!({ "repoId": w.repo }).to_string();
     let (status, reply) = app.post_create(Some(&w.reader.token), &body).await;
     assert_eq!(status, 500);
-    assert_eq!(reply, json!({"success": false, "message": "Failed to create conversation"}));
-    let status = call_grpc(&app, &bearer(&w.reader), &w.repo.to_string()).await.expect_err("fails");
+    assert_eq!(
+        reply,
+        json!({"success": false, "message": "Failed to create conversation"})
+    );
+    let status = call_grpc(&app, &bearer(&w.reader), &w.repo.to_string())
+        .await
+        .expect_err("fails");
     assert_eq!(status.code(), Code::Internal);
     assert_eq!(status.message(), "Failed to create conversation");
-    assert_eq!(app.count("conversations").await, 0, "the conversation was rolled back with its event");
+    assert_eq!(
+        app.count("conversations").await,
+        0,
+        "the conversation was rolled back with its event"
+    );
     assert_eq!(app.count("system_events").await, 0);
 
     app.db.exec(unfail).await;
@@ -343,9 +718,18 @@ async fn concurrent_creates(db: TestDb) {
     let w = World::build(&app).await;
     let mut actors = Vec::new();
     for _ in 0..200 {
-        let a = user(&app.store, w.org, conversation_service::domain::OrgRole::User).await;
+        let a = user(
+            &app.store,
+            w.org,
+            conversation_service::domain::OrgRole::User,
+        )
+        .await;
         app.store
-            .grant(w.workspace, a.id, conversation_service::domain::Access::Read)
+            .grant(
+                w.workspace,
+                a.id,
+                conversation_service::domain::Access::Read,
+            )
             .await
             .expect("grant");
         actors.push(a);
@@ -353,7 +737,8 @@ async fn concurrent_creates(db: TestDb) {
     let channel = app.channel().await;
     let mut tasks = tokio::task::JoinSet::new();
     for (i, a) in actors.into_iter().enumerate() {
-        let (http, base, channel, repo) = (app.http.clone(), app.base.clone(), channel.clone(), w.repo);
+        let (http, base, channel, repo) =
+            (app.http.clone(), app.base.clone(), channel.clone(), w.repo);
         tasks.spawn(async move {
             if i % 2 == 0 {
                 let res = http
@@ -385,7 +770,12 @@ async fn concurrent_creates(db: TestDb) {
             errors.push(e);
         }
     }
-    assert!(errors.is_empty(), "{} errors, first: {:?}", errors.len(), errors.first());
+    assert!(
+        errors.is_empty(),
+        "{} errors, first: {:?}",
+        errors.len(),
+        errors.first()
+    );
     assert_eq!(app.count("conversations").await, 200);
     assert_eq!(app.count("system_events").await, 200);
     assert_eq!(app.conversations_without_event().await, 0);

@@ -76,7 +76,9 @@ impl TestDb {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .expect("create test database");
-        let (base, _) = admin_url.rsplit_once('/').expect("admin URL has a database");
+        let (base, _) = admin_url
+            .rsplit_once('/')
+            .expect("admin URL has a database");
         Some(TestDb {
             url: format!("{base}/{name}"),
             backend: Backend::Postgres,
@@ -89,11 +91,17 @@ impl TestDb {
     pub async fn exec(&self, sql: &str) {
         match self.backend {
             Backend::Postgres => {
-                let mut c = AsyncPgConnection::establish(&self.url).await.expect("connect");
+                let mut c = AsyncPgConnection::establish(&self.url)
+                    .await
+                    .expect("connect");
                 c.batch_execute(sql).await.expect("SQL runs");
             }
             Backend::Sqlite => {
-                let path = self.url.strip_prefix("sqlite://").expect("sqlite url").to_owned();
+                let path = self
+                    .url
+                    .strip_prefix("sqlite://")
+                    .expect("sqlite url")
+                    .to_owned();
                 let mut c = diesel_async::sync_connection_wrapper::SyncConnectionWrapper::<
                     diesel::SqliteConnection,
                 >::establish(&path)
@@ -235,7 +243,9 @@ impl TestApp {
         let res = req.send().await.expect("HTTP request");
         let status = res.status().as_u16();
         assert_eq!(
-            res.headers().get("content-type").map(|v| v.to_str().expect("ascii")),
+            res.headers()
+                .get("content-type")
+                .map(|v| v.to_str().expect("ascii")),
             Some("application/json"),
             "every reply is JSON"
         );
@@ -355,11 +365,23 @@ impl World {
         let org = s.create_org("Acme".into()).await.expect("org");
         let workspace = s.create_workspace(org, "Main".into()).await.expect("ws");
         let doomed_ws = s.create_workspace(org, "Doomed".into()).await.expect("ws");
-        let repo = s.create_repo(org, "app".into(), Some(workspace)).await.expect("repo");
-        let orphan_repo = s.create_repo(org, "orphan".into(), None).await.expect("repo");
-        let disabled_repo = s.create_repo(org, "old".into(), Some(workspace)).await.expect("repo");
+        let repo = s
+            .create_repo(org, "app".into(), Some(workspace))
+            .await
+            .expect("repo");
+        let orphan_repo = s
+            .create_repo(org, "orphan".into(), None)
+            .await
+            .expect("repo");
+        let disabled_repo = s
+            .create_repo(org, "old".into(), Some(workspace))
+            .await
+            .expect("repo");
         s.disable_repo(disabled_repo).await.expect("disable");
-        let deleted_repo = s.create_repo(org, "gone".into(), Some(workspace)).await.expect("repo");
+        let deleted_repo = s
+            .create_repo(org, "gone".into(), Some(workspace))
+            .await
+            .expect("repo");
         app.db
             .exec(&format!(
                 "UPDATE repos SET deleted_at = {} WHERE id = {}",
@@ -388,7 +410,9 @@ impl World {
         ] {
             s.grant(workspace, a.id, access).await.expect("grant");
         }
-        s.grant(doomed_ws, reader.id, Access::Read).await.expect("grant");
+        s.grant(doomed_ws, reader.id, Access::Read)
+            .await
+            .expect("grant");
         s.delete_workspace(doomed_ws).await.expect("delete ws");
         s.disable_user(disabled.id).await.expect("disable");
 
@@ -402,18 +426,25 @@ impl World {
         s.create_token(reader.id, "revoked".into(), &revoked, None)
             .await
             .expect("token");
-        s.revoke_token(conversation_service::store::admin::TokenRef::Hash(revoked.hash))
-            .await
-            .expect("revoke");
+        s.revoke_token(conversation_service::store::admin::TokenRef::Hash(
+            revoked.hash,
+        ))
+        .await
+        .expect("revoke");
 
         let other_org = s.create_org("Globex".into()).await.expect("org");
-        let other_ws = s.create_workspace(other_org, "Theirs".into()).await.expect("ws");
+        let other_ws = s
+            .create_workspace(other_org, "Theirs".into())
+            .await
+            .expect("ws");
         let other_org_repo = s
             .create_repo(other_org, "secret".into(), Some(other_ws))
             .await
             .expect("repo");
         let other_org_user = user(s, other_org, OrgRole::Owner).await;
-        s.grant(other_ws, other_org_user.id, Access::Admin).await.expect("grant");
+        s.grant(other_ws, other_org_user.id, Access::Admin)
+            .await
+            .expect("grant");
 
         World {
             org,
