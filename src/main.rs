@@ -3,11 +3,26 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
+
 use conversation_service::cli::{self, Cli};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // One line, like every other failure; --help has the rest.
+            let text = e.render().to_string();
+            let reason: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("{}", reason.join(" "));
+            return ExitCode::from(2);
+        }
+    };
     let default_log = match cli.command {
         cli::Command::Serve(_) => "info",
         _ => "warn",

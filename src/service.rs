@@ -3,8 +3,6 @@
 //! in-process. Every rule is here, in the order the API documents:
 //! authenticate, validate, find, check state, authorize, act.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
@@ -17,7 +15,7 @@ use crate::pb::conversation_service_server::ConversationService;
 use crate::pb::{self, CreateConversationRequest, CreateConversationResponse};
 use crate::store::conversations::{NewConversation, NewEvent};
 use crate::store::types::{SqlJson, SqlTime, SqlUuid, now};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 /// The metadata key (and HTTP header) of the request id.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -273,15 +271,6 @@ impl ConversationService for ConversationApi {
     ) -> Result<Response<CreateConversationResponse>, Status> {
         let ctx = CallContext::of(&request);
         ctx.finish(self.create(&request, &ctx).await)
-    }
-}
-
-/// Shared handle used by both transports.
-pub type SharedApi = Arc<ConversationApi>;
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        ApiError::from_store("Internal error")(e)
     }
 }
 

@@ -37,6 +37,10 @@ const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqli
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 
 /// A pooled connection to either backend.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one lives per operation, on its task; boxing would allocate per request"
+)]
 pub enum Conn {
     Pg(Object<AsyncPgConnection>),
     Sqlite(Object<SqliteConn>),
