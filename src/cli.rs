@@ -261,10 +261,10 @@ async fn serve(store: Store, args: ServeArgs) -> anyhow::Result<()> {
     };
     let running = crate::server::start(store, args.http_addr, args.grpc_addr).await?;
     if let Some(demo) = demo {
-        println!(
-            "{}",
-            demo.instructions(running.http_addr, running.grpc_addr)
-        );
+        // A closed stdout must not stop a server: say so on stderr and go on.
+        if let Err(e) = emit(demo.instructions(running.http_addr, running.grpc_addr)) {
+            tracing::warn!(error = %e, "could not print the demo instructions");
+        }
     }
     running.wait().await
 }
@@ -272,7 +272,7 @@ async fn serve(store: Store, args: ServeArgs) -> anyhow::Result<()> {
 async fn admin(store: &Store, cmd: AdminCommand) -> anyhow::Result<()> {
     match cmd {
         AdminCommand::Org(OrgCommand::Create { name }) => {
-            println!("{}", store.create_org(non_empty("name", name)?).await?);
+            emit(store.create_org(non_empty("name", name)?).await?)?;
         }
         AdminCommand::User(UserCommand::Create {
             org,
@@ -292,19 +292,18 @@ async fn admin(store: &Store, cmd: AdminCommand) -> anyhow::Result<()> {
                 last_name,
                 role,
             };
-            println!("{}", store.create_user(user).await?);
+            emit(store.create_user(user).await?)?;
         }
         AdminCommand::User(UserCommand::Disable { user }) => {
             store.disable_user(user).await?;
             eprintln!("user {user} disabled");
         }
         AdminCommand::Workspace(WorkspaceCommand::Create { org, name }) => {
-            println!(
-                "{}",
+            emit(
                 store
                     .create_workspace(org, non_empty("name", name)?)
-                    .await?
-            );
+                    .await?,
+            )?;
         }
         AdminCommand::Workspace(WorkspaceCommand::Grant {
             workspace,
@@ -323,12 +322,8 @@ async fn admin(store: &Store, cmd: AdminCommand) -> anyhow::Result<()> {
             name,
             workspace,
         }) => {
-            println!(
-                "{}",
-                store
-                    .create_repo(org, non_empty("name", name)?, workspace)
-                    .await?
-            );
+            let repo = store.create_repo(org, non_empty("name", name)?, workspace);
+            emit(repo.await?)?;
         }
         AdminCommand::Repo(RepoCommand::Disable { repo }) => {
             store.disable_repo(repo).await?;
@@ -346,7 +341,7 @@ async fn admin(store: &Store, cmd: AdminCommand) -> anyhow::Result<()> {
                 .transpose()?;
             let token = generate_token();
             store.create_token(user, name, &token, expires_at).await?;
-            println!("{}", token.secret);
+            emit(token.secret)?;
         }
         AdminCommand::Token(TokenCommand::Revoke { token }) => {
             let target = if token.starts_with(TOKEN_PREFIX) {
@@ -375,11 +370,20 @@ async fn admin(store: &Store, cmd: AdminCommand) -> anyhow::Result<()> {
                     "event": e.event,
                     "jsonData": e.json_data,
                 });
-                println!("{line}");
+                emit(line)?;
             }
         }
     }
     Ok(())
+}
+
+/// Writes one result line to stdout; a closed stdout is an error, not a panic.
+fn emit(line: impl std::fmt::Display) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(|e| anyhow::anyhow!("cannot write to stdout: {e}"))
 }
 
 fn non_empty(what: &str, value: String) -> anyhow::Result<String> {

@@ -13,9 +13,9 @@ use crate::domain::{Caller, OrgRole, Transport};
 use crate::error::ApiError;
 use crate::pb::conversation_service_server::ConversationService;
 use crate::pb::{self, CreateConversationRequest, CreateConversationResponse};
+use crate::store::Store;
 use crate::store::conversations::{NewConversation, NewEvent};
 use crate::store::types::{SqlJson, SqlTime, SqlUuid, now};
-use crate::store::Store;
 
 /// The metadata key (and HTTP header) of the request id.
 pub const REQUEST_ID: &str = "x-request-id";

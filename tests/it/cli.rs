@@ -28,35 +28,123 @@ async fn ok(db: &TestDb, args: &[&str]) -> String {
         "{args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
 }
 
 /// Runs a command that must fail; returns its one-line reason.
 async fn fails(db: &TestDb, args: &[&str]) -> String {
     let out = cli(db, args).await;
     assert!(!out.status.success(), "{args:?} should fail");
-    assert!(out.stdout.is_empty(), "{args:?} printed a result on failure");
+    assert!(
+        out.stdout.is_empty(),
+        "{args:?} printed a result on failure"
+    );
     let err = String::from_utf8(out.stderr).expect("utf-8");
     err.trim().to_owned()
 }
 
 fn id(s: &str) -> Uuid {
-    s.parse().unwrap_or_else(|_| panic!("stdout is an id: {s:?}"))
+    s.parse()
+        .unwrap_or_else(|_| panic!("stdout is an id: {s:?}"))
 }
 
 /// The whole admin workflow, then the token works against the service.
 async fn admin_workflow(db: TestDb) {
-    assert_eq!(ok(&db, &["migrate"]).await, "", "migrate prints nothing on stdout");
+    assert_eq!(
+        ok(&db, &["migrate"]).await,
+        "",
+        "migrate prints nothing on stdout"
+    );
     let org = ok(&db, &["admin", "org", "create", "--name", "Acme"]).await;
     id(&org);
-    let user = ok(&db, &["admin", "user", "create", "--org", &org, "--email", "Ada@Example.com", "--name", "Ada", "--last-name", "Lovelace"]).await;
+    let user = ok(
+        &db,
+        &[
+            "admin",
+            "user",
+            "create",
+            "--org",
+            &org,
+            "--email",
+            "Ada@Example.com",
+            "--name",
+            "Ada",
+            "--last-name",
+            "Lovelace",
+        ],
+    )
+    .await;
     id(&user);
-    let ws = ok(&db, &["admin", "workspace", "create", "--org", &org, "--name", "Main"]).await;
-    ok(&db, &["admin", "workspace", "grant", "--workspace", &ws, "--user", &user, "--access", "read"]).await;
-    let repo = ok(&db, &["admin", "repo", "create", "--org", &org, "--name", "app", "--workspace", &ws]).await;
-    let orphan = ok(&db, &["admin", "repo", "create", "--org", &org, "--name", "loose"]).await;
-    let token = ok(&db, &["admin", "token", "create", "--user", &user, "--name", "laptop", "--expires-in", "30d"]).await;
-    assert!(token.starts_with("fbk_") && !token.contains(char::is_whitespace), "{token}");
+    let ws = ok(
+        &db,
+        &[
+            "admin",
+            "workspace",
+            "create",
+            "--org",
+            &org,
+            "--name",
+            "Main",
+        ],
+    )
+    .await;
+    ok(
+        &db,
+        &[
+            "admin",
+            "workspace",
+            "grant",
+            "--workspace",
+            &ws,
+            "--user",
+            &user,
+            "--access",
+            "read",
+        ],
+    )
+    .await;
+    let repo = ok(
+        &db,
+        &[
+            "admin",
+            "repo",
+            "create",
+            "--org",
+            &org,
+            "--name",
+            "app",
+            "--workspace",
+            &ws,
+        ],
+    )
+    .await;
+    let orphan = ok(
+        &db,
+        &["admin", "repo", "create", "--org", &org, "--name", "loose"],
+    )
+    .await;
+    let token = ok(
+        &db,
+        &[
+            "admin",
+            "token",
+            "create",
+            "--user",
+            &user,
+            "--name",
+            "laptop",
+            "--expires-in",
+            "30d",
+        ],
+    )
+    .await;
+    assert!(
+        token.starts_with("fbk_") && !token.contains(char::is_whitespace),
+        "{token}"
+    );
     let spare = ok(&db, &["admin", "token", "create", "--user", &user]).await;
 
     let app = TestApp::spawn(db).await;
@@ -68,12 +156,37 @@ async fn admin_workflow(db: TestDb) {
     assert_eq!(app.post_create(Some(&token), &create(&orphan)).await.0, 400);
 
     // Events: one JSON object per line, newest first, with the documented keys.
-    let events = ok(db, &["admin", "events", "list", "--org", &org, "--limit", "10"]).await;
-    let lines: Vec<Value> = events.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    let events = ok(
+        db,
+        &["admin", "events", "list", "--org", &org, "--limit", "10"],
+    )
+    .await;
+    let lines: Vec<Value> = events
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
     assert_eq!(lines.len(), 1);
     let e = &lines[0];
-    let keys: Vec<&str> = e.as_object().expect("object").keys().map(String::as_str).collect();
-    assert_eq!(keys, ["id", "timestamp", "orgId", "userId", "workspaceId", "context", "contextId", "event", "jsonData"]);
+    let keys: Vec<&str> = e
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "id",
+            "timestamp",
+            "orgId",
+            "userId",
+            "workspaceId",
+            "context",
+            "contextId",
+            "event",
+            "jsonData"
+        ]
+    );
     assert_eq!(e["orgId"], org);
     assert_eq!(e["userId"], user);
     assert_eq!(e["workspaceId"], ws);
@@ -82,7 +195,8 @@ async fn admin_workflow(db: TestDb) {
     assert_eq!(e["event"], "created");
     assert_eq!(e["jsonData"]["repoId"], repo);
     assert_eq!(e["jsonData"]["transport"], "http");
-    chrono::DateTime::parse_from_rfc3339(e["timestamp"].as_str().expect("timestamp")).expect("RFC 3339");
+    chrono::DateTime::parse_from_rfc3339(e["timestamp"].as_str().expect("timestamp"))
+        .expect("RFC 3339");
 
     // Revoking by the token itself, and by id through the store's listing.
     ok(db, &["admin", "token", "revoke", "--token", &token]).await;
@@ -98,11 +212,67 @@ async fn admin_workflow(db: TestDb) {
     assert_eq!(app.post_create(Some(&spare), &create(&repo)).await.0, 401);
 
     // Expiry: a token that lives one second.
-    let admin = ok(db, &["admin", "user", "create", "--org", &org, "--email", "root@example.com", "--role", "owner"]).await;
-    let ws2 = ok(db, &["admin", "workspace", "create", "--org", &org, "--name", "Second"]).await;
-    let repo2 = ok(db, &["admin", "repo", "create", "--org", &org, "--name", "two", "--workspace", &ws2]).await;
-    let brief = ok(db, &["admin", "token", "create", "--user", &admin, "--expires-in", "1s"]).await;
-    assert_eq!(app.post_create(Some(&brief), &create(&repo2)).await.0, 200, "org owner needs no membership");
+    let admin = ok(
+        db,
+        &[
+            "admin",
+            "user",
+            "create",
+            "--org",
+            &org,
+            "--email",
+            "root@example.com",
+            "--role",
+            "owner",
+        ],
+    )
+    .await;
+    let ws2 = ok(
+        db,
+        &[
+            "admin",
+            "workspace",
+            "create",
+            "--org",
+            &org,
+            "--name",
+            "Second",
+        ],
+    )
+    .await;
+    let repo2 = ok(
+        db,
+        &[
+            "admin",
+            "repo",
+            "create",
+            "--org",
+            &org,
+            "--name",
+            "two",
+            "--workspace",
+            &ws2,
+        ],
+    )
+    .await;
+    let brief = ok(
+        db,
+        &[
+            "admin",
+            "token",
+            "create",
+            "--user",
+            &admin,
+            "--expires-in",
+            "1s",
+        ],
+    )
+    .await;
+    assert_eq!(
+        app.post_create(Some(&brief), &create(&repo2)).await.0,
+        200,
+        "org owner needs no membership"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     assert_eq!(app.post_create(Some(&brief), &create(&repo2)).await.0, 401);
     app.shutdown().await;
@@ -112,32 +282,217 @@ async fn admin_workflow(db: TestDb) {
 async fn admin_errors(db: TestDb) {
     let org = ok(&db, &["admin", "org", "create", "--name", "Acme"]).await;
     let other = ok(&db, &["admin", "org", "create", "--name", "Other"]).await;
-    let user = ok(&db, &["admin", "user", "create", "--org", &org, "--email", "a@example.com"]).await;
-    let ws_other = ok(&db, &["admin", "workspace", "create", "--org", &other, "--name", "Theirs"]).await;
+    let user = ok(
+        &db,
+        &[
+            "admin",
+            "user",
+            "create",
+            "--org",
+            &org,
+            "--email",
+            "a@example.com",
+        ],
+    )
+    .await;
+    let ws_other = ok(
+        &db,
+        &[
+            "admin",
+            "workspace",
+            "create",
+            "--org",
+            &other,
+            "--name",
+            "Theirs",
+        ],
+    )
+    .await;
     let missing = Uuid::now_v7().to_string();
 
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["admin", "org", "create", "--name", "  "], "--name must not be empty"),
-        (vec!["admin", "user", "create", "--org", &missing, "--email", "b@example.com"], "not found"),
-        (vec!["admin", "user", "create", "--org", &org, "--email", "A@example.com"], "already exists"),
-        (vec!["admin", "user", "create", "--org", &org, "--email", "not-an-email"], "is not an email address"),
-        (vec!["admin", "user", "create", "--org", &org, "--email", "c@example.com", "--role", "root"], "unknown role"),
-        (vec!["admin", "user", "create", "--org", "not-a-uuid", "--email", "c@example.com"], "invalid value"),
-        (vec!["admin", "user", "disable", "--user", &missing], "not found"),
-        (vec!["admin", "workspace", "create", "--org", &missing, "--name", "X"], "not found"),
-        (vec!["admin", "workspace", "grant", "--workspace", &ws_other, "--user", &user, "--access", "read"], "different organizations"),
-        (vec!["admin", "workspace", "grant", "--workspace", &missing, "--user", &user, "--access", "read"], "not found"),
-        (vec!["admin", "workspace", "grant", "--workspace", &ws_other, "--user", &user, "--access", "owner"], "unknown access"),
-        (vec!["admin", "workspace", "delete", "--workspace", &missing], "not found"),
-        (vec!["admin", "repo", "create", "--org", &org, "--name", "x", "--workspace", &ws_other], "another organization"),
-        (vec!["admin", "repo", "create", "--org", &missing, "--name", "x"], "not found"),
-        (vec!["admin", "repo", "disable", "--repo", &missing], "not found"),
-        (vec!["admin", "token", "create", "--user", &missing], "not found"),
-        (vec!["admin", "token", "create", "--user", &user, "--expires-in", "soon"], "not a duration"),
-        (vec!["admin", "token", "revoke", "--token", "fbk_unknown"], "not found"),
-        (vec!["admin", "token", "revoke", "--token", "hello"], "takes a token"),
-        (vec!["admin", "events", "list", "--org", &missing], "not found"),
-        (vec!["admin", "events", "list", "--org", &org, "--limit", "0"], "invalid value"),
+        (
+            vec!["admin", "org", "create", "--name", "  "],
+            "--name must not be empty",
+        ),
+        (
+            vec![
+                "admin",
+                "user",
+                "create",
+                "--org",
+                &missing,
+                "--email",
+                "b@example.com",
+            ],
+            "not found",
+        ),
+        (
+            vec![
+                "admin",
+                "user",
+                "create",
+                "--org",
+                &org,
+                "--email",
+                "A@example.com",
+            ],
+            "already exists",
+        ),
+        (
+            vec![
+                "admin",
+                "user",
+                "create",
+                "--org",
+                &org,
+                "--email",
+                "not-an-email",
+            ],
+            "is not an email address",
+        ),
+        (
+            vec![
+                "admin",
+                "user",
+                "create",
+                "--org",
+                &org,
+                "--email",
+                "c@example.com",
+                "--role",
+                "root",
+            ],
+            "unknown role",
+        ),
+        (
+            vec![
+                "admin",
+                "user",
+                "create",
+                "--org",
+                "not-a-uuid",
+                "--email",
+                "c@example.com",
+            ],
+            "invalid value",
+        ),
+        (
+            vec!["admin", "user", "disable", "--user", &missing],
+            "not found",
+        ),
+        (
+            vec![
+                "admin",
+                "workspace",
+                "create",
+                "--org",
+                &missing,
+                "--name",
+                "X",
+            ],
+            "not found",
+        ),
+        (
+            vec![
+                "admin",
+                "workspace",
+                "grant",
+                "--workspace",
+                &ws_other,
+                "--user",
+                &user,
+                "--access",
+                "read",
+            ],
+            "different organizations",
+        ),
+        (
+            vec![
+                "admin",
+                "workspace",
+                "grant",
+                "--workspace",
+                &missing,
+                "--user",
+                &user,
+                "--access",
+                "read",
+            ],
+            "not found",
+        ),
+        (
+            vec![
+                "admin",
+                "workspace",
+                "grant",
+                "--workspace",
+                &ws_other,
+                "--user",
+                &user,
+                "--access",
+                "owner",
+            ],
+            "unknown access",
+        ),
+        (
+            vec!["admin", "workspace", "delete", "--workspace", &missing],
+            "not found",
+        ),
+        (
+            vec![
+                "admin",
+                "repo",
+                "create",
+                "--org",
+                &org,
+                "--name",
+                "x",
+                "--workspace",
+                &ws_other,
+            ],
+            "another organization",
+        ),
+        (
+            vec!["admin", "repo", "create", "--org", &missing, "--name", "x"],
+            "not found",
+        ),
+        (
+            vec!["admin", "repo", "disable", "--repo", &missing],
+            "not found",
+        ),
+        (
+            vec!["admin", "token", "create", "--user", &missing],
+            "not found",
+        ),
+        (
+            vec![
+                "admin",
+                "token",
+                "create",
+                "--user",
+                &user,
+                "--expires-in",
+                "soon",
+            ],
+            "not a duration",
+        ),
+        (
+            vec!["admin", "token", "revoke", "--token", "fbk_unknown"],
+            "not found",
+        ),
+        (
+            vec!["admin", "token", "revoke", "--token", "hello"],
+            "takes a token",
+        ),
+        (
+            vec!["admin", "events", "list", "--org", &missing],
+            "not found",
+        ),
+        (
+            vec!["admin", "events", "list", "--org", &org, "--limit", "0"],
+            "invalid value",
+        ),
     ];
     for (args, reason) in cases {
         let err = fails(&db, &args).await;

@@ -176,6 +176,8 @@ impl Process {
             repo = repo.or(field("repoId:"));
             http = field("HTTP:");
         }
+        // Keep reading, as a terminal would, so the rest of the block is not cut off.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Process {
             child,
             http: http.expect("http"),
