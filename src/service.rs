@@ -3,7 +3,7 @@
 //! in-process. Every rule is here, in the order the API documents:
 //! authenticate, validate, find, check state, authorize, act.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound as _, Utc};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -12,9 +12,15 @@ use crate::auth::{hash_token, parse_bearer};
 use crate::domain::{Caller, OrgRole, Transport};
 use crate::error::ApiError;
 use crate::pb::conversation_service_server::ConversationService;
-use crate::pb::{self, CreateConversationRequest, CreateConversationResponse};
+use crate::pb::{
+    self, CreateConversationRequest, CreateConversationResponse, DeleteConversationRequest,
+    DeleteConversationResponse, GetConversationRequest, GetConversationResponse,
+    ListConversationsRequest, ListConversationsResponse,
+};
 use crate::store::Store;
-use crate::store::conversations::{NewConversation, NewEvent};
+use crate::store::conversations::{
+    ConversationFilter, ConversationRow, NewConversation, NewEvent, Visibility,
+};
 use crate::store::types::{SqlJson, SqlTime, SqlUuid, now};
 
 /// The metadata key (and HTTP header) of the request id.
@@ -85,18 +91,24 @@ impl ConversationApi {
         })
     }
 
+    /// Rules 1 and 2 of every rpc, in that order: the caller's credentials,
+    /// then any field the gateway could not carry into the request.
+    async fn begin<T>(&self, request: &Request<T>) -> Result<Caller, ApiError> {
+        let caller = self.authenticate(request.metadata()).await?;
+        if let Some(FieldError(message)) = request.extensions().get::<FieldError>() {
+            return Err(ApiError::InvalidArgument(message.clone()));
+        }
+        Ok(caller)
+    }
+
     async fn create(
         &self,
         request: &Request<CreateConversationRequest>,
         ctx: &CallContext,
     ) -> Result<CreateConversationResponse, ApiError> {
         const FAILED: &str = "Failed to create conversation";
-        // 1. Who is calling.
-        let caller = self.authenticate(request.metadata()).await?;
-        // 2. What they ask for.
-        if let Some(FieldError(message)) = request.extensions().get::<FieldError>() {
-            return Err(ApiError::InvalidArgument(message.clone()));
-        }
+        // 1 and 2. Who is calling, and what they ask for.
+        let caller = self.begin(request).await?;
         let repo_id = parse_uuid_field("repoId", &request.get_ref().repo_id)?;
         // 3. The repository, as the caller's organization sees it.
         let repo = self
@@ -163,32 +175,250 @@ impl ConversationApi {
             .map_err(ApiError::from_store(FAILED))?;
         tracing::info!(conversation_id = %id, repo_id = %repo.id, user_id = %caller.user_id,
             request_id = %ctx.request_id, transport = ctx.transport.as_str(), "conversation created");
+        let row = ConversationRow {
+            id,
+            org_id: repo.org_id,
+            workspace_id,
+            repo_id: repo.id,
+            created_by: caller.user_id,
+            title: None,
+            tokens_in: 0,
+            tokens_out: 0,
+            created_at: at,
+            last_updated_at: at,
+            deleted_at: None,
+            repo_name: repo.name,
+            creator_name: caller.name,
+            creator_last_name: caller.last_name,
+            creator_email: caller.email,
+        };
         Ok(CreateConversationResponse {
             conversation_id: id.to_string(),
-            conversation: Some(pb::Conversation {
-                id: id.to_string(),
-                org_id: repo.org_id.to_string(),
-                workspace_id: workspace_id.to_string(),
-                repo_id: repo.id.to_string(),
-                created_by: caller.user_id.to_string(),
-                title: String::new(),
-                tokens_in: 0,
-                tokens_out: 0,
-                created_at: Some(timestamp(at)),
-                last_updated_at: Some(timestamp(at)),
-                deleted_at: None,
-                repo: Some(pb::RepoSummary {
-                    id: repo.id.to_string(),
-                    name: repo.name,
-                }),
-                creator: Some(pb::UserSummary {
-                    id: caller.user_id.to_string(),
-                    name: caller.name.unwrap_or_default(),
-                    last_name: caller.last_name.unwrap_or_default(),
-                    email: caller.email,
-                }),
-            }),
+            conversation: Some(conversation_pb(row)),
         })
+    }
+
+    async fn list(
+        &self,
+        request: &Request<ListConversationsRequest>,
+    ) -> Result<ListConversationsResponse, ApiError> {
+        let caller = self.begin(request).await?;
+        let r = request.get_ref();
+        let take = match r.take {
+            None => DEFAULT_TAKE,
+            Some(t) if (1..=MAX_TAKE).contains(&t) => t,
+            Some(_) => {
+                return Err(ApiError::InvalidArgument(format!(
+                    "take must be between 1 and {MAX_TAKE}"
+                )));
+            }
+        };
+        let skip = match r.skip {
+            None => 0,
+            Some(s) if s >= 0 => s,
+            Some(_) => return Err(ApiError::InvalidArgument("skip must be 0 or more".into())),
+        };
+        let from = parse_time_bound("from", &r.from, Bound::Start)?;
+        let until = parse_time_bound("to", &r.to, Bound::End)?;
+        if let (Some(from), Some(until)) = (from, until)
+            && from >= until
+        {
+            return Err(ApiError::InvalidArgument(
+                "from must not be after to".into(),
+            ));
+        }
+        let filter = ConversationFilter {
+            from,
+            until,
+            created_by: optional_uuid_field("userId", &r.user_id)?,
+            workspace_id: optional_uuid_field("workspaceId", &r.workspace_id)?,
+            repo_id: optional_uuid_field("repoId", &r.repo_id)?,
+            show_deleted: r.show_deleted,
+            ..visible_to(&caller)
+        };
+        let (rows, total) = self
+            .store
+            .list_conversations(filter, take, skip)
+            .await
+            .map_err(ApiError::from_store("Failed to list conversations"))?;
+        Ok(ListConversationsResponse {
+            conversations: rows.into_iter().map(conversation_pb).collect(),
+            total: u64::try_from(total).unwrap_or_default(),
+        })
+    }
+
+    async fn get(
+        &self,
+        request: &Request<GetConversationRequest>,
+    ) -> Result<GetConversationResponse, ApiError> {
+        let caller = self.begin(request).await?;
+        let r = request.get_ref();
+        let filter = ConversationFilter {
+            id: Some(parse_uuid_field("conversationId", &r.conversation_id)?),
+            show_deleted: r.show_deleted,
+            ..visible_to(&caller)
+        };
+        let row = self
+            .store
+            .get_conversation(filter)
+            .await
+            .map_err(ApiError::from_store("Failed to get conversation"))?
+            .ok_or_else(conversation_not_found)?;
+        Ok(GetConversationResponse {
+            conversation: Some(conversation_pb(row)),
+        })
+    }
+
+    async fn delete(
+        &self,
+        request: &Request<DeleteConversationRequest>,
+        ctx: &CallContext,
+    ) -> Result<DeleteConversationResponse, ApiError> {
+        let caller = self.begin(request).await?;
+        let r = request.get_ref();
+        let id = parse_uuid_field("conversationId", &r.conversation_id)?;
+        // Who may delete is exactly who may see: the creator, administrators
+        // of its workspace, organization administrators.
+        let filter = ConversationFilter {
+            id: Some(id),
+            show_deleted: true,
+            ..visible_to(&caller)
+        };
+        let hard = r.hard_delete;
+        let (user_id, transport, request_id) =
+            (caller.user_id, ctx.transport, ctx.request_id.clone());
+        let deleted = self
+            .store
+            .delete_conversation(filter, hard, move |row| NewEvent {
+                id: SqlUuid(Uuid::now_v7()),
+                org_id: SqlUuid(row.org_id),
+                workspace_id: Some(SqlUuid(row.workspace_id)),
+                user_id: Some(SqlUuid(user_id)),
+                context: "conversation".into(),
+                context_id: Some(SqlUuid(row.id)),
+                event: "deleted".into(),
+                json_data: Some(SqlJson(serde_json::json!({
+                    "hardDelete": hard,
+                    "repoId": row.repo_id,
+                    "transport": transport.as_str(),
+                    "requestId": request_id,
+                }))),
+                created_at: SqlTime(now()),
+            })
+            .await
+            .map_err(ApiError::from_store("Failed to delete conversation"))?;
+        if !deleted {
+            return Err(conversation_not_found());
+        }
+        tracing::info!(conversation_id = %id, hard, user_id = %caller.user_id,
+            request_id = %ctx.request_id, "conversation deleted");
+        Ok(DeleteConversationResponse {})
+    }
+}
+
+/// The default and largest page sizes of a list.
+pub const DEFAULT_TAKE: i64 = 50;
+pub const MAX_TAKE: i64 = 100;
+
+fn conversation_not_found() -> ApiError {
+    ApiError::NotFound("Conversation not found".into())
+}
+
+/// The conversations `caller` may see (and delete), before any filter.
+fn visible_to(caller: &Caller) -> ConversationFilter {
+    ConversationFilter {
+        org_id: caller.org_id,
+        visibility: if caller.role.is_org_admin() {
+            Visibility::Organization
+        } else {
+            Visibility::OwnAndAdministered {
+                user_id: caller.user_id,
+            }
+        },
+        id: None,
+        from: None,
+        until: None,
+        created_by: None,
+        workspace_id: None,
+        repo_id: None,
+        show_deleted: false,
+    }
+}
+
+/// A stored conversation as the API shows it.
+fn conversation_pb(row: ConversationRow) -> pb::Conversation {
+    pb::Conversation {
+        id: row.id.to_string(),
+        org_id: row.org_id.to_string(),
+        workspace_id: row.workspace_id.to_string(),
+        repo_id: row.repo_id.to_string(),
+        created_by: row.created_by.to_string(),
+        title: row.title.unwrap_or_default(),
+        tokens_in: u64::try_from(row.tokens_in).unwrap_or_default(),
+        tokens_out: u64::try_from(row.tokens_out).unwrap_or_default(),
+        created_at: Some(timestamp(row.created_at)),
+        last_updated_at: Some(timestamp(row.last_updated_at)),
+        deleted_at: row.deleted_at.map(timestamp),
+        repo: Some(pb::RepoSummary {
+            id: row.repo_id.to_string(),
+            name: row.repo_name,
+        }),
+        creator: Some(pb::UserSummary {
+            id: row.created_by.to_string(),
+            name: row.creator_name.unwrap_or_default(),
+            last_name: row.creator_last_name.unwrap_or_default(),
+            email: row.creator_email,
+        }),
+    }
+}
+
+/// Which end of a range a time bound is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    Start,
+    End,
+}
+
+/// Parses an inclusive ISO 8601 bound on a creation time into the half-open
+/// range the store uses: `Start` gives "at or after", `End` "strictly before"
+/// (a date as the end includes that whole day; a time, that microsecond).
+/// Empty means unbounded.
+fn parse_time_bound(
+    name: &str,
+    value: &str,
+    bound: Bound,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let invalid = || {
+        ApiError::InvalidArgument(format!(
+            "{name} must be an ISO 8601 date or date-time (e.g. 2026-01-31 or 2026-01-31T12:00:00Z)"
+        ))
+    };
+    let (start, is_date) = if let Ok(t) = DateTime::parse_from_rfc3339(value) {
+        (t.with_timezone(&Utc), false)
+    } else if let Ok(t) = chrono::NaiveDateTime::parse_from_str(value, "%Y-%m-%dT%H:%M:%S%.f") {
+        (t.and_utc(), false)
+    } else if let Ok(d) = chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d") {
+        (d.and_hms_opt(0, 0, 0).ok_or_else(invalid)?.and_utc(), true)
+    } else {
+        return Err(invalid());
+    };
+    let start = start.trunc_subsecs(6);
+    Ok(Some(match (bound, is_date) {
+        (Bound::Start, _) => start,
+        (Bound::End, true) => start + chrono::TimeDelta::days(1),
+        (Bound::End, false) => start + chrono::TimeDelta::microseconds(1),
+    }))
+}
+
+/// An optional id filter: empty means not given.
+fn optional_uuid_field(name: &str, value: &str) -> Result<Option<Uuid>, ApiError> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        parse_uuid_field(name, value).map(Some)
     }
 }
 
@@ -272,6 +502,30 @@ impl ConversationService for ConversationApi {
         let ctx = CallContext::of(&request);
         ctx.finish(self.create(&request, &ctx).await)
     }
+
+    async fn list_conversations(
+        &self,
+        request: Request<ListConversationsRequest>,
+    ) -> Result<Response<ListConversationsResponse>, Status> {
+        let ctx = CallContext::of(&request);
+        ctx.finish(self.list(&request).await)
+    }
+
+    async fn get_conversation(
+        &self,
+        request: Request<GetConversationRequest>,
+    ) -> Result<Response<GetConversationResponse>, Status> {
+        let ctx = CallContext::of(&request);
+        ctx.finish(self.get(&request).await)
+    }
+
+    async fn delete_conversation(
+        &self,
+        request: Request<DeleteConversationRequest>,
+    ) -> Result<Response<DeleteConversationResponse>, Status> {
+        let ctx = CallContext::of(&request);
+        ctx.finish(self.delete(&request, &ctx).await)
+    }
 }
 
 #[cfg(test)]
@@ -308,6 +562,45 @@ mod tests {
                 .to_string(),
             "repoId is required"
         );
+    }
+
+    #[test]
+    fn time_bounds_are_inclusive_iso_8601() {
+        let t = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .expect("valid")
+                .with_timezone(&Utc)
+        };
+        let start = |v| parse_time_bound("from", v, Bound::Start).expect(v);
+        let end = |v| parse_time_bound("to", v, Bound::End).expect(v);
+        assert_eq!(start(""), None);
+        assert_eq!(start("2026-01-31"), Some(t("2026-01-31T00:00:00Z")));
+        assert_eq!(end("2026-01-31"), Some(t("2026-02-01T00:00:00Z")));
+        assert_eq!(
+            start("2026-01-31T12:00:00"),
+            Some(t("2026-01-31T12:00:00Z"))
+        );
+        assert_eq!(
+            start("2026-01-31T12:00:00+02:00"),
+            Some(t("2026-01-31T10:00:00Z"))
+        );
+        assert_eq!(
+            end("2026-01-31T12:00:00.5Z"),
+            Some(t("2026-01-31T12:00:00.500001Z"))
+        );
+        for bad in [
+            "yesterday",
+            "2026-13-01",
+            "2026-01-31T25:00:00Z",
+            "31/01/2026",
+            "1706700000",
+        ] {
+            let e = parse_time_bound("from", bad, Bound::Start).expect_err(bad);
+            assert!(
+                e.to_string().starts_with("from must be an ISO 8601"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -11,18 +11,23 @@ mod extract;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tonic::metadata::MetadataMap;
 
 use crate::domain::Transport;
 use crate::error::http_status;
-use crate::pb::CreateConversationRequest;
 use crate::pb::conversation_service_server::ConversationService;
+use crate::pb::{
+    Conversation, CreateConversationRequest, DeleteConversationRequest, GetConversationRequest,
+    ListConversationsRequest,
+};
 use crate::service::{ConversationApi, FieldError, REQUEST_ID, is_sane_request_id};
 use extract::JsonObject;
 
@@ -34,7 +39,14 @@ type Api = State<Arc<ConversationApi>>;
 /// The gateway's routes over the shared service.
 pub fn router(api: Arc<ConversationApi>) -> Router {
     Router::new()
-        .route("/conversation", post(create_conversation))
+        .route(
+            "/conversation",
+            post(create_conversation).get(list_conversations),
+        )
+        .route(
+            "/conversation/{id}",
+            get(get_conversation).delete(delete_conversation),
+        )
         .method_not_allowed_fallback(|| async {
             error_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
         })
@@ -55,19 +67,205 @@ async fn create_conversation(
         Some(Value::String(s)) => (s.clone(), None),
         Some(_) => (String::new(), Some("repoId must be a string")),
     };
-    let mut request = grpc_request(&headers, CreateConversationRequest { repo_id });
-    if let Some(message) = field_error {
-        request.extensions_mut().insert(FieldError(message.into()));
-    }
+    let request = grpc_request(
+        &headers,
+        CreateConversationRequest { repo_id },
+        field_error.map(String::from),
+    );
     match api.create_conversation(request).await {
         Ok(reply) => success(json!({ "conversationId": reply.into_inner().conversation_id })),
         Err(status) => status_response(&status),
     }
 }
 
+/// `GET /conversation?take&skip&from&to&userId&workspaceId&repoId&showDeleted`
+/// -> `ListConversations`.
+async fn list_conversations(
+    State(api): Api,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let mut q = QueryParams::parse(query.as_deref());
+    let message = ListConversationsRequest {
+        take: q.integer("take"),
+        skip: q.integer("skip"),
+        from: q.text("from"),
+        to: q.text("to"),
+        user_id: q.text("userId"),
+        workspace_id: q.text("workspaceId"),
+        repo_id: q.text("repoId"),
+        show_deleted: q.boolean("showDeleted"),
+    };
+    let request = grpc_request(&headers, message, q.first_error);
+    match api.list_conversations(request).await {
+        Ok(reply) => {
+            let reply = reply.into_inner();
+            let list: Vec<Value> = reply.conversations.iter().map(conversation_json).collect();
+            success(json!({ "conversations": list, "total": reply.total }))
+        }
+        Err(status) => status_response(&status),
+    }
+}
+
+/// `GET /conversation/{id}?showDeleted` -> `GetConversation`.
+async fn get_conversation(
+    State(api): Api,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let Ok(Path(conversation_id)) = id else {
+        return error_response(StatusCode::BAD_REQUEST, "conversationId must be a UUID");
+    };
+    let mut q = QueryParams::parse(query.as_deref());
+    let message = GetConversationRequest {
+        conversation_id,
+        show_deleted: q.boolean("showDeleted"),
+    };
+    let request = grpc_request(&headers, message, q.first_error);
+    match api.get_conversation(request).await {
+        Ok(reply) => {
+            let conversation = reply
+                .into_inner()
+                .conversation
+                .as_ref()
+                .map(conversation_json);
+            success(json!({ "conversation": conversation }))
+        }
+        Err(status) => status_response(&status),
+    }
+}
+
+/// `DELETE /conversation/{id}?hardDelete=false|true` -> `DeleteConversation`.
+async fn delete_conversation(
+    State(api): Api,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let Ok(Path(conversation_id)) = id else {
+        return error_response(StatusCode::BAD_REQUEST, "conversationId must be a UUID");
+    };
+    let mut q = QueryParams::parse(query.as_deref());
+    let message = DeleteConversationRequest {
+        conversation_id,
+        hard_delete: q.boolean("hardDelete"),
+    };
+    let request = grpc_request(&headers, message, q.first_error);
+    match api.delete_conversation(request).await {
+        Ok(_) => success(json!({})),
+        Err(status) => status_response(&status),
+    }
+}
+
+/// A conversation as the platform's ConversationDTO: camelCase, token totals
+/// as decimal strings, times in RFC 3339 UTC, absent values as null.
+fn conversation_json(c: &Conversation) -> Value {
+    let time = |t: &Option<prost_types::Timestamp>| {
+        t.as_ref()
+            .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    };
+    let text = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let repo = c.repo.clone().unwrap_or_default();
+    let creator = c.creator.clone().unwrap_or_default();
+    json!({
+        "id": c.id,
+        "orgId": c.org_id,
+        "createdBy": c.created_by,
+        "createdAt": time(&c.created_at),
+        "lastUpdatedAt": time(&c.last_updated_at),
+        "workspaceId": c.workspace_id,
+        "repoId": c.repo_id,
+        "tokensIn": c.tokens_in.to_string(),
+        "tokensOut": c.tokens_out.to_string(),
+        "deletedAt": time(&c.deleted_at),
+        "title": text(&c.title),
+        "repo": { "id": repo.id, "name": repo.name },
+        "creator": {
+            "id": creator.id,
+            "name": text(&creator.name),
+            "lastName": text(&creator.last_name),
+            "email": creator.email,
+        },
+    })
+}
+
+/// Query parameters, read one name at a time. A value that cannot be carried
+/// into the proto request (a repeated name, a non-number where a number goes)
+/// is remembered as the first error, for the service to report after it has
+/// authenticated the caller. Empty values count as not given.
+struct QueryParams {
+    pairs: Vec<(String, String)>,
+    first_error: Option<String>,
+}
+
+impl QueryParams {
+    fn parse(query: Option<&str>) -> Self {
+        let pairs = query
+            .map(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            pairs,
+            first_error: None,
+        }
+    }
+
+    fn fail(&mut self, message: String) {
+        self.first_error.get_or_insert(message);
+    }
+
+    /// The one non-empty value of `name`, if any.
+    fn text(&mut self, name: &str) -> String {
+        let mut values = self
+            .pairs
+            .iter()
+            .filter(|(k, v)| k == name && !v.is_empty());
+        let first = values.next().map(|(_, v)| v.clone());
+        if values.next().is_some() {
+            self.fail(format!("{name} must be given at most once"));
+        }
+        first.unwrap_or_default()
+    }
+
+    fn integer(&mut self, name: &str) -> Option<i64> {
+        let value = self.text(name);
+        if value.is_empty() {
+            return None;
+        }
+        match value.parse() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                self.fail(format!("{name} must be an integer"));
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, name: &str) -> bool {
+        match self.text(name).as_str() {
+            "" | "false" | "0" => false,
+            "true" | "1" => true,
+            _ => {
+                self.fail(format!("{name} must be true or false"));
+                false
+            }
+        }
+    }
+}
+
 /// Wraps a message in a tonic request as the gRPC server would see it: the
-/// caller's `authorization` and `x-request-id` as metadata, marked as HTTP.
-fn grpc_request<T>(headers: &HeaderMap, message: T) -> tonic::Request<T> {
+/// caller's `authorization` and `x-request-id` as metadata, marked as HTTP,
+/// with any field the gateway could not translate.
+fn grpc_request<T>(
+    headers: &HeaderMap,
+    message: T,
+    field_error: Option<String>,
+) -> tonic::Request<T> {
     let mut carried = HeaderMap::new();
     for name in ["authorization", REQUEST_ID] {
         for value in headers.get_all(name) {
@@ -77,6 +275,9 @@ fn grpc_request<T>(headers: &HeaderMap, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     *request.metadata_mut() = MetadataMap::from_headers(carried);
     request.extensions_mut().insert(Transport::Http);
+    if let Some(message) = field_error {
+        request.extensions_mut().insert(FieldError(message));
+    }
     request
 }
 

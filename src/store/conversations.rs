@@ -172,3 +172,213 @@ impl Store {
         .await
     }
 }
+
+/// Whose conversations a caller sees.
+#[derive(Debug, Clone, Copy)]
+pub enum Visibility {
+    /// Organization administrators and owners: the whole organization.
+    Organization,
+    /// Everyone else: their own, plus all of the workspaces they administer.
+    OwnAndAdministered { user_id: Uuid },
+}
+
+/// Which conversations a list (or a get) is about. Every field narrows.
+#[derive(Debug, Clone)]
+pub struct ConversationFilter {
+    pub org_id: Uuid,
+    pub visibility: Visibility,
+    pub id: Option<Uuid>,
+    /// Created at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Created strictly before.
+    pub until: Option<DateTime<Utc>>,
+    pub created_by: Option<Uuid>,
+    pub workspace_id: Option<Uuid>,
+    pub repo_id: Option<Uuid>,
+    pub show_deleted: bool,
+}
+
+/// A conversation with its repository's name and its creator, as listed.
+#[derive(Debug, Clone, Queryable)]
+pub struct ConversationRow {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub workspace_id: Uuid,
+    pub repo_id: Uuid,
+    pub created_by: Uuid,
+    pub title: Option<String>,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub created_at: DateTime<Utc>,
+    pub last_updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub repo_name: String,
+    pub creator_name: Option<String>,
+    pub creator_last_name: Option<String>,
+    pub creator_email: String,
+}
+
+/// The conversations matching a filter, as a boxed query for the backend the
+/// surrounding `with_conn!` branch runs on (without joins or selection).
+macro_rules! matching {
+    ($f:expr) => {{
+        let f: &ConversationFilter = $f;
+        let mut q = conversations::table
+            .filter(conversations::org_id.eq(SqlUuid(f.org_id)))
+            .into_boxed();
+        if let Visibility::OwnAndAdministered { user_id } = f.visibility {
+            let administered = workspace_members::table
+                .filter(workspace_members::user_id.eq(SqlUuid(user_id)))
+                .filter(workspace_members::access.eq("admin"))
+                .select(workspace_members::workspace_id);
+            q = q.filter(
+                conversations::created_by
+                    .eq(SqlUuid(user_id))
+                    .or(conversations::workspace_id.eq_any(administered)),
+            );
+        }
+        if let Some(id) = f.id {
+            q = q.filter(conversations::id.eq(SqlUuid(id)));
+        }
+        if let Some(t) = f.from {
+            q = q.filter(conversations::created_at.ge(SqlTime(t)));
+        }
+        if let Some(t) = f.until {
+            q = q.filter(conversations::created_at.lt(SqlTime(t)));
+        }
+        if let Some(u) = f.created_by {
+            q = q.filter(conversations::created_by.eq(SqlUuid(u)));
+        }
+        if let Some(w) = f.workspace_id {
+            q = q.filter(conversations::workspace_id.eq(SqlUuid(w)));
+        }
+        if let Some(r) = f.repo_id {
+            q = q.filter(conversations::repo_id.eq(SqlUuid(r)));
+        }
+        if !f.show_deleted {
+            q = q.filter(conversations::deleted_at.is_null());
+        }
+        q
+    }};
+}
+
+/// The columns of a [`ConversationRow`].
+macro_rules! row_columns {
+    () => {
+        (
+            conversations::id,
+            conversations::org_id,
+            conversations::workspace_id,
+            conversations::repo_id,
+            conversations::created_by,
+            conversations::title,
+            conversations::tokens_in,
+            conversations::tokens_out,
+            conversations::created_at,
+            conversations::last_updated_at,
+            conversations::deleted_at,
+            repos::name,
+            users::name,
+            users::last_name,
+            users::email,
+        )
+    };
+}
+
+impl Store {
+    /// A page of the matching conversations, newest first, and how many match
+    /// in all. Repository and creator come in the same query (joins), not one
+    /// query per row.
+    pub async fn list_conversations(
+        &self,
+        filter: ConversationFilter,
+        take: i64,
+        skip: i64,
+    ) -> Result<(Vec<ConversationRow>, i64), StoreError> {
+        self.run(move |mut conn| async move {
+            let page = with_conn!(&mut conn, |c| {
+                matching!(&filter)
+                    .inner_join(repos::table)
+                    .inner_join(users::table)
+                    .select(row_columns!())
+                    .order((conversations::created_at.desc(), conversations::id.desc()))
+                    .limit(take)
+                    .offset(skip)
+                    .load::<ConversationRow>(c)
+                    .await
+            })?;
+            // A short first page is the whole set: no need to count.
+            let total = if skip == 0 && (page.len() as i64) < take {
+                page.len() as i64
+            } else {
+                with_conn!(&mut conn, |c| {
+                    matching!(&filter).count().get_result::<i64>(c).await
+                })?
+            };
+            Ok((page, total))
+        })
+        .await
+    }
+
+    /// One conversation, if it matches the filter.
+    pub async fn get_conversation(
+        &self,
+        filter: ConversationFilter,
+    ) -> Result<Option<ConversationRow>, StoreError> {
+        self.run(move |mut conn| async move {
+            Ok(with_conn!(&mut conn, |c| {
+                matching!(&filter)
+                    .inner_join(repos::table)
+                    .inner_join(users::table)
+                    .select(row_columns!())
+                    .first::<ConversationRow>(c)
+                    .await
+                    .optional()
+            })?)
+        })
+        .await
+    }
+
+    /// Deletes a conversation the caller may see (as `filter` says), softly or
+    /// for good, and writes its audit event in the same transaction. Returns
+    /// false, having written nothing, when there was nothing to delete.
+    pub async fn delete_conversation(
+        &self,
+        filter: ConversationFilter,
+        hard: bool,
+        event: impl FnOnce(&ConversationRow) -> NewEvent + Send + 'static,
+    ) -> Result<bool, StoreError> {
+        self.run(move |mut conn| async move {
+            write_tx!(&mut conn, |c| {
+                let found = matching!(&filter)
+                    .inner_join(repos::table)
+                    .inner_join(users::table)
+                    .select(row_columns!())
+                    .first::<ConversationRow>(c)
+                    .await
+                    .optional()?;
+                let Some(row) = found else {
+                    return Ok(false);
+                };
+                let target = conversations::table.filter(conversations::id.eq(SqlUuid(row.id)));
+                let changed = if hard {
+                    diesel::delete(target).execute(c).await?
+                } else {
+                    diesel::update(target.filter(conversations::deleted_at.is_null()))
+                        .set(conversations::deleted_at.eq(SqlTime(super::types::now())))
+                        .execute(c)
+                        .await?
+                };
+                if changed == 0 {
+                    return Ok(false);
+                }
+                diesel::insert_into(system_events::table)
+                    .values(&event(&row))
+                    .execute(c)
+                    .await?;
+                Ok(true)
+            })
+        })
+        .await
+    }
+}

@@ -5,5 +5,6 @@
 mod cli;
 mod create;
 mod harness;
-mod lifecycle;
+mod listing;
+mod resilience;
 mod surface;
