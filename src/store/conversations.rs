@@ -7,7 +7,8 @@ use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
 use super::schema::{
-    api_tokens, conversations, repos, system_events, users, workspace_members, workspaces,
+    api_tokens, conversation_counts, conversations, repos, system_events, users, workspace_members,
+    workspaces,
 };
 use super::types::{SqlJson, SqlTime, SqlUuid};
 use super::{Store, StoreError};
@@ -218,25 +219,15 @@ pub struct ConversationRow {
     pub creator_email: String,
 }
 
-/// The conversations matching a filter, as a boxed query for the backend the
-/// surrounding `with_conn!` branch runs on (without joins or selection).
-macro_rules! matching {
+/// The conversations matching a filter's narrowing fields (not its
+/// visibility), as a boxed query for the backend the surrounding `with_conn!`
+/// branch runs on, without joins or selection.
+macro_rules! narrowed {
     ($f:expr) => {{
         let f: &ConversationFilter = $f;
         let mut q = conversations::table
             .filter(conversations::org_id.eq(SqlUuid(f.org_id)))
             .into_boxed();
-        if let Visibility::OwnAndAdministered { user_id } = f.visibility {
-            let administered = workspace_members::table
-                .filter(workspace_members::user_id.eq(SqlUuid(user_id)))
-                .filter(workspace_members::access.eq("admin"))
-                .select(workspace_members::workspace_id);
-            q = q.filter(
-                conversations::created_by
-                    .eq(SqlUuid(user_id))
-                    .or(conversations::workspace_id.eq_any(administered)),
-            );
-        }
         if let Some(id) = f.id {
             q = q.filter(conversations::id.eq(SqlUuid(id)));
         }
@@ -260,6 +251,43 @@ macro_rules! matching {
         }
         q
     }};
+}
+
+/// The conversations a filter matches, visibility included.
+macro_rules! matching {
+    ($f:expr) => {{
+        let f: &ConversationFilter = $f;
+        let mut q = narrowed!(f);
+        if let Visibility::OwnAndAdministered { user_id } = f.visibility {
+            q = q.filter(
+                conversations::created_by
+                    .eq(SqlUuid(user_id))
+                    .or(conversations::workspace_id.eq_any(administered!(user_id))),
+            );
+        }
+        q
+    }};
+}
+
+/// The workspaces a user administers, as a subquery.
+macro_rules! administered {
+    ($user_id:expr) => {
+        workspace_members::table
+            .filter(workspace_members::user_id.eq(SqlUuid($user_id)))
+            .filter(workspace_members::access.eq("admin"))
+            .select(workspace_members::workspace_id)
+    };
+}
+
+/// One index-ordered stream of visible conversations; a list merges them.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// The whole organization: `(org_id, created_at, id)`.
+    Organization,
+    /// A creator's own: `(created_by, created_at, id)`.
+    Creator(Uuid),
+    /// A workspace the caller administers: `(workspace_id, created_at, id)`.
+    Workspace(Uuid),
 }
 
 /// The columns of a [`ConversationRow`].
@@ -287,8 +315,15 @@ macro_rules! row_columns {
 
 impl Store {
     /// A page of the matching conversations, newest first, and how many match
-    /// in all. Repository and creator come in the same query (joins), not one
-    /// query per row.
+    /// in all.
+    ///
+    /// The page costs about the same whatever the table holds: visibility is
+    /// split into sources that each walk one `(…, created_at, id)` index
+    /// backwards (the organization; or the caller's own plus each workspace
+    /// they administer), each stopping after `skip + take` rows, merged here.
+    /// The total comes from `conversation_counts` (a few rows per creator and
+    /// workspace) unless a time, repository or id filter asks for a real count.
+    /// Repository and creator come in the same query (joins), not one per row.
     pub async fn list_conversations(
         &self,
         filter: ConversationFilter,
@@ -296,20 +331,78 @@ impl Store {
         skip: i64,
     ) -> Result<(Vec<ConversationRow>, i64), StoreError> {
         self.run(move |mut conn| async move {
-            let page = with_conn!(&mut conn, |c| {
-                matching!(&filter)
-                    .inner_join(repos::table)
-                    .inner_join(users::table)
-                    .select(row_columns!())
-                    .order((conversations::created_at.desc(), conversations::id.desc()))
-                    .limit(take)
-                    .offset(skip)
-                    .load::<ConversationRow>(c)
-                    .await
-            })?;
-            // A short first page is the whole set: no need to count.
-            let total = if skip == 0 && (page.len() as i64) < take {
+            let sources = match filter.visibility {
+                Visibility::Organization => vec![Source::Organization],
+                Visibility::OwnAndAdministered { user_id } => {
+                    let administered = with_conn!(&mut conn, |c| {
+                        administered!(user_id).load::<Uuid>(c).await
+                    })?;
+                    std::iter::once(Source::Creator(user_id))
+                        .chain(administered.into_iter().map(Source::Workspace))
+                        .collect()
+                }
+            };
+            let window = skip.saturating_add(take);
+            let mut rows: Vec<ConversationRow> = Vec::new();
+            for source in sources {
+                let part = with_conn!(&mut conn, |c| {
+                    let q = narrowed!(&filter);
+                    let q = match source {
+                        Source::Organization => q,
+                        Source::Creator(u) => q.filter(conversations::created_by.eq(SqlUuid(u))),
+                        Source::Workspace(w) => {
+                            q.filter(conversations::workspace_id.eq(SqlUuid(w)))
+                        }
+                    };
+                    q.inner_join(repos::table)
+                        .inner_join(users::table)
+                        .select(row_columns!())
+                        .order((conversations::created_at.desc(), conversations::id.desc()))
+                        .limit(window)
+                        .load::<ConversationRow>(c)
+                        .await
+                })?;
+                rows.extend(part);
+            }
+            rows.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+            rows.dedup_by_key(|r| r.id);
+            let skip_rows = usize::try_from(skip).unwrap_or(usize::MAX);
+            let take_rows = usize::try_from(take).unwrap_or(usize::MAX);
+            let page: Vec<ConversationRow> =
+                rows.into_iter().skip(skip_rows).take(take_rows).collect();
+
+            // A short first page is the whole set: nothing to count.
+            let total = if skip == 0 && page.len() < take_rows {
                 page.len() as i64
+            } else if filter.id.is_none()
+                && filter.from.is_none()
+                && filter.until.is_none()
+                && filter.repo_id.is_none()
+            {
+                let counts = with_conn!(&mut conn, |c| {
+                    let mut q = conversation_counts::table
+                        .filter(conversation_counts::org_id.eq(SqlUuid(filter.org_id)))
+                        .into_boxed();
+                    if let Visibility::OwnAndAdministered { user_id } = filter.visibility {
+                        q =
+                            q.filter(conversation_counts::created_by.eq(SqlUuid(user_id)).or(
+                                conversation_counts::workspace_id.eq_any(administered!(user_id)),
+                            ));
+                    }
+                    if let Some(u) = filter.created_by {
+                        q = q.filter(conversation_counts::created_by.eq(SqlUuid(u)));
+                    }
+                    if let Some(w) = filter.workspace_id {
+                        q = q.filter(conversation_counts::workspace_id.eq(SqlUuid(w)));
+                    }
+                    q.select((conversation_counts::live, conversation_counts::deleted))
+                        .load::<(i64, i64)>(c)
+                        .await
+                })?;
+                counts
+                    .iter()
+                    .map(|(live, deleted)| live + if filter.show_deleted { *deleted } else { 0 })
+                    .sum()
             } else {
                 with_conn!(&mut conn, |c| {
                     matching!(&filter).count().get_result::<i64>(c).await

@@ -113,6 +113,20 @@ diesel::table! {
 diesel::table! {
     use diesel::sql_types::*;
     use crate::store::types::DbUuid;
+
+    /// Kept by triggers on `conversations` (see the migration).
+    conversation_counts (org_id, workspace_id, created_by) {
+        org_id -> DbUuid,
+        workspace_id -> DbUuid,
+        created_by -> DbUuid,
+        live -> BigInt,
+        deleted -> BigInt,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::store::types::DbUuid;
     use crate::store::types::DbTime;
     use crate::store::types::DbJson;
 
@@ -143,5 +157,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     repos,
     api_tokens,
     conversations,
+    conversation_counts,
     system_events,
 );

@@ -644,7 +644,7 @@ async fn gateway_rejections(db: TestDb) {
         assert_eq!(res.status().as_u16(), status, "{name}");
         assert_eq!(res.headers()["content-type"], "application/json", "{name}");
         if status == 405 {
-            assert_eq!(res.headers()["allow"], "POST", "{name}");
+            assert_eq!(res.headers()["allow"], "POST,GET,HEAD", "{name}");
         }
         let body: serde_json::Value = res.json().await.expect(name);
         assert_eq!(body["success"], false, "{name}");

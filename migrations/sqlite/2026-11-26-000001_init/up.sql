@@ -73,10 +73,10 @@ CREATE TABLE conversations (
     last_updated_at  text NOT NULL,
     deleted_at       text
 ) STRICT;
-CREATE INDEX conversations_org_created_idx ON conversations (org_id, created_at);
-CREATE INDEX conversations_workspace_created_idx ON conversations (workspace_id, created_at);
-CREATE INDEX conversations_creator_created_idx ON conversations (created_by, created_at);
-CREATE INDEX conversations_repo_created_idx ON conversations (repo_id, created_at);
+CREATE INDEX conversations_org_created_idx ON conversations (org_id, created_at, id);
+CREATE INDEX conversations_workspace_created_idx ON conversations (workspace_id, created_at, id);
+CREATE INDEX conversations_creator_created_idx ON conversations (created_by, created_at, id);
+CREATE INDEX conversations_repo_created_idx ON conversations (repo_id, created_at, id);
 
 -- The audit trail. No foreign key on context_id: events outlive what they describe.
 CREATE TABLE system_events (

@@ -1,0 +1,224 @@
+//! Benchmark: the first page of `ListConversations` for each tier of caller, on
+//! an almost empty database and with 1,000,000 conversations in one
+//! organization, on SQLite and on PostgreSQL. Run with
+//! `cargo bench --bench list` (add `-- --rows N` to change the large size,
+//! `-- --sqlite-only` / `--postgres-only` to pick a backend). PostgreSQL comes
+//! from `BENCH_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`);
+//! a throwaway database is created and dropped.
+
+use std::time::{Duration, Instant};
+
+use conversation_service::domain::{Access, OrgRole};
+use conversation_service::store::admin::NewUser;
+use conversation_service::store::conversations::{ConversationFilter, Visibility};
+use conversation_service::store::{Backend, Store, StoreOptions};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use uuid::Uuid;
+
+const CREATORS: usize = 100;
+const RUNS: usize = 40;
+
+struct Fixture {
+    org: Uuid,
+    admin_user: Uuid,
+    ws_admin_user: Uuid,
+    regular_user: Uuid,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let rows: i64 = args
+        .iter()
+        .position(|a| a == "--rows")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
+    let sqlite = !args.iter().any(|a| a == "--postgres-only");
+    let postgres = !args.iter().any(|a| a == "--sqlite-only");
+    println!("# ListConversations, first page (take 50), median / p90 of {RUNS} runs");
+    println!("| backend | conversations | tier | matches | median | p90 |");
+    println!("|---|---|---|---|---|---|");
+    if sqlite {
+        for n in [1_000, rows] {
+            let dir = tempfile::tempdir()?;
+            let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+            run(&url, Backend::Sqlite, n).await?;
+        }
+    }
+    if postgres {
+        let admin = std::env::var("BENCH_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        for n in [1_000, rows] {
+            let name = format!("cs_bench_{}", Uuid::now_v7().simple());
+            let mut c = AsyncPgConnection::establish(&admin).await?;
+            c.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+            let (base, _) = admin.rsplit_once('/').expect("database in URL");
+            let result = run(&format!("{base}/{name}"), Backend::Postgres, n).await;
+            c.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+                .await?;
+            result?;
+        }
+    }
+    Ok(())
+}
+
+async fn run(url: &str, backend: Backend, rows: i64) -> anyhow::Result<()> {
+    let store = Store::open(url, &StoreOptions::default())?;
+    store.migrate().await?;
+    let started = Instant::now();
+    let f = seed(&store, url, backend, rows).await?;
+    eprintln!(
+        "{backend:?}: seeded {rows} conversations in {:.1?}",
+        started.elapsed()
+    );
+    let tiers = [
+        ("org admin", Visibility::Organization, f.admin_user),
+        (
+            "workspace admin",
+            Visibility::OwnAndAdministered {
+                user_id: f.ws_admin_user,
+            },
+            f.ws_admin_user,
+        ),
+        (
+            "regular user",
+            Visibility::OwnAndAdministered {
+                user_id: f.regular_user,
+            },
+            f.regular_user,
+        ),
+    ];
+    for (tier, visibility, _) in tiers {
+        let filter = ConversationFilter {
+            org_id: f.org,
+            visibility,
+            id: None,
+            from: None,
+            until: None,
+            created_by: None,
+            workspace_id: None,
+            repo_id: None,
+            show_deleted: false,
+        };
+        let mut times = Vec::with_capacity(RUNS);
+        let mut total = 0;
+        for _ in 0..RUNS {
+            let t = Instant::now();
+            let (page, n) = store.list_conversations(filter.clone(), 50, 0).await?;
+            times.push(t.elapsed());
+            assert!(!page.is_empty());
+            total = n;
+        }
+        times.sort();
+        println!(
+            "| {backend:?} | {rows} | {tier} | {total} | {} | {} |",
+            ms(times[RUNS / 2]),
+            ms(times[RUNS * 9 / 10])
+        );
+    }
+    Ok(())
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// One organization, two workspaces (half the conversations each), 100
+/// creators; the workspace admin administers the first workspace.
+async fn seed(store: &Store, url: &str, backend: Backend, rows: i64) -> anyhow::Result<Fixture> {
+    let org = store.create_org("Bench".into()).await?;
+    let w1 = store.create_workspace(org, "one".into()).await?;
+    let w2 = store.create_workspace(org, "two".into()).await?;
+    let r1 = store.create_repo(org, "one".into(), Some(w1)).await?;
+    let r2 = store.create_repo(org, "two".into(), Some(w2)).await?;
+    let mut users = Vec::new();
+    for i in 0..CREATORS {
+        let id = store
+            .create_user(NewUser {
+                org_id: org,
+                email: format!("u{i}@bench.test"),
+                name: None,
+                last_name: None,
+                role: if i == 0 {
+                    OrgRole::Admin
+                } else {
+                    OrgRole::User
+                },
+            })
+            .await?;
+        store.grant(w1, id, Access::Read).await?;
+        store.grant(w2, id, Access::Read).await?;
+        users.push(id);
+    }
+    store.grant(w1, users[1], Access::Admin).await?;
+    let sql = match backend {
+        Backend::Postgres => {
+            let list = users
+                .iter()
+                .map(|u| format!("'{u}'::uuid"))
+                .collect::<Vec<_>>()
+                .join(",");
+            format!(
+                "INSERT INTO conversations (id, org_id, workspace_id, repo_id, created_by, created_at, last_updated_at)
+                 SELECT gen_random_uuid(), '{org}', CASE WHEN i % 2 = 0 THEN '{w1}'::uuid ELSE '{w2}'::uuid END,
+                        CASE WHEN i % 2 = 0 THEN '{r1}'::uuid ELSE '{r2}'::uuid END,
+                        (ARRAY[{list}])[1 + i % {CREATORS}],
+                        now() - i * interval '1 second', now() - i * interval '1 second'
+                 FROM generate_series(1, {rows}) AS i;
+                 ANALYZE;"
+            )
+        }
+        Backend::Sqlite => {
+            let values = users
+                .iter()
+                .enumerate()
+                .map(|(i, u)| format!("({i}, X'{}')", u.simple()))
+                .collect::<Vec<_>>()
+                .join(",");
+            let (w1, w2, r1, r2, org) = (
+                w1.simple(),
+                w2.simple(),
+                r1.simple(),
+                r2.simple(),
+                org.simple(),
+            );
+            format!(
+                "CREATE TEMP TABLE creators (n INTEGER PRIMARY KEY, id BLOB);
+                 INSERT INTO creators VALUES {values};
+                 WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < {rows})
+                 INSERT INTO conversations (id, org_id, workspace_id, repo_id, created_by, tokens_in, tokens_out, created_at, last_updated_at)
+                 SELECT randomblob(16), X'{org}', CASE WHEN i % 2 = 0 THEN X'{w1}' ELSE X'{w2}' END,
+                        CASE WHEN i % 2 = 0 THEN X'{r1}' ELSE X'{r2}' END,
+                        (SELECT id FROM creators WHERE n = i % {CREATORS}),
+                        0, 0,
+                        strftime('%Y-%m-%dT%H:%M:%f', 'now', '-' || i || ' seconds') || '000Z',
+                        strftime('%Y-%m-%dT%H:%M:%f', 'now', '-' || i || ' seconds') || '000Z'
+                 FROM seq;
+                 ANALYZE;"
+            )
+        }
+    };
+    match backend {
+        Backend::Postgres => {
+            AsyncPgConnection::establish(url)
+                .await?
+                .batch_execute(&sql)
+                .await?
+        }
+        Backend::Sqlite => {
+            let path = url.strip_prefix("sqlite://").expect("sqlite url");
+            diesel_async::sync_connection_wrapper::SyncConnectionWrapper::<diesel::SqliteConnection>::establish(path)
+                .await?
+                .batch_execute(&sql)
+                .await?
+        }
+    }
+    Ok(Fixture {
+        org,
+        admin_user: users[0],
+        ws_admin_user: users[1],
+        regular_user: users[2],
+    })
+}
