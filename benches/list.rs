@@ -155,14 +155,22 @@ async fn explain(url: &str, backend: Backend, f: &Fixture) -> anyhow::Result<()>
     };
     let queries = [
         ("org admin: the organization's page", page(String::new())),
-        ("regular user: their own page", page(format!(" AND c.created_by = {}", lit(f.regular_user)))),
-        ("workspace admin: an administered workspace's page", page(format!(" AND c.workspace_id = {}", lit(f.w1)))),
+        (
+            "regular user: their own page",
+            page(format!(" AND c.created_by = {}", lit(f.regular_user))),
+        ),
+        (
+            "workspace admin: an administered workspace's page",
+            page(format!(" AND c.workspace_id = {}", lit(f.w1))),
+        ),
         (
             "workspace admin: the total",
             format!(
                 "SELECT live, deleted FROM conversation_counts WHERE org_id = {} AND (created_by = {} OR workspace_id IN \
                  (SELECT workspace_id FROM workspace_members WHERE user_id = {} AND access = 'admin'))",
-                lit(f.org), lit(f.ws_admin_user), lit(f.ws_admin_user)
+                lit(f.org),
+                lit(f.ws_admin_user),
+                lit(f.ws_admin_user)
             ),
         ),
     ];
@@ -172,15 +180,21 @@ async fn explain(url: &str, backend: Backend, f: &Fixture) -> anyhow::Result<()>
         match backend {
             Backend::Postgres => {
                 let mut c = AsyncPgConnection::establish(url).await?;
-                let plan = diesel::sql_query(format!("EXPLAIN (ANALYZE, COSTS OFF, SUMMARY ON) {sql}"))
-                    .load::<PgPlan>(&mut c)
-                    .await?;
+                let plan =
+                    diesel::sql_query(format!("EXPLAIN (ANALYZE, COSTS OFF, SUMMARY ON) {sql}"))
+                        .load::<PgPlan>(&mut c)
+                        .await?;
                 plan.iter().for_each(|p| println!("{}", p.line));
             }
             Backend::Sqlite => {
                 let path = url.strip_prefix("sqlite://").expect("sqlite url");
-                let mut c = diesel_async::sync_connection_wrapper::SyncConnectionWrapper::<diesel::SqliteConnection>::establish(path).await?;
-                let plan = diesel::sql_query(format!("EXPLAIN QUERY PLAN {sql}")).load::<SqlitePlan>(&mut c).await?;
+                let mut c = diesel_async::sync_connection_wrapper::SyncConnectionWrapper::<
+                    diesel::SqliteConnection,
+                >::establish(path)
+                .await?;
+                let plan = diesel::sql_query(format!("EXPLAIN QUERY PLAN {sql}"))
+                    .load::<SqlitePlan>(&mut c)
+                    .await?;
                 plan.iter().for_each(|p| println!("{}", p.detail));
             }
         }

@@ -11,7 +11,6 @@ mod extract;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::extract::{Path, RawQuery};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -52,6 +51,7 @@ pub fn router(api: Arc<ConversationApi>) -> Router {
         })
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "Not found") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::map_response(json_errors))
         .layer(middleware::from_fn(request_id))
         .with_state(api)
 }
@@ -72,10 +72,10 @@ async fn create_conversation(
         CreateConversationRequest { repo_id },
         field_error.map(String::from),
     );
-    match api.create_conversation(request).await {
-        Ok(reply) => success(json!({ "conversationId": reply.into_inner().conversation_id })),
-        Err(status) => status_response(&status),
-    }
+    reply(
+        api.create_conversation(request).await,
+        |r| json!({ "conversationId": r.conversation_id }),
+    )
 }
 
 /// `GET /conversation?take&skip&from&to&userId&workspaceId&repoId&showDeleted`
@@ -97,65 +97,45 @@ async fn list_conversations(
         show_deleted: q.boolean("showDeleted"),
     };
     let request = grpc_request(&headers, message, q.first_error);
-    match api.list_conversations(request).await {
-        Ok(reply) => {
-            let reply = reply.into_inner();
-            let list: Vec<Value> = reply.conversations.iter().map(conversation_json).collect();
-            success(json!({ "conversations": list, "total": reply.total }))
-        }
-        Err(status) => status_response(&status),
-    }
+    reply(api.list_conversations(request).await, |r| {
+        let list: Vec<Value> = r.conversations.iter().map(conversation_json).collect();
+        json!({ "conversations": list, "total": r.total })
+    })
 }
 
 /// `GET /conversation/{id}?showDeleted` -> `GetConversation`.
 async fn get_conversation(
     State(api): Api,
     headers: HeaderMap,
-    id: Result<Path<String>, PathRejection>,
+    Path(conversation_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let Ok(Path(conversation_id)) = id else {
-        return error_response(StatusCode::BAD_REQUEST, "conversationId must be a UUID");
-    };
     let mut q = QueryParams::parse(query.as_deref());
     let message = GetConversationRequest {
         conversation_id,
         show_deleted: q.boolean("showDeleted"),
     };
     let request = grpc_request(&headers, message, q.first_error);
-    match api.get_conversation(request).await {
-        Ok(reply) => {
-            let conversation = reply
-                .into_inner()
-                .conversation
-                .as_ref()
-                .map(conversation_json);
-            success(json!({ "conversation": conversation }))
-        }
-        Err(status) => status_response(&status),
-    }
+    reply(
+        api.get_conversation(request).await,
+        |r| json!({ "conversation": r.conversation.as_ref().map(conversation_json) }),
+    )
 }
 
 /// `DELETE /conversation/{id}?hardDelete=false|true` -> `DeleteConversation`.
 async fn delete_conversation(
     State(api): Api,
     headers: HeaderMap,
-    id: Result<Path<String>, PathRejection>,
+    Path(conversation_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let Ok(Path(conversation_id)) = id else {
-        return error_response(StatusCode::BAD_REQUEST, "conversationId must be a UUID");
-    };
     let mut q = QueryParams::parse(query.as_deref());
     let message = DeleteConversationRequest {
         conversation_id,
         hard_delete: q.boolean("hardDelete"),
     };
     let request = grpc_request(&headers, message, q.first_error);
-    match api.delete_conversation(request).await {
-        Ok(_) => success(json!({})),
-        Err(status) => status_response(&status),
-    }
+    reply(api.delete_conversation(request).await, |_| json!({}))
 }
 
 /// A conversation as the platform's ConversationDTO: camelCase, token totals
@@ -281,6 +261,18 @@ fn grpc_request<T>(
     request
 }
 
+/// The reply of an rpc as HTTP: `{"success": true, ...fields(reply)}`, or the
+/// status as an error.
+fn reply<T>(
+    result: Result<tonic::Response<T>, tonic::Status>,
+    fields: impl FnOnce(T) -> Value,
+) -> Response {
+    match result {
+        Ok(r) => success(fields(r.into_inner())),
+        Err(status) => status_response(&status),
+    }
+}
+
 /// `{"success": true, ...fields}` with status 200.
 fn success(fields: Value) -> Response {
     let mut body = serde_json::Map::new();
@@ -303,6 +295,26 @@ pub(crate) fn error_response(status: StatusCode, message: &str) -> Response {
         axum::Json(json!({ "success": false, "message": message })),
     )
         .into_response()
+}
+
+/// The safety net under every route: an error response that is not already
+/// JSON (an extractor's rejection we did not foresee, such as a path that is
+/// not valid UTF-8) becomes `{"success": false, "message": <reason>}`, keeping
+/// its status and headers such as `Allow`.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let replacement = error_response(status, status.canonical_reason().unwrap_or("Error"));
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.extend(replacement.headers().clone());
+    Response::from_parts(parts, replacement.into_body())
 }
 
 /// Keeps a sane incoming `x-request-id` or makes one, hands it on to the

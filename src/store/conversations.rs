@@ -364,7 +364,7 @@ impl Store {
                 })?;
                 rows.extend(part);
             }
-            rows.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+            rows.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
             rows.dedup_by_key(|r| r.id);
             let skip_rows = usize::try_from(skip).unwrap_or(usize::MAX);
             let take_rows = usize::try_from(take).unwrap_or(usize::MAX);

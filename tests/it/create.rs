@@ -629,6 +629,14 @@ async fn gateway_rejections(db: TestDb) {
         ),
         ("root", app.http.get(&app.base), 404, "Not found"),
         (
+            "path not UTF-8",
+            app.http
+                .get(format!("{}/conversation/%FF%FE", app.base))
+                .header("authorization", &auth),
+            400,
+            "Bad Request",
+        ),
+        (
             "wrong method",
             app.http
                 .put(&url)

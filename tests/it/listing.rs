@@ -822,8 +822,16 @@ async fn delete_rules(db: TestDb) {
     );
 
     for actor in [&o.owner, &o.ws_admin, &o.alice, &o.bob] {
-        for query in ["", "showDeleted=true", "showDeleted=true&workspaceId=".to_owned().as_str()] {
-            let query = if query.ends_with('=') { format!("{query}{}", o.w1) } else { query.to_owned() };
+        for query in [
+            "",
+            "showDeleted=true",
+            "showDeleted=true&workspaceId=".to_owned().as_str(),
+        ] {
+            let query = if query.ends_with('=') {
+                format!("{query}{}", o.w1)
+            } else {
+                query.to_owned()
+            };
             totals_agree(&app, actor, &query).await;
         }
     }
