@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use futures_util::FutureExt as _;
 use uuid::{Uuid, uuid};
 
 use crate::auth::generate_token;
@@ -33,68 +34,71 @@ pub struct Demo {
 /// Creates the demo if missing and issues a fresh token.
 pub async fn prepare(store: &Store) -> anyhow::Result<Demo> {
     let created = store
-        .run(|mut conn| async move {
-            write_tx!(&mut conn, |c| {
-                let exists = organizations::table
-                    .filter(organizations::id.eq(SqlUuid(DEMO_ORG)))
-                    .select(organizations::id)
-                    .first::<Uuid>(c)
-                    .await
-                    .optional()?;
-                if exists.is_some() {
-                    return Ok(false);
-                }
-                let at = SqlTime(now());
-                diesel::insert_into(organizations::table)
-                    .values((
-                        organizations::id.eq(SqlUuid(DEMO_ORG)),
-                        organizations::name.eq("Demo"),
-                        organizations::created_at.eq(at),
-                    ))
-                    .execute(c)
-                    .await?;
-                diesel::insert_into(workspaces::table)
-                    .values((
-                        workspaces::id.eq(SqlUuid(DEMO_WORKSPACE)),
-                        workspaces::org_id.eq(SqlUuid(DEMO_ORG)),
-                        workspaces::name.eq("Demo workspace"),
-                        workspaces::created_at.eq(at),
-                    ))
-                    .execute(c)
-                    .await?;
-                diesel::insert_into(repos::table)
-                    .values((
-                        repos::id.eq(SqlUuid(DEMO_REPO)),
-                        repos::org_id.eq(SqlUuid(DEMO_ORG)),
-                        repos::workspace_id.eq(Some(SqlUuid(DEMO_WORKSPACE))),
-                        repos::name.eq("demo-repo"),
-                        repos::created_at.eq(at),
-                    ))
-                    .execute(c)
-                    .await?;
-                diesel::insert_into(users::table)
-                    .values((
-                        users::id.eq(SqlUuid(DEMO_USER)),
-                        users::org_id.eq(SqlUuid(DEMO_ORG)),
-                        users::email.eq(DEMO_EMAIL),
-                        users::name.eq(Some("Demo")),
-                        users::last_name.eq(Some("User")),
-                        users::org_role.eq("user"),
-                        users::created_at.eq(at),
-                    ))
-                    .execute(c)
-                    .await?;
-                diesel::insert_into(workspace_members::table)
-                    .values((
-                        workspace_members::workspace_id.eq(SqlUuid(DEMO_WORKSPACE)),
-                        workspace_members::user_id.eq(SqlUuid(DEMO_USER)),
-                        workspace_members::access.eq("read"),
-                        workspace_members::created_at.eq(at),
-                    ))
-                    .execute(c)
-                    .await?;
-                Ok::<_, StoreError>(true)
-            })
+        .run(|conn| {
+            async move {
+                write_tx!(&mut *conn, |c| {
+                    let exists = organizations::table
+                        .filter(organizations::id.eq(SqlUuid(DEMO_ORG)))
+                        .select(organizations::id)
+                        .first::<Uuid>(c)
+                        .await
+                        .optional()?;
+                    if exists.is_some() {
+                        return Ok(false);
+                    }
+                    let at = SqlTime(now());
+                    diesel::insert_into(organizations::table)
+                        .values((
+                            organizations::id.eq(SqlUuid(DEMO_ORG)),
+                            organizations::name.eq("Demo"),
+                            organizations::created_at.eq(at),
+                        ))
+                        .execute(c)
+                        .await?;
+                    diesel::insert_into(workspaces::table)
+                        .values((
+                            workspaces::id.eq(SqlUuid(DEMO_WORKSPACE)),
+                            workspaces::org_id.eq(SqlUuid(DEMO_ORG)),
+                            workspaces::name.eq("Demo workspace"),
+                            workspaces::created_at.eq(at),
+                        ))
+                        .execute(c)
+                        .await?;
+                    diesel::insert_into(repos::table)
+                        .values((
+                            repos::id.eq(SqlUuid(DEMO_REPO)),
+                            repos::org_id.eq(SqlUuid(DEMO_ORG)),
+                            repos::workspace_id.eq(Some(SqlUuid(DEMO_WORKSPACE))),
+                            repos::name.eq("demo-repo"),
+                            repos::created_at.eq(at),
+                        ))
+                        .execute(c)
+                        .await?;
+                    diesel::insert_into(users::table)
+                        .values((
+                            users::id.eq(SqlUuid(DEMO_USER)),
+                            users::org_id.eq(SqlUuid(DEMO_ORG)),
+                            users::email.eq(DEMO_EMAIL),
+                            users::name.eq(Some("Demo")),
+                            users::last_name.eq(Some("User")),
+                            users::org_role.eq("user"),
+                            users::created_at.eq(at),
+                        ))
+                        .execute(c)
+                        .await?;
+                    diesel::insert_into(workspace_members::table)
+                        .values((
+                            workspace_members::workspace_id.eq(SqlUuid(DEMO_WORKSPACE)),
+                            workspace_members::user_id.eq(SqlUuid(DEMO_USER)),
+                            workspace_members::access.eq("read"),
+                            workspace_members::created_at.eq(at),
+                        ))
+                        .execute(c)
+                        .await?;
+                    Ok::<_, StoreError>(true)
+                })
+            }
+            .boxed()
         })
         .await?;
     if created {

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use futures_util::FutureExt as _;
 use uuid::Uuid;
 
 use super::schema::{
@@ -60,14 +61,17 @@ impl Store {
     /// Creates an organization; returns its id.
     pub async fn create_org(&self, name: String) -> Result<Uuid, StoreError> {
         let id = Uuid::now_v7();
-        self.run(move |mut conn| async move {
-            let insert = diesel::insert_into(organizations::table).values((
-                organizations::id.eq(SqlUuid(id)),
-                organizations::name.eq(name),
-                organizations::created_at.eq(SqlTime(now())),
-            ));
-            with_conn!(&mut conn, |c| insert.execute(c).await)?;
-            Ok(id)
+        self.run(move |conn| {
+            async move {
+                let insert = diesel::insert_into(organizations::table).values((
+                    organizations::id.eq(SqlUuid(id)),
+                    organizations::name.eq(name),
+                    organizations::created_at.eq(SqlTime(now())),
+                ));
+                with_conn!(&mut *conn, |c| insert.execute(c).await)?;
+                Ok(id)
+            }
+            .boxed()
         })
         .await
     }
@@ -75,27 +79,30 @@ impl Store {
     /// Creates a user in an organization; returns its id. Emails are unique.
     pub async fn create_user(&self, user: NewUser) -> Result<Uuid, StoreError> {
         let id = Uuid::now_v7();
-        self.run(move |mut conn| async move {
-            let org_id = user.org_id;
-            let insert = diesel::insert_into(users::table).values((
-                users::id.eq(SqlUuid(id)),
-                users::org_id.eq(SqlUuid(user.org_id)),
-                users::email.eq(user.email),
-                users::name.eq(user.name),
-                users::last_name.eq(user.last_name),
-                users::org_role.eq(user.role.as_str()),
-                users::created_at.eq(SqlTime(now())),
-            ));
-            with_conn!(&mut conn, |c| insert.execute(c).await).map_err(
-                |e| match StoreError::from(e) {
-                    StoreError::MissingReference(_) => not_found("organization", org_id),
-                    StoreError::Conflict(_) => {
-                        StoreError::Conflict("a user with this email already exists".into())
+        self.run(move |conn| {
+            async move {
+                let org_id = user.org_id;
+                let insert = diesel::insert_into(users::table).values((
+                    users::id.eq(SqlUuid(id)),
+                    users::org_id.eq(SqlUuid(user.org_id)),
+                    users::email.eq(user.email),
+                    users::name.eq(user.name),
+                    users::last_name.eq(user.last_name),
+                    users::org_role.eq(user.role.as_str()),
+                    users::created_at.eq(SqlTime(now())),
+                ));
+                with_conn!(&mut *conn, |c| insert.execute(c).await).map_err(|e| {
+                    match StoreError::from(e) {
+                        StoreError::MissingReference(_) => not_found("organization", org_id),
+                        StoreError::Conflict(_) => {
+                            StoreError::Conflict("a user with this email already exists".into())
+                        }
+                        other => other,
                     }
-                    other => other,
-                },
-            )?;
-            Ok(id)
+                })?;
+                Ok(id)
+            }
+            .boxed()
         })
         .await
     }
@@ -108,20 +115,23 @@ impl Store {
     /// Creates a workspace in an organization; returns its id.
     pub async fn create_workspace(&self, org_id: Uuid, name: String) -> Result<Uuid, StoreError> {
         let id = Uuid::now_v7();
-        self.run(move |mut conn| async move {
-            let insert = diesel::insert_into(workspaces::table).values((
-                workspaces::id.eq(SqlUuid(id)),
-                workspaces::org_id.eq(SqlUuid(org_id)),
-                workspaces::name.eq(name),
-                workspaces::created_at.eq(SqlTime(now())),
-            ));
-            with_conn!(&mut conn, |c| insert.execute(c).await).map_err(
-                |e| match StoreError::from(e) {
-                    StoreError::MissingReference(_) => not_found("organization", org_id),
-                    other => other,
-                },
-            )?;
-            Ok(id)
+        self.run(move |conn| {
+            async move {
+                let insert = diesel::insert_into(workspaces::table).values((
+                    workspaces::id.eq(SqlUuid(id)),
+                    workspaces::org_id.eq(SqlUuid(org_id)),
+                    workspaces::name.eq(name),
+                    workspaces::created_at.eq(SqlTime(now())),
+                ));
+                with_conn!(&mut *conn, |c| insert.execute(c).await).map_err(|e| {
+                    match StoreError::from(e) {
+                        StoreError::MissingReference(_) => not_found("organization", org_id),
+                        other => other,
+                    }
+                })?;
+                Ok(id)
+            }
+            .boxed()
         })
         .await
     }
@@ -134,31 +144,34 @@ impl Store {
         user_id: Uuid,
         access: Access,
     ) -> Result<(), StoreError> {
-        self.run(move |mut conn| async move {
-            write_tx!(&mut conn, |c| {
-                let ws_org = org_of!(c, workspaces, workspace_id)
-                    .ok_or_else(|| not_found("workspace", workspace_id))?;
-                let user_org =
-                    org_of!(c, users, user_id).ok_or_else(|| not_found("user", user_id))?;
-                if ws_org != user_org {
-                    return Err(StoreError::Invalid(
-                        "the user and the workspace belong to different organizations".into(),
-                    ));
-                }
-                diesel::insert_into(workspace_members::table)
-                    .values((
-                        workspace_members::workspace_id.eq(SqlUuid(workspace_id)),
-                        workspace_members::user_id.eq(SqlUuid(user_id)),
-                        workspace_members::access.eq(access.as_str()),
-                        workspace_members::created_at.eq(SqlTime(now())),
-                    ))
-                    .on_conflict((workspace_members::workspace_id, workspace_members::user_id))
-                    .do_update()
-                    .set(workspace_members::access.eq(access.as_str()))
-                    .execute(c)
-                    .await?;
-                Ok(())
-            })
+        self.run(move |conn| {
+            async move {
+                write_tx!(&mut *conn, |c| {
+                    let ws_org = org_of!(c, workspaces, workspace_id)
+                        .ok_or_else(|| not_found("workspace", workspace_id))?;
+                    let user_org =
+                        org_of!(c, users, user_id).ok_or_else(|| not_found("user", user_id))?;
+                    if ws_org != user_org {
+                        return Err(StoreError::Invalid(
+                            "the user and the workspace belong to different organizations".into(),
+                        ));
+                    }
+                    diesel::insert_into(workspace_members::table)
+                        .values((
+                            workspace_members::workspace_id.eq(SqlUuid(workspace_id)),
+                            workspace_members::user_id.eq(SqlUuid(user_id)),
+                            workspace_members::access.eq(access.as_str()),
+                            workspace_members::created_at.eq(SqlTime(now())),
+                        ))
+                        .on_conflict((workspace_members::workspace_id, workspace_members::user_id))
+                        .do_update()
+                        .set(workspace_members::access.eq(access.as_str()))
+                        .execute(c)
+                        .await?;
+                    Ok(())
+                })
+            }
+            .boxed()
         })
         .await
     }
@@ -177,33 +190,36 @@ impl Store {
         workspace_id: Option<Uuid>,
     ) -> Result<Uuid, StoreError> {
         let id = Uuid::now_v7();
-        self.run(move |mut conn| async move {
-            write_tx!(&mut conn, |c| {
-                if let Some(ws) = workspace_id {
-                    let ws_org =
-                        org_of!(c, workspaces, ws).ok_or_else(|| not_found("workspace", ws))?;
-                    if ws_org != org_id {
-                        return Err(StoreError::Invalid(
-                            "the workspace belongs to another organization".into(),
-                        ));
+        self.run(move |conn| {
+            async move {
+                write_tx!(&mut *conn, |c| {
+                    if let Some(ws) = workspace_id {
+                        let ws_org =
+                            org_of!(c, workspaces, ws).ok_or_else(|| not_found("workspace", ws))?;
+                        if ws_org != org_id {
+                            return Err(StoreError::Invalid(
+                                "the workspace belongs to another organization".into(),
+                            ));
+                        }
                     }
-                }
-                diesel::insert_into(repos::table)
-                    .values((
-                        repos::id.eq(SqlUuid(id)),
-                        repos::org_id.eq(SqlUuid(org_id)),
-                        repos::workspace_id.eq(workspace_id.map(SqlUuid)),
-                        repos::name.eq(name),
-                        repos::created_at.eq(SqlTime(now())),
-                    ))
-                    .execute(c)
-                    .await
-                    .map_err(|e| match StoreError::from(e) {
-                        StoreError::MissingReference(_) => not_found("organization", org_id),
-                        other => other,
-                    })?;
-                Ok(id)
-            })
+                    diesel::insert_into(repos::table)
+                        .values((
+                            repos::id.eq(SqlUuid(id)),
+                            repos::org_id.eq(SqlUuid(org_id)),
+                            repos::workspace_id.eq(workspace_id.map(SqlUuid)),
+                            repos::name.eq(name),
+                            repos::created_at.eq(SqlTime(now())),
+                        ))
+                        .execute(c)
+                        .await
+                        .map_err(|e| match StoreError::from(e) {
+                            StoreError::MissingReference(_) => not_found("organization", org_id),
+                            other => other,
+                        })?;
+                    Ok(id)
+                })
+            }
+            .boxed()
         })
         .await
     }
@@ -223,135 +239,151 @@ impl Store {
     ) -> Result<Uuid, StoreError> {
         let id = Uuid::now_v7();
         let hash = token.hash.to_vec();
-        self.run(move |mut conn| async move {
-            let insert = diesel::insert_into(api_tokens::table).values((
-                api_tokens::id.eq(SqlUuid(id)),
-                api_tokens::user_id.eq(SqlUuid(user_id)),
-                api_tokens::name.eq(name),
-                api_tokens::token_hash.eq(hash),
-                api_tokens::expires_at.eq(expires_at.map(SqlTime)),
-                api_tokens::created_at.eq(SqlTime(now())),
-            ));
-            with_conn!(&mut conn, |c| insert.execute(c).await).map_err(
-                |e| match StoreError::from(e) {
-                    StoreError::MissingReference(_) => not_found("user", user_id),
-                    other => other,
-                },
-            )?;
-            Ok(id)
+        self.run(move |conn| {
+            async move {
+                let insert = diesel::insert_into(api_tokens::table).values((
+                    api_tokens::id.eq(SqlUuid(id)),
+                    api_tokens::user_id.eq(SqlUuid(user_id)),
+                    api_tokens::name.eq(name),
+                    api_tokens::token_hash.eq(hash),
+                    api_tokens::expires_at.eq(expires_at.map(SqlTime)),
+                    api_tokens::created_at.eq(SqlTime(now())),
+                ));
+                with_conn!(&mut *conn, |c| insert.execute(c).await).map_err(|e| {
+                    match StoreError::from(e) {
+                        StoreError::MissingReference(_) => not_found("user", user_id),
+                        other => other,
+                    }
+                })?;
+                Ok(id)
+            }
+            .boxed()
         })
         .await
     }
 
     /// Revokes the token with this hash (the secret's) or this id. Idempotent.
     pub async fn revoke_token(&self, token: TokenRef) -> Result<(), StoreError> {
-        self.run(move |mut conn| async move {
-            let at = SqlTime(now());
-            let id = match token {
-                TokenRef::Id(id) => Some(id),
-                TokenRef::Hash(hash) => {
-                    let query = api_tokens::table
-                        .filter(api_tokens::token_hash.eq(hash.to_vec()))
+        self.run(move |conn| {
+            async move {
+                let at = SqlTime(now());
+                let id = match token {
+                    TokenRef::Id(id) => Some(id),
+                    TokenRef::Hash(hash) => {
+                        let query = api_tokens::table
+                            .filter(api_tokens::token_hash.eq(hash.to_vec()))
+                            .select(api_tokens::id);
+                        with_conn!(&mut *conn, |c| query.first::<Uuid>(c).await.optional())?
+                    }
+                };
+                let Some(id) = id else {
+                    return Err(StoreError::NotFound("token not found".into()));
+                };
+                let update = diesel::update(
+                    api_tokens::table
+                        .filter(api_tokens::id.eq(SqlUuid(id)))
+                        .filter(api_tokens::revoked_at.is_null()),
+                )
+                .set(api_tokens::revoked_at.eq(at));
+                let changed = with_conn!(&mut *conn, |c| update.execute(c).await)?;
+                if changed == 0 {
+                    let exists = api_tokens::table
+                        .filter(api_tokens::id.eq(SqlUuid(id)))
                         .select(api_tokens::id);
-                    with_conn!(&mut conn, |c| query.first::<Uuid>(c).await.optional())?
+                    let found =
+                        with_conn!(&mut *conn, |c| exists.first::<Uuid>(c).await.optional())?;
+                    if found.is_none() {
+                        return Err(not_found("token", id));
+                    }
                 }
-            };
-            let Some(id) = id else {
-                return Err(StoreError::NotFound("token not found".into()));
-            };
-            let update = diesel::update(
-                api_tokens::table
-                    .filter(api_tokens::id.eq(SqlUuid(id)))
-                    .filter(api_tokens::revoked_at.is_null()),
-            )
-            .set(api_tokens::revoked_at.eq(at));
-            let changed = with_conn!(&mut conn, |c| update.execute(c).await)?;
-            if changed == 0 {
-                let exists = api_tokens::table
-                    .filter(api_tokens::id.eq(SqlUuid(id)))
-                    .select(api_tokens::id);
-                let found = with_conn!(&mut conn, |c| exists.first::<Uuid>(c).await.optional())?;
-                if found.is_none() {
-                    return Err(not_found("token", id));
-                }
+                Ok(())
             }
-            Ok(())
+            .boxed()
         })
         .await
     }
 
     /// The newest `limit` events of an organization, newest first.
     pub async fn list_events(&self, org_id: Uuid, limit: i64) -> Result<Vec<EventRow>, StoreError> {
-        self.run(move |mut conn| async move {
-            let query = system_events::table
-                .filter(system_events::org_id.eq(SqlUuid(org_id)))
-                .order((system_events::created_at.desc(), system_events::id.desc()))
-                .limit(limit)
-                .select((
-                    system_events::id,
-                    system_events::org_id,
-                    system_events::workspace_id,
-                    system_events::user_id,
-                    system_events::context,
-                    system_events::context_id,
-                    system_events::event,
-                    system_events::json_data,
-                    system_events::created_at,
-                ));
-            Ok(with_conn!(&mut conn, |c| query.load::<EventRow>(c).await)?)
+        self.run(move |conn| {
+            async move {
+                let query = system_events::table
+                    .filter(system_events::org_id.eq(SqlUuid(org_id)))
+                    .order((system_events::created_at.desc(), system_events::id.desc()))
+                    .limit(limit)
+                    .select((
+                        system_events::id,
+                        system_events::org_id,
+                        system_events::workspace_id,
+                        system_events::user_id,
+                        system_events::context,
+                        system_events::context_id,
+                        system_events::event,
+                        system_events::json_data,
+                        system_events::created_at,
+                    ));
+                Ok(with_conn!(&mut *conn, |c| query.load::<EventRow>(c).await)?)
+            }
+            .boxed()
         })
         .await
     }
 
     /// Whether an organization exists.
     pub async fn org_exists(&self, org_id: Uuid) -> Result<bool, StoreError> {
-        self.run(move |mut conn| async move {
-            let query = organizations::table
-                .filter(organizations::id.eq(SqlUuid(org_id)))
-                .select(organizations::id);
-            Ok(with_conn!(&mut conn, |c| query.first::<Uuid>(c).await.optional())?.is_some())
+        self.run(move |conn| {
+            async move {
+                let query = organizations::table
+                    .filter(organizations::id.eq(SqlUuid(org_id)))
+                    .select(organizations::id);
+                Ok(with_conn!(&mut *conn, |c| query.first::<Uuid>(c).await.optional())?.is_some())
+            }
+            .boxed()
         })
         .await
     }
 
     /// Sets a "happened at" column once: a row already stamped keeps its time.
     async fn stamp_once(&self, stamp: Stamp, id: Uuid) -> Result<(), StoreError> {
-        self.run(move |mut conn| async move {
-            let at = SqlTime(now());
-            let key = SqlUuid(id);
-            macro_rules! stamp {
-                ($table:ident, $col:ident) => {{
-                    let update = diesel::update(
-                        $table::table
-                            .filter($table::id.eq(key))
-                            .filter($table::$col.is_null()),
-                    )
-                    .set($table::$col.eq(at));
-                    let exists = $table::table.filter($table::id.eq(key)).select($table::id);
-                    with_conn!(&mut conn, |c| {
-                        let changed = update.execute(c).await?;
-                        if changed > 0 {
-                            Ok(true)
-                        } else {
-                            exists
-                                .first::<Uuid>(c)
-                                .await
-                                .optional()
-                                .map(|f| f.is_some())
-                        }
-                    })
-                }};
+        self.run(move |conn| {
+            async move {
+                let at = SqlTime(now());
+                let key = SqlUuid(id);
+                macro_rules! stamp {
+                    ($table:ident, $col:ident) => {{
+                        let update = diesel::update(
+                            $table::table
+                                .filter($table::id.eq(key))
+                                .filter($table::$col.is_null()),
+                        )
+                        .set($table::$col.eq(at));
+                        let exists = $table::table.filter($table::id.eq(key)).select($table::id);
+                        with_conn!(&mut *conn, |c| {
+                            let changed = update.execute(c).await?;
+                            if changed > 0 {
+                                Ok(true)
+                            } else {
+                                exists
+                                    .first::<Uuid>(c)
+                                    .await
+                                    .optional()
+                                    .map(|f| f.is_some())
+                            }
+                        })
+                    }};
+                }
+                let (found, what) = match stamp {
+                    Stamp::UserDisabled => (stamp!(users, disabled_at)?, "user"),
+                    Stamp::WorkspaceDeleted => (stamp!(workspaces, deleted_at)?, "workspace"),
+                    Stamp::RepoDisabled => (stamp!(repos, disabled_at)?, "repository"),
+                };
+                if found {
+                    Ok(())
+                } else {
+                    Err(not_found(what, id))
+                }
             }
-            let (found, what) = match stamp {
-                Stamp::UserDisabled => (stamp!(users, disabled_at)?, "user"),
-                Stamp::WorkspaceDeleted => (stamp!(workspaces, deleted_at)?, "workspace"),
-                Stamp::RepoDisabled => (stamp!(repos, disabled_at)?, "repository"),
-            };
-            if found {
-                Ok(())
-            } else {
-                Err(not_found(what, id))
-            }
+            .boxed()
         })
         .await
     }

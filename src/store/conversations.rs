@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use futures_util::FutureExt as _;
 use uuid::Uuid;
 
 use super::schema::{
@@ -78,39 +79,45 @@ pub struct NewEvent {
 impl Store {
     /// The token whose SHA-256 is `hash`, with its user; one indexed lookup.
     pub async fn find_token(&self, hash: [u8; 32]) -> Result<Option<TokenOwner>, StoreError> {
-        self.run(move |mut conn| async move {
-            let query = api_tokens::table
-                .inner_join(users::table)
-                .filter(api_tokens::token_hash.eq(hash.to_vec()))
-                .select((
-                    api_tokens::id,
-                    api_tokens::expires_at,
-                    api_tokens::revoked_at,
-                    api_tokens::last_used_at,
-                    users::id,
-                    users::org_id,
-                    users::email,
-                    users::name,
-                    users::last_name,
-                    users::org_role,
-                    users::disabled_at,
-                ));
-            Ok(with_conn!(&mut conn, |c| query
-                .first::<TokenOwner>(c)
-                .await
-                .optional())?)
+        self.run(move |conn| {
+            async move {
+                let query = api_tokens::table
+                    .inner_join(users::table)
+                    .filter(api_tokens::token_hash.eq(hash.to_vec()))
+                    .select((
+                        api_tokens::id,
+                        api_tokens::expires_at,
+                        api_tokens::revoked_at,
+                        api_tokens::last_used_at,
+                        users::id,
+                        users::org_id,
+                        users::email,
+                        users::name,
+                        users::last_name,
+                        users::org_role,
+                        users::disabled_at,
+                    ));
+                Ok(with_conn!(&mut *conn, |c| query
+                    .first::<TokenOwner>(c)
+                    .await
+                    .optional())?)
+            }
+            .boxed()
         })
         .await
     }
 
     /// Records that a token was used (kept coarse by the caller: this is a write).
     pub async fn touch_token(&self, token_id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.run(move |mut conn| async move {
-            let query =
-                diesel::update(api_tokens::table.filter(api_tokens::id.eq(SqlUuid(token_id))))
-                    .set(api_tokens::last_used_at.eq(SqlTime(at)));
-            with_conn!(&mut conn, |c| query.execute(c).await)?;
-            Ok(())
+        self.run(move |conn| {
+            async move {
+                let query =
+                    diesel::update(api_tokens::table.filter(api_tokens::id.eq(SqlUuid(token_id))))
+                        .set(api_tokens::last_used_at.eq(SqlTime(at)));
+                with_conn!(&mut *conn, |c| query.execute(c).await)?;
+                Ok(())
+            }
+            .boxed()
         })
         .await
     }
@@ -122,30 +129,35 @@ impl Store {
         repo_id: Uuid,
         user_id: Uuid,
     ) -> Result<Option<RepoAccess>, StoreError> {
-        self.run(move |mut conn| async move {
-            let query = repos::table
-                .left_join(workspaces::table.on(repos::workspace_id.eq(workspaces::id.nullable())))
-                .left_join(
-                    workspace_members::table.on(workspace_members::workspace_id
-                        .nullable()
-                        .eq(repos::workspace_id)
-                        .and(workspace_members::user_id.eq(SqlUuid(user_id)))),
-                )
-                .filter(repos::id.eq(SqlUuid(repo_id)))
-                .select((
-                    repos::id,
-                    repos::org_id,
-                    repos::workspace_id,
-                    repos::name,
-                    repos::disabled_at,
-                    repos::deleted_at,
-                    workspaces::deleted_at.nullable(),
-                    workspace_members::access.nullable(),
-                ));
-            Ok(with_conn!(&mut conn, |c| query
-                .first::<RepoAccess>(c)
-                .await
-                .optional())?)
+        self.run(move |conn| {
+            async move {
+                let query = repos::table
+                    .left_join(
+                        workspaces::table.on(repos::workspace_id.eq(workspaces::id.nullable())),
+                    )
+                    .left_join(
+                        workspace_members::table.on(workspace_members::workspace_id
+                            .nullable()
+                            .eq(repos::workspace_id)
+                            .and(workspace_members::user_id.eq(SqlUuid(user_id)))),
+                    )
+                    .filter(repos::id.eq(SqlUuid(repo_id)))
+                    .select((
+                        repos::id,
+                        repos::org_id,
+                        repos::workspace_id,
+                        repos::name,
+                        repos::disabled_at,
+                        repos::deleted_at,
+                        workspaces::deleted_at.nullable(),
+                        workspace_members::access.nullable(),
+                    ));
+                Ok(with_conn!(&mut *conn, |c| query
+                    .first::<RepoAccess>(c)
+                    .await
+                    .optional())?)
+            }
+            .boxed()
         })
         .await
     }
@@ -156,19 +168,22 @@ impl Store {
         conversation: NewConversation,
         event: NewEvent,
     ) -> Result<(), StoreError> {
-        self.run(move |mut conn| async move {
-            write_tx!(&mut conn, |c| {
-                diesel::insert_into(conversations::table)
-                    .values(&conversation)
-                    .execute(c)
-                    .await?;
-                diesel::insert_into(system_events::table)
-                    .values(&event)
-                    .execute(c)
-                    .await?;
+        self.run(move |conn| {
+            async move {
+                write_tx!(&mut *conn, |c| {
+                    diesel::insert_into(conversations::table)
+                        .values(&conversation)
+                        .execute(c)
+                        .await?;
+                    diesel::insert_into(system_events::table)
+                        .values(&event)
+                        .execute(c)
+                        .await?;
+                    Ok(())
+                })?;
                 Ok(())
-            })?;
-            Ok(())
+            }
+            .boxed()
         })
         .await
     }
@@ -330,85 +345,91 @@ impl Store {
         take: i64,
         skip: i64,
     ) -> Result<(Vec<ConversationRow>, i64), StoreError> {
-        self.run(move |mut conn| async move {
-            let sources = match filter.visibility {
-                Visibility::Organization => vec![Source::Organization],
-                Visibility::OwnAndAdministered { user_id } => {
-                    let administered = with_conn!(&mut conn, |c| {
-                        administered!(user_id).load::<Uuid>(c).await
+        self.run(move |conn| {
+            async move {
+                let sources = match filter.visibility {
+                    Visibility::Organization => vec![Source::Organization],
+                    Visibility::OwnAndAdministered { user_id } => {
+                        let administered = with_conn!(&mut *conn, |c| {
+                            administered!(user_id).load::<Uuid>(c).await
+                        })?;
+                        std::iter::once(Source::Creator(user_id))
+                            .chain(administered.into_iter().map(Source::Workspace))
+                            .collect()
+                    }
+                };
+                let window = skip.saturating_add(take);
+                let mut rows: Vec<ConversationRow> = Vec::new();
+                for source in sources {
+                    let part = with_conn!(&mut *conn, |c| {
+                        let q = narrowed!(&filter);
+                        let q = match source {
+                            Source::Organization => q,
+                            Source::Creator(u) => {
+                                q.filter(conversations::created_by.eq(SqlUuid(u)))
+                            }
+                            Source::Workspace(w) => {
+                                q.filter(conversations::workspace_id.eq(SqlUuid(w)))
+                            }
+                        };
+                        q.inner_join(repos::table)
+                            .inner_join(users::table)
+                            .select(row_columns!())
+                            .order((conversations::created_at.desc(), conversations::id.desc()))
+                            .limit(window)
+                            .load::<ConversationRow>(c)
+                            .await
                     })?;
-                    std::iter::once(Source::Creator(user_id))
-                        .chain(administered.into_iter().map(Source::Workspace))
-                        .collect()
+                    rows.extend(part);
                 }
-            };
-            let window = skip.saturating_add(take);
-            let mut rows: Vec<ConversationRow> = Vec::new();
-            for source in sources {
-                let part = with_conn!(&mut conn, |c| {
-                    let q = narrowed!(&filter);
-                    let q = match source {
-                        Source::Organization => q,
-                        Source::Creator(u) => q.filter(conversations::created_by.eq(SqlUuid(u))),
-                        Source::Workspace(w) => {
-                            q.filter(conversations::workspace_id.eq(SqlUuid(w)))
-                        }
-                    };
-                    q.inner_join(repos::table)
-                        .inner_join(users::table)
-                        .select(row_columns!())
-                        .order((conversations::created_at.desc(), conversations::id.desc()))
-                        .limit(window)
-                        .load::<ConversationRow>(c)
-                        .await
-                })?;
-                rows.extend(part);
-            }
-            rows.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
-            rows.dedup_by_key(|r| r.id);
-            let skip_rows = usize::try_from(skip).unwrap_or(usize::MAX);
-            let take_rows = usize::try_from(take).unwrap_or(usize::MAX);
-            let page: Vec<ConversationRow> =
-                rows.into_iter().skip(skip_rows).take(take_rows).collect();
+                rows.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
+                rows.dedup_by_key(|r| r.id);
+                let skip_rows = usize::try_from(skip).unwrap_or(usize::MAX);
+                let take_rows = usize::try_from(take).unwrap_or(usize::MAX);
+                let page: Vec<ConversationRow> =
+                    rows.into_iter().skip(skip_rows).take(take_rows).collect();
 
-            // A short first page is the whole set: nothing to count.
-            let total = if skip == 0 && page.len() < take_rows {
-                page.len() as i64
-            } else if filter.id.is_none()
-                && filter.from.is_none()
-                && filter.until.is_none()
-                && filter.repo_id.is_none()
-            {
-                let counts = with_conn!(&mut conn, |c| {
-                    let mut q = conversation_counts::table
-                        .filter(conversation_counts::org_id.eq(SqlUuid(filter.org_id)))
-                        .into_boxed();
-                    if let Visibility::OwnAndAdministered { user_id } = filter.visibility {
-                        q =
-                            q.filter(conversation_counts::created_by.eq(SqlUuid(user_id)).or(
+                // A short first page is the whole set: nothing to count.
+                let total = if skip == 0 && page.len() < take_rows {
+                    page.len() as i64
+                } else if filter.id.is_none()
+                    && filter.from.is_none()
+                    && filter.until.is_none()
+                    && filter.repo_id.is_none()
+                {
+                    let counts = with_conn!(&mut *conn, |c| {
+                        let mut q = conversation_counts::table
+                            .filter(conversation_counts::org_id.eq(SqlUuid(filter.org_id)))
+                            .into_boxed();
+                        if let Visibility::OwnAndAdministered { user_id } = filter.visibility {
+                            q = q.filter(conversation_counts::created_by.eq(SqlUuid(user_id)).or(
                                 conversation_counts::workspace_id.eq_any(administered!(user_id)),
                             ));
-                    }
-                    if let Some(u) = filter.created_by {
-                        q = q.filter(conversation_counts::created_by.eq(SqlUuid(u)));
-                    }
-                    if let Some(w) = filter.workspace_id {
-                        q = q.filter(conversation_counts::workspace_id.eq(SqlUuid(w)));
-                    }
-                    q.select((conversation_counts::live, conversation_counts::deleted))
-                        .load::<(i64, i64)>(c)
-                        .await
-                })?;
-                counts
-                    .iter()
-                    .map(|(live, deleted)| live + if filter.show_deleted { *deleted } else { 0 })
-                    .sum()
-            } else {
-                with_conn!(&mut conn, |c| {
-                    matching!(&filter).count().get_result::<i64>(c).await
-                })?
-            };
-            Ok((page, total))
+                        }
+                        if let Some(u) = filter.created_by {
+                            q = q.filter(conversation_counts::created_by.eq(SqlUuid(u)));
+                        }
+                        if let Some(w) = filter.workspace_id {
+                            q = q.filter(conversation_counts::workspace_id.eq(SqlUuid(w)));
+                        }
+                        q.select((conversation_counts::live, conversation_counts::deleted))
+                            .load::<(i64, i64)>(c)
+                            .await
+                    })?;
+                    counts
+                        .iter()
+                        .map(|(live, deleted)| {
+                            live + if filter.show_deleted { *deleted } else { 0 }
+                        })
+                        .sum()
+                } else {
+                    with_conn!(&mut *conn, |c| {
+                        matching!(&filter).count().get_result::<i64>(c).await
+                    })?
+                };
+                Ok((page, total))
+            }
+            .boxed()
         })
         .await
     }
@@ -418,16 +439,19 @@ impl Store {
         &self,
         filter: ConversationFilter,
     ) -> Result<Option<ConversationRow>, StoreError> {
-        self.run(move |mut conn| async move {
-            Ok(with_conn!(&mut conn, |c| {
-                matching!(&filter)
-                    .inner_join(repos::table)
-                    .inner_join(users::table)
-                    .select(row_columns!())
-                    .first::<ConversationRow>(c)
-                    .await
-                    .optional()
-            })?)
+        self.run(move |conn| {
+            async move {
+                Ok(with_conn!(&mut *conn, |c| {
+                    matching!(&filter)
+                        .inner_join(repos::table)
+                        .inner_join(users::table)
+                        .select(row_columns!())
+                        .first::<ConversationRow>(c)
+                        .await
+                        .optional()
+                })?)
+            }
+            .boxed()
         })
         .await
     }
@@ -441,36 +465,39 @@ impl Store {
         hard: bool,
         event: impl FnOnce(&ConversationRow) -> NewEvent + Send + 'static,
     ) -> Result<bool, StoreError> {
-        self.run(move |mut conn| async move {
-            write_tx!(&mut conn, |c| {
-                let found = matching!(&filter)
-                    .inner_join(repos::table)
-                    .inner_join(users::table)
-                    .select(row_columns!())
-                    .first::<ConversationRow>(c)
-                    .await
-                    .optional()?;
-                let Some(row) = found else {
-                    return Ok(false);
-                };
-                let target = conversations::table.filter(conversations::id.eq(SqlUuid(row.id)));
-                let changed = if hard {
-                    diesel::delete(target).execute(c).await?
-                } else {
-                    diesel::update(target.filter(conversations::deleted_at.is_null()))
-                        .set(conversations::deleted_at.eq(SqlTime(super::types::now())))
+        self.run(move |conn| {
+            async move {
+                write_tx!(&mut *conn, |c| {
+                    let found = matching!(&filter)
+                        .inner_join(repos::table)
+                        .inner_join(users::table)
+                        .select(row_columns!())
+                        .first::<ConversationRow>(c)
+                        .await
+                        .optional()?;
+                    let Some(row) = found else {
+                        return Ok(false);
+                    };
+                    let target = conversations::table.filter(conversations::id.eq(SqlUuid(row.id)));
+                    let changed = if hard {
+                        diesel::delete(target).execute(c).await?
+                    } else {
+                        diesel::update(target.filter(conversations::deleted_at.is_null()))
+                            .set(conversations::deleted_at.eq(SqlTime(super::types::now())))
+                            .execute(c)
+                            .await?
+                    };
+                    if changed == 0 {
+                        return Ok(false);
+                    }
+                    diesel::insert_into(system_events::table)
+                        .values(&event(&row))
                         .execute(c)
-                        .await?
-                };
-                if changed == 0 {
-                    return Ok(false);
-                }
-                diesel::insert_into(system_events::table)
-                    .values(&event(&row))
-                    .execute(c)
-                    .await?;
-                Ok(true)
-            })
+                        .await?;
+                    Ok(true)
+                })
+            }
+            .boxed()
         })
         .await
     }

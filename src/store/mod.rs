@@ -22,13 +22,16 @@ use std::time::Duration;
 use diesel::SqliteConnection;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{
     AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, SimpleAsyncConnection,
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt as _;
+use futures_util::future::BoxFuture;
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -44,6 +47,16 @@ pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 pub enum Conn {
     Pg(Object<AsyncPgConnection>),
     Sqlite(Object<SqliteConn>),
+}
+
+impl Conn {
+    /// Removes the connection from its pool for good.
+    fn discard(self) {
+        match self {
+            Conn::Pg(c) => drop(Object::take(c)),
+            Conn::Sqlite(c) => drop(Object::take(c)),
+        }
+    }
 }
 
 /// Runs the same diesel-async block on whichever backend `$conn` is:
@@ -234,16 +247,25 @@ impl Store {
 
     /// Runs `op` with a pooled connection on a task of its own, so that it runs
     /// to completion (commit or rollback) even if the caller stops waiting.
-    pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    pub async fn run<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(Conn) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'static,
     {
         let store = self.clone();
-        tokio::spawn(async move { op(store.conn().await?).await })
-            .await
-            .unwrap_or_else(|e| Err(StoreError::Internal(format!("store task failed: {e}"))))
+        tokio::spawn(async move {
+            let mut conn = store.conn().await?;
+            let result = op(&mut conn).await;
+            // Connections are recycled without a test query (that would cost a
+            // round trip per request), so one that failed for want of the
+            // server is thrown away here instead of going back to the pool.
+            if let (Err(StoreError::Unavailable(_)), Conn::Pg(_)) = (&result, &conn) {
+                conn.discard();
+            }
+            result
+        })
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Internal(format!("store task failed: {e}"))))
     }
 
     /// Applies every pending migration; returns how many ran.
@@ -306,6 +328,7 @@ fn pg_pool(url: String, opts: &StoreOptions) -> anyhow::Result<Pool<AsyncPgConne
         opts.statement_timeout.as_millis()
     );
     let mut config = ManagerConfig::<AsyncPgConnection>::default();
+    config.recycling_method = RecyclingMethod::Fast;
     config.custom_setup = Box::new(move |url| {
         let setup_sql = setup_sql.clone();
         let url = url.to_owned();
@@ -328,6 +351,7 @@ fn sqlite_pool(path: String, opts: &StoreOptions) -> anyhow::Result<Pool<SqliteC
         opts.sqlite_busy_timeout.as_millis()
     );
     let mut config = ManagerConfig::<SqliteConn>::default();
+    config.recycling_method = RecyclingMethod::Fast;
     config.custom_setup = Box::new(move |path| {
         let setup_sql = setup_sql.clone();
         let path = path.to_owned();
