@@ -12,8 +12,11 @@ use conversation_service::domain::{Access, OrgRole};
 use conversation_service::store::admin::NewUser;
 use conversation_service::store::conversations::{ConversationFilter, Visibility};
 use conversation_service::store::{Backend, Store, StoreOptions};
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_async::{AsyncConnection, AsyncPgConnection};
 use uuid::Uuid;
+
+mod support;
+use support::{BenchDb, bulk_conversations};
 
 const CREATORS: usize = 100;
 const RUNS: usize = 40;
@@ -41,35 +44,24 @@ async fn main() -> anyhow::Result<()> {
     println!("# ListConversations, first page (take 50), median / p90 of {RUNS} runs");
     println!("| backend | conversations | tier | matches | median | p90 |");
     println!("|---|---|---|---|---|---|");
-    if sqlite {
+    let backends = [(sqlite, Backend::Sqlite), (postgres, Backend::Postgres)];
+    for (_, backend) in backends.into_iter().filter(|(on, _)| *on) {
         for n in [1_000, rows] {
-            let dir = tempfile::tempdir()?;
-            let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-            run(&url, Backend::Sqlite, n).await?;
-        }
-    }
-    if postgres {
-        let admin = std::env::var("BENCH_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        for n in [1_000, rows] {
-            let name = format!("cs_bench_{}", Uuid::now_v7().simple());
-            let mut c = AsyncPgConnection::establish(&admin).await?;
-            c.batch_execute(&format!("CREATE DATABASE {name}")).await?;
-            let (base, _) = admin.rsplit_once('/').expect("database in URL");
-            let result = run(&format!("{base}/{name}"), Backend::Postgres, n).await;
-            c.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
-                .await?;
+            let db = BenchDb::create(backend).await?;
+            let result = run(&db, n).await;
+            db.drop_db().await?;
             result?;
         }
     }
     Ok(())
 }
 
-async fn run(url: &str, backend: Backend, rows: i64) -> anyhow::Result<()> {
+async fn run(db: &BenchDb, rows: i64) -> anyhow::Result<()> {
+    let (url, backend) = (db.url.as_str(), db.backend);
     let store = Store::open(url, &StoreOptions::default())?;
     store.migrate().await?;
     let started = Instant::now();
-    let f = seed(&store, url, backend, rows).await?;
+    let f = seed(&store, db, rows).await?;
     eprintln!(
         "{backend:?}: seeded {rows} conversations in {:.1?}",
         started.elapsed()
@@ -209,7 +201,7 @@ fn ms(d: Duration) -> String {
 
 /// One organization, two workspaces (half the conversations each), 100
 /// creators; the workspace admin administers the first workspace.
-async fn seed(store: &Store, url: &str, backend: Backend, rows: i64) -> anyhow::Result<Fixture> {
+async fn seed(store: &Store, db: &BenchDb, rows: i64) -> anyhow::Result<Fixture> {
     let org = store.create_org("Bench".into()).await?;
     let w1 = store.create_workspace(org, "one".into()).await?;
     let w2 = store.create_workspace(org, "two".into()).await?;
@@ -235,78 +227,7 @@ async fn seed(store: &Store, url: &str, backend: Backend, rows: i64) -> anyhow::
         users.push(id);
     }
     store.grant(w1, users[1], Access::Admin).await?;
-    let sql = match backend {
-        Backend::Postgres => {
-            let list = users
-                .iter()
-                .map(|u| format!("'{u}'::uuid"))
-                .collect::<Vec<_>>()
-                .join(",");
-            // Bulk load with the counting trigger off, then count once, as the
-            // migration's backfill does (one statement updating the same
-            // counter row a million times would crawl through its versions).
-            format!(
-                "ALTER TABLE conversations DISABLE TRIGGER conversations_count;
-                 INSERT INTO conversations (id, org_id, workspace_id, repo_id, created_by, created_at, last_updated_at)
-                 SELECT gen_random_uuid(), '{org}', CASE WHEN i % 2 = 0 THEN '{w1}'::uuid ELSE '{w2}'::uuid END,
-                        CASE WHEN i % 2 = 0 THEN '{r1}'::uuid ELSE '{r2}'::uuid END,
-                        (ARRAY[{list}])[1 + i % {CREATORS}],
-                        now() - i * interval '1 second', now() - i * interval '1 second'
-                 FROM generate_series(1, {rows}) AS i;
-                 ALTER TABLE conversations ENABLE TRIGGER conversations_count;
-                 DELETE FROM conversation_counts;
-                 INSERT INTO conversation_counts (org_id, workspace_id, created_by, live, deleted)
-                 SELECT org_id, workspace_id, created_by, count(*) FILTER (WHERE deleted_at IS NULL),
-                        count(*) FILTER (WHERE deleted_at IS NOT NULL)
-                 FROM conversations GROUP BY org_id, workspace_id, created_by;
-                 ANALYZE;"
-            )
-        }
-        Backend::Sqlite => {
-            let values = users
-                .iter()
-                .enumerate()
-                .map(|(i, u)| format!("({i}, X'{}')", u.simple()))
-                .collect::<Vec<_>>()
-                .join(",");
-            let (w1, w2, r1, r2, org) = (
-                w1.simple(),
-                w2.simple(),
-                r1.simple(),
-                r2.simple(),
-                org.simple(),
-            );
-            format!(
-                "CREATE TEMP TABLE creators (n INTEGER PRIMARY KEY, id BLOB);
-                 INSERT INTO creators VALUES {values};
-                 WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < {rows})
-                 INSERT INTO conversations (id, org_id, workspace_id, repo_id, created_by, tokens_in, tokens_out, created_at, last_updated_at)
-                 SELECT randomblob(16), X'{org}', CASE WHEN i % 2 = 0 THEN X'{w1}' ELSE X'{w2}' END,
-                        CASE WHEN i % 2 = 0 THEN X'{r1}' ELSE X'{r2}' END,
-                        (SELECT id FROM creators WHERE n = i % {CREATORS}),
-                        0, 0,
-                        strftime('%Y-%m-%dT%H:%M:%f', 'now', '-' || i || ' seconds') || '000Z',
-                        strftime('%Y-%m-%dT%H:%M:%f', 'now', '-' || i || ' seconds') || '000Z'
-                 FROM seq;
-                 ANALYZE;"
-            )
-        }
-    };
-    match backend {
-        Backend::Postgres => {
-            AsyncPgConnection::establish(url)
-                .await?
-                .batch_execute(&sql)
-                .await?
-        }
-        Backend::Sqlite => {
-            let path = url.strip_prefix("sqlite://").expect("sqlite url");
-            diesel_async::sync_connection_wrapper::SyncConnectionWrapper::<diesel::SqliteConnection>::establish(path)
-                .await?
-                .batch_execute(&sql)
-                .await?
-        }
-    }
+    bulk_conversations(db, org, &[(w1, r1), (w2, r2)], &users, rows).await?;
     Ok(Fixture {
         org,
         w1,

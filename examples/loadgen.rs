@@ -1,0 +1,493 @@
+//! Load generator: drives CreateConversation over gRPC and POST /conversation
+//! over REST against a `conversation-service` it starts itself (the release
+//! binary, as a child process) on SQLite or PostgreSQL, and runs beside it the
+//! ceiling: the least SQL one create needs, straight against the same database
+//! at the same concurrency (pgbench with a script for PostgreSQL, a direct loop
+//! of threads on the same file for SQLite).
+//!
+//! ```sh
+//! cargo run --release --example loadgen -- --backend postgres --clients 16,64 --seconds 10
+//! cargo run --release --example loadgen -- --backend sqlite --existing 1000,100000,1000000
+//! ```
+//!
+//! Options: `--backend sqlite|postgres|both` (both), `--transport grpc|rest|both`
+//! (both), `--clients 16,64`, `--seconds 10` per measurement (after a 2 s warm-up),
+//! `--existing 1000` conversations already in the database (a list runs each),
+//! `--callers 64` distinct users with their own tokens, `--no-ceiling`.
+//! PostgreSQL comes from `BENCH_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); each run uses a throwaway database.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use conversation_service::auth::NewToken;
+use conversation_service::domain::{Access, OrgRole};
+use conversation_service::pb::CreateConversationRequest;
+use conversation_service::pb::conversation_service_client::ConversationServiceClient;
+use conversation_service::store::admin::NewUser;
+use conversation_service::store::{Backend, Store, StoreOptions};
+use uuid::Uuid;
+
+#[path = "../benches/support/mod.rs"]
+mod support;
+use support::{BenchDb, bulk_conversations};
+
+const WARMUP: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Transport {
+    Grpc,
+    Rest,
+}
+
+struct Options {
+    backends: Vec<Backend>,
+    transports: Vec<Transport>,
+    clients: Vec<usize>,
+    seconds: u64,
+    existing: Vec<i64>,
+    callers: usize,
+    ceiling: bool,
+}
+
+fn parse_options() -> anyhow::Result<Options> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |name: &str| -> Option<String> {
+        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+    };
+    let list = |name: &str, default: &str| -> anyhow::Result<Vec<i64>> {
+        value(name)
+            .unwrap_or_else(|| default.into())
+            .split(',')
+            .map(|v| v.trim().parse::<i64>().with_context(|| format!("{name} takes numbers")))
+            .collect()
+    };
+    let backends = match value("--backend").as_deref().unwrap_or("both") {
+        "sqlite" => vec![Backend::Sqlite],
+        "postgres" => vec![Backend::Postgres],
+        "both" => vec![Backend::Postgres, Backend::Sqlite],
+        other => bail!("--backend {other}: expected sqlite, postgres or both"),
+    };
+    let transports = match value("--transport").as_deref().unwrap_or("both") {
+        "grpc" => vec![Transport::Grpc],
+        "rest" => vec![Transport::Rest],
+        "both" => vec![Transport::Grpc, Transport::Rest],
+        other => bail!("--transport {other}: expected grpc, rest or both"),
+    };
+    Ok(Options {
+        backends,
+        transports,
+        clients: list("--clients", "16,64")?.into_iter().map(|c| c.max(1) as usize).collect(),
+        seconds: list("--seconds", "10")?[0].max(1) as u64,
+        existing: list("--existing", "1000")?,
+        callers: list("--callers", "64")?[0].max(1) as usize,
+        ceiling: !args.iter().any(|a| a == "--no-ceiling"),
+    })
+}
+
+/// What the world of one run holds.
+struct World {
+    org: Uuid,
+    workspace: Uuid,
+    repo: Uuid,
+    callers: usize,
+}
+
+/// The token of bench caller `n` (1-based): fixed, so pgbench can hash it too.
+fn bench_token(n: usize) -> String {
+    format!("fbk_bench_{n}")
+}
+
+async fn seed(db: &BenchDb, callers: usize, existing: i64) -> anyhow::Result<World> {
+    let store = Store::open(&db.url, &StoreOptions::default())?;
+    store.migrate().await?;
+    let org = store.create_org("Load".into()).await?;
+    let workspace = store.create_workspace(org, "load".into()).await?;
+    let repo = store.create_repo(org, "load".into(), Some(workspace)).await?;
+    let mut users = Vec::new();
+    for n in 1..=callers {
+        let user = store
+            .create_user(NewUser {
+                org_id: org,
+                email: format!("caller{n}@load.test"),
+                name: Some(format!("Caller {n}")),
+                last_name: None,
+                role: OrgRole::User,
+            })
+            .await?;
+        store.grant(workspace, user, Access::Read).await?;
+        let secret = bench_token(n);
+        let token = NewToken {
+            hash: conversation_service::auth::hash_token(&secret),
+            secret,
+        };
+        store.create_token(user, "load".into(), &token, None).await?;
+        users.push(user);
+    }
+    bulk_conversations(db, org, &[(workspace, repo)], &users, existing).await?;
+    Ok(World {
+        org,
+        workspace,
+        repo,
+        callers,
+    })
+}
+
+fn free_port() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// The release binary of the service, built if cargo ran us.
+fn server_binary() -> anyhow::Result<PathBuf> {
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--release", "--quiet", "--bin", "conversation-service"])
+            .status()?;
+        anyhow::ensure!(status.success(), "building the service failed");
+    }
+    let exe = std::env::current_exe()?;
+    let release = exe
+        .parent()
+        .and_then(|examples| examples.parent())
+        .context("cannot locate target/release")?;
+    let binary = release.join("conversation-service");
+    anyhow::ensure!(binary.exists(), "{} not found: cargo build --release first", binary.display());
+    Ok(binary)
+}
+
+struct Server {
+    child: tokio::process::Child,
+    http: SocketAddr,
+    grpc: SocketAddr,
+}
+
+impl Server {
+    async fn start(binary: &PathBuf, database_url: &str) -> anyhow::Result<Server> {
+        let (http, grpc) = (free_port()?, free_port()?);
+        let child = tokio::process::Command::new(binary)
+            .args(["serve", "--http-addr", &http.to_string(), "--grpc-addr", &grpc.to_string()])
+            .env("DATABASE_URL", database_url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(grpc).await.is_err()
+            || tokio::net::TcpStream::connect(http).await.is_err()
+        {
+            anyhow::ensure!(Instant::now() < deadline, "the service did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Server { child, http, grpc })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().unwrap_or_default()
+    }
+
+    /// User plus system CPU seconds so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) start at state.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
+    /// Peak resident memory in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(pid) = self.child.id() {
+            let _ = tokio::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+        }
+        tokio::time::timeout(Duration::from_secs(40), self.child.wait()).await??;
+        Ok(())
+    }
+}
+
+/// What one measurement saw.
+struct Measured {
+    requests: u64,
+    errors: u64,
+    first_error: Option<String>,
+    latencies_us: Vec<u32>,
+    elapsed: Duration,
+}
+
+async fn drive(server: &Server, transport: Transport, clients: usize, seconds: u64, world: &World) -> anyhow::Result<Measured> {
+    let counting = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let http = reqwest::Client::builder().pool_max_idle_per_host(clients).build()?;
+    let mut channels = Vec::new();
+    for _ in 0..clients.div_ceil(8) {
+        channels.push(
+            tonic::transport::Channel::from_shared(format!("http://{}", server.grpc))?
+                .connect()
+                .await?,
+        );
+    }
+    let body = serde_json::json!({ "repoId": world.repo }).to_string();
+    let url = format!("http://{}/conversation", server.http);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..clients {
+        let token = format!("Bearer {}", bench_token(i % world.callers + 1));
+        let (counting, stop, errors, first_error) =
+            (counting.clone(), stop.clone(), errors.clone(), first_error.clone());
+        let (http, url, body) = (http.clone(), url.clone(), body.clone());
+        let mut grpc = ConversationServiceClient::new(channels[i % channels.len()].clone());
+        let repo_id = world.repo.to_string();
+        tasks.spawn(async move {
+            let mut latencies = Vec::with_capacity(1 << 16);
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let outcome: Result<(), String> = match transport {
+                    Transport::Rest => match http
+                        .post(&url)
+                        .header("authorization", &token)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status() == 200 => r.bytes().await.map(|_| ()).map_err(|e| e.to_string()),
+                        Ok(r) => Err(format!("HTTP {}: {}", r.status(), r.text().await.unwrap_or_default())),
+                        Err(e) => Err(e.to_string()),
+                    },
+                    Transport::Grpc => {
+                        let mut req = tonic::Request::new(CreateConversationRequest { repo_id: repo_id.clone() });
+                        req.metadata_mut().insert("authorization", token.parse().expect("ascii token"));
+                        grpc.create_conversation(req).await.map(|_| ()).map_err(|s| format!("{s:?}"))
+                    }
+                };
+                if counting.load(Ordering::Relaxed) {
+                    latencies.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
+                    if let Err(e) = outcome {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        first_error.lock().expect("lock").get_or_insert(e);
+                    }
+                }
+            }
+            latencies
+        });
+    }
+    tokio::time::sleep(WARMUP).await;
+    counting.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    counting.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies_us = Vec::new();
+    while let Some(part) = tasks.join_next().await {
+        latencies_us.extend(part?);
+    }
+    latencies_us.sort_unstable();
+    let first_error = first_error.lock().expect("lock").take();
+    Ok(Measured {
+        requests: latencies_us.len() as u64,
+        errors: errors.load(Ordering::Relaxed),
+        first_error,
+        latencies_us,
+        elapsed,
+    })
+}
+
+/// The least SQL one create needs, on PostgreSQL, as a pgbench script: the
+/// token by its hash, the repository with the caller's membership, then the
+/// conversation and its event in one transaction. Prepared statements, like
+/// the service's.
+const PGBENCH_SCRIPT: &str = r"\set n random(1, :callers)
+SELECT t.id AS tid, t.expires_at, t.revoked_at, t.last_used_at, u.id AS uid, u.org_id AS uorg, u.email, u.name, u.last_name, u.org_role, u.disabled_at FROM api_tokens t INNER JOIN users u ON t.user_id = u.id WHERE t.token_hash = sha256(convert_to('fbk_bench_' || :n, 'UTF8')) \gset
+SELECT r.id, r.org_id, r.workspace_id, r.name, r.disabled_at, r.deleted_at, w.deleted_at AS wdel, m.access FROM repos r LEFT OUTER JOIN workspaces w ON r.workspace_id = w.id LEFT OUTER JOIN workspace_members m ON m.workspace_id = r.workspace_id AND m.user_id = :uid WHERE r.id = :repo;
+BEGIN;
+INSERT INTO conversations (id, org_id, workspace_id, repo_id, created_by, title, tokens_in, tokens_out, created_at, last_updated_at) VALUES (gen_random_uuid(), :org, :ws, :repo, :uid, NULL, 0, 0, now(), now()) RETURNING id AS cid \gset
+INSERT INTO system_events (id, org_id, workspace_id, user_id, context, context_id, event, json_data, created_at) VALUES (gen_random_uuid(), :org, :ws, :uid, 'conversation', :cid, 'created', jsonb_build_object('repoId', :repo::text, 'transport', 'grpc', 'requestId', :cid::text), now());
+END;
+";
+
+fn pg_ceiling(db: &BenchDb, world: &World, clients: usize, seconds: u64) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let script = dir.path().join("create.sql");
+    std::fs::write(&script, PGBENCH_SCRIPT)?;
+    let out = std::process::Command::new("pgbench")
+        .args(["-n", "-M", "prepared", "-j", "2"])
+        .args(["-c", &clients.to_string(), "-T", &(seconds + WARMUP.as_secs()).to_string()])
+        .args(["-D", &format!("callers={}", world.callers)])
+        .args(["-D", &format!("org={}", world.org), "-D", &format!("ws={}", world.workspace)])
+        .args(["-D", &format!("repo={}", world.repo), "-f"])
+        .arg(&script)
+        .arg(&db.url)
+        .output()
+        .context("pgbench (from PostgreSQL's client tools) must be installed")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(out.status.success(), "pgbench failed: {}{}", text, String::from_utf8_lossy(&out.stderr));
+    let failed = text.lines().find(|l| l.contains("number of failed transactions")).unwrap_or("");
+    if !failed.contains(": 0 ") && !failed.is_empty() {
+        bail!("pgbench had failures: {failed}");
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no tps in pgbench output")
+}
+
+/// The least SQL one create needs, on SQLite: the same statements from
+/// `clients` threads, each with its own connection to the same file and the
+/// service's pragmas, writes in `BEGIN IMMEDIATE`.
+fn sqlite_ceiling(db: &BenchDb, world: &World, clients: usize, seconds: u64) -> anyhow::Result<f64> {
+    use diesel::connection::SimpleConnection as _;
+    use diesel::sql_types::{Binary, Text};
+    use diesel::{Connection as _, RunQueryDsl as _, SqliteConnection};
+
+    #[derive(diesel::QueryableByName)]
+    struct Owner {
+        #[diesel(sql_type = Binary)]
+        uid: Vec<u8>,
+    }
+    let path = db.url.strip_prefix("sqlite://").expect("sqlite url").to_owned();
+    let stop_at = Instant::now() + WARMUP + Duration::from_secs(seconds);
+    let count_from = Instant::now() + WARMUP;
+    let done = Arc::new(AtomicU64::new(0));
+    let (org, ws, repo) = (world.org.as_bytes().to_vec(), world.workspace.as_bytes().to_vec(), world.repo.as_bytes().to_vec());
+    let threads: Vec<_> = (0..clients)
+        .map(|i| {
+            let (path, done, org, ws, repo, callers) = (path.clone(), done.clone(), org.clone(), ws.clone(), repo.clone(), world.callers);
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let mut c = SqliteConnection::establish(&path)?;
+                c.batch_execute("PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;
+                let hash = conversation_service::auth::hash_token(&bench_token(i % callers + 1)).to_vec();
+                while Instant::now() < stop_at {
+                    let owner: Owner = diesel::sql_query(
+                        "SELECT u.id AS uid, t.id, t.expires_at, t.revoked_at, t.last_used_at, u.org_id, u.email, u.name, u.last_name, u.org_role, u.disabled_at \
+                         FROM api_tokens t INNER JOIN users u ON t.user_id = u.id WHERE t.token_hash = ?",
+                    )
+                    .bind::<Binary, _>(&hash)
+                    .get_result(&mut c)?;
+                    diesel::sql_query(
+                        "SELECT r.id, r.org_id, r.workspace_id, r.name, r.disabled_at, r.deleted_at, w.deleted_at, m.access FROM repos r \
+                         LEFT OUTER JOIN workspaces w ON r.workspace_id = w.id LEFT OUTER JOIN workspace_members m \
+                         ON m.workspace_id = r.workspace_id AND m.user_id = ? WHERE r.id = ?",
+                    )
+                    .bind::<Binary, _>(&owner.uid)
+                    .bind::<Binary, _>(&repo)
+                    .execute(&mut c)?;
+                    let id = Uuid::now_v7();
+                    let now = conversation_service::store::types::sqlite_time_text(&conversation_service::store::types::now());
+                    c.immediate_transaction(|c| {
+                        diesel::sql_query(
+                            "INSERT INTO conversations (id, org_id, workspace_id, repo_id, created_by, title, tokens_in, tokens_out, created_at, last_updated_at) \
+                             VALUES (?, ?, ?, ?, ?, NULL, 0, 0, ?, ?)",
+                        )
+                        .bind::<Binary, _>(id.as_bytes().as_slice())
+                        .bind::<Binary, _>(&org)
+                        .bind::<Binary, _>(&ws)
+                        .bind::<Binary, _>(&repo)
+                        .bind::<Binary, _>(&owner.uid)
+                        .bind::<Text, _>(&now)
+                        .bind::<Text, _>(&now)
+                        .execute(c)?;
+                        diesel::sql_query(
+                            "INSERT INTO system_events (id, org_id, workspace_id, user_id, context, context_id, event, json_data, created_at) \
+                             VALUES (?, ?, ?, ?, 'conversation', ?, 'created', ?, ?)",
+                        )
+                        .bind::<Binary, _>(Uuid::now_v7().as_bytes().as_slice())
+                        .bind::<Binary, _>(&org)
+                        .bind::<Binary, _>(&ws)
+                        .bind::<Binary, _>(&owner.uid)
+                        .bind::<Binary, _>(id.as_bytes().as_slice())
+                        .bind::<Text, _>(format!(r#"{{"repoId":"{}","transport":"grpc","requestId":"{id}"}}"#, Uuid::from_slice(&repo).unwrap_or_default()))
+                        .bind::<Text, _>(&now)
+                        .execute(c)?;
+                        diesel::QueryResult::Ok(())
+                    })?;
+                    if Instant::now() >= count_from {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().map_err(|_| anyhow::anyhow!("ceiling thread panicked"))??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / seconds as f64)
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted[i]) / 1000.0
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let opts = parse_options()?;
+    let binary = server_binary()?;
+    println!(
+        "| backend | existing | transport | clients | req/s | p50 ms | p90 ms | p99 ms | max ms | errors | server CPU s | server peak MiB | ceiling tx/s | of ceiling |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for &backend in &opts.backends {
+        for &existing in &opts.existing {
+            for &clients in &opts.clients {
+                // A fresh database per level, so each starts from `existing`.
+                let db = BenchDb::create(backend).await?;
+                let world = seed(&db, opts.callers, existing).await?;
+                let ceiling = if !opts.ceiling {
+                    None
+                } else {
+                    let (db_ref, world_ref, seconds) = (&db, &world, opts.seconds);
+                    Some(match backend {
+                        Backend::Postgres => pg_ceiling(db_ref, world_ref, clients, seconds)?,
+                        Backend::Sqlite => tokio::task::block_in_place(|| sqlite_ceiling(db_ref, world_ref, clients, seconds))?,
+                    })
+                };
+                for &transport in &opts.transports {
+                    let server = Server::start(&binary, &db.url).await?;
+                    let cpu_before = server.cpu_seconds();
+                    let m = drive(&server, transport, clients, opts.seconds, &world).await?;
+                    let cpu = server.cpu_seconds() - cpu_before;
+                    let peak = server.peak_rss_mib();
+                    server.stop().await?;
+                    let rps = m.requests as f64 / m.elapsed.as_secs_f64();
+                    let lat = &m.latencies_us;
+                    println!(
+                        "| {backend:?} | {existing} | {transport:?} | {clients} | {rps:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {cpu:.1} | {peak:.1} | {} | {} |",
+                        percentile(lat, 0.5),
+                        percentile(lat, 0.9),
+                        percentile(lat, 0.99),
+                        lat.last().map_or(0.0, |v| f64::from(*v) / 1000.0),
+                        m.errors,
+                        ceiling.map_or("-".into(), |c| format!("{c:.0}")),
+                        ceiling.map_or("-".into(), |c| format!("{:.0} %", 100.0 * rps / c)),
+                    );
+                    if let Some(e) = m.first_error {
+                        eprintln!("first error: {e}");
+                    }
+                }
+                db.drop_db().await?;
+            }
+        }
+    }
+    Ok(())
+}
