@@ -453,15 +453,18 @@ async fn main() -> anyhow::Result<()> {
                 // A fresh database per level, so each starts from `existing`.
                 let db = BenchDb::create(backend).await?;
                 let world = seed(&db, opts.callers, existing).await?;
-                let ceiling = if !opts.ceiling {
-                    None
-                } else {
-                    let (db_ref, world_ref, seconds) = (&db, &world, opts.seconds);
-                    Some(match backend {
-                        Backend::Postgres => pg_ceiling(db_ref, world_ref, clients, seconds)?,
-                        Backend::Sqlite => tokio::task::block_in_place(|| sqlite_ceiling(db_ref, world_ref, clients, seconds))?,
-                    })
+                // The ceiling runs before and after the service (its mean is
+                // used): this machine's throughput drifts between runs.
+                let measure_ceiling = |db: &BenchDb, world: &World| -> anyhow::Result<f64> {
+                    match backend {
+                        Backend::Postgres => pg_ceiling(db, world, clients, opts.seconds),
+                        Backend::Sqlite => tokio::task::block_in_place(|| {
+                            sqlite_ceiling(db, world, clients, opts.seconds)
+                        }),
+                    }
                 };
+                let ceiling_before = if opts.ceiling { Some(measure_ceiling(&db, &world)?) } else { None };
+                let mut rows = Vec::new();
                 for &transport in &opts.transports {
                     let server = Server::start(&binary, &db.url).await?;
                     let cpu_before = server.cpu_seconds();
@@ -470,6 +473,20 @@ async fn main() -> anyhow::Result<()> {
                     let peak = server.peak_rss_mib();
                     server.stop().await?;
                     let rps = m.requests as f64 / m.elapsed.as_secs_f64();
+                    if let Some(e) = &m.first_error {
+                        eprintln!("first error: {e}");
+                    }
+                    rows.push((transport, rps, m, cpu, peak));
+                }
+                let ceiling = match ceiling_before {
+                    Some(before) => {
+                        let after = measure_ceiling(&db, &world)?;
+                        eprintln!("ceiling before {before:.0} tx/s, after {after:.0} tx/s");
+                        Some((before + after) / 2.0)
+                    }
+                    None => None,
+                };
+                for (transport, rps, m, cpu, peak) in rows {
                     let lat = &m.latencies_us;
                     println!(
                         "| {backend:?} | {existing} | {transport:?} | {clients} | {rps:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {cpu:.1} | {peak:.1} | {} | {} |",
@@ -481,9 +498,6 @@ async fn main() -> anyhow::Result<()> {
                         ceiling.map_or("-".into(), |c| format!("{c:.0}")),
                         ceiling.map_or("-".into(), |c| format!("{:.0} %", 100.0 * rps / c)),
                     );
-                    if let Some(e) = m.first_error {
-                        eprintln!("first error: {e}");
-                    }
                 }
                 db.drop_db().await?;
             }
