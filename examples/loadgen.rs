@@ -58,13 +58,20 @@ struct Options {
 fn parse_options() -> anyhow::Result<Options> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let value = |name: &str| -> Option<String> {
-        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
     };
     let list = |name: &str, default: &str| -> anyhow::Result<Vec<i64>> {
         value(name)
             .unwrap_or_else(|| default.into())
             .split(',')
-            .map(|v| v.trim().parse::<i64>().with_context(|| format!("{name} takes numbers")))
+            .map(|v| {
+                v.trim()
+                    .parse::<i64>()
+                    .with_context(|| format!("{name} takes numbers"))
+            })
             .collect()
     };
     let backends = match value("--backend").as_deref().unwrap_or("both") {
@@ -82,7 +89,10 @@ fn parse_options() -> anyhow::Result<Options> {
     Ok(Options {
         backends,
         transports,
-        clients: list("--clients", "16,64")?.into_iter().map(|c| c.max(1) as usize).collect(),
+        clients: list("--clients", "16,64")?
+            .into_iter()
+            .map(|c| c.max(1) as usize)
+            .collect(),
         seconds: list("--seconds", "10")?[0].max(1) as u64,
         existing: list("--existing", "1000")?,
         callers: list("--callers", "64")?[0].max(1) as usize,
@@ -108,7 +118,9 @@ async fn seed(db: &BenchDb, callers: usize, existing: i64) -> anyhow::Result<Wor
     store.migrate().await?;
     let org = store.create_org("Load".into()).await?;
     let workspace = store.create_workspace(org, "load".into()).await?;
-    let repo = store.create_repo(org, "load".into(), Some(workspace)).await?;
+    let repo = store
+        .create_repo(org, "load".into(), Some(workspace))
+        .await?;
     let mut users = Vec::new();
     for n in 1..=callers {
         let user = store
@@ -126,7 +138,9 @@ async fn seed(db: &BenchDb, callers: usize, existing: i64) -> anyhow::Result<Wor
             hash: conversation_service::auth::hash_token(&secret),
             secret,
         };
-        store.create_token(user, "load".into(), &token, None).await?;
+        store
+            .create_token(user, "load".into(), &token, None)
+            .await?;
         users.push(user);
     }
     bulk_conversations(db, org, &[(workspace, repo)], &users, existing).await?;
@@ -146,7 +160,13 @@ fn free_port() -> anyhow::Result<SocketAddr> {
 fn server_binary() -> anyhow::Result<PathBuf> {
     if let Ok(cargo) = std::env::var("CARGO") {
         let status = std::process::Command::new(cargo)
-            .args(["build", "--release", "--quiet", "--bin", "conversation-service"])
+            .args([
+                "build",
+                "--release",
+                "--quiet",
+                "--bin",
+                "conversation-service",
+            ])
             .status()?;
         anyhow::ensure!(status.success(), "building the service failed");
     }
@@ -156,7 +176,11 @@ fn server_binary() -> anyhow::Result<PathBuf> {
         .and_then(|examples| examples.parent())
         .context("cannot locate target/release")?;
     let binary = release.join("conversation-service");
-    anyhow::ensure!(binary.exists(), "{} not found: cargo build --release first", binary.display());
+    anyhow::ensure!(
+        binary.exists(),
+        "{} not found: cargo build --release first",
+        binary.display()
+    );
     Ok(binary)
 }
 
@@ -170,7 +194,13 @@ impl Server {
     async fn start(binary: &PathBuf, database_url: &str) -> anyhow::Result<Server> {
         let (http, grpc) = (free_port()?, free_port()?);
         let child = tokio::process::Command::new(binary)
-            .args(["serve", "--http-addr", &http.to_string(), "--grpc-addr", &grpc.to_string()])
+            .args([
+                "serve",
+                "--http-addr",
+                &http.to_string(),
+                "--grpc-addr",
+                &grpc.to_string(),
+            ])
             .env("DATABASE_URL", database_url)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -192,17 +222,24 @@ impl Server {
 
     /// User plus system CPU seconds so far.
     fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
         // Fields after the command name (which may hold spaces) start at state.
         let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
         (ticks(11) + ticks(12)) / 100.0
     }
 
     /// Peak resident memory in MiB.
     fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -212,7 +249,10 @@ impl Server {
 
     async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(pid) = self.child.id() {
-            let _ = tokio::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+            let _ = tokio::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
         }
         tokio::time::timeout(Duration::from_secs(40), self.child.wait()).await??;
         Ok(())
@@ -228,12 +268,20 @@ struct Measured {
     elapsed: Duration,
 }
 
-async fn drive(server: &Server, transport: Transport, clients: usize, seconds: u64, world: &World) -> anyhow::Result<Measured> {
+async fn drive(
+    server: &Server,
+    transport: Transport,
+    clients: usize,
+    seconds: u64,
+    world: &World,
+) -> anyhow::Result<Measured> {
     let counting = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
-    let http = reqwest::Client::builder().pool_max_idle_per_host(clients).build()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()?;
     let mut channels = Vec::new();
     for _ in 0..clients.div_ceil(8) {
         channels.push(
@@ -247,8 +295,12 @@ async fn drive(server: &Server, transport: Transport, clients: usize, seconds: u
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..clients {
         let token = format!("Bearer {}", bench_token(i % world.callers + 1));
-        let (counting, stop, errors, first_error) =
-            (counting.clone(), stop.clone(), errors.clone(), first_error.clone());
+        let (counting, stop, errors, first_error) = (
+            counting.clone(),
+            stop.clone(),
+            errors.clone(),
+            first_error.clone(),
+        );
         let (http, url, body) = (http.clone(), url.clone(), body.clone());
         let mut grpc = ConversationServiceClient::new(channels[i % channels.len()].clone());
         let repo_id = world.repo.to_string();
@@ -265,18 +317,31 @@ async fn drive(server: &Server, transport: Transport, clients: usize, seconds: u
                         .send()
                         .await
                     {
-                        Ok(r) if r.status() == 200 => r.bytes().await.map(|_| ()).map_err(|e| e.to_string()),
-                        Ok(r) => Err(format!("HTTP {}: {}", r.status(), r.text().await.unwrap_or_default())),
+                        Ok(r) if r.status() == 200 => {
+                            r.bytes().await.map(|_| ()).map_err(|e| e.to_string())
+                        }
+                        Ok(r) => Err(format!(
+                            "HTTP {}: {}",
+                            r.status(),
+                            r.text().await.unwrap_or_default()
+                        )),
                         Err(e) => Err(e.to_string()),
                     },
                     Transport::Grpc => {
-                        let mut req = tonic::Request::new(CreateConversationRequest { repo_id: repo_id.clone() });
-                        req.metadata_mut().insert("authorization", token.parse().expect("ascii token"));
-                        grpc.create_conversation(req).await.map(|_| ()).map_err(|s| format!("{s:?}"))
+                        let mut req = tonic::Request::new(CreateConversationRequest {
+                            repo_id: repo_id.clone(),
+                        });
+                        req.metadata_mut()
+                            .insert("authorization", token.parse().expect("ascii token"));
+                        grpc.create_conversation(req)
+                            .await
+                            .map(|_| ())
+                            .map_err(|s| format!("{s:?}"))
                     }
                 };
                 if counting.load(Ordering::Relaxed) {
-                    latencies.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
+                    latencies
+                        .push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
                     if let Err(e) = outcome {
                         errors.fetch_add(1, Ordering::Relaxed);
                         first_error.lock().expect("lock").get_or_insert(e);
@@ -327,17 +392,35 @@ fn pg_ceiling(db: &BenchDb, world: &World, clients: usize, seconds: u64) -> anyh
     std::fs::write(&script, PGBENCH_SCRIPT)?;
     let out = std::process::Command::new("pgbench")
         .args(["-n", "-M", "prepared", "-j", "2"])
-        .args(["-c", &clients.to_string(), "-T", &(seconds + WARMUP.as_secs()).to_string()])
+        .args([
+            "-c",
+            &clients.to_string(),
+            "-T",
+            &(seconds + WARMUP.as_secs()).to_string(),
+        ])
         .args(["-D", &format!("callers={}", world.callers)])
-        .args(["-D", &format!("org={}", world.org), "-D", &format!("ws={}", world.workspace)])
+        .args([
+            "-D",
+            &format!("org={}", world.org),
+            "-D",
+            &format!("ws={}", world.workspace),
+        ])
         .args(["-D", &format!("repo={}", world.repo), "-f"])
         .arg(&script)
         .arg(&db.url)
         .output()
         .context("pgbench (from PostgreSQL's client tools) must be installed")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    anyhow::ensure!(out.status.success(), "pgbench failed: {}{}", text, String::from_utf8_lossy(&out.stderr));
-    let failed = text.lines().find(|l| l.contains("number of failed transactions")).unwrap_or("");
+    anyhow::ensure!(
+        out.status.success(),
+        "pgbench failed: {}{}",
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let failed = text
+        .lines()
+        .find(|l| l.contains("number of failed transactions"))
+        .unwrap_or("");
     if !failed.contains(": 0 ") && !failed.is_empty() {
         bail!("pgbench had failures: {failed}");
     }
@@ -351,7 +434,12 @@ fn pg_ceiling(db: &BenchDb, world: &World, clients: usize, seconds: u64) -> anyh
 /// The least SQL one create needs, on SQLite: the same statements from
 /// `clients` threads, each with its own connection to the same file and the
 /// service's pragmas, writes in `BEGIN IMMEDIATE`.
-fn sqlite_ceiling(db: &BenchDb, world: &World, clients: usize, seconds: u64) -> anyhow::Result<f64> {
+fn sqlite_ceiling(
+    db: &BenchDb,
+    world: &World,
+    clients: usize,
+    seconds: u64,
+) -> anyhow::Result<f64> {
     use diesel::connection::SimpleConnection as _;
     use diesel::sql_types::{Binary, Text};
     use diesel::{Connection as _, RunQueryDsl as _, SqliteConnection};
@@ -361,14 +449,25 @@ fn sqlite_ceiling(db: &BenchDb, world: &World, clients: usize, seconds: u64) -> 
         #[diesel(sql_type = Binary)]
         uid: Vec<u8>,
     }
-    let path = db.url.strip_prefix("sqlite://").expect("sqlite url").to_owned();
+    let path = db
+        .url
+        .strip_prefix("sqlite://")
+        .expect("sqlite url")
+        .to_owned();
     let stop_at = Instant::now() + WARMUP + Duration::from_secs(seconds);
     let count_from = Instant::now() + WARMUP;
     let done = Arc::new(AtomicU64::new(0));
-    let (org, ws, repo) = (world.org.as_bytes().to_vec(), world.workspace.as_bytes().to_vec(), world.repo.as_bytes().to_vec());
+    // Writers take turns in-process, as the service's do (see WriteGate).
+    let gate = Arc::new(std::sync::Mutex::new(()));
+    let (org, ws, repo) = (
+        world.org.as_bytes().to_vec(),
+        world.workspace.as_bytes().to_vec(),
+        world.repo.as_bytes().to_vec(),
+    );
     let threads: Vec<_> = (0..clients)
         .map(|i| {
             let (path, done, org, ws, repo, callers) = (path.clone(), done.clone(), org.clone(), ws.clone(), repo.clone(), world.callers);
+            let gate = gate.clone();
             std::thread::spawn(move || -> anyhow::Result<()> {
                 let mut c = SqliteConnection::establish(&path)?;
                 c.batch_execute("PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;
@@ -390,6 +489,7 @@ fn sqlite_ceiling(db: &BenchDb, world: &World, clients: usize, seconds: u64) -> 
                     .execute(&mut c)?;
                     let id = Uuid::now_v7();
                     let now = conversation_service::store::types::sqlite_time_text(&conversation_service::store::types::now());
+                    let _turn = gate.lock().map_err(|_| anyhow::anyhow!("gate poisoned"))?;
                     c.immediate_transaction(|c| {
                         diesel::sql_query(
                             "INSERT INTO conversations (id, org_id, workspace_id, repo_id, created_by, title, tokens_in, tokens_out, created_at, last_updated_at) \
@@ -426,7 +526,8 @@ fn sqlite_ceiling(db: &BenchDb, world: &World, clients: usize, seconds: u64) -> 
         })
         .collect();
     for t in threads {
-        t.join().map_err(|_| anyhow::anyhow!("ceiling thread panicked"))??;
+        t.join()
+            .map_err(|_| anyhow::anyhow!("ceiling thread panicked"))??;
     }
     Ok(done.load(Ordering::Relaxed) as f64 / seconds as f64)
 }
@@ -463,7 +564,11 @@ async fn main() -> anyhow::Result<()> {
                         }),
                     }
                 };
-                let ceiling_before = if opts.ceiling { Some(measure_ceiling(&db, &world)?) } else { None };
+                let ceiling_before = if opts.ceiling {
+                    Some(measure_ceiling(&db, &world)?)
+                } else {
+                    None
+                };
                 let mut rows = Vec::new();
                 for &transport in &opts.transports {
                     let server = Server::start(&binary, &db.url).await?;

@@ -27,7 +27,12 @@ impl BenchDb {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir()?;
                 let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-                Ok(BenchDb { url, backend, pg_name: None, _dir: Some(dir) })
+                Ok(BenchDb {
+                    url,
+                    backend,
+                    pg_name: None,
+                    _dir: Some(dir),
+                })
             }
             Backend::Postgres => {
                 let admin = pg_admin_url();
@@ -112,9 +117,18 @@ pub async fn bulk_conversations(
     };
     let n_places = places.len();
     let n_creators = creators.len();
-    let ws = pick(places.iter().map(|p| db.uuid(p.0)).collect(), &format!("i % {n_places}"));
-    let repo = pick(places.iter().map(|p| db.uuid(p.1)).collect(), &format!("i % {n_places}"));
-    let creator = pick(creators.iter().map(|c| db.uuid(*c)).collect(), &format!("i % {n_creators}"));
+    let ws = pick(
+        places.iter().map(|p| db.uuid(p.0)).collect(),
+        &format!("i % {n_places}"),
+    );
+    let repo = pick(
+        places.iter().map(|p| db.uuid(p.1)).collect(),
+        &format!("i % {n_places}"),
+    );
+    let creator = pick(
+        creators.iter().map(|c| db.uuid(*c)).collect(),
+        &format!("i % {n_creators}"),
+    );
     let org = db.uuid(org);
     let sql = match db.backend {
         Backend::Postgres => format!(

@@ -180,8 +180,7 @@ impl Store {
                         .execute(c)
                         .await?;
                     Ok(())
-                })?;
-                Ok(())
+                })
             }
             .boxed()
         })
