@@ -19,7 +19,7 @@ use crate::pb::{
 };
 use crate::store::Store;
 use crate::store::conversations::{
-    ConversationFilter, ConversationRow, NewConversation, NewEvent, Visibility,
+    ConversationFilter, ConversationRow, NewConversation, NewEvent, TokenOwner, Visibility,
 };
 use crate::store::types::{SqlJson, SqlTime, SqlUuid, now};
 
@@ -49,17 +49,19 @@ impl ConversationApi {
 
     /// Rule 1: a valid bearer token of an enabled user.
     async fn authenticate(&self, metadata: &MetadataMap) -> Result<Caller, ApiError> {
-        let mut values = metadata.get_all("authorization").iter();
-        let (Some(value), None) = (values.next(), values.next()) else {
-            return Err(ApiError::Unauthenticated);
-        };
-        let token = parse_bearer(value.as_bytes()).ok_or(ApiError::Unauthenticated)?;
+        let hash = bearer_hash(metadata)?;
         let owner = self
             .store
-            .find_token(hash_token(token))
+            .find_token(hash)
             .await
-            .map_err(ApiError::from_store("Failed to authenticate"))?
-            .ok_or(ApiError::Unauthenticated)?;
+            .map_err(ApiError::from_store("Failed to authenticate"))?;
+        self.caller(owner)
+    }
+
+    /// Rule 1 on a token looked up by its hash: it exists, is neither revoked
+    /// nor expired, and its user is enabled. Records its use now and then.
+    fn caller(&self, owner: Option<TokenOwner>) -> Result<Caller, ApiError> {
+        let owner = owner.ok_or(ApiError::Unauthenticated)?;
         let now = Utc::now();
         let expired = owner.expires_at.is_some_and(|t| t <= now);
         if owner.revoked_at.is_some() || expired || owner.disabled_at.is_some() {
@@ -107,15 +109,30 @@ impl ConversationApi {
         ctx: &CallContext,
     ) -> Result<CreateConversationResponse, ApiError> {
         const FAILED: &str = "Failed to create conversation";
-        // 1 and 2. Who is calling, and what they ask for.
-        let caller = self.begin(request).await?;
-        let repo_id = parse_uuid_field("repoId", &request.get_ref().repo_id)?;
+        // 1 and 2. Who is calling, and what they ask for. With a well-formed
+        // repoId, the token and the repository (with the caller's membership)
+        // come back from one query; the rules still apply in their order.
+        let repo_id = match request.extensions().get::<FieldError>() {
+            Some(FieldError(message)) => Err(ApiError::InvalidArgument(message.clone())),
+            None => parse_uuid_field("repoId", &request.get_ref().repo_id),
+        };
+        let (caller, repo) = match repo_id {
+            Err(invalid) => {
+                self.authenticate(request.metadata()).await?;
+                return Err(invalid);
+            }
+            Ok(repo_id) => {
+                let hash = bearer_hash(request.metadata())?;
+                let (owner, repo) = self
+                    .store
+                    .caller_and_repo(hash, repo_id)
+                    .await
+                    .map_err(ApiError::from_store(FAILED))?;
+                (self.caller(owner)?, repo)
+            }
+        };
         // 3. The repository, as the caller's organization sees it.
-        let repo = self
-            .store
-            .repo_access(repo_id, caller.user_id)
-            .await
-            .map_err(ApiError::from_store(FAILED))?
+        let repo = repo
             .filter(|r| {
                 r.org_id == caller.org_id
                     && r.deleted_at.is_none()
@@ -468,6 +485,17 @@ impl CallContext {
             }
         }
     }
+}
+
+/// Rule 1 before any lookup: exactly one `authorization` value, of the
+/// Bearer scheme, with a well-formed credential; returns the credential's hash.
+fn bearer_hash(metadata: &MetadataMap) -> Result<[u8; 32], ApiError> {
+    let mut values = metadata.get_all("authorization").iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(ApiError::Unauthenticated);
+    };
+    let token = parse_bearer(value.as_bytes()).ok_or(ApiError::Unauthenticated)?;
+    Ok(hash_token(token))
 }
 
 /// A request id worth keeping: 1 to 128 visible ASCII characters.

@@ -12,8 +12,9 @@ use super::schema::{
     workspaces,
 };
 use super::types::{SqlJson, SqlTime, SqlUuid};
-use super::{Store, StoreError};
+use super::{Conn, Store, StoreError};
 use crate::{with_conn, write_tx};
+use diesel_async::{AsyncConnection as _, AsyncPgConnection};
 
 /// An API token and the user it belongs to, as found by the token's hash.
 #[derive(Debug, Clone, Queryable)]
@@ -43,6 +44,53 @@ pub struct RepoAccess {
     pub workspace_deleted_at: Option<DateTime<Utc>>,
     /// The caller's access level in the repo's workspace, if a member.
     pub access: Option<String>,
+}
+
+/// The columns of a [`TokenOwner`].
+macro_rules! token_owner_columns {
+    () => {
+        (
+            api_tokens::id,
+            api_tokens::expires_at,
+            api_tokens::revoked_at,
+            api_tokens::last_used_at,
+            users::id,
+            users::org_id,
+            users::email,
+            users::name,
+            users::last_name,
+            users::org_role,
+            users::disabled_at,
+        )
+    };
+}
+
+/// A repository as a left join finds it: every column may be missing.
+#[derive(Debug, Clone, Queryable)]
+struct MaybeRepo {
+    id: Option<Uuid>,
+    org_id: Option<Uuid>,
+    workspace_id: Option<Uuid>,
+    name: Option<String>,
+    disabled_at: Option<DateTime<Utc>>,
+    deleted_at: Option<DateTime<Utc>>,
+    workspace_deleted_at: Option<DateTime<Utc>>,
+    access: Option<String>,
+}
+
+impl MaybeRepo {
+    fn into_repo(self) -> Option<RepoAccess> {
+        Some(RepoAccess {
+            id: self.id?,
+            org_id: self.org_id?,
+            workspace_id: self.workspace_id,
+            name: self.name?,
+            disabled_at: self.disabled_at,
+            deleted_at: self.deleted_at,
+            workspace_deleted_at: self.workspace_deleted_at,
+            access: self.access,
+        })
+    }
 }
 
 /// A row of `conversations` to insert.
@@ -84,19 +132,7 @@ impl Store {
                 let query = api_tokens::table
                     .inner_join(users::table)
                     .filter(api_tokens::token_hash.eq(hash.to_vec()))
-                    .select((
-                        api_tokens::id,
-                        api_tokens::expires_at,
-                        api_tokens::revoked_at,
-                        api_tokens::last_used_at,
-                        users::id,
-                        users::org_id,
-                        users::email,
-                        users::name,
-                        users::last_name,
-                        users::org_role,
-                        users::disabled_at,
-                    ));
+                    .select(token_owner_columns!());
                 Ok(with_conn!(&mut *conn, |c| query
                     .first::<TokenOwner>(c)
                     .await
@@ -122,16 +158,19 @@ impl Store {
         .await
     }
 
-    /// The repository `repo_id` with its workspace's state and `user_id`'s
-    /// membership of that workspace; one query.
-    pub async fn repo_access(
+    /// The token whose SHA-256 is `hash` with its user, and the repository
+    /// `repo_id` with its workspace's state and that user's membership of it:
+    /// what a create needs to decide, in one query.
+    pub async fn caller_and_repo(
         &self,
+        hash: [u8; 32],
         repo_id: Uuid,
-        user_id: Uuid,
-    ) -> Result<Option<RepoAccess>, StoreError> {
+    ) -> Result<(Option<TokenOwner>, Option<RepoAccess>), StoreError> {
         self.run(move |conn| {
             async move {
-                let query = repos::table
+                let query = api_tokens::table
+                    .inner_join(users::table)
+                    .left_join(repos::table.on(repos::id.eq(SqlUuid(repo_id))))
                     .left_join(
                         workspaces::table.on(repos::workspace_id.eq(workspaces::id.nullable())),
                     )
@@ -139,30 +178,44 @@ impl Store {
                         workspace_members::table.on(workspace_members::workspace_id
                             .nullable()
                             .eq(repos::workspace_id)
-                            .and(workspace_members::user_id.eq(SqlUuid(user_id)))),
+                            .and(workspace_members::user_id.eq(users::id))),
                     )
-                    .filter(repos::id.eq(SqlUuid(repo_id)))
+                    .filter(api_tokens::token_hash.eq(hash.to_vec()))
                     .select((
-                        repos::id,
-                        repos::org_id,
-                        repos::workspace_id,
-                        repos::name,
-                        repos::disabled_at,
-                        repos::deleted_at,
-                        workspaces::deleted_at.nullable(),
-                        workspace_members::access.nullable(),
+                        token_owner_columns!(),
+                        (
+                            repos::id.nullable(),
+                            repos::org_id.nullable(),
+                            repos::workspace_id.nullable(),
+                            repos::name.nullable(),
+                            repos::disabled_at.nullable(),
+                            repos::deleted_at.nullable(),
+                            workspaces::deleted_at.nullable(),
+                            workspace_members::access.nullable(),
+                        ),
                     ));
-                Ok(with_conn!(&mut *conn, |c| query
-                    .first::<RepoAccess>(c)
-                    .await
-                    .optional())?)
+                let row = with_conn!(&mut *conn, |c| {
+                    query.first::<(TokenOwner, MaybeRepo)>(c).await.optional()
+                })?;
+                Ok(match row {
+                    None => (None, None),
+                    Some((owner, repo)) => (Some(owner), repo.into_repo()),
+                })
             }
             .boxed()
         })
         .await
     }
 
-    /// Writes a conversation and its audit event in one transaction: both or neither.
+    /// Writes a conversation and its audit event in one transaction: both or
+    /// neither. This is the hot path of every create, so each backend gets the
+    /// fewest hops its driver allows (same statements, same transaction):
+    ///
+    /// - PostgreSQL: the two INSERTs go out pipelined inside the transaction,
+    ///   three round trips (BEGIN, both INSERTs, COMMIT) instead of four. They
+    ///   do not depend on each other (an event's `context_id` has no foreign key).
+    /// - SQLite: the whole transaction runs in one trip to a blocking thread
+    ///   instead of one per statement, in its turn at the write gate.
     pub async fn insert_conversation(
         &self,
         conversation: NewConversation,
@@ -170,17 +223,42 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.run(move |conn| {
             async move {
-                write_tx!(&mut *conn, |c| {
-                    diesel::insert_into(conversations::table)
-                        .values(&conversation)
-                        .execute(c)
+                match conn {
+                    Conn::Pg(pg) => {
+                        pg.transaction(async |c| {
+                            let c: &AsyncPgConnection = c;
+                            tokio::try_join!(
+                                biased;
+                                diesel::insert_into(conversations::table)
+                                    .values(&conversation)
+                                    .execute(&mut &*c),
+                                diesel::insert_into(system_events::table)
+                                    .values(&event)
+                                    .execute(&mut &*c),
+                            )?;
+                            Ok::<_, StoreError>(())
+                        })
+                        .await
+                    }
+                    Conn::Sqlite(lite, gate) => {
+                        let _turn = gate.lock().await;
+                        lite.spawn_blocking(move |c| {
+                            use diesel::RunQueryDsl as Sync;
+                            c.immediate_transaction(|c| {
+                                let conversation =
+                                    diesel::insert_into(conversations::table).values(&conversation);
+                                Sync::execute(conversation, c)?;
+                                Sync::execute(
+                                    diesel::insert_into(system_events::table).values(&event),
+                                    c,
+                                )?;
+                                Ok(())
+                            })
+                        })
                         .await?;
-                    diesel::insert_into(system_events::table)
-                        .values(&event)
-                        .execute(c)
-                        .await?;
-                    Ok(())
-                })
+                        Ok(())
+                    }
+                }
             }
             .boxed()
         })
