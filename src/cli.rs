@@ -28,9 +28,10 @@ pub struct Cli {
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true, hide_env_values = true)]
     pub database_url: String,
 
-    /// Most database connections kept open.
-    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16, global = true)]
-    pub database_pool_size: usize,
+    /// Most database connections kept open [default: 16 on PostgreSQL, 4 on SQLite,
+    /// where writers take turns anyway and more threads only contend].
+    #[arg(long, env = "DATABASE_POOL_SIZE", global = true)]
+    pub database_pool_size: Option<usize>,
 
     /// Seconds a request waits for a free database connection before a 503.
     #[arg(
@@ -225,7 +226,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 impl Cli {
     fn store_options(&self) -> StoreOptions {
         StoreOptions {
-            pool_size: self.database_pool_size,
+            pool_size: self.database_pool_size.unwrap_or(
+                match crate::store::parse_url(&self.database_url) {
+                    Ok((crate::store::Backend::Sqlite, _)) => 4,
+                    _ => 16,
+                },
+            ),
             acquire_timeout: Duration::from_secs(self.database_acquire_timeout),
             ..StoreOptions::default()
         }
