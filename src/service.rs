@@ -19,7 +19,8 @@ use crate::pb::{
 };
 use crate::store::Store;
 use crate::store::conversations::{
-    ConversationFilter, ConversationRow, NewConversation, NewEvent, TokenOwner, Visibility,
+    ConversationFilter, ConversationRow, NewConversation, NewEvent, RepoAccess, TokenOwner,
+    Visibility,
 };
 use crate::store::types::{SqlJson, SqlTime, SqlUuid, now};
 
@@ -55,42 +56,7 @@ impl ConversationApi {
             .find_token(hash)
             .await
             .map_err(ApiError::from_store("Failed to authenticate"))?;
-        self.caller(owner)
-    }
-
-    /// Rule 1 on a token looked up by its hash: it exists, is neither revoked
-    /// nor expired, and its user is enabled. Records its use now and then.
-    fn caller(&self, owner: Option<TokenOwner>) -> Result<Caller, ApiError> {
-        let owner = owner.ok_or(ApiError::Unauthenticated)?;
-        let now = Utc::now();
-        let expired = owner.expires_at.is_some_and(|t| t <= now);
-        if owner.revoked_at.is_some() || expired || owner.disabled_at.is_some() {
-            return Err(ApiError::Unauthenticated);
-        }
-        let role: OrgRole = owner.org_role.parse().map_err(|e| ApiError::Internal {
-            public: "Failed to authenticate",
-            detail: format!("user {}: {e}", owner.user_id),
-        })?;
-        if owner
-            .last_used_at
-            .is_none_or(|t| now - t > TOKEN_TOUCH_INTERVAL)
-        {
-            let store = self.store.clone();
-            let token_id = owner.token_id;
-            tokio::spawn(async move {
-                if let Err(e) = store.touch_token(token_id, now).await {
-                    tracing::debug!(error = %e, "could not record token use");
-                }
-            });
-        }
-        Ok(Caller {
-            user_id: owner.user_id,
-            org_id: owner.org_id,
-            role,
-            email: owner.email,
-            name: owner.name,
-            last_name: owner.last_name,
-        })
+        check_token(&self.store, owner)
     }
 
     /// Rules 1 and 2 of every rpc, in that order: the caller's credentials,
@@ -116,102 +82,30 @@ impl ConversationApi {
             Some(FieldError(message)) => Err(ApiError::InvalidArgument(message.clone())),
             None => parse_uuid_field("repoId", &request.get_ref().repo_id),
         };
-        let (caller, repo) = match repo_id {
+        let repo_id = match repo_id {
             Err(invalid) => {
                 self.authenticate(request.metadata()).await?;
                 return Err(invalid);
             }
-            Ok(repo_id) => {
-                let hash = bearer_hash(request.metadata())?;
-                let (owner, repo) = self
-                    .store
-                    .caller_and_repo(hash, repo_id)
-                    .await
-                    .map_err(ApiError::from_store(FAILED))?;
-                (self.caller(owner)?, repo)
-            }
+            Ok(repo_id) => repo_id,
         };
-        // 3. The repository, as the caller's organization sees it.
-        let repo = repo
-            .filter(|r| {
-                r.org_id == caller.org_id
-                    && r.deleted_at.is_none()
-                    && r.workspace_deleted_at.is_none()
+        let hash = bearer_hash(request.metadata())?;
+        let (store, transport, request_id) =
+            (self.store.clone(), ctx.transport, ctx.request_id.clone());
+        let created = self
+            .store
+            .create_conversation(hash, repo_id, move |owner, repo| {
+                let caller = check_token(&store, owner)?;
+                plan_create(caller, repo, transport, request_id)
             })
-            .ok_or_else(|| ApiError::NotFound("Repository not found".into()))?;
-        // 4. Its state.
-        let Some(workspace_id) = repo.workspace_id else {
-            return Err(ApiError::FailedPrecondition(
-                "Repository does not belong to a workspace".into(),
-            ));
-        };
-        if repo.disabled_at.is_some() {
-            return Err(ApiError::FailedPrecondition(
-                "Repository is disabled".into(),
-            ));
-        }
-        // 5. The caller's right to it: any membership, or organization admin.
-        if repo.access.is_none() && !caller.role.is_org_admin() {
-            return Err(ApiError::PermissionDenied(
-                "Insufficient permissions for this workspace".into(),
-            ));
-        }
-        // Act: the conversation and its audit event, both or neither.
-        let id = Uuid::now_v7();
-        let at = now();
-        let conversation = NewConversation {
-            id: SqlUuid(id),
-            org_id: SqlUuid(repo.org_id),
-            workspace_id: SqlUuid(workspace_id),
-            repo_id: SqlUuid(repo.id),
-            created_by: SqlUuid(caller.user_id),
-            title: None,
-            tokens_in: 0,
-            tokens_out: 0,
-            created_at: SqlTime(at),
-            last_updated_at: SqlTime(at),
-        };
-        let event = NewEvent {
-            id: SqlUuid(Uuid::now_v7()),
-            org_id: SqlUuid(repo.org_id),
-            workspace_id: Some(SqlUuid(workspace_id)),
-            user_id: Some(SqlUuid(caller.user_id)),
-            context: "conversation".into(),
-            context_id: Some(SqlUuid(id)),
-            event: "created".into(),
-            json_data: Some(SqlJson(serde_json::json!({
-                "repoId": repo.id,
-                "transport": ctx.transport.as_str(),
-                "requestId": ctx.request_id,
-            }))),
-            created_at: SqlTime(at),
-        };
-        self.store
-            .insert_conversation(conversation, event)
             .await
-            .map_err(ApiError::from_store(FAILED))?;
-        tracing::info!(conversation_id = %id, repo_id = %repo.id, user_id = %caller.user_id,
-            request_id = %ctx.request_id, transport = ctx.transport.as_str(), "conversation created");
-        let row = ConversationRow {
-            id,
-            org_id: repo.org_id,
-            workspace_id,
-            repo_id: repo.id,
-            created_by: caller.user_id,
-            title: None,
-            tokens_in: 0,
-            tokens_out: 0,
-            created_at: at,
-            last_updated_at: at,
-            deleted_at: None,
-            repo_name: repo.name,
-            creator_name: caller.name,
-            creator_last_name: caller.last_name,
-            creator_email: caller.email,
-        };
+            .map_err(ApiError::from_store(FAILED))??;
+        tracing::info!(conversation_id = %created.id, repo_id = %created.repo_id,
+            user_id = %created.created_by, request_id = %ctx.request_id,
+            transport = ctx.transport.as_str(), "conversation created");
         Ok(CreateConversationResponse {
-            conversation_id: id.to_string(),
-            conversation: Some(conversation_pb(row)),
+            conversation_id: created.id.to_string(),
+            conversation: Some(conversation_pb(created)),
         })
     }
 
@@ -331,6 +225,88 @@ impl ConversationApi {
             request_id = %ctx.request_id, "conversation deleted");
         Ok(DeleteConversationResponse {})
     }
+}
+
+/// Rules 3 to 5 of CreateConversation for an authenticated caller, in order,
+/// and what to write if they allow it: the conversation, its audit event and
+/// the reply.
+fn plan_create(
+    caller: Caller,
+    repo: Option<RepoAccess>,
+    transport: Transport,
+    request_id: String,
+) -> Result<(NewConversation, NewEvent, ConversationRow), ApiError> {
+    // 3. The repository, as the caller's organization sees it.
+    let repo = repo
+        .filter(|r| {
+            r.org_id == caller.org_id && r.deleted_at.is_none() && r.workspace_deleted_at.is_none()
+        })
+        .ok_or_else(|| ApiError::NotFound("Repository not found".into()))?;
+    // 4. Its state.
+    let Some(workspace_id) = repo.workspace_id else {
+        return Err(ApiError::FailedPrecondition(
+            "Repository does not belong to a workspace".into(),
+        ));
+    };
+    if repo.disabled_at.is_some() {
+        return Err(ApiError::FailedPrecondition(
+            "Repository is disabled".into(),
+        ));
+    }
+    // 5. The caller's right to it: any membership, or organization admin.
+    if repo.access.is_none() && !caller.role.is_org_admin() {
+        return Err(ApiError::PermissionDenied(
+            "Insufficient permissions for this workspace".into(),
+        ));
+    }
+    // Act: the conversation and its audit event, both or neither.
+    let id = Uuid::now_v7();
+    let at = now();
+    let conversation = NewConversation {
+        id: SqlUuid(id),
+        org_id: SqlUuid(repo.org_id),
+        workspace_id: SqlUuid(workspace_id),
+        repo_id: SqlUuid(repo.id),
+        created_by: SqlUuid(caller.user_id),
+        title: None,
+        tokens_in: 0,
+        tokens_out: 0,
+        created_at: SqlTime(at),
+        last_updated_at: SqlTime(at),
+    };
+    let event = NewEvent {
+        id: SqlUuid(Uuid::now_v7()),
+        org_id: SqlUuid(repo.org_id),
+        workspace_id: Some(SqlUuid(workspace_id)),
+        user_id: Some(SqlUuid(caller.user_id)),
+        context: "conversation".into(),
+        context_id: Some(SqlUuid(id)),
+        event: "created".into(),
+        json_data: Some(SqlJson(serde_json::json!({
+            "repoId": repo.id,
+            "transport": transport.as_str(),
+            "requestId": request_id,
+        }))),
+        created_at: SqlTime(at),
+    };
+    let reply = ConversationRow {
+        id,
+        org_id: repo.org_id,
+        workspace_id,
+        repo_id: repo.id,
+        created_by: caller.user_id,
+        title: None,
+        tokens_in: 0,
+        tokens_out: 0,
+        created_at: at,
+        last_updated_at: at,
+        deleted_at: None,
+        repo_name: repo.name,
+        creator_name: caller.name,
+        creator_last_name: caller.last_name,
+        creator_email: caller.email,
+    };
+    Ok((conversation, event, reply))
 }
 
 /// The default and largest page sizes of a list.
@@ -485,6 +461,41 @@ impl CallContext {
             }
         }
     }
+}
+
+/// Rule 1 on a token looked up by its hash: it exists, is neither revoked nor
+/// expired, and its user is enabled. Records its use now and then.
+fn check_token(store: &Store, owner: Option<TokenOwner>) -> Result<Caller, ApiError> {
+    let owner = owner.ok_or(ApiError::Unauthenticated)?;
+    let now = Utc::now();
+    let expired = owner.expires_at.is_some_and(|t| t <= now);
+    if owner.revoked_at.is_some() || expired || owner.disabled_at.is_some() {
+        return Err(ApiError::Unauthenticated);
+    }
+    let role: OrgRole = owner.org_role.parse().map_err(|e| ApiError::Internal {
+        public: "Failed to authenticate",
+        detail: format!("user {}: {e}", owner.user_id),
+    })?;
+    if owner
+        .last_used_at
+        .is_none_or(|t| now - t > TOKEN_TOUCH_INTERVAL)
+    {
+        let store = store.clone();
+        let token_id = owner.token_id;
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_token(token_id, now).await {
+                tracing::debug!(error = %e, "could not record token use");
+            }
+        });
+    }
+    Ok(Caller {
+        user_id: owner.user_id,
+        org_id: owner.org_id,
+        role,
+        email: owner.email,
+        name: owner.name,
+        last_name: owner.last_name,
+    })
 }
 
 /// Rule 1 before any lookup: exactly one `authorization` value, of the

@@ -158,17 +158,37 @@ impl Store {
         .await
     }
 
-    /// The token whose SHA-256 is `hash` with its user, and the repository
-    /// `repo_id` with its workspace's state and that user's membership of it:
-    /// what a create needs to decide, in one query.
-    pub async fn caller_and_repo(
+    /// A whole create in as few hops as each backend allows: finds the token
+    /// whose SHA-256 is `hash` (with its user) and the repository `repo_id`
+    /// (with its workspace's state and that user's membership) in one query,
+    /// lets `decide` apply the rules, and, if it allows, writes the conversation
+    /// and its audit event in one transaction: both or neither.
+    ///
+    /// - PostgreSQL: one connection; the lookup, then BEGIN, the two INSERTs
+    ///   pipelined (they do not depend on each other: an event's `context_id`
+    ///   has no foreign key), COMMIT.
+    /// - SQLite: the lookup, the rules and the transaction in one trip to a
+    ///   blocking thread, the transaction in its turn at the write gate.
+    pub async fn create_conversation<R, E, F>(
         &self,
         hash: [u8; 32],
         repo_id: Uuid,
-    ) -> Result<(Option<TokenOwner>, Option<RepoAccess>), StoreError> {
-        self.run(move |conn| {
-            async move {
-                let query = api_tokens::table
+        decide: F,
+    ) -> Result<Result<R, E>, StoreError>
+    where
+        R: Send + 'static,
+        E: Send + 'static,
+        F: FnOnce(
+                Option<TokenOwner>,
+                Option<RepoAccess>,
+            ) -> Result<(NewConversation, NewEvent, R), E>
+            + Send
+            + 'static,
+    {
+        /// What the rules need, as one query (repository columns may be missing).
+        macro_rules! lookup {
+            () => {
+                api_tokens::table
                     .inner_join(users::table)
                     .left_join(repos::table.on(repos::id.eq(SqlUuid(repo_id))))
                     .left_join(
@@ -193,38 +213,28 @@ impl Store {
                             workspaces::deleted_at.nullable(),
                             workspace_members::access.nullable(),
                         ),
-                    ));
-                let row = with_conn!(&mut *conn, |c| {
-                    query.first::<(TokenOwner, MaybeRepo)>(c).await.optional()
-                })?;
-                Ok(match row {
-                    None => (None, None),
-                    Some((owner, repo)) => (Some(owner), repo.into_repo()),
-                })
+                    ))
+            };
+        }
+        fn split(row: Option<(TokenOwner, MaybeRepo)>) -> (Option<TokenOwner>, Option<RepoAccess>) {
+            match row {
+                None => (None, None),
+                Some((owner, repo)) => (Some(owner), repo.into_repo()),
             }
-            .boxed()
-        })
-        .await
-    }
-
-    /// Writes a conversation and its audit event in one transaction: both or
-    /// neither. This is the hot path of every create, so each backend gets the
-    /// fewest hops its driver allows (same statements, same transaction):
-    ///
-    /// - PostgreSQL: the two INSERTs go out pipelined inside the transaction,
-    ///   three round trips (BEGIN, both INSERTs, COMMIT) instead of four. They
-    ///   do not depend on each other (an event's `context_id` has no foreign key).
-    /// - SQLite: the whole transaction runs in one trip to a blocking thread
-    ///   instead of one per statement, in its turn at the write gate.
-    pub async fn insert_conversation(
-        &self,
-        conversation: NewConversation,
-        event: NewEvent,
-    ) -> Result<(), StoreError> {
+        }
         self.run(move |conn| {
             async move {
                 match conn {
                     Conn::Pg(pg) => {
+                        let row = lookup!()
+                            .first::<(TokenOwner, MaybeRepo)>(pg)
+                            .await
+                            .optional()?;
+                        let (owner, repo) = split(row);
+                        let (conversation, event, reply) = match decide(owner, repo) {
+                            Ok(plan) => plan,
+                            Err(refused) => return Ok(Err(refused)),
+                        };
                         pg.transaction(async |c| {
                             let c: &AsyncPgConnection = c;
                             tokio::try_join!(
@@ -238,25 +248,35 @@ impl Store {
                             )?;
                             Ok::<_, StoreError>(())
                         })
-                        .await
+                        .await?;
+                        Ok(Ok(reply))
                     }
                     Conn::Sqlite(lite, gate) => {
-                        let _turn = gate.lock().await;
-                        lite.spawn_blocking(move |c| {
-                            use diesel::RunQueryDsl as Sync;
-                            c.immediate_transaction(|c| {
-                                let conversation =
-                                    diesel::insert_into(conversations::table).values(&conversation);
-                                Sync::execute(conversation, c)?;
-                                Sync::execute(
-                                    diesel::insert_into(system_events::table).values(&event),
-                                    c,
-                                )?;
-                                Ok(())
+                        let gate = gate.clone();
+                        let outcome = lite
+                            .spawn_blocking(move |c| {
+                                use diesel::RunQueryDsl as Sync;
+                                let row = Sync::first::<(TokenOwner, MaybeRepo)>(lookup!(), c)
+                                    .optional()?;
+                                let (owner, repo) = split(row);
+                                let (conversation, event, reply) = match decide(owner, repo) {
+                                    Ok(plan) => plan,
+                                    Err(refused) => return Ok(Err(refused)),
+                                };
+                                let _turn = gate.blocking_lock();
+                                c.immediate_transaction(|c| {
+                                    let conversation = diesel::insert_into(conversations::table)
+                                        .values(&conversation);
+                                    Sync::execute(conversation, c)?;
+                                    let event =
+                                        diesel::insert_into(system_events::table).values(&event);
+                                    Sync::execute(event, c)?;
+                                    diesel::QueryResult::Ok(())
+                                })?;
+                                Ok(Ok(reply))
                             })
-                        })
-                        .await?;
-                        Ok(())
+                            .await?;
+                        Ok(outcome)
                     }
                 }
             }
