@@ -283,7 +283,7 @@ async fn drive(
         .pool_max_idle_per_host(clients)
         .build()?;
     let mut channels = Vec::new();
-    for _ in 0..clients.div_ceil(8) {
+    for _ in 0..clients {
         channels.push(
             tonic::transport::Channel::from_shared(format!("http://{}", server.grpc))?
                 .connect()
