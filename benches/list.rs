@@ -84,17 +84,7 @@ async fn run(db: &BenchDb, rows: i64) -> anyhow::Result<()> {
         ),
     ];
     for (tier, visibility, _) in tiers {
-        let filter = ConversationFilter {
-            org_id: f.org,
-            visibility,
-            id: None,
-            from: None,
-            until: None,
-            created_by: None,
-            workspace_id: None,
-            repo_id: None,
-            show_deleted: false,
-        };
+        let filter = ConversationFilter::visible(f.org, visibility);
         let mut times = Vec::with_capacity(RUNS);
         let mut total = 0;
         for _ in 0..RUNS {

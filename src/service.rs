@@ -319,23 +319,14 @@ fn conversation_not_found() -> ApiError {
 
 /// The conversations `caller` may see (and delete), before any filter.
 fn visible_to(caller: &Caller) -> ConversationFilter {
-    ConversationFilter {
-        org_id: caller.org_id,
-        visibility: if caller.role.is_org_admin() {
-            Visibility::Organization
-        } else {
-            Visibility::OwnAndAdministered {
-                user_id: caller.user_id,
-            }
-        },
-        id: None,
-        from: None,
-        until: None,
-        created_by: None,
-        workspace_id: None,
-        repo_id: None,
-        show_deleted: false,
-    }
+    let visibility = if caller.role.is_org_admin() {
+        Visibility::Organization
+    } else {
+        Visibility::OwnAndAdministered {
+            user_id: caller.user_id,
+        }
+    };
+    ConversationFilter::visible(caller.org_id, visibility)
 }
 
 /// A stored conversation as the API shows it.

@@ -311,6 +311,23 @@ pub struct ConversationFilter {
     pub show_deleted: bool,
 }
 
+impl ConversationFilter {
+    /// Everything `visibility` lets a caller of `org_id` see, not yet narrowed.
+    pub fn visible(org_id: Uuid, visibility: Visibility) -> Self {
+        Self {
+            org_id,
+            visibility,
+            id: None,
+            from: None,
+            until: None,
+            created_by: None,
+            workspace_id: None,
+            repo_id: None,
+            show_deleted: false,
+        }
+    }
+}
+
 /// A conversation with its repository's name and its creator, as listed.
 #[derive(Debug, Clone, Queryable)]
 pub struct ConversationRow {
