@@ -63,6 +63,7 @@ pub async fn start(
     let http_addr = http.local_addr()?;
     let grpc_addr = grpc.local_addr()?;
 
+    let watched = store.clone();
     let api = Arc::new(ConversationApi::new(store));
     let (grpc_router, health) = crate::grpc::router(api.clone()).await?;
     let http_router = crate::http::router(api);
@@ -83,6 +84,8 @@ pub async fn start(
             .with_graceful_shutdown(http_stop.cancelled_owned())
             .await
     });
+
+    tokio::spawn(watch_database(watched, health.clone(), stop.clone()));
 
     let signal_stop = stop.clone();
     let task = tokio::spawn(async move {
@@ -121,6 +124,45 @@ pub async fn start(
         stop,
         task,
     })
+}
+
+/// How often the gRPC health status is checked against the database.
+pub const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Keeps `grpc.health.v1` truthful: NOT_SERVING (for "" and the service) while
+/// the database does not answer, SERVING again once it does. Stops at shutdown,
+/// which owns the status from then on.
+async fn watch_database(
+    store: Store,
+    health: tonic_health::server::HealthReporter,
+    stop: CancellationToken,
+) {
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(HEALTH_CHECK_INTERVAL) => {}
+        }
+        let ok = matches!(
+            tokio::time::timeout(2 * HEALTH_CHECK_INTERVAL, store.ping()).await,
+            Ok(Ok(()))
+        );
+        if ok == serving || stop.is_cancelled() {
+            continue;
+        }
+        serving = ok;
+        let status = if ok {
+            tracing::info!("database reachable again: SERVING");
+            tonic_health::ServingStatus::Serving
+        } else {
+            tracing::warn!("database unreachable: NOT_SERVING");
+            tonic_health::ServingStatus::NotServing
+        };
+        health.set_service_status("", status).await;
+        health
+            .set_service_status(crate::grpc::SERVICE_NAME, status)
+            .await;
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -48,6 +48,14 @@ impl ConversationApi {
         Self { store }
     }
 
+    /// Whether the database answers: what readiness reports.
+    pub async fn ready(&self) -> Result<(), ApiError> {
+        self.store
+            .ping()
+            .await
+            .map_err(ApiError::from_store("Not ready"))
+    }
+
     /// Rule 1: a valid bearer token of an enabled user.
     async fn authenticate(&self, metadata: &MetadataMap) -> Result<Caller, ApiError> {
         let hash = bearer_hash(metadata)?;

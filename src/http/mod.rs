@@ -46,6 +46,8 @@ pub fn router(api: Arc<ConversationApi>) -> Router {
             "/conversation/{id}",
             get(get_conversation).delete(delete_conversation),
         )
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .method_not_allowed_fallback(|| async {
             error_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
         })
@@ -76,6 +78,19 @@ async fn create_conversation(
         api.create_conversation(request).await,
         |r| json!({ "conversationId": r.conversation_id }),
     )
+}
+
+/// `GET /healthz`: the process is alive and serving HTTP.
+async fn healthz() -> Response {
+    success(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: the database answers, so requests can be served.
+async fn readyz(State(api): Api) -> Response {
+    match api.ready().await {
+        Ok(()) => success(json!({ "status": "ready" })),
+        Err(_) => error_response(StatusCode::SERVICE_UNAVAILABLE, "Database unreachable"),
+    }
 }
 
 /// `GET /conversation?take&skip&from&to&userId&workspaceId&repoId&showDeleted`

@@ -11,6 +11,8 @@ use tokio::process::{Child, Command};
 
 use crate::harness::{TestApp, TestDb, World, orphan_conversations, test_options};
 use crate::on_both_backends;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
 type SqliteConn =
     diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>;
@@ -30,6 +32,15 @@ async fn database_outage(db: TestDb) {
     let w = World::build(&app).await;
     let body = json!({ "repoId": w.repo }).to_string();
     assert_eq!(app.post_create(Some(&w.reader.token), &body).await.0, 200);
+    assert_eq!(
+        probe(&app, "/healthz").await,
+        (200, json!({"success": true, "status": "ok"}))
+    );
+    assert_eq!(
+        probe(&app, "/readyz").await,
+        (200, json!({"success": true, "status": "ready"}))
+    );
+    assert_eq!(grpc_health(&app).await, ServingStatus::Serving);
 
     // Take the database away.
     let mut lock = None;
@@ -74,6 +85,19 @@ async fn database_outage(db: TestDb) {
         "failed fast: {:?}",
         started.elapsed()
     );
+    if app.db.backend == Backend::Postgres {
+        // Readiness and gRPC health follow the database (an SQLite file that is
+        // locked for writing still serves reads, so it stays ready).
+        assert_eq!(
+            probe(&app, "/readyz").await,
+            (
+                503,
+                json!({"success": false, "message": "Database unreachable"})
+            )
+        );
+        eventually(|| async { grpc_health(&app).await == ServingStatus::NotServing }).await;
+        assert_eq!(probe(&app, "/healthz").await.0, 200, "alive all the same");
+    }
 
     // Bring it back: the next requests succeed without a restart.
     match app.db.backend {
@@ -97,7 +121,45 @@ async fn database_outage(db: TestDb) {
     }
     assert_eq!(app.count("conversations").await, 2);
     assert_eq!(app.conversations_without_event().await, 0);
+    assert_eq!(probe(&app, "/readyz").await.0, 200);
+    eventually(|| async { grpc_health(&app).await == ServingStatus::Serving }).await;
     app.shutdown().await;
+}
+
+/// GET a probe route: (status, body).
+async fn probe(app: &TestApp, path: &str) -> (u16, serde_json::Value) {
+    let res = app
+        .http
+        .get(format!("{}{path}", app.base))
+        .send()
+        .await
+        .expect("probe answers");
+    (res.status().as_u16(), res.json().await.expect("JSON"))
+}
+
+/// The gRPC health status of the service.
+async fn grpc_health(app: &TestApp) -> ServingStatus {
+    let mut client = HealthClient::new(app.channel().await);
+    let reply = client
+        .check(HealthCheckRequest {
+            service: conversation_service::grpc::SERVICE_NAME.into(),
+        })
+        .await
+        .expect("health answers");
+    reply.into_inner().status()
+}
+
+/// Waits (up to 10 s) until `check` holds.
+async fn eventually<F, Fut>(check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(Instant::now() < deadline, "condition not reached in 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A shutdown lets a request in flight finish, and then stops listening.
