@@ -236,14 +236,6 @@ impl Store {
         Ok(Store { pools })
     }
 
-    /// Which engine this store runs on.
-    pub fn backend(&self) -> Backend {
-        match self.pools {
-            Pools::Pg(_) => Backend::Postgres,
-            Pools::Sqlite(..) => Backend::Sqlite,
-        }
-    }
-
     /// A connection from the pool, waiting at most the acquire timeout.
     pub async fn conn(&self) -> Result<Conn, StoreError> {
         Ok(match &self.pools {

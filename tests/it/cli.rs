@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 use uuid::Uuid;
 
-use crate::harness::{TestApp, TestDb};
+use crate::harness::{TestApp, TestDb, keys};
 use crate::on_both_backends;
 
 async fn cli(db: &TestDb, args: &[&str]) -> Output {
@@ -20,9 +20,11 @@ async fn cli(db: &TestDb, args: &[&str]) -> Output {
         .expect("binary runs")
 }
 
-/// Runs a command that must succeed; returns its trimmed stdout.
-async fn ok(db: &TestDb, args: &[&str]) -> String {
-    let out = cli(db, args).await;
+/// Runs a command line (split on spaces) that must succeed; returns its
+/// trimmed stdout.
+async fn ok(db: &TestDb, line: &str) -> String {
+    let args: Vec<&str> = line.split(' ').collect();
+    let out = cli(db, &args).await;
     assert!(
         out.status.success(),
         "{args:?} failed: {}",
@@ -54,98 +56,46 @@ fn id(s: &str) -> Uuid {
 /// The whole admin workflow, then the token works against the service.
 async fn admin_workflow(db: TestDb) {
     assert_eq!(
-        ok(&db, &["migrate"]).await,
+        ok(&db, "migrate").await,
         "",
         "migrate prints nothing on stdout"
     );
-    let org = ok(&db, &["admin", "org", "create", "--name", "Acme"]).await;
+    let org = ok(&db, "admin org create --name Acme").await;
     id(&org);
     let user = ok(
         &db,
-        &[
-            "admin",
-            "user",
-            "create",
-            "--org",
-            &org,
-            "--email",
-            "Ada@Example.com",
-            "--name",
-            "Ada",
-            "--last-name",
-            "Lovelace",
-        ],
+        &format!(
+            "admin user create --org {org} --email Ada@Example.com --name Ada --last-name Lovelace"
+        ),
     )
     .await;
     id(&user);
     let ws = ok(
         &db,
-        &[
-            "admin",
-            "workspace",
-            "create",
-            "--org",
-            &org,
-            "--name",
-            "Main",
-        ],
+        &format!("admin workspace create --org {org} --name Main"),
     )
     .await;
     ok(
         &db,
-        &[
-            "admin",
-            "workspace",
-            "grant",
-            "--workspace",
-            &ws,
-            "--user",
-            &user,
-            "--access",
-            "read",
-        ],
+        &format!("admin workspace grant --workspace {ws} --user {user} --access read"),
     )
     .await;
     let repo = ok(
         &db,
-        &[
-            "admin",
-            "repo",
-            "create",
-            "--org",
-            &org,
-            "--name",
-            "app",
-            "--workspace",
-            &ws,
-        ],
+        &format!("admin repo create --org {org} --name app --workspace {ws}"),
     )
     .await;
-    let orphan = ok(
-        &db,
-        &["admin", "repo", "create", "--org", &org, "--name", "loose"],
-    )
-    .await;
+    let orphan = ok(&db, &format!("admin repo create --org {org} --name loose")).await;
     let token = ok(
         &db,
-        &[
-            "admin",
-            "token",
-            "create",
-            "--user",
-            &user,
-            "--name",
-            "laptop",
-            "--expires-in",
-            "30d",
-        ],
+        &format!("admin token create --user {user} --name laptop --expires-in 30d"),
     )
     .await;
     assert!(
         token.starts_with("fbk_") && !token.contains(char::is_whitespace),
         "{token}"
     );
-    let spare = ok(&db, &["admin", "token", "create", "--user", &user]).await;
+    let spare = ok(&db, &format!("admin token create --user {user}")).await;
 
     let app = TestApp::spawn(db).await;
     let db = &app.db;
@@ -156,25 +106,15 @@ async fn admin_workflow(db: TestDb) {
     assert_eq!(app.post_create(Some(&token), &create(&orphan)).await.0, 400);
 
     // Events: one JSON object per line, newest first, with the documented keys.
-    let events = ok(
-        db,
-        &["admin", "events", "list", "--org", &org, "--limit", "10"],
-    )
-    .await;
+    let events = ok(db, &format!("admin events list --org {org} --limit 10")).await;
     let lines: Vec<Value> = events
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON line"))
         .collect();
     assert_eq!(lines.len(), 1);
     let e = &lines[0];
-    let keys: Vec<&str> = e
-        .as_object()
-        .expect("object")
-        .keys()
-        .map(String::as_str)
-        .collect();
     assert_eq!(
-        keys,
+        keys(e),
         [
             "id",
             "timestamp",
@@ -199,73 +139,37 @@ async fn admin_workflow(db: TestDb) {
         .expect("RFC 3339");
 
     // Revoking by the token itself, and by id through the store's listing.
-    ok(db, &["admin", "token", "revoke", "--token", &token]).await;
+    ok(db, &format!("admin token revoke --token {token}")).await;
     assert_eq!(app.post_create(Some(&token), &create(&repo)).await.0, 401);
-    ok(db, &["admin", "token", "revoke", "--token", &token]).await; // idempotent
+    ok(db, &format!("admin token revoke --token {token}")).await; // idempotent
     assert_eq!(app.post_create(Some(&spare), &create(&repo)).await.0, 200);
     // Disabling the repository, deleting the workspace, disabling the user.
-    ok(db, &["admin", "repo", "disable", "--repo", &repo]).await;
+    ok(db, &format!("admin repo disable --repo {repo}")).await;
     assert_eq!(app.post_create(Some(&spare), &create(&repo)).await.0, 400);
-    ok(db, &["admin", "workspace", "delete", "--workspace", &ws]).await;
+    ok(db, &format!("admin workspace delete --workspace {ws}")).await;
     assert_eq!(app.post_create(Some(&spare), &create(&repo)).await.0, 404);
-    ok(db, &["admin", "user", "disable", "--user", &user]).await;
+    ok(db, &format!("admin user disable --user {user}")).await;
     assert_eq!(app.post_create(Some(&spare), &create(&repo)).await.0, 401);
 
     // Expiry: a token that lives one second.
     let admin = ok(
         db,
-        &[
-            "admin",
-            "user",
-            "create",
-            "--org",
-            &org,
-            "--email",
-            "root@example.com",
-            "--role",
-            "owner",
-        ],
+        &format!("admin user create --org {org} --email root@example.com --role owner"),
     )
     .await;
     let ws2 = ok(
         db,
-        &[
-            "admin",
-            "workspace",
-            "create",
-            "--org",
-            &org,
-            "--name",
-            "Second",
-        ],
+        &format!("admin workspace create --org {org} --name Second"),
     )
     .await;
     let repo2 = ok(
         db,
-        &[
-            "admin",
-            "repo",
-            "create",
-            "--org",
-            &org,
-            "--name",
-            "two",
-            "--workspace",
-            &ws2,
-        ],
+        &format!("admin repo create --org {org} --name two --workspace {ws2}"),
     )
     .await;
     let brief = ok(
         db,
-        &[
-            "admin",
-            "token",
-            "create",
-            "--user",
-            &admin,
-            "--expires-in",
-            "1s",
-        ],
+        &format!("admin token create --user {admin} --expires-in 1s"),
     )
     .await;
     assert_eq!(
@@ -280,32 +184,16 @@ async fn admin_workflow(db: TestDb) {
 
 /// Bad input: a non-zero exit and one line saying why.
 async fn admin_errors(db: TestDb) {
-    let org = ok(&db, &["admin", "org", "create", "--name", "Acme"]).await;
-    let other = ok(&db, &["admin", "org", "create", "--name", "Other"]).await;
+    let org = ok(&db, "admin org create --name Acme").await;
+    let other = ok(&db, "admin org create --name Other").await;
     let user = ok(
         &db,
-        &[
-            "admin",
-            "user",
-            "create",
-            "--org",
-            &org,
-            "--email",
-            "a@example.com",
-        ],
+        &format!("admin user create --org {org} --email a@example.com"),
     )
     .await;
     let ws_other = ok(
         &db,
-        &[
-            "admin",
-            "workspace",
-            "create",
-            "--org",
-            &other,
-            "--name",
-            "Theirs",
-        ],
+        &format!("admin workspace create --org {other} --name Theirs"),
     )
     .await;
     let missing = Uuid::now_v7().to_string();

@@ -5,7 +5,7 @@ use serde_json::json;
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::harness::{Actor, TestApp, TestDb, World, user};
+use crate::harness::{Actor, TestApp, TestDb, World, as_actor, user};
 use crate::on_both_backends;
 
 /// Who calls.
@@ -431,12 +431,11 @@ async fn reply_and_request_ids(db: TestDb) {
     let app = TestApp::spawn(db).await;
     let w = World::build(&app).await;
 
-    let mut req = tonic::Request::new(CreateConversationRequest {
-        repo_id: w.repo.to_string(),
-    });
-    req.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", w.reader.token).parse().expect("ascii"),
+    let mut req = as_actor(
+        CreateConversationRequest {
+            repo_id: w.repo.to_string(),
+        },
+        &w.reader,
     );
     req.metadata_mut()
         .insert("x-request-id", "grpc-req-1".parse().expect("ascii"));
@@ -765,8 +764,7 @@ async fn concurrent_creates(db: TestDb) {
             } else {
                 let mut client =
                     conversation_service::pb::conversation_service_client::ConversationServiceClient::new(channel);
-                let mut req = tonic::Request::new(CreateConversationRequest { repo_id: repo.to_string() });
-                req.metadata_mut().insert("authorization", format!("Bearer {}", a.token).parse().expect("ascii"));
+                let req = as_actor(CreateConversationRequest { repo_id: repo.to_string() }, &a);
                 client.create_conversation(req).await.map_err(|s| format!("gRPC {s:?}"))?;
             }
             Ok::<_, String>(())

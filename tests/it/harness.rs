@@ -230,6 +230,20 @@ impl TestApp {
         self.running.as_ref().expect("running")
     }
 
+    /// CreateConversation over gRPC as `actor`; returns the new id.
+    pub async fn create_as(&self, actor: &Actor, repo: Uuid) -> Uuid {
+        let message = conversation_service::pb::CreateConversationRequest {
+            repo_id: repo.to_string(),
+        };
+        let reply = self
+            .grpc()
+            .await
+            .create_conversation(as_actor(message, actor))
+            .await
+            .expect("created");
+        reply.into_inner().conversation_id.parse().expect("uuid")
+    }
+
     /// POST /conversation with an optional bearer token and a raw JSON body.
     pub async fn post_create(&self, token: Option<&str>, body: &str) -> (u16, serde_json::Value) {
         let mut req = self
@@ -296,6 +310,28 @@ pub async fn orphan_conversations(store: &Store) -> i64 {
         .get_result::<i64>(c)
         .await)
     .expect("count")
+}
+
+/// A gRPC request carrying `actor`'s bearer token.
+pub fn as_actor<T>(message: T, actor: &Actor) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", actor.token)
+            .parse()
+            .expect("ascii token"),
+    );
+    req
+}
+
+/// The keys of a JSON object, in their order.
+pub fn keys(value: &serde_json::Value) -> Vec<&str> {
+    value
+        .as_object()
+        .expect("a JSON object")
+        .keys()
+        .map(String::as_str)
+        .collect()
 }
 
 /// A user with a working token.

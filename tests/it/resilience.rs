@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::harness::{TestApp, TestDb, World, orphan_conversations, test_options};
+use crate::harness::{TestApp, TestDb, World, as_actor, orphan_conversations, test_options};
 use crate::on_both_backends;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
@@ -67,12 +67,11 @@ async fn database_outage(db: TestDb) {
         json!({"success": false, "message": "Service temporarily unavailable"})
     );
     let mut client = app.grpc().await;
-    let mut req = tonic::Request::new(conversation_service::pb::CreateConversationRequest {
-        repo_id: w.repo.to_string(),
-    });
-    req.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", w.reader.token).parse().expect("ascii"),
+    let req = as_actor(
+        conversation_service::pb::CreateConversationRequest {
+            repo_id: w.repo.to_string(),
+        },
+        &w.reader,
     );
     let status = client
         .create_conversation(req)
