@@ -5,6 +5,7 @@
 //! input exits non-zero with a one-line reason.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
@@ -12,6 +13,7 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use uuid::Uuid;
 
+use crate::auth::jwt::JwtConfig;
 use crate::auth::{TOKEN_PREFIX, generate_token, hash_token};
 use crate::domain::{Access, OrgRole};
 use crate::store::admin::{NewUser, TokenRef};
@@ -42,6 +44,15 @@ pub struct Cli {
     )]
     pub database_acquire_timeout: u64,
 
+    /// Log format on stderr.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// Log filter, such as info or conversation_service=debug,request=warn
+    /// [default: info for serve, warn for the other commands].
+    #[arg(long, env = "RUST_LOG", global = true)]
+    pub log: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -65,9 +76,80 @@ pub struct ServeArgs {
     /// Address of the gRPC server.
     #[arg(long, env = "GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
+    /// Serve GET /metrics on this address alone instead of on the HTTP port.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// PEM certificate chain: serve both listeners over TLS (needs --tls-key).
+    #[arg(long, env = "TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Longest a request may take: REST answers 504, gRPC DEADLINE_EXCEEDED.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// After SIGTERM or Ctrl-C: how long to keep serving while health says
+    /// NOT_SERVING and /readyz 503, so load balancers stop sending first.
+    #[arg(long, env = "SHUTDOWN_DELAY", default_value = "1s", value_parser = parse_duration_or_zero)]
+    pub shutdown_delay: Duration,
+    /// Then: how long requests in flight may take to finish.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+    #[command(flatten)]
+    pub jwt: JwtArgs,
     /// Create a demo organization (once) and print a fresh token and ready-to-paste commands.
-    #[arg(long)]
+    #[arg(long, env = "DEMO")]
     pub demo: bool,
+}
+
+/// JWTs from an identity provider, accepted beside API tokens once a key is given.
+#[derive(Debug, Args)]
+pub struct JwtArgs {
+    /// Shared HMAC secret (32 bytes or more) for HS256/384/512 JWTs.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// PEM public key (RSA or EC) for RS*/PS*/ES* JWTs.
+    #[arg(long, env = "JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// JWKS file; a JWT's `kid` picks the key.
+    #[arg(long, env = "JWT_JWKS")]
+    pub jwt_jwks: Option<PathBuf>,
+    /// Accepted `alg` values, comma-separated [default: HS256 with a secret,
+    /// RS256 with an RSA key or a JWKS, ES256 with an EC key].
+    #[arg(long, env = "JWT_ALGORITHMS", value_delimiter = ',')]
+    pub jwt_algorithms: Vec<String>,
+    /// Required `iss` claim.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Accepted `aud` values, comma-separated; a JWT must name one.
+    #[arg(long, env = "JWT_AUDIENCE", value_delimiter = ',')]
+    pub jwt_audience: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[arg(long, env = "JWT_LEEWAY", default_value = "30s", value_parser = parse_duration)]
+    pub jwt_leeway: Duration,
+}
+
+impl JwtArgs {
+    fn config(self) -> JwtConfig {
+        JwtConfig {
+            algorithms: self.jwt_algorithms,
+            secret: self.jwt_secret,
+            public_key: self.jwt_public_key,
+            jwks: self.jwt_jwks,
+            issuer: self.jwt_issuer,
+            audience: self.jwt_audience,
+            leeway_seconds: self.jwt_leeway.as_secs(),
+        }
+    }
+}
+
+/// How logs are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -223,6 +305,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{s:?} is too long"))
 }
 
+/// Like [`parse_duration`], and `0` for none.
+pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        Ok(Duration::ZERO)
+    } else {
+        parse_duration(s)
+    }
+}
+
 impl Cli {
     fn store_options(&self) -> StoreOptions {
         StoreOptions {
@@ -265,7 +356,20 @@ async fn serve(store: Store, args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let running = crate::server::start(store, args.http_addr, args.grpc_addr).await?;
+    let config = crate::server::Config {
+        http_addr: args.http_addr,
+        grpc_addr: args.grpc_addr,
+        metrics_addr: args.metrics_addr,
+        tls: args
+            .tls_cert
+            .zip(args.tls_key)
+            .map(|(cert, key)| crate::tls::TlsFiles { cert, key }),
+        jwt: args.jwt.config(),
+        request_timeout: args.request_timeout,
+        shutdown_delay: args.shutdown_delay,
+        shutdown_grace: args.shutdown_grace,
+    };
+    let running = crate::server::start(store, config).await?;
     if let Some(demo) = demo {
         // A closed stdout must not stop a server: say so on stderr and go on.
         if let Err(e) = emit(demo.instructions(running.http_addr, running.grpc_addr)) {
@@ -404,14 +508,23 @@ fn is_plausible_email(s: &str) -> bool {
     matches!(s.split_once('@'), Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !s.contains(char::is_whitespace))
 }
 
-/// Sets up logging to stderr: `RUST_LOG` if set, else `default`.
-pub fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+/// Sets up logging to stderr: `filter` (from --log or RUST_LOG) if given and
+/// valid, else `default`.
+pub fn init_logging(format: LogFormat, filter: Option<&str>, default: &str) {
+    let filter = filter
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
 }
 
 /// The context a failing command reports in its one line.

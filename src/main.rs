@@ -27,7 +27,7 @@ async fn main() -> ExitCode {
         cli::Command::Serve(_) => "info",
         _ => "warn",
     };
-    cli::init_logging(default_log);
+    cli::init_logging(cli.log_format, cli.log.as_deref(), default_log);
     match cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

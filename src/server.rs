@@ -2,7 +2,7 @@
 //!
 //! Shutdown (Ctrl-C, SIGTERM, or [`Running::shutdown`]) marks the gRPC health
 //! NOT_SERVING, stops accepting connections, lets requests in flight finish
-//! within [`SHUTDOWN_GRACE`], and returns.
+//! within [`Config::shutdown_grace`], and returns.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,12 +13,53 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::jwt::{JwtConfig, JwtVerifier};
+use crate::http::HttpOptions;
+use crate::metrics::Metrics;
 use crate::pb::conversation_service_server::ConversationServiceServer;
 use crate::service::ConversationApi;
 use crate::store::Store;
+use crate::tls::{self, TlsFiles, TlsListener};
 
-/// How long requests in flight may take to finish once shutdown starts.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How the service is run: where it listens and what it accepts.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The REST/JSON gateway.
+    pub http_addr: SocketAddr,
+    /// The gRPC server.
+    pub grpc_addr: SocketAddr,
+    /// A listener for `GET /metrics` alone; on the HTTP port when `None`.
+    pub metrics_addr: Option<SocketAddr>,
+    /// TLS for both the HTTP and the gRPC listener; plaintext when `None`.
+    pub tls: Option<TlsFiles>,
+    /// JWTs accepted beside API tokens, when a key is configured.
+    pub jwt: JwtConfig,
+    /// Longest a request may take (REST: 504, gRPC: DEADLINE_EXCEEDED).
+    pub request_timeout: Duration,
+    /// How long, once shutdown starts, the service keeps serving while
+    /// reporting NOT_SERVING (gRPC health) and 503 (`/readyz`), so that load
+    /// balancers stop sending before it stops accepting.
+    pub shutdown_delay: Duration,
+    /// How long requests in flight may take to finish once it stops accepting.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Loopback on ports the OS picks, defaults otherwise (tests, tools).
+    pub fn local() -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            http_addr: any,
+            grpc_addr: any,
+            metrics_addr: None,
+            tls: None,
+            jwt: JwtConfig::default(),
+            request_timeout: Duration::from_secs(15),
+            shutdown_delay: Duration::ZERO,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
 
 /// A started service.
 pub struct Running {
@@ -26,6 +67,8 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// Where the gRPC server listens.
     pub grpc_addr: SocketAddr,
+    /// Where `GET /metrics` is served alone, if apart from the gateway.
+    pub metrics_addr: Option<SocketAddr>,
     stop: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -48,60 +91,125 @@ impl Running {
     }
 }
 
-/// Binds both listeners and starts serving `store` on them.
-pub async fn start(
-    store: Store,
-    http_addr: SocketAddr,
-    grpc_addr: SocketAddr,
-) -> anyhow::Result<Running> {
-    let http = TcpListener::bind(http_addr)
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
-    let grpc = TcpListener::bind(grpc_addr)
-        .await
-        .with_context(|| format!("cannot listen for gRPC on {grpc_addr}"))?;
+        .with_context(|| format!("cannot listen for {what} on {addr}"))
+}
+
+/// Binds the listeners and starts serving `store` on them.
+pub async fn start(store: Store, config: Config) -> anyhow::Result<Running> {
+    // Everything that can be refused is checked before anything listens.
+    let jwt = if config.jwt.enabled() {
+        Some(Arc::new(JwtVerifier::new(&config.jwt)?))
+    } else {
+        None
+    };
+    let tls = match &config.tls {
+        Some(files) => Some((
+            tls::acceptor(files, &[b"h2", b"http/1.1"])?,
+            tls::acceptor(files, &[b"h2"])?,
+        )),
+        None => None,
+    };
+    let http = bind(config.http_addr, "HTTP").await?;
+    let grpc = bind(config.grpc_addr, "gRPC").await?;
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(bind(addr, "metrics").await?),
+        None => None,
+    };
     let http_addr = http.local_addr()?;
     let grpc_addr = grpc.local_addr()?;
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
 
     let watched = store.clone();
-    let api = Arc::new(ConversationApi::new(store));
-    let (grpc_router, health) = crate::grpc::router(api.clone()).await?;
-    let http_router = crate::http::router(api);
+    let api = Arc::new(ConversationApi::new(store, jwt, Arc::new(Metrics::new())));
+    let (grpc_router, health) = crate::grpc::router(api.clone(), config.request_timeout).await?;
+    let http_options = HttpOptions {
+        request_timeout: config.request_timeout,
+        metrics: metrics_listener.is_none(),
+    };
+    let http_router = crate::http::router(api.clone(), &http_options);
 
+    // `stop` starts the shutdown; `close` (later) stops accepting.
     let stop = CancellationToken::new();
-    let grpc_stop = stop.clone();
-    let grpc_task = tokio::spawn(async move {
-        grpc_router
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-                grpc_stop.cancelled_owned(),
+    let close = CancellationToken::new();
+    let (grpc_stop, http_stop) = (close.clone(), close.clone());
+    let (grpc_task, http_task) = match tls {
+        None => (
+            tokio::spawn(async move {
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
+                grpc_router
+                    .serve_with_incoming_shutdown(incoming, grpc_stop.cancelled_owned())
+                    .await
+            }),
+            tokio::spawn(async move {
+                axum::serve(http, http_router)
+                    .with_graceful_shutdown(http_stop.cancelled_owned())
+                    .await
+            }),
+        ),
+        Some((http_tls, grpc_tls)) => {
+            let grpc = TlsListener::new(grpc, grpc_tls, close.clone())?;
+            let http = TlsListener::new(http, http_tls, close.clone())?;
+            (
+                tokio::spawn(async move {
+                    grpc_router
+                        .serve_with_incoming_shutdown(
+                            grpc.into_stream(),
+                            grpc_stop.cancelled_owned(),
+                        )
+                        .await
+                }),
+                tokio::spawn(async move {
+                    axum::serve(http, http_router)
+                        .with_graceful_shutdown(http_stop.cancelled_owned())
+                        .await
+                }),
             )
-            .await
-    });
-    let http_stop = stop.clone();
-    let http_task = tokio::spawn(async move {
-        axum::serve(http, http_router)
-            .with_graceful_shutdown(http_stop.cancelled_owned())
-            .await
-    });
+        }
+    };
+    if let Some(listener) = metrics_listener {
+        let metrics_stop = close.clone();
+        let router = crate::http::metrics_router(api.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(metrics_stop.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
 
     tokio::spawn(watch_database(watched, health.clone(), stop.clone()));
 
     let signal_stop = stop.clone();
+    let (delay, grace) = (config.shutdown_delay, config.shutdown_grace);
     let task = tokio::spawn(async move {
         tokio::select! {
             () = signal_stop.cancelled() => {}
             () = shutdown_signal() => tracing::info!("shutdown signal received"),
         }
         signal_stop.cancel();
+        api.start_draining();
         health
             .set_not_serving::<ConversationServiceServer<ConversationApi>>()
             .await;
         health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
-        tracing::info!("draining requests in flight");
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        if !delay.is_zero() {
+            tracing::info!(delay = ?delay, "NOT_SERVING; still accepting for the shutdown delay");
+            tokio::time::sleep(delay).await;
+        }
+        close.cancel();
+        tracing::info!("stopped accepting; draining requests in flight");
+        let drained = tokio::time::timeout(grace, async {
             let (g, h) = tokio::join!(grpc_task, http_task);
             g.context("gRPC task")?.context("gRPC server")?;
             h.context("HTTP task")?.context("HTTP server")?;
@@ -117,10 +225,16 @@ pub async fn start(
         }
     });
 
-    tracing::info!(%http_addr, %grpc_addr, "serving");
+    let scheme = if config.tls.is_some() {
+        "TLS"
+    } else {
+        "plaintext"
+    };
+    tracing::info!(%http_addr, %grpc_addr, ?metrics_addr, transport_security = scheme, "serving");
     Ok(Running {
         http_addr,
         grpc_addr,
+        metrics_addr,
         stop,
         task,
     })

@@ -8,9 +8,14 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::auth::jwt::{JwtVerifier, looks_like_jwt};
 use crate::auth::{hash_token, parse_bearer};
 use crate::domain::{Caller, OrgRole, Transport};
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::pb::conversation_service_server::ConversationService;
 use crate::pb::{
     self, CreateConversationRequest, CreateConversationResponse, DeleteConversationRequest,
@@ -19,8 +24,8 @@ use crate::pb::{
 };
 use crate::store::Store;
 use crate::store::conversations::{
-    ConversationFilter, ConversationRow, NewConversation, NewEvent, RepoAccess, TokenOwner,
-    Visibility,
+    ConversationFilter, ConversationRow, Creator, NewConversation, NewEvent, RepoAccess,
+    TokenOwner, UserRow, Visibility,
 };
 use crate::store::types::{SqlJson, SqlTime, SqlUuid, now};
 
@@ -41,30 +46,90 @@ pub struct FieldError(pub String);
 #[derive(Clone)]
 pub struct ConversationApi {
     store: Store,
+    jwt: Option<Arc<JwtVerifier>>,
+    metrics: Arc<Metrics>,
+    draining: Arc<AtomicBool>,
 }
 
 impl ConversationApi {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    /// The service over `store`, accepting JWTs too when `jwt` is given.
+    pub fn new(store: Store, jwt: Option<Arc<JwtVerifier>>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            store,
+            jwt,
+            metrics,
+            draining: Arc::new(AtomicBool::new(false)),
+        }
     }
 
-    /// Whether the database answers: what readiness reports.
+    /// Marks the service as shutting down: readiness fails from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// The store, for what serves beside the rpcs (metrics, health).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The service's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Whether requests can be served: not shutting down, and the database
+    /// answers. What readiness reports.
     pub async fn ready(&self) -> Result<(), ApiError> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err(ApiError::Unavailable {
+                detail: "shutting down".into(),
+            });
+        }
         self.store
             .ping()
             .await
             .map_err(ApiError::from_store("Not ready"))
     }
 
-    /// Rule 1: a valid bearer token of an enabled user.
+    /// Rule 1: a valid bearer credential (an API token, or a JWT when they
+    /// are configured) of an enabled user.
     async fn authenticate(&self, metadata: &MetadataMap) -> Result<Caller, ApiError> {
-        let hash = bearer_hash(metadata)?;
+        let token = bearer(metadata)?;
+        if let Some(user_id) = self.jwt_subject(token)? {
+            return self.user_caller(user_id).await;
+        }
         let owner = self
             .store
-            .find_token(hash)
+            .find_token(hash_token(token))
             .await
             .map_err(ApiError::from_store("Failed to authenticate"))?;
         check_token(&self.store, owner)
+    }
+
+    /// The user a JWT speaks for, if JWTs are configured and `token` is one;
+    /// a JWT that fails any check is refused (the reason goes to the log only).
+    fn jwt_subject(&self, token: &str) -> Result<Option<Uuid>, ApiError> {
+        match &self.jwt {
+            Some(verifier) if looks_like_jwt(token) => match verifier.verify(token) {
+                Ok(user_id) => Ok(Some(user_id)),
+                Err(why) => {
+                    tracing::debug!(reason = %why, "JWT refused");
+                    Err(ApiError::Unauthenticated)
+                }
+            },
+            _ => Ok(None),
+        }
+    }
+
+    /// Rule 1 for a JWT's subject: an existing, enabled user.
+    async fn user_caller(&self, user_id: Uuid) -> Result<Caller, ApiError> {
+        let user = self
+            .store
+            .find_user(user_id)
+            .await
+            .map_err(ApiError::from_store("Failed to authenticate"))?
+            .ok_or(ApiError::Unauthenticated)?;
+        enabled_caller(user)
     }
 
     /// Rules 1 and 2 of every rpc, in that order: the caller's credentials,
@@ -97,17 +162,28 @@ impl ConversationApi {
             }
             Ok(repo_id) => repo_id,
         };
-        let hash = bearer_hash(request.metadata())?;
+        let token = bearer(request.metadata())?;
+        let (who, known) = match self.jwt_subject(token)? {
+            Some(user_id) => (
+                Creator::User(user_id),
+                Some(self.user_caller(user_id).await?),
+            ),
+            None => (Creator::Token(hash_token(token)), None),
+        };
         let (store, transport, request_id) =
             (self.store.clone(), ctx.transport, ctx.request_id.clone());
         let created = self
             .store
-            .create_conversation(hash, repo_id, move |owner, repo| {
-                let caller = check_token(&store, owner)?;
+            .create_conversation(who, repo_id, move |owner, repo| {
+                let caller = match known {
+                    Some(caller) => caller,
+                    None => check_token(&store, owner)?,
+                };
                 plan_create(caller, repo, transport, request_id)
             })
             .await
             .map_err(ApiError::from_store(FAILED))??;
+        self.metrics.conversation_created();
         tracing::info!(conversation_id = %created.id, repo_id = %created.repo_id,
             user_id = %created.created_by, request_id = %ctx.request_id,
             transport = ctx.transport.as_str(), "conversation created");
@@ -471,10 +547,6 @@ fn check_token(store: &Store, owner: Option<TokenOwner>) -> Result<Caller, ApiEr
     if owner.revoked_at.is_some() || expired || owner.disabled_at.is_some() {
         return Err(ApiError::Unauthenticated);
     }
-    let role: OrgRole = owner.org_role.parse().map_err(|e| ApiError::Internal {
-        public: "Failed to authenticate",
-        detail: format!("user {}: {e}", owner.user_id),
-    })?;
     if owner
         .last_used_at
         .is_none_or(|t| now - t > TOKEN_TOUCH_INTERVAL)
@@ -487,25 +559,44 @@ fn check_token(store: &Store, owner: Option<TokenOwner>) -> Result<Caller, ApiEr
             }
         });
     }
-    Ok(Caller {
+    enabled_caller(UserRow {
         user_id: owner.user_id,
         org_id: owner.org_id,
-        role,
         email: owner.email,
         name: owner.name,
         last_name: owner.last_name,
+        org_role: owner.org_role,
+        disabled_at: owner.disabled_at,
+    })
+}
+
+/// Rule 1 on the user behind a credential: enabled, with a known role.
+fn enabled_caller(user: UserRow) -> Result<Caller, ApiError> {
+    if user.disabled_at.is_some() {
+        return Err(ApiError::Unauthenticated);
+    }
+    let role: OrgRole = user.org_role.parse().map_err(|e| ApiError::Internal {
+        public: "Failed to authenticate",
+        detail: format!("user {}: {e}", user.user_id),
+    })?;
+    Ok(Caller {
+        user_id: user.user_id,
+        org_id: user.org_id,
+        role,
+        email: user.email,
+        name: user.name,
+        last_name: user.last_name,
     })
 }
 
 /// Rule 1 before any lookup: exactly one `authorization` value, of the
-/// Bearer scheme, with a well-formed credential; returns the credential's hash.
-fn bearer_hash(metadata: &MetadataMap) -> Result<[u8; 32], ApiError> {
+/// Bearer scheme, with a well-formed credential; returns the credential.
+fn bearer(metadata: &MetadataMap) -> Result<&str, ApiError> {
     let mut values = metadata.get_all("authorization").iter();
     let (Some(value), None) = (values.next(), values.next()) else {
         return Err(ApiError::Unauthenticated);
     };
-    let token = parse_bearer(value.as_bytes()).ok_or(ApiError::Unauthenticated)?;
-    Ok(hash_token(token))
+    parse_bearer(value.as_bytes()).ok_or(ApiError::Unauthenticated)
 }
 
 /// A request id worth keeping: 1 to 128 visible ASCII characters.

@@ -2,10 +2,14 @@
 //! for grpcurl and for older tools such as Postman) and `grpc.health.v1.Health`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tonic::transport::Server;
 use tonic::transport::server::Router;
 use tonic_health::server::HealthReporter;
+use tower::layer::util::{Identity, Stack};
+
+use crate::observe::{GrpcLayer, known_rpcs};
 
 use crate::pb::FILE_DESCRIPTOR_SET;
 use crate::pb::conversation_service_server::ConversationServiceServer;
@@ -17,27 +21,43 @@ pub const MAX_MESSAGE_SIZE: usize = 1024 * 1024;
 /// The fully qualified name of our service, as health and reflection know it.
 pub const SERVICE_NAME: &str = "flashback.conversation.v1.ConversationService";
 
+/// The gRPC router: every rpc logged, counted and time-bounded.
+pub type GrpcRouter = Router<Stack<GrpcLayer, Identity>>;
+
+/// Every descriptor set served by reflection.
+const DESCRIPTOR_SETS: [&[u8]; 4] = [
+    FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
+
 /// Builds the gRPC router and the reporter that controls its health answers
 /// (serving for "" and for the service once built).
-pub async fn router(api: Arc<ConversationApi>) -> anyhow::Result<(Router, HealthReporter)> {
+pub async fn router(
+    api: Arc<ConversationApi>,
+    request_timeout: Duration,
+) -> anyhow::Result<(GrpcRouter, HealthReporter)> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<ConversationServiceServer<ConversationApi>>()
         .await;
     // Both reflection endpoints describe everything served, each other included.
     let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .include_reflection_service(false)
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(
-                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-            )
+        DESCRIPTOR_SETS.iter().fold(
+            tonic_reflection::server::Builder::configure().include_reflection_service(false),
+            |builder, set| builder.register_encoded_file_descriptor_set(set),
+        )
     };
+    let observe = GrpcLayer::new(
+        api.metrics().clone(),
+        known_rpcs(&DESCRIPTOR_SETS),
+        request_timeout,
+    );
     let service =
         ConversationServiceServer::from_arc(api).max_decoding_message_size(MAX_MESSAGE_SIZE);
     let router = Server::builder()
+        .layer(observe)
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)

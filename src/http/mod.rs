@@ -6,9 +6,12 @@
 //! Every response it writes, the framework's own rejections included, is JSON:
 //! `{"success": true, ...}` or `{"success": false, "message": "..."}`.
 
+mod dto;
 mod extract;
+pub mod openapi;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -17,17 +20,22 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use tonic::metadata::MetadataMap;
 
 use crate::domain::Transport;
 use crate::error::http_status;
 use crate::pb::conversation_service_server::ConversationService;
 use crate::pb::{
-    Conversation, CreateConversationRequest, DeleteConversationRequest, GetConversationRequest,
+    CreateConversationRequest, DeleteConversationRequest, GetConversationRequest,
     ListConversationsRequest,
 };
 use crate::service::{ConversationApi, FieldError, REQUEST_ID, is_sane_request_id};
+use dto::{
+    ConversationDto, CreateConversationReply, ErrorReply, GetConversationReply, HealthReply,
+    ListConversationsReply, SuccessReply,
+};
 use extract::JsonObject;
 
 /// The largest request body accepted, in bytes.
@@ -35,9 +43,19 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 
 type Api = State<Arc<ConversationApi>>;
 
+/// How the gateway is set up.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Longest a request may take before a 504.
+    pub request_timeout: Duration,
+    /// Serve `GET /metrics` here (else on a listener of its own).
+    pub metrics: bool,
+}
+
 /// The gateway's routes over the shared service.
-pub fn router(api: Arc<ConversationApi>) -> Router {
-    Router::new()
+pub fn router(api: Arc<ConversationApi>, opts: &HttpOptions) -> Router {
+    let metrics = api.metrics().clone();
+    let mut router = Router::new()
         .route(
             "/conversation",
             post(create_conversation).get(list_conversations),
@@ -48,17 +66,57 @@ pub fn router(api: Arc<ConversationApi>) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi::serve));
+    if opts.metrics {
+        router = router.route("/metrics", get(metrics_text));
+    }
+    let timeout = opts.request_timeout;
+    router
         .method_not_allowed_fallback(|| async {
             error_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
         })
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "Not found") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            time_limit(timeout, request, next)
+        }))
         .layer(middleware::map_response(json_errors))
         .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn_with_state(
+            metrics,
+            crate::observe::http,
+        ))
         .with_state(api)
 }
 
-/// `POST /conversation` -> `CreateConversation`.
+/// The metrics alone, for `--metrics-addr`.
+pub fn metrics_router(api: Arc<ConversationApi>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .fallback(|| async { error_response(StatusCode::NOT_FOUND, "Not found") })
+        .with_state(api)
+}
+
+/// Create a conversation on a repository.
+///
+/// The caller needs any access to the repository's workspace (or to be an
+/// organization administrator). Writes the conversation and its `created`
+/// audit event together.
+#[utoipa::path(post, path = "/conversation", tag = "conversations",
+    request_body = dto::CreateConversationBody,
+    responses(
+        (status = 200, description = "Created", body = CreateConversationReply),
+        (status = 400, description = "Invalid body or repository state", body = ErrorReply),
+        (status = 401, description = "Missing or invalid access token", body = ErrorReply),
+        (status = 403, description = "No access to the repository's workspace", body = ErrorReply),
+        (status = 404, description = "Repository not found", body = ErrorReply),
+        (status = 413, description = "Body over 64 KiB", body = ErrorReply),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorReply),
+        (status = 500, description = "Internal error", body = ErrorReply),
+        (status = 503, description = "Database unavailable", body = ErrorReply),
+        (status = 504, description = "Request timed out", body = ErrorReply),
+    ),
+    security(("bearer" = [])))]
 async fn create_conversation(
     State(api): Api,
     headers: HeaderMap,
@@ -74,27 +132,82 @@ async fn create_conversation(
         CreateConversationRequest { repo_id },
         field_error.map(String::from),
     );
-    reply(
-        api.create_conversation(request).await,
-        |r| json!({ "conversationId": r.conversation_id }),
-    )
+    reply(api.create_conversation(request).await, |r| {
+        CreateConversationReply {
+            success: true,
+            conversation_id: r.conversation_id,
+        }
+    })
 }
 
-/// `GET /healthz`: the process is alive and serving HTTP.
+/// Liveness: the process is up and serving HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = HealthReply)))]
 async fn healthz() -> Response {
-    success(json!({ "status": "ok" }))
+    ok(HealthReply {
+        success: true,
+        status: "ok".into(),
+    })
 }
 
-/// `GET /readyz`: the database answers, so requests can be served.
+/// Readiness: not shutting down, and the database answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = HealthReply),
+        (status = 503, description = "Shutting down, or the database is unreachable", body = ErrorReply),
+    ))]
 async fn readyz(State(api): Api) -> Response {
     match api.ready().await {
-        Ok(()) => success(json!({ "status": "ready" })),
+        Ok(()) => ok(HealthReply {
+            success: true,
+            status: "ready".into(),
+        }),
+        Err(crate::error::ApiError::Unavailable { detail }) if detail == "shutting down" => {
+            error_response(StatusCode::SERVICE_UNAVAILABLE, "Shutting down")
+        }
         Err(_) => error_response(StatusCode::SERVICE_UNAVAILABLE, "Database unreachable"),
     }
 }
 
-/// `GET /conversation?take&skip&from&to&userId&workspaceId&repoId&showDeleted`
-/// -> `ListConversations`.
+/// Prometheus metrics, in the OpenMetrics text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "The metrics",
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
+async fn metrics_text(State(api): Api) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+        )],
+        api.metrics().render(api.store()),
+    )
+        .into_response()
+}
+
+/// List the conversations the caller may see, newest first.
+///
+/// Regular users see their own conversations and all of those in workspaces
+/// they administer; organization administrators see the whole organization.
+#[utoipa::path(get, path = "/conversation", tag = "conversations",
+    params(
+        ("take" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Page size (default 50)"),
+        ("skip" = Option<i64>, Query, minimum = 0, description = "Conversations to skip"),
+        ("from" = Option<String>, Query, description = "Created at or after: an ISO 8601 date or date-time"),
+        ("to" = Option<String>, Query, description = "Created at or before: an ISO 8601 date (the whole day) or date-time"),
+        ("userId" = Option<String>, Query, format = Uuid, description = "Only this creator's"),
+        ("workspaceId" = Option<String>, Query, format = Uuid, description = "Only this workspace's"),
+        ("repoId" = Option<String>, Query, format = Uuid, description = "Only this repository's"),
+        ("showDeleted" = Option<bool>, Query, description = "Include soft-deleted conversations"),
+    ),
+    responses(
+        (status = 200, description = "A page", body = ListConversationsReply),
+        (status = 400, description = "Invalid parameter", body = ErrorReply),
+        (status = 401, description = "Missing or invalid access token", body = ErrorReply),
+        (status = 500, description = "Internal error", body = ErrorReply),
+        (status = 503, description = "Database unavailable", body = ErrorReply),
+        (status = 504, description = "Request timed out", body = ErrorReply),
+    ),
+    security(("bearer" = [])))]
 async fn list_conversations(
     State(api): Api,
     headers: HeaderMap,
@@ -113,12 +226,34 @@ async fn list_conversations(
     };
     let request = grpc_request(&headers, message, q.first_error);
     reply(api.list_conversations(request).await, |r| {
-        let list: Vec<Value> = r.conversations.iter().map(conversation_json).collect();
-        json!({ "conversations": list, "total": r.total })
+        ListConversationsReply {
+            success: true,
+            conversations: r
+                .conversations
+                .into_iter()
+                .map(ConversationDto::from)
+                .collect(),
+            total: r.total,
+        }
     })
 }
 
-/// `GET /conversation/{id}?showDeleted` -> `GetConversation`.
+/// One conversation the caller may see.
+#[utoipa::path(get, path = "/conversation/{id}", tag = "conversations",
+    params(
+        ("id" = String, Path, format = Uuid, description = "The conversation"),
+        ("showDeleted" = Option<bool>, Query, description = "Also find it if soft-deleted"),
+    ),
+    responses(
+        (status = 200, description = "The conversation", body = GetConversationReply),
+        (status = 400, description = "Invalid parameter", body = ErrorReply),
+        (status = 401, description = "Missing or invalid access token", body = ErrorReply),
+        (status = 404, description = "Conversation not found", body = ErrorReply),
+        (status = 500, description = "Internal error", body = ErrorReply),
+        (status = 503, description = "Database unavailable", body = ErrorReply),
+        (status = 504, description = "Request timed out", body = ErrorReply),
+    ),
+    security(("bearer" = [])))]
 async fn get_conversation(
     State(api): Api,
     headers: HeaderMap,
@@ -131,13 +266,37 @@ async fn get_conversation(
         show_deleted: q.boolean("showDeleted"),
     };
     let request = grpc_request(&headers, message, q.first_error);
-    reply(
-        api.get_conversation(request).await,
-        |r| json!({ "conversation": r.conversation.as_ref().map(conversation_json) }),
-    )
+    match api.get_conversation(request).await {
+        Ok(r) => match r.into_inner().conversation {
+            Some(c) => ok(GetConversationReply {
+                success: true,
+                conversation: c.into(),
+            }),
+            None => error_response(StatusCode::NOT_FOUND, "Conversation not found"),
+        },
+        Err(status) => status_response(&status),
+    }
 }
 
-/// `DELETE /conversation/{id}?hardDelete=false|true` -> `DeleteConversation`.
+/// Delete a conversation: soft by default, for good with `hardDelete=true`.
+///
+/// Allowed to its creator, administrators of its workspace and organization
+/// administrators. Writes a `deleted` audit event in the same transaction.
+#[utoipa::path(delete, path = "/conversation/{id}", tag = "conversations",
+    params(
+        ("id" = String, Path, format = Uuid, description = "The conversation"),
+        ("hardDelete" = Option<bool>, Query, description = "Remove the row instead of marking it deleted"),
+    ),
+    responses(
+        (status = 200, description = "Deleted", body = SuccessReply),
+        (status = 400, description = "Invalid parameter", body = ErrorReply),
+        (status = 401, description = "Missing or invalid access token", body = ErrorReply),
+        (status = 404, description = "Conversation not found", body = ErrorReply),
+        (status = 500, description = "Internal error", body = ErrorReply),
+        (status = 503, description = "Database unavailable", body = ErrorReply),
+        (status = 504, description = "Request timed out", body = ErrorReply),
+    ),
+    security(("bearer" = [])))]
 async fn delete_conversation(
     State(api): Api,
     headers: HeaderMap,
@@ -150,39 +309,8 @@ async fn delete_conversation(
         hard_delete: q.boolean("hardDelete"),
     };
     let request = grpc_request(&headers, message, q.first_error);
-    reply(api.delete_conversation(request).await, |_| json!({}))
-}
-
-/// A conversation as the platform's ConversationDTO: camelCase, token totals
-/// as decimal strings, times in RFC 3339 UTC, absent values as null.
-fn conversation_json(c: &Conversation) -> Value {
-    let time = |t: &Option<prost_types::Timestamp>| {
-        t.as_ref()
-            .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-    };
-    let text = |s: &str| (!s.is_empty()).then(|| s.to_owned());
-    let repo = c.repo.clone().unwrap_or_default();
-    let creator = c.creator.clone().unwrap_or_default();
-    json!({
-        "id": c.id,
-        "orgId": c.org_id,
-        "createdBy": c.created_by,
-        "createdAt": time(&c.created_at),
-        "lastUpdatedAt": time(&c.last_updated_at),
-        "workspaceId": c.workspace_id,
-        "repoId": c.repo_id,
-        "tokensIn": c.tokens_in.to_string(),
-        "tokensOut": c.tokens_out.to_string(),
-        "deletedAt": time(&c.deleted_at),
-        "title": text(&c.title),
-        "repo": { "id": repo.id, "name": repo.name },
-        "creator": {
-            "id": creator.id,
-            "name": text(&creator.name),
-            "lastName": text(&creator.last_name),
-            "email": creator.email,
-        },
+    reply(api.delete_conversation(request).await, |_| SuccessReply {
+        success: true,
     })
 }
 
@@ -276,26 +404,21 @@ fn grpc_request<T>(
     request
 }
 
-/// The reply of an rpc as HTTP: `{"success": true, ...fields(reply)}`, or the
-/// status as an error.
-fn reply<T>(
+/// The reply of an rpc as HTTP: 200 with `body(reply)`, or the status as an
+/// error.
+fn reply<T, B: Serialize>(
     result: Result<tonic::Response<T>, tonic::Status>,
-    fields: impl FnOnce(T) -> Value,
+    body: impl FnOnce(T) -> B,
 ) -> Response {
     match result {
-        Ok(r) => success(fields(r.into_inner())),
+        Ok(r) => ok(body(r.into_inner())),
         Err(status) => status_response(&status),
     }
 }
 
-/// `{"success": true, ...fields}` with status 200.
-fn success(fields: Value) -> Response {
-    let mut body = serde_json::Map::new();
-    body.insert("success".into(), Value::Bool(true));
-    if let Value::Object(fields) = fields {
-        body.extend(fields);
-    }
-    (StatusCode::OK, axum::Json(Value::Object(body))).into_response()
+/// 200 with a JSON body.
+fn ok(body: impl Serialize) -> Response {
+    (StatusCode::OK, axum::Json(body)).into_response()
 }
 
 /// A service error as HTTP: the code table's status, the status message.
@@ -307,9 +430,22 @@ fn status_response(status: &tonic::Status) -> Response {
 pub(crate) fn error_response(status: StatusCode, message: &str) -> Response {
     (
         status,
-        axum::Json(json!({ "success": false, "message": message })),
+        axum::Json(ErrorReply {
+            success: false,
+            message: message.to_owned(),
+        }),
     )
         .into_response()
+}
+
+/// Answers 504 when a request takes longer than `limit`. Store work runs on
+/// tasks of its own, so a transaction under way still finishes (or rolls
+/// back) on its own; only the wait is cut short.
+async fn time_limit(limit: Duration, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error_response(StatusCode::GATEWAY_TIMEOUT, "Request timed out"),
+    }
 }
 
 /// The safety net under every route: an error response that is not already

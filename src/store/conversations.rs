@@ -32,6 +32,19 @@ pub struct TokenOwner {
     pub disabled_at: Option<DateTime<Utc>>,
 }
 
+/// A user as found by id (a JWT's subject): the same facts as a [`TokenOwner`]
+/// without the token.
+#[derive(Debug, Clone, Queryable)]
+pub struct UserRow {
+    pub user_id: Uuid,
+    pub org_id: Uuid,
+    pub email: String,
+    pub name: Option<String>,
+    pub last_name: Option<String>,
+    pub org_role: String,
+    pub disabled_at: Option<DateTime<Utc>>,
+}
+
 /// A repository with its workspace's state and the caller's membership in it.
 #[derive(Debug, Clone, Queryable)]
 pub struct RepoAccess {
@@ -93,6 +106,15 @@ impl MaybeRepo {
     }
 }
 
+/// Who creates a conversation: the holder of an API token (by its SHA-256,
+/// looked up with the repository in one query), or a user already
+/// authenticated by id (a JWT's subject).
+#[derive(Debug, Clone, Copy)]
+pub enum Creator {
+    Token([u8; 32]),
+    User(Uuid),
+}
+
 /// A row of `conversations` to insert.
 #[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = conversations)]
@@ -143,6 +165,29 @@ impl Store {
         .await
     }
 
+    /// The user with this id, if any (the subject of a verified JWT).
+    pub async fn find_user(&self, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
+        self.run(move |conn| {
+            async move {
+                let query = users::table.filter(users::id.eq(SqlUuid(user_id))).select((
+                    users::id,
+                    users::org_id,
+                    users::email,
+                    users::name,
+                    users::last_name,
+                    users::org_role,
+                    users::disabled_at,
+                ));
+                Ok(with_conn!(&mut *conn, |c| query
+                    .first::<UserRow>(c)
+                    .await
+                    .optional())?)
+            }
+            .boxed()
+        })
+        .await
+    }
+
     /// Records that a token was used (kept coarse by the caller: this is a write).
     pub async fn touch_token(&self, token_id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError> {
         self.run(move |conn| {
@@ -160,7 +205,9 @@ impl Store {
 
     /// A whole create in as few hops as each backend allows: finds the token
     /// whose SHA-256 is `hash` (with its user) and the repository `repo_id`
-    /// (with its workspace's state and that user's membership) in one query,
+    /// (with its workspace's state and that user's membership) in one query
+    /// (for a caller already known by user id, as with a JWT, only the
+    /// repository and the membership, and `decide` gets no token owner),
     /// lets `decide` apply the rules, and, if it allows, writes the conversation
     /// and its audit event in one transaction: both or neither.
     ///
@@ -171,7 +218,7 @@ impl Store {
     ///   blocking thread, the transaction in its turn at the write gate.
     pub async fn create_conversation<R, E, F>(
         &self,
-        hash: [u8; 32],
+        who: Creator,
         repo_id: Uuid,
         decide: F,
     ) -> Result<Result<R, E>, StoreError>
@@ -187,7 +234,7 @@ impl Store {
     {
         /// What the rules need, as one query (repository columns may be missing).
         macro_rules! lookup {
-            () => {
+            ($hash:expr) => {
                 api_tokens::table
                     .inner_join(users::table)
                     .left_join(repos::table.on(repos::id.eq(SqlUuid(repo_id))))
@@ -200,7 +247,7 @@ impl Store {
                             .eq(repos::workspace_id)
                             .and(workspace_members::user_id.eq(users::id))),
                     )
-                    .filter(api_tokens::token_hash.eq(hash.to_vec()))
+                    .filter(api_tokens::token_hash.eq($hash.to_vec()))
                     .select((
                         token_owner_columns!(),
                         (
@@ -216,6 +263,32 @@ impl Store {
                     ))
             };
         }
+        /// The repository and a known user's membership in its workspace.
+        macro_rules! repo_for {
+            ($user_id:expr) => {
+                repos::table
+                    .left_join(
+                        workspaces::table.on(repos::workspace_id.eq(workspaces::id.nullable())),
+                    )
+                    .left_join(
+                        workspace_members::table.on(workspace_members::workspace_id
+                            .nullable()
+                            .eq(repos::workspace_id)
+                            .and(workspace_members::user_id.eq(SqlUuid($user_id)))),
+                    )
+                    .filter(repos::id.eq(SqlUuid(repo_id)))
+                    .select((
+                        repos::id,
+                        repos::org_id,
+                        repos::workspace_id,
+                        repos::name,
+                        repos::disabled_at,
+                        repos::deleted_at,
+                        workspaces::deleted_at.nullable(),
+                        workspace_members::access.nullable(),
+                    ))
+            };
+        }
         fn split(row: Option<(TokenOwner, MaybeRepo)>) -> (Option<TokenOwner>, Option<RepoAccess>) {
             match row {
                 None => (None, None),
@@ -226,11 +299,21 @@ impl Store {
             async move {
                 match conn {
                     Conn::Pg(pg) => {
-                        let row = lookup!()
-                            .first::<(TokenOwner, MaybeRepo)>(pg)
-                            .await
-                            .optional()?;
-                        let (owner, repo) = split(row);
+                        let (owner, repo) = match who {
+                            Creator::Token(hash) => split(
+                                lookup!(hash)
+                                    .first::<(TokenOwner, MaybeRepo)>(pg)
+                                    .await
+                                    .optional()?,
+                            ),
+                            Creator::User(user_id) => (
+                                None,
+                                repo_for!(user_id)
+                                    .first::<RepoAccess>(pg)
+                                    .await
+                                    .optional()?,
+                            ),
+                        };
                         let (conversation, event, reply) = match decide(owner, repo) {
                             Ok(plan) => plan,
                             Err(refused) => return Ok(Err(refused)),
@@ -256,9 +339,17 @@ impl Store {
                         let outcome = lite
                             .spawn_blocking(move |c| {
                                 use diesel::RunQueryDsl as Sync;
-                                let row = Sync::first::<(TokenOwner, MaybeRepo)>(lookup!(), c)
-                                    .optional()?;
-                                let (owner, repo) = split(row);
+                                let (owner, repo) = match who {
+                                    Creator::Token(hash) => split(
+                                        Sync::first::<(TokenOwner, MaybeRepo)>(lookup!(hash), c)
+                                            .optional()?,
+                                    ),
+                                    Creator::User(user_id) => (
+                                        None,
+                                        Sync::first::<RepoAccess>(repo_for!(user_id), c)
+                                            .optional()?,
+                                    ),
+                                };
                                 let (conversation, event, reply) = match decide(owner, repo) {
                                     Ok(plan) => plan,
                                     Err(refused) => return Ok(Err(refused)),

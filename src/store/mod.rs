@@ -283,6 +283,14 @@ impl Store {
         Ok(ran)
     }
 
+    /// The connection pool right now, for metrics.
+    pub fn pool_status(&self) -> deadpool::Status {
+        match &self.pools {
+            Pools::Pg(p) => p.status(),
+            Pools::Sqlite(p, _) => p.status(),
+        }
+    }
+
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;

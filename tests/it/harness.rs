@@ -194,8 +194,9 @@ impl TestApp {
         }
         let store = Store::open(&db.url, &opts).expect("open store");
         store.migrate().await.expect("migrate");
-        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        let running = server::start(store.clone(), any, any).await.expect("start");
+        let running = server::start(store.clone(), server::Config::local())
+            .await
+            .expect("start");
         TestApp {
             base: format!("http://{}", running.http_addr),
             grpc_addr: running.grpc_addr,

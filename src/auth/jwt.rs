@@ -1,0 +1,212 @@
+//! JSON Web Tokens from an identity provider, beside our own API tokens.
+//!
+//! The operator pins what is accepted: the algorithms (a token whose header
+//! names another one, `none` included, is refused before any key is touched),
+//! the key (an HMAC secret, a PEM public key, or a JWKS file whose keys are
+//! chosen by `kid`), and optionally the issuer and audience. `exp` is
+//! required; `nbf` is checked when present. The caller's user id is the
+//! platform's `userId` claim, else `sub`, and must be a UUID; the service then
+//! checks that user against the users table like an API token's owner.
+//!
+//! Every refusal is the same 401 to the caller; the reason goes to the debug log.
+
+use std::path::PathBuf;
+use std::str::FromStr as _;
+
+use anyhow::{Context as _, bail};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use uuid::Uuid;
+
+/// How JWTs are checked, as the operator configured it.
+#[derive(Clone, Default)]
+pub struct JwtConfig {
+    /// Accepted `alg` values; empty means "the one the key implies".
+    pub algorithms: Vec<String>,
+    /// Shared secret for HS256/384/512.
+    pub secret: Option<String>,
+    /// A PEM public key (RSA or EC) for RS*/PS*/ES*.
+    pub public_key: Option<PathBuf>,
+    /// A JWKS document (a file) whose keys are picked by `kid`.
+    pub jwks: Option<PathBuf>,
+    /// Required `iss`, if set.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values, if set (a token must name one of them).
+    pub audience: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub leeway_seconds: u64,
+}
+
+impl std::fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("algorithms", &self.algorithms)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("public_key", &self.public_key)
+            .field("jwks", &self.jwks)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway_seconds", &self.leeway_seconds)
+            .finish()
+    }
+}
+
+impl JwtConfig {
+    /// Whether any key is configured (JWTs are refused otherwise).
+    pub fn enabled(&self) -> bool {
+        self.secret.is_some() || self.public_key.is_some() || self.jwks.is_some()
+    }
+}
+
+/// The checker built from a [`JwtConfig`] at startup: keys parsed once.
+pub struct JwtVerifier {
+    keys: Vec<(Option<String>, DecodingKey)>,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field("keys", &self.keys.len())
+            .field("algorithms", &self.validation.algorithms)
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: Option<String>,
+    #[serde(rename = "userId")]
+    user_id: Option<String>,
+}
+
+impl JwtVerifier {
+    /// Parses the keys and pins the algorithms; fails with a reason an
+    /// operator can act on (never printing the secret).
+    pub fn new(config: &JwtConfig) -> anyhow::Result<Self> {
+        let sources = [
+            config.secret.is_some(),
+            config.public_key.is_some(),
+            config.jwks.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            bail!("JWT: give exactly one of --jwt-secret, --jwt-public-key and --jwt-jwks");
+        }
+        let mut keys = Vec::new();
+        let implied;
+        let mut family = None;
+        if let Some(secret) = &config.secret {
+            if secret.len() < 32 {
+                bail!("JWT: --jwt-secret must be at least 32 bytes long");
+            }
+            keys.push((None, DecodingKey::from_secret(secret.as_bytes())));
+            implied = Algorithm::HS256;
+        } else if let Some(path) = &config.public_key {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("JWT: cannot read {}", path.display()))?;
+            if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
+                keys.push((None, key));
+                implied = Algorithm::RS256;
+                family = Some("RS256, RS384, RS512, PS256, PS384, PS512");
+            } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
+                keys.push((None, key));
+                implied = Algorithm::ES256;
+                family = Some("ES256, ES384");
+            } else {
+                bail!("JWT: {} is not a PEM RSA or EC public key", path.display());
+            }
+        } else if let Some(path) = &config.jwks {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("JWT: cannot read {}", path.display()))?;
+            let set: JwkSet = serde_json::from_str(&text)
+                .with_context(|| format!("JWT: {} is not a JWKS document", path.display()))?;
+            for jwk in &set.keys {
+                let key = DecodingKey::from_jwk(jwk)
+                    .with_context(|| format!("JWT: unusable key in {}", path.display()))?;
+                keys.push((jwk.common.key_id.clone(), key));
+            }
+            if keys.is_empty() {
+                bail!("JWT: {} holds no keys", path.display());
+            }
+            implied = Algorithm::RS256;
+        } else {
+            unreachable!("exactly one source is set");
+        }
+        let algorithms = if config.algorithms.is_empty() {
+            vec![implied]
+        } else {
+            config
+                .algorithms
+                .iter()
+                .map(|a| {
+                    Algorithm::from_str(a.trim())
+                        .map_err(|_| anyhow::anyhow!("JWT: unknown algorithm {a:?}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?
+        };
+        let hmac =
+            |a: &Algorithm| matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
+        if config.secret.is_some() != algorithms.iter().all(hmac)
+            || algorithms.iter().any(hmac) != algorithms.iter().all(hmac)
+        {
+            bail!(
+                "JWT: HS* algorithms go with --jwt-secret only, and the others with a public key"
+            );
+        }
+        if let Some(family) = family
+            && let Some(bad) = algorithms
+                .iter()
+                .find(|a| !family.split(", ").any(|f| f == format!("{a:?}")))
+        {
+            bail!("JWT: {bad:?} does not go with this key (it takes {family})");
+        }
+        let mut validation = Validation::new(algorithms[0]);
+        validation.algorithms = algorithms;
+        validation.set_required_spec_claims(&["exp"]);
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.leeway = config.leeway_seconds;
+        if let Some(issuer) = &config.issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        if config.audience.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&config.audience);
+        }
+        Ok(Self { keys, validation })
+    }
+
+    /// The user a token speaks for, or why it is refused (for the log only).
+    pub fn verify(&self, token: &str) -> Result<Uuid, String> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| format!("header: {e}"))?;
+        if !self.validation.algorithms.contains(&header.alg) {
+            return Err(format!("algorithm {:?} is not accepted", header.alg));
+        }
+        let key = match (&header.kid, self.keys.as_slice()) {
+            (_, [(None, key)]) => key,
+            (Some(kid), keys) => keys
+                .iter()
+                .find(|(id, _)| id.as_deref() == Some(kid))
+                .map(|(_, key)| key)
+                .ok_or_else(|| format!("no key with kid {kid:?}"))?,
+            (None, [(_, key)]) => key,
+            (None, _) => return Err("no kid, and several keys".into()),
+        };
+        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+            .map_err(|e| format!("{e}"))?;
+        let subject = data
+            .claims
+            .user_id
+            .or(data.claims.sub)
+            .ok_or("no userId or sub claim")?;
+        Uuid::try_parse(&subject).map_err(|_| "the subject is not a user id".into())
+    }
+}
+
+/// Whether a bearer credential has the shape of a JWT (three dot-separated
+/// parts) rather than one of our API tokens.
+pub fn looks_like_jwt(token: &str) -> bool {
+    token.bytes().filter(|b| *b == b'.').count() == 2
+}

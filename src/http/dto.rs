@@ -1,0 +1,160 @@
+//! The JSON bodies of the REST gateway, as Rust types: the handlers serialize
+//! exactly these, and the OpenAPI document is derived from exactly these, so
+//! the two cannot drift apart.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::pb;
+
+/// `POST /conversation`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateConversationBody {
+    /// The repository the conversation is about.
+    #[schema(format = Uuid)]
+    pub repo_id: String,
+}
+
+/// A new conversation's id.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateConversationReply {
+    /// Always `true`.
+    pub success: bool,
+    #[schema(format = Uuid)]
+    pub conversation_id: String,
+}
+
+/// A page of conversations, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct ListConversationsReply {
+    /// Always `true`.
+    pub success: bool,
+    pub conversations: Vec<ConversationDto>,
+    /// How many conversations match, across all pages.
+    pub total: u64,
+}
+
+/// One conversation.
+#[derive(Serialize, ToSchema)]
+pub struct GetConversationReply {
+    /// Always `true`.
+    pub success: bool,
+    pub conversation: ConversationDto,
+}
+
+/// A success without data.
+#[derive(Serialize, ToSchema)]
+pub struct SuccessReply {
+    /// Always `true`.
+    pub success: bool,
+}
+
+/// Every error, whatever its status.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorReply {
+    /// Always `false`.
+    pub success: bool,
+    /// What went wrong, for people; never internals.
+    pub message: String,
+}
+
+/// A health answer.
+#[derive(Serialize, ToSchema)]
+pub struct HealthReply {
+    /// Always `true`.
+    pub success: bool,
+    /// `ok` (alive) or `ready` (the database answers).
+    pub status: String,
+}
+
+/// The platform's ConversationDTO: camelCase, token totals as decimal
+/// strings, times in RFC 3339 UTC with microseconds, absent values as null.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationDto {
+    #[schema(format = Uuid)]
+    pub id: String,
+    #[schema(format = Uuid)]
+    pub org_id: String,
+    /// The creator's user id.
+    #[schema(format = Uuid)]
+    pub created_by: String,
+    #[schema(format = DateTime)]
+    pub created_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub last_updated_at: Option<String>,
+    #[schema(format = Uuid)]
+    pub workspace_id: String,
+    #[schema(format = Uuid)]
+    pub repo_id: String,
+    /// Input tokens used so far, as a decimal string.
+    #[schema(pattern = "^[0-9]+$")]
+    pub tokens_in: String,
+    /// Output tokens used so far, as a decimal string.
+    #[schema(pattern = "^[0-9]+$")]
+    pub tokens_out: String,
+    /// Set when the conversation is soft-deleted.
+    #[schema(format = DateTime)]
+    pub deleted_at: Option<String>,
+    pub title: Option<String>,
+    pub repo: RepoDto,
+    pub creator: UserDto,
+}
+
+/// The conversation's repository.
+#[derive(Serialize, ToSchema)]
+pub struct RepoDto {
+    #[schema(format = Uuid)]
+    pub id: String,
+    pub name: String,
+}
+
+/// The conversation's creator.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserDto {
+    #[schema(format = Uuid)]
+    pub id: String,
+    pub name: Option<String>,
+    pub last_name: Option<String>,
+    pub email: String,
+}
+
+impl From<pb::Conversation> for ConversationDto {
+    fn from(c: pb::Conversation) -> Self {
+        let time = |t: Option<prost_types::Timestamp>| {
+            t.and_then(|t| {
+                chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
+            })
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        };
+        let text = |s: String| (!s.is_empty()).then_some(s);
+        let repo = c.repo.unwrap_or_default();
+        let creator = c.creator.unwrap_or_default();
+        ConversationDto {
+            id: c.id,
+            org_id: c.org_id,
+            created_by: c.created_by,
+            created_at: time(c.created_at),
+            last_updated_at: time(c.last_updated_at),
+            workspace_id: c.workspace_id,
+            repo_id: c.repo_id,
+            tokens_in: c.tokens_in.to_string(),
+            tokens_out: c.tokens_out.to_string(),
+            deleted_at: time(c.deleted_at),
+            title: text(c.title),
+            repo: RepoDto {
+                id: repo.id,
+                name: repo.name,
+            },
+            creator: UserDto {
+                id: creator.id,
+                name: text(creator.name),
+                last_name: text(creator.last_name),
+                email: creator.email,
+            },
+        }
+    }
+}

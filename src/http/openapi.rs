@@ -1,0 +1,80 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 document of the gateway, derived
+//! (by utoipa) from the handlers' annotations and the body types they
+//! serialize, and built once.
+
+use std::sync::LazyLock;
+
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::dto;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "conversation-service",
+        description = "Conversations tied to code repositories. The same operations are served over gRPC \
+            (flashback.conversation.v1.ConversationService). Every reply carries `x-request-id`; \
+            every error is `{\"success\": false, \"message\": ...}`.",
+    ),
+    paths(
+        super::create_conversation,
+        super::list_conversations,
+        super::get_conversation,
+        super::delete_conversation,
+        super::healthz,
+        super::readyz,
+        super::metrics_text,
+        serve,
+    ),
+    components(schemas(dto::ConversationDto, dto::ErrorReply)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "conversations", description = "The Conversation API"),
+        (name = "operations", description = "Health, metrics and this document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The `bearer` security scheme: an API token (`fbk_...`) or, when
+/// configured, a JWT.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API token (fbk_...) from `admin token create`, or a JWT when the service is configured for them",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
+    ApiDoc::openapi()
+        .to_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+});
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
+pub async fn serve() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        DOCUMENT.as_str(),
+    )
+        .into_response()
+}

@@ -1,0 +1,158 @@
+//! Prometheus metrics, served at `GET /metrics` (on the HTTP port, or on
+//! `--metrics-addr`) in the OpenMetrics text format, which Prometheus scrapes
+//! natively.
+//!
+//! - `conversation_service_requests_total{transport, method, code}`: every
+//!   finished request. REST: `method` is the HTTP method and route template
+//!   (`POST /conversation`), `code` the HTTP status. gRPC: `method` is the
+//!   full rpc path, `code` the gRPC status name. Unknown routes and rpcs are
+//!   counted as `other`, so a scanner cannot grow the label set.
+//! - `conversation_service_request_duration_seconds{transport, method}`:
+//!   latency histogram, until the response head is sent.
+//! - `conversation_service_db_pool_connections{state="in_use"|"idle"}`,
+//!   `conversation_service_db_pool_waiting`, `conversation_service_db_pool_max`:
+//!   the database pool, read at scrape time.
+//! - `conversation_service_conversations_created_total`.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::store::Store;
+
+/// The content type of [`Metrics::render`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    transport: &'static str,
+    method: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    transport: &'static str,
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    state: &'static str,
+}
+
+/// The service's metrics and their registry.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+    pool: Family<PoolLabels, Gauge>,
+    pool_waiting: Gauge,
+    pool_max: Gauge,
+    created: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("conversation_service");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests finished, by transport, method and code",
+            requests.clone(),
+        );
+        // 0.5 ms to ~16 s.
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))) as fn() -> Histogram,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to response head, by transport and method",
+            latency.clone(),
+        );
+        let pool = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "db_pool_connections",
+            "Open database connections, in use or idle",
+            pool.clone(),
+        );
+        let pool_waiting = Gauge::default();
+        registry.register(
+            "db_pool_waiting",
+            "Requests waiting for a database connection",
+            pool_waiting.clone(),
+        );
+        let pool_max = Gauge::default();
+        registry.register(
+            "db_pool_max",
+            "Most database connections the pool opens",
+            pool_max.clone(),
+        );
+        let created = Counter::default();
+        registry.register(
+            "conversations_created",
+            "Conversations created",
+            created.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            pool,
+            pool_waiting,
+            pool_max,
+            created,
+        }
+    }
+
+    /// Records one finished request.
+    pub fn request(&self, transport: &'static str, method: &str, code: &str, took: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                transport,
+                method: method.to_owned(),
+                code: code.to_owned(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels {
+                transport,
+                method: method.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records a conversation created.
+    pub fn conversation_created(&self) {
+        self.created.inc();
+    }
+
+    /// Every metric in the OpenMetrics text format, the pool read now.
+    pub fn render(&self, store: &Store) -> String {
+        let status = store.pool_status();
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.pool
+            .get_or_create(&PoolLabels { state: "in_use" })
+            .set(gauge(status.size.saturating_sub(status.available)));
+        self.pool
+            .get_or_create(&PoolLabels { state: "idle" })
+            .set(gauge(status.available));
+        self.pool_waiting.set(gauge(status.waiting));
+        self.pool_max.set(gauge(status.max_size));
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,200 @@
+//! One log line and one metric sample per request, on both transports.
+//!
+//! The line (target `request`, level INFO) carries the transport, the method,
+//! the code (HTTP status or gRPC status name), the latency in milliseconds
+//! and the request id, as structured fields: `--log-format json` makes them
+//! JSON keys. Latency is measured until the response head is ready.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prost::Message as _;
+use tonic::Code;
+
+use crate::metrics::Metrics;
+use crate::service::REQUEST_ID;
+
+/// What an unknown route or rpc is counted as.
+const OTHER: &str = "other";
+
+/// Axum middleware: logs and counts every HTTP request, by route template.
+pub async fn http(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = match request.extensions().get::<MatchedPath>() {
+        Some(path) => format!("{} {}", request.method(), path.as_str()),
+        None => OTHER.to_owned(),
+    };
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let took = started.elapsed();
+    let status = response.status();
+    metrics.request("http", &method, status.as_str(), took);
+    tracing::info!(
+        target: "request",
+        transport = "http",
+        method = %method,
+        path = ?path,
+        code = status.as_u16(),
+        latency_ms = took.as_secs_f64() * 1e3,
+        request_id = request_id(response.headers()),
+        "request"
+    );
+    response
+}
+
+fn request_id(headers: &http::HeaderMap) -> &str {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// The rpc paths served (`/package.Service/Method`), read from the
+/// descriptor sets: only these become metric labels.
+pub fn known_rpcs(descriptor_sets: &[&[u8]]) -> HashSet<String> {
+    let mut paths = HashSet::new();
+    for bytes in descriptor_sets {
+        let Ok(set) = prost_types::FileDescriptorSet::decode(*bytes) else {
+            continue;
+        };
+        for file in set.file {
+            let package = file.package();
+            for service in &file.service {
+                for method in &service.method {
+                    paths.insert(format!("/{package}.{}/{}", service.name(), method.name()));
+                }
+            }
+        }
+    }
+    paths
+}
+
+/// A tower layer for the gRPC server doing what [`http`] does for REST, and
+/// bounding each rpc's time to its response head: past `timeout` the caller
+/// gets DEADLINE_EXCEEDED (a client's own shorter `grpc-timeout` still wins).
+#[derive(Clone)]
+pub struct GrpcLayer {
+    metrics: Arc<Metrics>,
+    known: Arc<HashSet<String>>,
+    timeout: Duration,
+}
+
+impl GrpcLayer {
+    pub fn new(metrics: Arc<Metrics>, known: HashSet<String>, timeout: Duration) -> Self {
+        Self {
+            metrics,
+            known: Arc::new(known),
+            timeout,
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for GrpcLayer {
+    type Service = GrpcObserve<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcObserve {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service [`GrpcLayer`] makes.
+#[derive(Clone)]
+pub struct GrpcObserve<S> {
+    inner: S,
+    layer: GrpcLayer,
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for GrpcObserve<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+    RB: Default,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let path = request.uri().path().to_owned();
+        let layer = self.layer.clone();
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let result = match tokio::time::timeout(layer.timeout, future).await {
+                Ok(result) => result,
+                Err(_) => Ok(tonic::Status::deadline_exceeded("Request timed out").into_http()),
+            };
+            let took = started.elapsed();
+            // An rpc that fails before its first message answers with its
+            // status in the head; one that replies has it in the trailers,
+            // which for our unary rpcs means OK.
+            let (code, id) = match &result {
+                Ok(response) => (
+                    response
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<i32>().ok())
+                        .map_or(Code::Ok, Code::from_i32),
+                    request_id(response.headers()).to_owned(),
+                ),
+                Err(_) => (Code::Unknown, String::new()),
+            };
+            let method = if layer.known.contains(&path) {
+                path.as_str()
+            } else {
+                OTHER
+            };
+            let name = code_name(code);
+            layer.metrics.request("grpc", method, name, took);
+            tracing::info!(
+                target: "request",
+                transport = "grpc",
+                method = ?path,
+                code = name,
+                latency_ms = took.as_secs_f64() * 1e3,
+                request_id = %id,
+                "request"
+            );
+            result
+        })
+    }
+}
+
+/// The canonical name of a gRPC status code (`NOT_FOUND`), as grpc-go and
+/// the gRPC docs print it.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
