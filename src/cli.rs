@@ -280,7 +280,7 @@ pub enum EventsCommand {
     },
 }
 
-/// Parses a lifetime: a positive whole number and a unit (s, m, h, d, w).
+/// Parses a lifetime: a positive whole number and a unit (ms, s, m, h, d, w).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -288,20 +288,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = number
         .parse()
         .map_err(|_| format!("{s:?} is not a duration such as 90m, 12h, 30d or 2w"))?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 604_800,
-        _ => return Err(format!("{s:?} has no known unit (s, m, h, d or w)")),
+    let millis = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 604_800_000,
+        _ => return Err(format!("{s:?} has no known unit (ms, s, m, h, d or w)")),
     };
     if n == 0 {
         return Err("a duration must be positive".into());
     }
-    n.checked_mul(seconds)
-        .filter(|&secs| secs <= 100 * 365 * 86_400)
-        .map(Duration::from_secs)
+    n.checked_mul(millis)
+        .filter(|&ms| ms <= 100 * 365 * 86_400_000)
+        .map(Duration::from_millis)
         .ok_or_else(|| format!("{s:?} is too long"))
 }
 
@@ -369,10 +370,11 @@ async fn serve(store: Store, args: ServeArgs) -> anyhow::Result<()> {
         shutdown_delay: args.shutdown_delay,
         shutdown_grace: args.shutdown_grace,
     };
+    let tls = config.tls.is_some();
     let running = crate::server::start(store, config).await?;
     if let Some(demo) = demo {
         // A closed stdout must not stop a server: say so on stderr and go on.
-        if let Err(e) = emit(demo.instructions(running.http_addr, running.grpc_addr)) {
+        if let Err(e) = emit(demo.instructions(running.http_addr, running.grpc_addr, tls)) {
             tracing::warn!(error = %e, "could not print the demo instructions");
         }
     }
@@ -545,6 +547,8 @@ mod tests {
         assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("2w"), Ok(Duration::from_secs(1_209_600)));
         assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration_or_zero("0"), Ok(Duration::ZERO));
         for bad in [
             "",
             "d",

@@ -116,19 +116,29 @@ pub async fn prepare(store: &Store) -> anyhow::Result<Demo> {
 
 impl Demo {
     /// The block printed on start, with the addresses actually listened on.
-    pub fn instructions(&self, http: SocketAddr, grpc: SocketAddr) -> String {
+    pub fn instructions(&self, http: SocketAddr, grpc: SocketAddr, tls: bool) -> String {
         let (http, grpc) = (reachable(http), reachable(grpc));
         let (token, repo) = (&self.token, self.repo_id);
+        // With TLS, the clients must trust the certificate (or be told not to check it).
+        let (scheme, curl, grpcurl) = if tls {
+            (
+                "https",
+                "curl --cacert CERT.pem",
+                "grpcurl -cacert CERT.pem",
+            )
+        } else {
+            ("http", "curl", "grpcurl -plaintext")
+        };
         format!(
             "Demo ready: user {DEMO_EMAIL} (read access to \"Demo workspace\")\n\
              token:  {token}\n\
              repoId: {repo}\n\
-             HTTP:   http://{http}\n\
+             HTTP:   {scheme}://{http}\n\
              gRPC:   {grpc}\n\
              \n\
-             curl -X POST http://{http}/conversation -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"repoId\":\"{repo}\"}}'\n\
-             grpcurl -plaintext {grpc} list\n\
-             grpcurl -plaintext -H 'authorization: Bearer {token}' -d '{{\"repoId\":\"{repo}\"}}' {grpc} flashback.conversation.v1.ConversationService/CreateConversation"
+             {curl} -X POST {scheme}://{http}/conversation -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"repoId\":\"{repo}\"}}'\n\
+             {grpcurl} {grpc} list\n\
+             {grpcurl} -H 'authorization: Bearer {token}' -d '{{\"repoId\":\"{repo}\"}}' {grpc} flashback.conversation.v1.ConversationService/CreateConversation"
         )
     }
 }

@@ -163,7 +163,14 @@ impl JwtVerifier {
         }
         let mut validation = Validation::new(algorithms[0]);
         validation.algorithms = algorithms;
-        validation.set_required_spec_claims(&["exp"]);
+        let mut required = vec!["exp"];
+        if config.issuer.is_some() {
+            required.push("iss");
+        }
+        if !config.audience.is_empty() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.leeway = config.leeway_seconds;

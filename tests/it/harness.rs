@@ -186,6 +186,15 @@ impl TestApp {
     }
 
     pub async fn spawn_with(db: TestDb, opts: StoreOptions) -> TestApp {
+        Self::spawn_full(db, opts, server::Config::local()).await
+    }
+
+    /// The service set up as `config` says (its addresses are ignored).
+    pub async fn spawn_config(db: TestDb, config: server::Config) -> TestApp {
+        Self::spawn_full(db, test_options(), config).await
+    }
+
+    async fn spawn_full(db: TestDb, opts: StoreOptions, config: server::Config) -> TestApp {
         if std::env::var("TEST_LOG").is_ok() {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter("info")
@@ -194,11 +203,21 @@ impl TestApp {
         }
         let store = Store::open(&db.url, &opts).expect("open store");
         store.migrate().await.expect("migrate");
-        let running = server::start(store.clone(), server::Config::local())
-            .await
-            .expect("start");
+        let local = server::Config::local();
+        let config = server::Config {
+            http_addr: local.http_addr,
+            grpc_addr: local.grpc_addr,
+            metrics_addr: config.metrics_addr.map(|_| local.http_addr),
+            ..config
+        };
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let running = server::start(store.clone(), config).await.expect("start");
         TestApp {
-            base: format!("http://{}", running.http_addr),
+            base: format!("{scheme}://{}", running.http_addr),
             grpc_addr: running.grpc_addr,
             http: reqwest::Client::new(),
             store,
@@ -527,4 +546,104 @@ macro_rules! on_both_backends {
             }
         )*
     };
+}
+
+/// The service binary, started with `serve --demo` on ephemeral ports; its
+/// stderr (the logs) is collected.
+pub struct Process {
+    pub child: tokio::process::Child,
+    pub http: String,
+    pub grpc: String,
+    pub token: String,
+    pub repo: String,
+    pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Process {
+    pub async fn start(database_url: &str) -> Process {
+        Self::start_with(database_url, &[], &[("RUST_LOG", "warn")]).await
+    }
+
+    /// With more arguments after `serve --demo ...`, and environment.
+    pub async fn start_with(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> Process {
+        use tokio::io::{AsyncBufReadExt as _, BufReader};
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_conversation-service"));
+        command
+            .args([
+                "serve",
+                "--demo",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--grpc-addr",
+                "127.0.0.1:0",
+            ])
+            .args(args)
+            .env("DATABASE_URL", database_url)
+            .env("SHUTDOWN_DELAY", "0")
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("binary starts");
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut errors = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = errors.next_line().await {
+                sink.lock().expect("logs").push(line);
+            }
+        });
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let (mut http, mut grpc, mut token, mut repo) = (None, None, None, None);
+        while grpc.is_none() {
+            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("demo block in time; logs: {:?}", logs.lock()))
+                .expect("stdout readable")
+                .unwrap_or_else(|| panic!("demo block printed; logs: {:?}", logs.lock()));
+            let field = |prefix: &str| line.strip_prefix(prefix).map(|v| v.trim().to_owned());
+            token = token.or(field("token:"));
+            repo = repo.or(field("repoId:"));
+            http = http.or(field("HTTP:"));
+            grpc = field("gRPC:");
+        }
+        // Keep reading, as a terminal would, so the rest of the block is not cut off.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Process {
+            child,
+            http: http.expect("http"),
+            grpc: grpc.expect("grpc"),
+            token: token.expect("token printed"),
+            repo: repo.expect("repo printed"),
+            logs,
+        }
+    }
+
+    /// The log lines so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("logs").clone()
+    }
+
+    /// Sends SIGTERM.
+    pub async fn signal_term(&self) {
+        let pid = self.child.id().expect("running").to_string();
+        let sent = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .expect("kill runs");
+        assert!(sent.success());
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal_term().await;
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("exits in time")
+            .expect("exit status")
+    }
 }

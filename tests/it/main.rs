@@ -5,6 +5,8 @@
 mod cli;
 mod create;
 mod harness;
+mod jwt;
 mod listing;
+mod operations;
 mod resilience;
 mod surface;

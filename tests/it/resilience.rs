@@ -1,14 +1,12 @@
 //! Outages, shutdowns, kills and restarts.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use conversation_service::store::{Backend, Store};
 use diesel_async::{AsyncConnection, SimpleAsyncConnection};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
+use crate::harness::Process;
 use crate::harness::{TestApp, TestDb, World, as_actor, orphan_conversations, test_options};
 use crate::on_both_backends;
 use tonic_health::pb::health_client::HealthClient;
@@ -161,11 +159,18 @@ where
     }
 }
 
-/// A shutdown lets a request in flight finish, and then stops listening.
+/// A shutdown first reports NOT_SERVING (gRPC health, `/readyz`) while still
+/// serving for the shutdown delay, then stops accepting and lets a request in
+/// flight finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_requests_in_flight() {
-    let app = TestApp::spawn(TestDb::sqlite()).await;
+    let config = conversation_service::server::Config {
+        shutdown_delay: Duration::from_secs(2),
+        ..conversation_service::server::Config::local()
+    };
+    let app = TestApp::spawn_config(TestDb::sqlite(), config).await;
     let w = World::build(&app).await;
+    assert_eq!(probe(&app, "/readyz").await.0, 200);
     // Hold the write lock so the next create waits inside the service.
     let mut lock = sqlite_conn(&app.db).await;
     lock.batch_execute("BEGIN EXCLUSIVE").await.expect("lock");
@@ -185,12 +190,31 @@ async fn shutdown_finishes_requests_in_flight() {
             .expect("in-flight request answered")
             .status()
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let stop = app.running().stop_token();
-    stop.cancel();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let stop = app.running().stop_token();
+    let started = Instant::now();
+    stop.cancel();
+    // During the delay: still answering, but saying it is going away.
+    eventually(|| async { grpc_health(&app).await == ServingStatus::NotServing }).await;
+    assert_eq!(
+        probe(&app, "/readyz").await,
+        (503, json!({ "success": false, "message": "Shutting down" }))
+    );
+    assert_eq!(probe(&app, "/healthz").await.0, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "checked within the delay"
+    );
+    // After it: no new connections.
+    tokio::time::sleep(
+        Duration::from_secs(2).saturating_sub(started.elapsed()) + Duration::from_millis(300),
+    )
+    .await;
     let refused = reqwest::Client::new().get(&app.base).send().await;
-    assert!(refused.is_err(), "no new connections once shutdown starts");
+    assert!(
+        refused.is_err(),
+        "no new connections once the delay is over"
+    );
     lock.batch_execute("COMMIT").await.expect("unlock");
     assert_eq!(in_flight.await.expect("task"), 200);
     let store = app.store.clone();
@@ -198,75 +222,127 @@ async fn shutdown_finishes_requests_in_flight() {
     assert_eq!(orphan_conversations(&store).await, 0);
 }
 
-/// The service binary, started with `serve --demo` on ephemeral ports.
-struct Process {
-    child: Child,
-    http: String,
-    token: String,
-    repo: String,
+/// SIGTERM in the middle of a load on both transports: the process exits 0,
+/// and every create it acknowledged is stored with its event. Requests are
+/// either answered 200 or refused at the connection; none fails otherwise.
+async fn sigterm_under_load(db: TestDb) {
+    use conversation_service::pb::CreateConversationRequest;
+    use conversation_service::pb::conversation_service_client::ConversationServiceClient;
+    use std::sync::{Arc, Mutex};
+
+    let process = Process::start_with(
+        &db.url,
+        &["--shutdown-delay", "300ms"],
+        &[("RUST_LOG", "warn")],
+    )
+    .await;
+    let target = demo_caller(&process);
+    let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut load = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let (target, acknowledged) = (target.clone(), acknowledged.clone());
+        let grpc = format!("http://{}", process.grpc);
+        load.spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            if i % 2 == 0 {
+                let client = reqwest::Client::new();
+                while Instant::now() < deadline {
+                    let Ok(res) = client
+                        .post(format!("{}/conversation", target.http))
+                        .header("authorization", format!("Bearer {}", target.token))
+                        .header("content-type", "application/json")
+                        .body(json!({ "repoId": target.repo }).to_string())
+                        .send()
+                        .await
+                    else {
+                        break; // connection refused or closed: the server is going
+                    };
+                    assert_eq!(res.status(), 200, "only 200 or a refused connection");
+                    let body: serde_json::Value = res.json().await.expect("body");
+                    let id = body["conversationId"].as_str().expect("id").to_owned();
+                    acknowledged.lock().expect("ids").push(id);
+                }
+            } else {
+                let Ok(mut client) = ConversationServiceClient::connect(grpc).await else {
+                    return;
+                };
+                while Instant::now() < deadline {
+                    let mut request = tonic::Request::new(CreateConversationRequest {
+                        repo_id: target.repo.clone(),
+                    });
+                    request.metadata_mut().insert(
+                        "authorization",
+                        format!("Bearer {}", target.token).parse().expect("ascii"),
+                    );
+                    match client.create_conversation(request).await {
+                        Ok(reply) => acknowledged
+                            .lock()
+                            .expect("ids")
+                            .push(reply.into_inner().conversation_id),
+                        Err(status) => {
+                            assert!(
+                                matches!(
+                                    status.code(),
+                                    tonic::Code::Unavailable
+                                        | tonic::Code::Unknown
+                                        | tonic::Code::Cancelled
+                                ) && status.message() != "Service temporarily unavailable",
+                                "only transport failures once the server goes: {status:?}"
+                            );
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let before_signal = acknowledged.lock().expect("ids").len();
+    assert!(before_signal > 0, "the load is running");
+    let status = process.terminate().await;
+    assert!(status.success(), "SIGTERM exits 0, got {status:?}");
+    while let Some(r) = load.join_next().await {
+        r.expect("load task");
+    }
+    let acknowledged = acknowledged.lock().expect("ids").clone();
+    assert!(
+        acknowledged.len() > before_signal,
+        "the load ran through the delay"
+    );
+
+    let store = Store::open(&db.url, &test_options()).expect("reopen");
+    let stored = {
+        use conversation_service::store::schema::conversations;
+        use conversation_service::store::types::SqlUuid;
+        use conversation_service::with_conn;
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        let ids: Vec<SqlUuid> = acknowledged
+            .iter()
+            .map(|id| SqlUuid(id.parse().expect("uuid")))
+            .collect();
+        let mut conn = store.conn().await.expect("conn");
+        with_conn!(&mut conn, |c| conversations::table
+            .filter(conversations::id.eq_any(ids.clone()))
+            .count()
+            .get_result::<i64>(c)
+            .await)
+        .expect("count")
+    };
+    assert_eq!(
+        usize::try_from(stored).expect("count"),
+        acknowledged.len(),
+        "every acknowledged create is stored"
+    );
+    assert_eq!(orphan_conversations(&store).await, 0);
 }
 
-impl Process {
-    async fn start(database_url: &str) -> Process {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_conversation-service"))
-            .args([
-                "serve",
-                "--demo",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--grpc-addr",
-                "127.0.0.1:0",
-            ])
-            .env("DATABASE_URL", database_url)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("binary starts");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let (mut http, mut token, mut repo) = (None, None, None);
-        while http.is_none() {
-            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-                .await
-                .expect("demo block in time")
-                .expect("stdout readable")
-                .expect("demo block printed");
-            let field = |prefix: &str| line.strip_prefix(prefix).map(|v| v.trim().to_owned());
-            token = token.or(field("token:"));
-            repo = repo.or(field("repoId:"));
-            http = field("HTTP:");
-        }
-        // Keep reading, as a terminal would, so the rest of the block is not cut off.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Process {
-            child,
-            http: http.expect("http"),
-            token: token.expect("token printed"),
-            repo: repo.expect("repo printed"),
-        }
-    }
-
-    fn caller(&self) -> DemoCaller {
-        DemoCaller {
-            http: self.http.clone(),
-            token: self.token.clone(),
-            repo: self.repo.clone(),
-        }
-    }
-
-    async fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().expect("running").to_string();
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .expect("kill runs");
-        assert!(sent.success());
-        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("exits in time")
-            .expect("exit status")
+/// What a client needs to create conversations on a demo process.
+fn demo_caller(p: &Process) -> DemoCaller {
+    DemoCaller {
+        http: p.http.clone(),
+        token: p.token.clone(),
+        repo: p.repo.clone(),
     }
 }
 
@@ -299,7 +375,7 @@ impl DemoCaller {
 async fn killed_under_load(db: TestDb) {
     let first = Process::start(&db.url).await;
     let client = reqwest::Client::new();
-    let caller = first.caller();
+    let caller = demo_caller(&first);
     assert_eq!(caller.create(&client).await, Some(200));
 
     let acknowledged = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(1));
@@ -352,10 +428,10 @@ async fn killed_under_load(db: TestDb) {
     assert_eq!(orphan_conversations(&store).await, 0);
 
     let second = Process::start(&db.url).await;
-    assert_eq!(second.caller().create(&client).await, Some(200));
+    assert_eq!(demo_caller(&second).create(&client).await, Some(200));
     let status = second.terminate().await;
     assert!(status.success(), "SIGTERM exits 0, got {status:?}");
     drop(db);
 }
 
-on_both_backends!(database_outage, killed_under_load);
+on_both_backends!(database_outage, killed_under_load, sigterm_under_load);
