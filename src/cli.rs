@@ -60,7 +60,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve gRPC and REST (applies pending migrations first).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply pending database migrations and exit.
     Migrate,
     /// Manage organizations, users, workspaces, repositories, tokens; read events.
@@ -338,7 +338,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let ran = store.migrate().await?;
             eprintln!("{ran} migration(s) applied");
         }
-        Command::Serve(args) => serve(store, args).await?,
+        Command::Serve(args) => serve(store, *args).await?,
         Command::Admin(cmd) => {
             store.migrate().await?;
             admin(&store, cmd).await?;

@@ -215,13 +215,6 @@ impl ConversationApi {
         };
         let from = parse_time_bound("from", &r.from, Bound::Start)?;
         let until = parse_time_bound("to", &r.to, Bound::End)?;
-        if let (Some(from), Some(until)) = (from, until)
-            && from >= until
-        {
-            return Err(ApiError::InvalidArgument(
-                "from must not be after to".into(),
-            ));
-        }
         let filter = ConversationFilter {
             from,
             until,
@@ -231,6 +224,13 @@ impl ConversationApi {
             show_deleted: r.show_deleted,
             ..visible_to(&caller)
         };
+        if let (Some(from), Some(until)) = (from, until)
+            && from >= until
+        {
+            // An empty range: nothing was created in it (as with a SQL
+            // BETWEEN whose ends are swapped).
+            return Ok(ListConversationsResponse::default());
+        }
         let (rows, total) = self
             .store
             .list_conversations(filter, take, skip)
@@ -447,10 +447,11 @@ enum Bound {
     End,
 }
 
-/// Parses an inclusive ISO 8601 bound on a creation time into the half-open
-/// range the store uses: `Start` gives "at or after", `End` "strictly before"
-/// (a date as the end includes that whole day; a time, that microsecond).
-/// Empty means unbounded.
+/// Parses an inclusive bound on a creation time, an RFC 3339 date-time or a
+/// full date (the ISO 8601 forms the OpenAPI `date-time` and `date` formats
+/// name), into the half-open range the store uses: `Start` gives "at or
+/// after", `End` "strictly before" (a date as the end includes that whole
+/// day; a time, that microsecond). Empty means unbounded.
 fn parse_time_bound(
     name: &str,
     value: &str,
@@ -466,19 +467,25 @@ fn parse_time_bound(
     };
     let (start, is_date) = if let Ok(t) = DateTime::parse_from_rfc3339(value) {
         (t.with_timezone(&Utc), false)
-    } else if let Ok(t) = chrono::NaiveDateTime::parse_from_str(value, "%Y-%m-%dT%H:%M:%S%.f") {
-        (t.and_utc(), false)
-    } else if let Ok(d) = chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d") {
+    } else if value.len() == 10
+        && let Ok(d) = chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d")
+    {
         (d.and_hms_opt(0, 0, 0).ok_or_else(invalid)?.and_utc(), true)
     } else {
         return Err(invalid());
     };
     let start = start.trunc_subsecs(6);
-    Ok(Some(match (bound, is_date) {
+    let bound = match (bound, is_date) {
         (Bound::Start, _) => start,
         (Bound::End, true) => start + chrono::TimeDelta::days(1),
         (Bound::End, false) => start + chrono::TimeDelta::microseconds(1),
-    }))
+    };
+    // Stored times have four-digit years; the end of 9999-12-31 stays in range.
+    let last = chrono::NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|d| d.and_hms_micro_opt(23, 59, 59, 999_999))
+        .map(|t| t.and_utc())
+        .ok_or_else(invalid)?;
+    Ok(Some(bound.min(last)))
 }
 
 /// An optional id filter: empty means not given.
@@ -705,10 +712,7 @@ mod tests {
         assert_eq!(start(""), None);
         assert_eq!(start("2026-01-31"), Some(t("2026-01-31T00:00:00Z")));
         assert_eq!(end("2026-01-31"), Some(t("2026-02-01T00:00:00Z")));
-        assert_eq!(
-            start("2026-01-31T12:00:00"),
-            Some(t("2026-01-31T12:00:00Z"))
-        );
+        assert_eq!(end("9999-12-31"), Some(t("9999-12-31T23:59:59.999999Z")));
         assert_eq!(
             start("2026-01-31T12:00:00+02:00"),
             Some(t("2026-01-31T10:00:00Z"))
@@ -723,6 +727,9 @@ mod tests {
             "2026-01-31T25:00:00Z",
             "31/01/2026",
             "1706700000",
+            "2026-01-31T12:00:00",
+            "2026-1-31",
+            "+2026-01-31",
         ] {
             let e = parse_time_bound("from", bad, Bound::Start).expect_err(bad);
             assert!(

@@ -158,3 +158,51 @@ impl From<pb::Conversation> for ConversationDto {
         }
     }
 }
+
+/// The query of `GET /conversation` (documentation only: the gateway reads
+/// the raw query so that it can report errors after authentication).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct ListQuery {
+    /// Page size (default 50).
+    #[param(minimum = 1, maximum = 100)]
+    take: Option<i64>,
+    /// Conversations to skip (default 0).
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
+    skip: Option<i64>,
+    /// Created at or after this time (a date: from its start).
+    #[param(schema_with = time_bound)]
+    from: Option<String>,
+    /// Created at or before this time (a date: to its end). Not before `from`.
+    #[param(schema_with = time_bound)]
+    to: Option<String>,
+    /// Only this creator's.
+    #[param(format = Uuid)]
+    user_id: Option<String>,
+    /// Only this workspace's.
+    #[param(format = Uuid)]
+    workspace_id: Option<String>,
+    /// Only this repository's.
+    #[param(format = Uuid)]
+    repo_id: Option<String>,
+    /// Include soft-deleted conversations.
+    show_deleted: Option<bool>,
+}
+
+/// An RFC 3339 date-time or a full date.
+fn time_bound() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{
+        KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
+    };
+    let string = |format| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(format)))
+    };
+    let one_of = OneOfBuilder::new()
+        .item(string(KnownFormat::DateTime))
+        .item(string(KnownFormat::Date))
+        .build();
+    Schema::OneOf(one_of)
+}

@@ -189,16 +189,7 @@ async fn metrics_text(State(api): Api) -> Response {
 /// Regular users see their own conversations and all of those in workspaces
 /// they administer; organization administrators see the whole organization.
 #[utoipa::path(get, path = "/conversation", tag = "conversations",
-    params(
-        ("take" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Page size (default 50)"),
-        ("skip" = Option<i64>, Query, minimum = 0, description = "Conversations to skip"),
-        ("from" = Option<String>, Query, description = "Created at or after: an ISO 8601 date or date-time"),
-        ("to" = Option<String>, Query, description = "Created at or before: an ISO 8601 date (the whole day) or date-time"),
-        ("userId" = Option<String>, Query, format = Uuid, description = "Only this creator's"),
-        ("workspaceId" = Option<String>, Query, format = Uuid, description = "Only this workspace's"),
-        ("repoId" = Option<String>, Query, format = Uuid, description = "Only this repository's"),
-        ("showDeleted" = Option<bool>, Query, description = "Include soft-deleted conversations"),
-    ),
+    params(dto::ListQuery),
     responses(
         (status = 200, description = "A page", body = ListConversationsReply),
         (status = 400, description = "Invalid parameter", body = ErrorReply),
@@ -315,9 +306,9 @@ async fn delete_conversation(
 }
 
 /// Query parameters, read one name at a time. A value that cannot be carried
-/// into the proto request (a repeated name, a non-number where a number goes)
-/// is remembered as the first error, for the service to report after it has
-/// authenticated the caller. Empty values count as not given.
+/// into the proto request (a repeated name, an empty value, a non-number
+/// where a number goes) is remembered as the first error, for the service to
+/// report after it has authenticated the caller.
 struct QueryParams {
     pairs: Vec<(String, String)>,
     first_error: Option<String>,
@@ -342,15 +333,15 @@ impl QueryParams {
         self.first_error.get_or_insert(message);
     }
 
-    /// The one non-empty value of `name`, if any.
+    /// The one value of `name`, if given ("" if not: the proto's "unset").
     fn text(&mut self, name: &str) -> String {
-        let mut values = self
-            .pairs
-            .iter()
-            .filter(|(k, v)| k == name && !v.is_empty());
+        let mut values = self.pairs.iter().filter(|(k, _)| k == name);
         let first = values.next().map(|(_, v)| v.clone());
         if values.next().is_some() {
             self.fail(format!("{name} must be given at most once"));
+        }
+        if first.as_deref() == Some("") {
+            self.fail(format!("{name} must not be empty"));
         }
         first.unwrap_or_default()
     }
@@ -371,8 +362,8 @@ impl QueryParams {
 
     fn boolean(&mut self, name: &str) -> bool {
         match self.text(name).as_str() {
-            "" | "false" | "0" => false,
-            "true" | "1" => true,
+            "" | "false" => false,
+            "true" => true,
             _ => {
                 self.fail(format!("{name} must be true or false"));
                 false

@@ -371,6 +371,13 @@ async fn pagination(db: TestDb) {
         ("take=99999999999999999999", "take must be an integer"),
         ("take=1&take=2", "take must be given at most once"),
         ("showDeleted=maybe", "showDeleted must be true or false"),
+        ("showDeleted=1", "showDeleted must be true or false"),
+        ("workspaceId=", "workspaceId must not be empty"),
+        ("take=", "take must not be empty"),
+        (
+            "from=2026-01-02T10:00:00",
+            "from must be an ISO 8601 date or date-time",
+        ),
         ("userId=bob", "userId must be a UUID"),
         ("workspaceId=123", "workspaceId must be a UUID"),
         ("repoId=x", "repoId must be a UUID"),
@@ -379,7 +386,6 @@ async fn pagination(db: TestDb) {
             "from must be an ISO 8601 date or date-time",
         ),
         ("to=2026-02-30", "to must be an ISO 8601 date or date-time"),
-        ("from=2026-02-02&to=2026-02-01", "from must not be after to"),
     ];
     for (query, message) in bad {
         let (status, body) = rest_list(&app, Some(&o.owner), query).await;
@@ -468,9 +474,9 @@ async fn date_bounds(db: TestDb) {
         ("from=2026-01-02T10:00:00Z&to=2026-01-02T10:00:00Z", vec![b]),
         ("from=2026-01-02T10:00:00.000001Z&to=2026-01-03", vec![c]),
         ("from=2026-01-02T12:00:00%2B02:00&to=2026-01-02", vec![b]),
-        ("from=2026-01-02T10:00:00&to=2026-01-02T10:00:00", vec![b]),
         ("to=2026-01-03T23:59:59.999998Z", vec![b, a]),
         ("to=2025-12-31", vec![]),
+        ("from=2026-01-03&to=2026-01-02", vec![]),
     ];
     for (query, expected) in cases {
         let (status, body) = rest_list(&app, Some(&o.alice), query).await;

@@ -7,6 +7,7 @@ mod create;
 mod harness;
 mod jwt;
 mod listing;
+mod openapi;
 mod operations;
 mod resilience;
 mod surface;
