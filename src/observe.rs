@@ -3,7 +3,8 @@
 //! The line (target `request`, level INFO) carries the transport, the method,
 //! the code (HTTP status or gRPC status name), the latency in milliseconds
 //! and the request id, as structured fields: `--log-format json` makes them
-//! JSON keys. Latency is measured until the response head is ready.
+//! JSON keys. Latency is measured until the response head is ready. Paths
+//! come from parsed URIs, which cannot hold spaces or line breaks.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -40,7 +41,7 @@ pub async fn http(State(metrics): State<Arc<Metrics>>, request: Request, next: N
         target: "request",
         transport = "http",
         method = %method,
-        path = ?path,
+        path = %path,
         code = status.as_u16(),
         latency_ms = took.as_secs_f64() * 1e3,
         request_id = request_id(response.headers()),
@@ -164,7 +165,7 @@ where
             tracing::info!(
                 target: "request",
                 transport = "grpc",
-                method = ?path,
+                method = %path,
                 code = name,
                 latency_ms = took.as_secs_f64() * 1e3,
                 request_id = %id,

@@ -15,8 +15,8 @@ use crate::pb::FILE_DESCRIPTOR_SET;
 use crate::pb::conversation_service_server::ConversationServiceServer;
 use crate::service::ConversationApi;
 
-/// The largest gRPC message accepted, in bytes.
-pub const MAX_MESSAGE_SIZE: usize = 1024 * 1024;
+/// The largest gRPC message accepted, in bytes: the REST body limit.
+pub const MAX_MESSAGE_SIZE: usize = crate::http::BODY_LIMIT;
 
 /// The fully qualified name of our service, as health and reflection know it.
 pub const SERVICE_NAME: &str = "flashback.conversation.v1.ConversationService";

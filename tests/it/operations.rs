@@ -221,7 +221,7 @@ async fn json_request_logs() {
     assert_eq!(grpc_line["transport"], "grpc");
     assert_eq!(
         grpc_line["method"],
-        "\"/flashback.conversation.v1.ConversationService/CreateConversation\""
+        "/flashback.conversation.v1.ConversationService/CreateConversation"
     );
     assert_eq!(grpc_line["code"], "INVALID_ARGUMENT");
     let logs = process.logs().join("\n");
@@ -340,6 +340,26 @@ async fn requests_time_out() {
         "answered promptly"
     );
     lock.batch_execute("ROLLBACK").await.expect("unlock");
+    app.shutdown().await;
+}
+
+/// gRPC messages have the REST body limit: a larger one is refused unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_messages_are_limited() {
+    let app = TestApp::spawn(TestDb::sqlite()).await;
+    let w = World::build(&app).await;
+    let huge = CreateConversationRequest {
+        repo_id: "x".repeat(conversation_service::http::BODY_LIMIT + 1),
+    };
+    let refused = app
+        .grpc()
+        .await
+        .create_conversation(as_actor(huge, &w.reader))
+        .await
+        .expect_err("too large");
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
+    assert_eq!(app.count("conversations").await, 0);
+    app.create_as(&w.reader, w.repo).await;
     app.shutdown().await;
 }
 
