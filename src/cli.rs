@@ -88,6 +88,9 @@ pub struct ServeArgs {
     /// Longest a request may take: REST answers 504, gRPC DEADLINE_EXCEEDED.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// How long an Idempotency-Key is remembered after the create it answered.
+    #[arg(long, env = "IDEMPOTENCY_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub idempotency_ttl: Duration,
     /// After SIGTERM or Ctrl-C: how long to keep serving while health says
     /// NOT_SERVING and /readyz 503, so load balancers stop sending first.
     #[arg(long, env = "SHUTDOWN_DELAY", default_value = "1s", value_parser = parse_duration_or_zero)]
@@ -367,6 +370,7 @@ async fn serve(store: Store, args: ServeArgs) -> anyhow::Result<()> {
             .map(|(cert, key)| crate::tls::TlsFiles { cert, key }),
         jwt: args.jwt.config(),
         request_timeout: args.request_timeout,
+        idempotency_ttl: args.idempotency_ttl,
         shutdown_delay: args.shutdown_delay,
         shutdown_grace: args.shutdown_grace,
     };

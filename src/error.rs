@@ -25,6 +25,10 @@ pub enum ApiError {
     /// The caller is known but not allowed.
     #[error("{0}")]
     PermissionDenied(String),
+    /// The request collides with an earlier one (an idempotency key reused
+    /// for a different request).
+    #[error("{0}")]
+    AlreadyExists(String),
     /// The database cannot be reached or is saturated; retrying later may work.
     #[error("Service temporarily unavailable")]
     Unavailable { detail: String },
@@ -57,6 +61,7 @@ impl ApiError {
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
             ApiError::PermissionDenied(_) => Code::PermissionDenied,
+            ApiError::AlreadyExists(_) => Code::AlreadyExists,
             ApiError::Unavailable { .. } => Code::Unavailable,
             ApiError::Internal { .. } => Code::Internal,
         }
@@ -135,6 +140,12 @@ mod tests {
                 Code::PermissionDenied,
                 403,
                 "no",
+            ),
+            (
+                ApiError::AlreadyExists("used".into()),
+                Code::AlreadyExists,
+                409,
+                "used",
             ),
             (
                 ApiError::Unavailable {

@@ -36,6 +36,8 @@ pub struct Config {
     pub jwt: JwtConfig,
     /// Longest a request may take (REST: 504, gRPC: DEADLINE_EXCEEDED).
     pub request_timeout: Duration,
+    /// How long an idempotency key is remembered.
+    pub idempotency_ttl: Duration,
     /// How long, once shutdown starts, the service keeps serving while
     /// reporting NOT_SERVING (gRPC health) and 503 (`/readyz`), so that load
     /// balancers stop sending before it stops accepting.
@@ -55,6 +57,7 @@ impl Config {
             tls: None,
             jwt: JwtConfig::default(),
             request_timeout: Duration::from_secs(15),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
             shutdown_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(30),
         }
@@ -126,7 +129,11 @@ pub async fn start(store: Store, config: Config) -> anyhow::Result<Running> {
     };
 
     let watched = store.clone();
-    let api = Arc::new(ConversationApi::new(store, jwt, Arc::new(Metrics::new())));
+    let ttl = chrono::TimeDelta::from_std(config.idempotency_ttl)
+        .context("the idempotency key lifetime is too long")?;
+    let api = Arc::new(
+        ConversationApi::new(store, jwt, Arc::new(Metrics::new())).with_idempotency_ttl(ttl),
+    );
     let (grpc_router, health) = crate::grpc::router(api.clone(), config.request_timeout).await?;
     let http_options = HttpOptions {
         request_timeout: config.request_timeout,
@@ -186,6 +193,11 @@ pub async fn start(store: Store, config: Config) -> anyhow::Result<Running> {
         });
     }
 
+    tokio::spawn(sweep_idempotency_keys(
+        watched.clone(),
+        config.idempotency_ttl,
+        stop.clone(),
+    ));
     tokio::spawn(watch_database(watched, health.clone(), stop.clone()));
 
     let signal_stop = stop.clone();
@@ -276,6 +288,24 @@ async fn watch_database(
         health
             .set_service_status(crate::grpc::SERVICE_NAME, status)
             .await;
+    }
+}
+
+/// Deletes expired idempotency keys now and then (every `ttl`, at least
+/// every second and at most every ten minutes); a lookup ignores expired keys
+/// anyway, so this only keeps the table small.
+async fn sweep_idempotency_keys(store: Store, ttl: Duration, stop: CancellationToken) {
+    let every = ttl.clamp(Duration::from_secs(1), Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        match store.purge_idempotency_keys(chrono::Utc::now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(deleted = n, "expired idempotency keys deleted"),
+            Err(e) => tracing::debug!(error = %e, "could not delete expired idempotency keys"),
+        }
     }
 }
 

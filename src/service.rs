@@ -23,14 +23,21 @@ use crate::pb::{
     ListConversationsRequest, ListConversationsResponse,
 };
 use crate::store::Store;
+use crate::store::StoreError;
 use crate::store::conversations::{
-    ConversationFilter, ConversationRow, Creator, NewConversation, NewEvent, RepoAccess,
-    TokenOwner, UserRow, Visibility,
+    ConversationFilter, ConversationRow, CreatePlan, Creator, NewConversation, NewEvent,
+    NewIdempotencyKey, RepoAccess, TokenOwner, UserRow, Visibility,
 };
 use crate::store::types::{SqlJson, SqlTime, SqlUuid, now};
 
 /// The metadata key (and HTTP header) of the request id.
 pub const REQUEST_ID: &str = "x-request-id";
+
+/// The metadata key (and HTTP header) of an idempotency key.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// How long an idempotency key is remembered by default.
+pub const DEFAULT_IDEMPOTENCY_TTL: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
 /// How stale `api_tokens.last_used_at` may get before a request refreshes it
 /// (a write per request would be a write too many).
@@ -49,6 +56,7 @@ pub struct ConversationApi {
     jwt: Option<Arc<JwtVerifier>>,
     metrics: Arc<Metrics>,
     draining: Arc<AtomicBool>,
+    idempotency_ttl: chrono::TimeDelta,
 }
 
 impl ConversationApi {
@@ -59,7 +67,14 @@ impl ConversationApi {
             jwt,
             metrics,
             draining: Arc::new(AtomicBool::new(false)),
+            idempotency_ttl: DEFAULT_IDEMPOTENCY_TTL,
         }
+    }
+
+    /// How long idempotency keys are remembered.
+    pub fn with_idempotency_ttl(mut self, ttl: chrono::TimeDelta) -> Self {
+        self.idempotency_ttl = ttl;
+        self
     }
 
     /// Marks the service as shutting down: readiness fails from now on.
@@ -148,30 +163,44 @@ impl ConversationApi {
         ctx: &CallContext,
     ) -> Result<CreateConversationResponse, ApiError> {
         const FAILED: &str = "Failed to create conversation";
+        let metadata = request.metadata();
         // 1 and 2. Who is calling, and what they ask for. With a well-formed
-        // repoId, the token and the repository (with the caller's membership)
+        // request, the token and the repository (with the caller's membership)
         // come back from one query; the rules still apply in their order.
         let repo_id = match request.extensions().get::<FieldError>() {
             Some(FieldError(message)) => Err(ApiError::InvalidArgument(message.clone())),
             None => parse_uuid_field("repoId", &request.get_ref().repo_id),
         };
-        let repo_id = match repo_id {
-            Err(invalid) => {
-                self.authenticate(request.metadata()).await?;
+        let (repo_id, key) = match (repo_id, idempotency_key(metadata)) {
+            (Ok(repo_id), Ok(key)) => (repo_id, key),
+            (Err(invalid), _) | (_, Err(invalid)) => {
+                self.authenticate(metadata).await?;
                 return Err(invalid);
             }
-            Ok(repo_id) => repo_id,
         };
-        let token = bearer(request.metadata())?;
-        let (who, known) = match self.jwt_subject(token)? {
-            Some(user_id) => (
-                Creator::User(user_id),
-                Some(self.user_caller(user_id).await?),
-            ),
-            None => (Creator::Token(hash_token(token)), None),
-        };
+        let token = bearer(metadata)?;
+        let mut who = Creator::Token(hash_token(token));
+        let mut known = None;
+        if let Some(user_id) = self.jwt_subject(token)? {
+            known = Some(self.user_caller(user_id).await?);
+        } else if key.is_some() {
+            // A key is the caller's own: they must be known before it is read.
+            known = Some(self.authenticate(metadata).await?);
+        }
+        if let Some(caller) = &known {
+            who = Creator::User(caller.user_id);
+        }
+        let fingerprint = create_fingerprint(repo_id);
+        if let (Some(key), Some(caller)) = (&key, &known)
+            && let Some(reply) = self.replay(caller.user_id, key, &fingerprint).await?
+        {
+            return Ok(reply);
+        }
         let (store, transport, request_id) =
             (self.store.clone(), ctx.transport, ctx.request_id.clone());
+        let ttl = self.idempotency_ttl;
+        let replay_key = key.clone().zip(known.as_ref().map(|c| c.user_id));
+        let keyed = key.is_some();
         let created = self
             .store
             .create_conversation(who, repo_id, move |owner, repo| {
@@ -179,18 +208,78 @@ impl ConversationApi {
                     Some(caller) => caller,
                     None => check_token(&store, owner)?,
                 };
-                plan_create(caller, repo, transport, request_id)
+                let user_id = caller.user_id;
+                let (conversation, event, row) = plan_create(caller, repo, transport, request_id)?;
+                let reply = CreateConversationResponse {
+                    conversation_id: row.id.to_string(),
+                    conversation: Some(conversation_pb(row)),
+                };
+                let key = key.map(|key| NewIdempotencyKey {
+                    user_id: SqlUuid(user_id),
+                    key,
+                    fingerprint: fingerprint.to_vec(),
+                    conversation_id: conversation.id,
+                    reply: prost::Message::encode_to_vec(&reply),
+                    created_at: conversation.created_at,
+                    expires_at: SqlTime(conversation.created_at.0 + ttl),
+                });
+                Ok(CreatePlan {
+                    conversation,
+                    event,
+                    key,
+                    reply,
+                })
             })
-            .await
-            .map_err(ApiError::from_store(FAILED))??;
+            .await;
+        let reply = match (created, replay_key) {
+            (Ok(outcome), _) => outcome?,
+            // A racing retry (here or on another replica) wrote the key first.
+            (Err(StoreError::Conflict(_)), Some((key, user_id))) => {
+                return self
+                    .replay(user_id, &key, &fingerprint)
+                    .await?
+                    .ok_or_else(|| ApiError::Internal {
+                        public: FAILED,
+                        detail: "idempotency key conflict without a stored key".into(),
+                    });
+            }
+            (Err(e), _) => return Err(ApiError::from_store(FAILED)(e)),
+        };
         self.metrics.conversation_created();
-        tracing::info!(conversation_id = %created.id, repo_id = %created.repo_id,
-            user_id = %created.created_by, request_id = %ctx.request_id,
-            transport = ctx.transport.as_str(), "conversation created");
-        Ok(CreateConversationResponse {
-            conversation_id: created.id.to_string(),
-            conversation: Some(conversation_pb(created)),
-        })
+        tracing::info!(conversation_id = %reply.conversation_id, repo_id = %repo_id,
+            request_id = %ctx.request_id, transport = ctx.transport.as_str(),
+            idempotency_key = keyed, "conversation created");
+        Ok(reply)
+    }
+
+    /// The reply first sent for the caller's idempotency key `key`, if the
+    /// key is live; 409 if it was used for a different request.
+    async fn replay(
+        &self,
+        user_id: Uuid,
+        key: &str,
+        fingerprint: &[u8; 32],
+    ) -> Result<Option<CreateConversationResponse>, ApiError> {
+        let Some(stored) = self
+            .store
+            .find_idempotency_key(user_id, key.to_owned(), Utc::now())
+            .await
+            .map_err(ApiError::from_store("Failed to create conversation"))?
+        else {
+            return Ok(None);
+        };
+        if stored.fingerprint != fingerprint {
+            return Err(ApiError::AlreadyExists(
+                "Idempotency-Key was already used for a different request".into(),
+            ));
+        }
+        let reply: CreateConversationResponse = prost::Message::decode(stored.reply.as_slice())
+            .map_err(|e| ApiError::Internal {
+                public: "Failed to create conversation",
+                detail: format!("stored idempotent reply: {e}"),
+            })?;
+        tracing::info!(conversation_id = %reply.conversation_id, "idempotent replay");
+        Ok(Some(reply))
     }
 
     async fn list(
@@ -604,6 +693,39 @@ fn bearer(metadata: &MetadataMap) -> Result<&str, ApiError> {
         return Err(ApiError::Unauthenticated);
     };
     parse_bearer(value.as_bytes()).ok_or(ApiError::Unauthenticated)
+}
+
+/// The caller's idempotency key, if they sent one: exactly one value of 1 to
+/// 255 visible ASCII characters.
+fn idempotency_key(metadata: &MetadataMap) -> Result<Option<String>, ApiError> {
+    let mut values = metadata.get_all(IDEMPOTENCY_KEY).iter();
+    let (first, second) = (values.next(), values.next());
+    match (first, second) {
+        (None, _) => Ok(None),
+        (Some(_), Some(_)) => Err(ApiError::InvalidArgument(
+            "Idempotency-Key must be given once".into(),
+        )),
+        (Some(value), None) => match value.to_str() {
+            Ok(key)
+                if (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
+                Ok(Some(key.to_owned()))
+            }
+            _ => Err(ApiError::InvalidArgument(
+                "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+            )),
+        },
+    }
+}
+
+/// What identifies a create request, to tell a retry from another request.
+fn create_fingerprint(repo_id: Uuid) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::new()
+        .chain_update(b"CreateConversation\n")
+        .chain_update(repo_id.as_bytes())
+        .finalize()
+        .into()
 }
 
 /// A request id worth keeping: 1 to 128 visible ASCII characters.

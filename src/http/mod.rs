@@ -31,7 +31,9 @@ use crate::pb::{
     CreateConversationRequest, DeleteConversationRequest, GetConversationRequest,
     ListConversationsRequest,
 };
-use crate::service::{ConversationApi, FieldError, REQUEST_ID, is_sane_request_id};
+use crate::service::{
+    ConversationApi, FieldError, IDEMPOTENCY_KEY, REQUEST_ID, is_sane_request_id,
+};
 use dto::{
     ConversationDto, CreateConversationReply, ErrorReply, GetConversationReply, HealthReply,
     ListConversationsReply, SuccessReply,
@@ -381,7 +383,7 @@ fn grpc_request<T>(
     field_error: Option<String>,
 ) -> tonic::Request<T> {
     let mut carried = HeaderMap::new();
-    for name in ["authorization", REQUEST_ID] {
+    for name in ["authorization", REQUEST_ID, IDEMPOTENCY_KEY] {
         for value in headers.get_all(name) {
             carried.append(name, value.clone());
         }

@@ -8,8 +8,8 @@ use futures_util::FutureExt as _;
 use uuid::Uuid;
 
 use super::schema::{
-    api_tokens, conversation_counts, conversations, repos, system_events, users, workspace_members,
-    workspaces,
+    api_tokens, conversation_counts, conversations, idempotency_keys, repos, system_events, users,
+    workspace_members, workspaces,
 };
 use super::types::{SqlJson, SqlTime, SqlUuid};
 use super::{Conn, Store, StoreError};
@@ -115,6 +115,51 @@ pub enum Creator {
     User(Uuid),
 }
 
+/// Deletes an expired row holding the same caller and key as `$key` (a
+/// [`NewIdempotencyKey`]): run before `$key` is written, so an old key can be
+/// used again.
+macro_rules! expired_key {
+    ($key:expr) => {
+        diesel::delete(
+            idempotency_keys::table.filter(
+                idempotency_keys::user_id
+                    .eq($key.user_id)
+                    .and(idempotency_keys::key.eq($key.key.clone()))
+                    .and(idempotency_keys::expires_at.le($key.created_at)),
+            ),
+        )
+    };
+}
+
+/// What a create writes, as the rules decided: the conversation, its audit
+/// event, the idempotency key if the caller sent one, and the reply.
+pub struct CreatePlan<R> {
+    pub conversation: NewConversation,
+    pub event: NewEvent,
+    pub key: Option<NewIdempotencyKey>,
+    pub reply: R,
+}
+
+/// A row of `idempotency_keys` to insert with the conversation.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = idempotency_keys)]
+pub struct NewIdempotencyKey {
+    pub user_id: SqlUuid,
+    pub key: String,
+    pub fingerprint: Vec<u8>,
+    pub conversation_id: SqlUuid,
+    pub reply: Vec<u8>,
+    pub created_at: SqlTime,
+    pub expires_at: SqlTime,
+}
+
+/// A live idempotency key, as a retry finds it.
+#[derive(Debug, Clone, Queryable)]
+pub struct StoredKey {
+    pub fingerprint: Vec<u8>,
+    pub reply: Vec<u8>,
+}
+
 /// A row of `conversations` to insert.
 #[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = conversations)]
@@ -188,6 +233,44 @@ impl Store {
         .await
     }
 
+    /// The caller's live (unexpired at `now`) idempotency key `key`, if any.
+    pub async fn find_idempotency_key(
+        &self,
+        user_id: Uuid,
+        key: String,
+        now: DateTime<Utc>,
+    ) -> Result<Option<StoredKey>, StoreError> {
+        self.run(move |conn| {
+            async move {
+                let query = idempotency_keys::table
+                    .filter(idempotency_keys::user_id.eq(SqlUuid(user_id)))
+                    .filter(idempotency_keys::key.eq(key))
+                    .filter(idempotency_keys::expires_at.gt(SqlTime(now)))
+                    .select((idempotency_keys::fingerprint, idempotency_keys::reply));
+                Ok(with_conn!(&mut *conn, |c| query
+                    .first::<StoredKey>(c)
+                    .await
+                    .optional())?)
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Deletes the idempotency keys expired at `now`; returns how many.
+    pub async fn purge_idempotency_keys(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.run(move |conn| {
+            async move {
+                let expired = diesel::delete(
+                    idempotency_keys::table.filter(idempotency_keys::expires_at.le(SqlTime(now))),
+                );
+                write_tx!(&mut *conn, |c| Ok(expired.execute(c).await?))
+            }
+            .boxed()
+        })
+        .await
+    }
+
     /// Records that a token was used (kept coarse by the caller: this is a write).
     pub async fn touch_token(&self, token_id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError> {
         self.run(move |conn| {
@@ -225,10 +308,7 @@ impl Store {
     where
         R: Send + 'static,
         E: Send + 'static,
-        F: FnOnce(
-                Option<TokenOwner>,
-                Option<RepoAccess>,
-            ) -> Result<(NewConversation, NewEvent, R), E>
+        F: FnOnce(Option<TokenOwner>, Option<RepoAccess>) -> Result<CreatePlan<R>, E>
             + Send
             + 'static,
     {
@@ -314,25 +394,37 @@ impl Store {
                                     .optional()?,
                             ),
                         };
-                        let (conversation, event, reply) = match decide(owner, repo) {
+                        let plan = match decide(owner, repo) {
                             Ok(plan) => plan,
                             Err(refused) => return Ok(Err(refused)),
                         };
                         pg.transaction(async |c| {
                             let c: &AsyncPgConnection = c;
+                            if let Some(key) = &plan.key {
+                                expired_key!(key).execute(&mut &*c).await?;
+                            }
                             tokio::try_join!(
                                 biased;
                                 diesel::insert_into(conversations::table)
-                                    .values(&conversation)
+                                    .values(&plan.conversation)
                                     .execute(&mut &*c),
                                 diesel::insert_into(system_events::table)
-                                    .values(&event)
+                                    .values(&plan.event)
                                     .execute(&mut &*c),
+                                async {
+                                    match &plan.key {
+                                        Some(key) => diesel::insert_into(idempotency_keys::table)
+                                            .values(key)
+                                            .execute(&mut &*c)
+                                            .await,
+                                        None => Ok(0),
+                                    }
+                                },
                             )?;
                             Ok::<_, StoreError>(())
                         })
                         .await?;
-                        Ok(Ok(reply))
+                        Ok(Ok(plan.reply))
                     }
                     Conn::Sqlite(lite, gate) => {
                         let gate = gate.clone();
@@ -350,21 +442,29 @@ impl Store {
                                             .optional()?,
                                     ),
                                 };
-                                let (conversation, event, reply) = match decide(owner, repo) {
+                                let plan = match decide(owner, repo) {
                                     Ok(plan) => plan,
                                     Err(refused) => return Ok(Err(refused)),
                                 };
                                 let _turn = gate.blocking_lock();
                                 c.immediate_transaction(|c| {
+                                    if let Some(key) = &plan.key {
+                                        Sync::execute(expired_key!(key), c)?;
+                                    }
                                     let conversation = diesel::insert_into(conversations::table)
-                                        .values(&conversation);
+                                        .values(&plan.conversation);
                                     Sync::execute(conversation, c)?;
-                                    let event =
-                                        diesel::insert_into(system_events::table).values(&event);
+                                    let event = diesel::insert_into(system_events::table)
+                                        .values(&plan.event);
                                     Sync::execute(event, c)?;
+                                    if let Some(key) = &plan.key {
+                                        let key = diesel::insert_into(idempotency_keys::table)
+                                            .values(key);
+                                        Sync::execute(key, c)?;
+                                    }
                                     diesel::QueryResult::Ok(())
                                 })?;
-                                Ok(Ok(reply))
+                                Ok(Ok(plan.reply))
                             })
                             .await?;
                         Ok(outcome)

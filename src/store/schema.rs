@@ -143,6 +143,22 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::store::types::DbUuid;
+    use crate::store::types::DbTime;
+
+    idempotency_keys (user_id, key) {
+        user_id -> DbUuid,
+        key -> Text,
+        fingerprint -> Binary,
+        conversation_id -> DbUuid,
+        reply -> Binary,
+        created_at -> DbTime,
+        expires_at -> DbTime,
+    }
+}
+
 diesel::joinable!(users -> organizations (org_id));
 diesel::joinable!(api_tokens -> users (user_id));
 diesel::joinable!(workspace_members -> workspaces (workspace_id));
@@ -159,4 +175,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     conversations,
     conversation_counts,
     system_events,
+    idempotency_keys,
 );
