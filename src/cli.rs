@@ -88,6 +88,10 @@ pub struct ServeArgs {
     /// Longest a request may take: REST answers 504, gRPC DEADLINE_EXCEEDED.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// API requests in flight at most (both transports together); more are
+    /// refused at once with 503 / RESOURCE_EXHAUSTED instead of queueing.
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_concurrent_requests: u32,
     /// How long an Idempotency-Key is remembered after the create it answered.
     #[arg(long, env = "IDEMPOTENCY_TTL", default_value = "24h", value_parser = parse_duration)]
     pub idempotency_ttl: Duration,
@@ -371,6 +375,7 @@ async fn serve(store: Store, args: ServeArgs) -> anyhow::Result<()> {
         jwt: args.jwt.config(),
         request_timeout: args.request_timeout,
         idempotency_ttl: args.idempotency_ttl,
+        max_concurrent_requests: args.max_concurrent_requests as usize,
         shutdown_delay: args.shutdown_delay,
         shutdown_grace: args.shutdown_grace,
     };

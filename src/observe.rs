@@ -85,17 +85,64 @@ pub struct GrpcLayer {
     metrics: Arc<Metrics>,
     known: Arc<HashSet<String>>,
     timeout: Duration,
+    admission: Admission,
 }
 
 impl GrpcLayer {
-    pub fn new(metrics: Arc<Metrics>, known: HashSet<String>, timeout: Duration) -> Self {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        known: HashSet<String>,
+        timeout: Duration,
+        admission: Admission,
+    ) -> Self {
         Self {
             metrics,
             known: Arc::new(known),
             timeout,
+            admission,
         }
     }
 }
+
+/// What an overloaded service answers.
+pub const BUSY: &str = "Server is busy; retry later";
+
+/// The limit on API requests in flight, shared by both transports. A request
+/// beyond it is answered at once (REST 503 with `Retry-After`, gRPC
+/// RESOURCE_EXHAUSTED) instead of queueing without end; health, readiness and
+/// metrics are never limited, so the service can still say how it is.
+#[derive(Clone)]
+pub struct Admission(Arc<tokio::sync::Semaphore>);
+
+impl Admission {
+    pub fn new(limit: usize) -> Self {
+        Self(Arc::new(tokio::sync::Semaphore::new(limit.max(1))))
+    }
+
+    /// A place for one more request, if there is one.
+    pub fn try_admit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.0.clone().try_acquire_owned().ok()
+    }
+}
+
+/// Axum middleware: [`Admission`] for the API routes.
+pub async fn admit(State(admission): State<Admission>, request: Request, next: Next) -> Response {
+    match admission.try_admit() {
+        Some(_permit) => next.run(request).await,
+        None => {
+            let mut response =
+                crate::http::error_response(http::StatusCode::SERVICE_UNAVAILABLE, BUSY);
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+            response
+        }
+    }
+}
+
+/// The rpcs [`Admission`] limits: ours, not health or reflection.
+const LIMITED_RPCS: &str = "/flashback.conversation.v1.ConversationService/";
 
 impl<S> tower::Layer<S> for GrpcLayer {
     type Service = GrpcObserve<S>;
@@ -133,11 +180,20 @@ where
         let started = Instant::now();
         let path = request.uri().path().to_owned();
         let layer = self.layer.clone();
-        let future = self.inner.call(request);
+        let permit = if path.starts_with(LIMITED_RPCS) {
+            layer.admission.try_admit().map(Some)
+        } else {
+            Some(None)
+        };
+        let future = permit.is_some().then(|| self.inner.call(request));
         Box::pin(async move {
-            let result = match tokio::time::timeout(layer.timeout, future).await {
-                Ok(result) => result,
-                Err(_) => Ok(tonic::Status::deadline_exceeded("Request timed out").into_http()),
+            let _permit = permit;
+            let result = match future {
+                None => Ok(tonic::Status::resource_exhausted(BUSY).into_http()),
+                Some(future) => match tokio::time::timeout(layer.timeout, future).await {
+                    Ok(result) => result,
+                    Err(_) => Ok(tonic::Status::deadline_exceeded("Request timed out").into_http()),
+                },
             };
             let took = started.elapsed();
             // An rpc that fails before its first message answers with its

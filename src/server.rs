@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::jwt::{JwtConfig, JwtVerifier};
 use crate::http::HttpOptions;
 use crate::metrics::Metrics;
+use crate::observe::Admission;
 use crate::pb::conversation_service_server::ConversationServiceServer;
 use crate::service::ConversationApi;
 use crate::store::Store;
@@ -38,6 +39,9 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How long an idempotency key is remembered.
     pub idempotency_ttl: Duration,
+    /// API requests in flight at most, both transports together; more are
+    /// refused at once (REST 503, gRPC RESOURCE_EXHAUSTED).
+    pub max_concurrent_requests: usize,
     /// How long, once shutdown starts, the service keeps serving while
     /// reporting NOT_SERVING (gRPC health) and 503 (`/readyz`), so that load
     /// balancers stop sending before it stops accepting.
@@ -58,6 +62,7 @@ impl Config {
             jwt: JwtConfig::default(),
             request_timeout: Duration::from_secs(15),
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            max_concurrent_requests: 256,
             shutdown_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(30),
         }
@@ -134,10 +139,13 @@ pub async fn start(store: Store, config: Config) -> anyhow::Result<Running> {
     let api = Arc::new(
         ConversationApi::new(store, jwt, Arc::new(Metrics::new())).with_idempotency_ttl(ttl),
     );
-    let (grpc_router, health) = crate::grpc::router(api.clone(), config.request_timeout).await?;
+    let admission = Admission::new(config.max_concurrent_requests);
+    let (grpc_router, health) =
+        crate::grpc::router(api.clone(), config.request_timeout, admission.clone()).await?;
     let http_options = HttpOptions {
         request_timeout: config.request_timeout,
         metrics: metrics_listener.is_none(),
+        admission,
     };
     let http_router = crate::http::router(api.clone(), &http_options);
 

@@ -9,7 +9,7 @@ use tonic::transport::server::Router;
 use tonic_health::server::HealthReporter;
 use tower::layer::util::{Identity, Stack};
 
-use crate::observe::{GrpcLayer, known_rpcs};
+use crate::observe::{Admission, GrpcLayer, known_rpcs};
 
 use crate::pb::FILE_DESCRIPTOR_SET;
 use crate::pb::conversation_service_server::ConversationServiceServer;
@@ -37,6 +37,7 @@ const DESCRIPTOR_SETS: [&[u8]; 4] = [
 pub async fn router(
     api: Arc<ConversationApi>,
     request_timeout: Duration,
+    admission: Admission,
 ) -> anyhow::Result<(GrpcRouter, HealthReporter)> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
@@ -53,6 +54,7 @@ pub async fn router(
         api.metrics().clone(),
         known_rpcs(&DESCRIPTOR_SETS),
         request_timeout,
+        admission,
     );
     let service =
         ConversationServiceServer::from_arc(api).max_decoding_message_size(MAX_MESSAGE_SIZE);

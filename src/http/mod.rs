@@ -46,12 +46,14 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 type Api = State<Arc<ConversationApi>>;
 
 /// How the gateway is set up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpOptions {
     /// Longest a request may take before a 504.
     pub request_timeout: Duration,
     /// Serve `GET /metrics` here (else on a listener of its own).
     pub metrics: bool,
+    /// The limit on API requests in flight, shared with gRPC.
+    pub admission: crate::observe::Admission,
 }
 
 /// The gateway's routes over the shared service.
@@ -66,6 +68,11 @@ pub fn router(api: Arc<ConversationApi>, opts: &HttpOptions) -> Router {
             "/conversation/{id}",
             get(get_conversation).delete(delete_conversation),
         )
+        // Only the API routes above are limited; the probes below never are.
+        .route_layer(middleware::from_fn_with_state(
+            opts.admission.clone(),
+            crate::observe::admit,
+        ))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi::serve));

@@ -337,6 +337,76 @@ async fn sigterm_under_load(db: TestDb) {
     assert_eq!(orphan_conversations(&store).await, 0);
 }
 
+/// Past the limit of requests in flight, both transports refuse at once
+/// (REST 503 with Retry-After, gRPC RESOURCE_EXHAUSTED) instead of queueing,
+/// while probes still answer; the admitted requests finish normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_refused_quickly() {
+    use conversation_service::pb::CreateConversationRequest;
+    let config = conversation_service::server::Config {
+        max_concurrent_requests: 4,
+        ..conversation_service::server::Config::local()
+    };
+    let app = std::sync::Arc::new(TestApp::spawn_config(TestDb::sqlite(), config).await);
+    let w = World::build(&app).await;
+    // Hold the write lock: the first four creates wait inside the service.
+    let mut lock = sqlite_conn(&app.db).await;
+    lock.batch_execute("BEGIN EXCLUSIVE").await.expect("lock");
+    let body = json!({ "repoId": w.repo }).to_string();
+    let mut admitted = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (app, token, body) = (app.clone(), w.reader.token.clone(), body.clone());
+        admitted.spawn(async move { app.post_create(Some(&token), &body).await.0 });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    for _ in 0..10 {
+        let res = app
+            .http
+            .post(format!("{}/conversation", app.base))
+            .header("authorization", format!("Bearer {}", w.reader.token))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.headers()["retry-after"], "1");
+        let reply: serde_json::Value = res.json().await.expect("json");
+        assert_eq!(
+            reply,
+            json!({ "success": false, "message": "Server is busy; retry later" })
+        );
+        let refused = app
+            .grpc()
+            .await
+            .create_conversation(as_actor(
+                CreateConversationRequest {
+                    repo_id: w.repo.to_string(),
+                },
+                &w.reader,
+            ))
+            .await
+            .expect_err("busy");
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refusals are immediate, took {:?}",
+        started.elapsed()
+    );
+    // Probes are not limited.
+    assert_eq!(probe(&app, "/healthz").await.0, 200);
+    assert_eq!(grpc_health(&app).await, ServingStatus::Serving);
+    lock.batch_execute("COMMIT").await.expect("unlock");
+    while let Some(status) = admitted.join_next().await {
+        assert_eq!(status.expect("task"), 200, "admitted requests finish");
+    }
+    assert_eq!(app.count("conversations").await, 4);
+    let app = std::sync::Arc::into_inner(app).expect("last handle");
+    app.shutdown().await;
+}
+
 /// What a client needs to create conversations on a demo process.
 fn demo_caller(p: &Process) -> DemoCaller {
     DemoCaller {
