@@ -22,6 +22,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
 
     // Well-known types map to prost-types (prost-build's default extern path).
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // The codec blames undecodable requests on the sender (see src/grpc/codec.rs).
+    tonic_prost_build::configure()
+        .codec_path("crate::grpc::codec::StrictCodec")
+        .compile_fds(fds)?;
     Ok(())
 }

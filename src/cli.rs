@@ -92,6 +92,10 @@ pub struct ServeArgs {
     /// refused at once with 503 / RESOURCE_EXHAUSTED instead of queueing.
     #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_concurrent_requests: u32,
+    /// How long an HTTP client may take to send a request's head (slow clients
+    /// and idle keep-alive connections are closed after it).
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
     /// How long an Idempotency-Key is remembered after the create it answered.
     #[arg(long, env = "IDEMPOTENCY_TTL", default_value = "24h", value_parser = parse_duration)]
     pub idempotency_ttl: Duration,
@@ -375,6 +379,7 @@ async fn serve(store: Store, args: ServeArgs) -> anyhow::Result<()> {
         jwt: args.jwt.config(),
         request_timeout: args.request_timeout,
         idempotency_ttl: args.idempotency_ttl,
+        header_read_timeout: args.header_read_timeout,
         max_concurrent_requests: args.max_concurrent_requests as usize,
         shutdown_delay: args.shutdown_delay,
         shutdown_grace: args.shutdown_grace,
@@ -527,6 +532,7 @@ pub fn init_logging(format: LogFormat, filter: Option<&str>, default: &str) {
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

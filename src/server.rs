@@ -15,12 +15,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::jwt::{JwtConfig, JwtVerifier};
 use crate::http::HttpOptions;
+use crate::http::serve::ConnLimits;
 use crate::metrics::Metrics;
 use crate::observe::Admission;
 use crate::pb::conversation_service_server::ConversationServiceServer;
 use crate::service::ConversationApi;
 use crate::store::Store;
-use crate::tls::{self, TlsFiles, TlsListener};
+use crate::tls::{self, GatedListener, TlsFiles};
 
 /// How the service is run: where it listens and what it accepts.
 #[derive(Debug, Clone)]
@@ -39,6 +40,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How long an idempotency key is remembered.
     pub idempotency_ttl: Duration,
+    /// How long an HTTP client may take to send a request's head.
+    pub header_read_timeout: Duration,
     /// API requests in flight at most, both transports together; more are
     /// refused at once (REST 503, gRPC RESOURCE_EXHAUSTED).
     pub max_concurrent_requests: usize,
@@ -62,6 +65,7 @@ impl Config {
             jwt: JwtConfig::default(),
             request_timeout: Duration::from_secs(15),
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            header_read_timeout: ConnLimits::default().header_read_timeout,
             max_concurrent_requests: 256,
             shutdown_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(30),
@@ -152,25 +156,17 @@ pub async fn start(store: Store, config: Config) -> anyhow::Result<Running> {
     // `stop` starts the shutdown; `close` (later) stops accepting.
     let stop = CancellationToken::new();
     let close = CancellationToken::new();
+    let limits = ConnLimits {
+        header_read_timeout: config.header_read_timeout,
+    };
     let (grpc_stop, http_stop) = (close.clone(), close.clone());
+    // A client has the header read timeout to send its first byte (in
+    // plaintext) or finish its handshake (TLS, 10 s).
+    let first_byte = config.header_read_timeout;
     let (grpc_task, http_task) = match tls {
-        None => (
-            tokio::spawn(async move {
-                let incoming =
-                    tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
-                grpc_router
-                    .serve_with_incoming_shutdown(incoming, grpc_stop.cancelled_owned())
-                    .await
-            }),
-            tokio::spawn(async move {
-                axum::serve(http, http_router)
-                    .with_graceful_shutdown(http_stop.cancelled_owned())
-                    .await
-            }),
-        ),
-        Some((http_tls, grpc_tls)) => {
-            let grpc = TlsListener::new(grpc, grpc_tls, close.clone())?;
-            let http = TlsListener::new(http, http_tls, close.clone())?;
+        None => {
+            let grpc = GatedListener::plain(grpc, first_byte, close.clone())?;
+            let http = GatedListener::plain(http, first_byte, close.clone())?;
             (
                 tokio::spawn(async move {
                     grpc_router
@@ -180,25 +176,44 @@ pub async fn start(store: Store, config: Config) -> anyhow::Result<Running> {
                         )
                         .await
                 }),
+                tokio::spawn(crate::http::serve::serve(
+                    http,
+                    http_router,
+                    limits,
+                    http_stop,
+                )),
+            )
+        }
+        Some((http_tls, grpc_tls)) => {
+            let grpc = GatedListener::tls(grpc, grpc_tls, close.clone())?;
+            let http = GatedListener::tls(http, http_tls, close.clone())?;
+            (
                 tokio::spawn(async move {
-                    axum::serve(http, http_router)
-                        .with_graceful_shutdown(http_stop.cancelled_owned())
+                    grpc_router
+                        .serve_with_incoming_shutdown(
+                            grpc.into_stream(),
+                            grpc_stop.cancelled_owned(),
+                        )
                         .await
                 }),
+                tokio::spawn(crate::http::serve::serve(
+                    http,
+                    http_router,
+                    limits,
+                    http_stop,
+                )),
             )
         }
     };
     if let Some(listener) = metrics_listener {
         let metrics_stop = close.clone();
         let router = crate::http::metrics_router(api.clone());
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router)
-                .with_graceful_shutdown(metrics_stop.cancelled_owned())
-                .await
-            {
-                tracing::error!(error = %e, "metrics listener failed");
-            }
-        });
+        tokio::spawn(crate::http::serve::serve(
+            listener,
+            router,
+            limits,
+            metrics_stop,
+        ));
     }
 
     tokio::spawn(sweep_idempotency_keys(
@@ -232,7 +247,7 @@ pub async fn start(store: Store, config: Config) -> anyhow::Result<Running> {
         let drained = tokio::time::timeout(grace, async {
             let (g, h) = tokio::join!(grpc_task, http_task);
             g.context("gRPC task")?.context("gRPC server")?;
-            h.context("HTTP task")?.context("HTTP server")?;
+            h.context("HTTP task")?;
             anyhow::Ok(())
         })
         .await;

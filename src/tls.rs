@@ -1,9 +1,10 @@
-//! Optional TLS (rustls, ring provider) for both listeners.
+//! Accepting connections on both listeners: optional TLS (rustls, ring
+//! provider), and for every connection a deadline to get going.
 //!
-//! Handshakes run on tasks of their own, bounded by [`HANDSHAKE_TIMEOUT`], so
-//! a slow or silent client cannot hold up the others; finished connections
-//! are handed to axum (as a [`axum::serve::Listener`]) or to tonic (as a
-//! stream of [`TlsIo`]).
+//! Handshakes (or, in plaintext, the wait for a first byte) run on tasks of
+//! their own, each bounded, so a slow or silent client cannot hold up the
+//! others; ready connections are handed to axum (as an
+//! [`axum::serve::Listener`]) or to tonic (as a stream).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -107,19 +108,54 @@ impl Connected for TlsIo {
     }
 }
 
-/// Connections that finished their handshake on `listener`, until `stop`.
-pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsIo, SocketAddr)>,
+/// Connections accepted on a listener and made ready on tasks of their own,
+/// each within a time limit: a TLS handshake ([`GatedListener::tls`]), or
+/// the client's first byte for plaintext ([`GatedListener::plain`]), so that a
+/// client that connects and says nothing holds no server resources for long.
+pub struct GatedListener<Io> {
+    ready: mpsc::Receiver<(Io, SocketAddr)>,
     local: SocketAddr,
 }
 
-impl TlsListener {
-    /// Starts accepting on `listener` with `acceptor`.
-    pub fn new(
+impl GatedListener<TlsIo> {
+    /// TLS connections whose handshake finished within [`HANDSHAKE_TIMEOUT`].
+    pub fn tls(
         listener: TcpListener,
         acceptor: TlsAcceptor,
         stop: CancellationToken,
     ) -> std::io::Result<Self> {
+        Self::spawn(listener, HANDSHAKE_TIMEOUT, stop, move |tcp| {
+            let acceptor = acceptor.clone();
+            async move { acceptor.accept(tcp).await.map(TlsIo) }
+        })
+    }
+}
+
+impl GatedListener<TcpStream> {
+    /// Plaintext connections whose client sent something within `first_byte`.
+    pub fn plain(
+        listener: TcpListener,
+        first_byte: Duration,
+        stop: CancellationToken,
+    ) -> std::io::Result<Self> {
+        Self::spawn(listener, first_byte, stop, |tcp: TcpStream| async move {
+            tcp.peek(&mut [0u8; 1]).await?;
+            Ok(tcp)
+        })
+    }
+}
+
+impl<Io: Send + 'static> GatedListener<Io> {
+    fn spawn<F, Fut>(
+        listener: TcpListener,
+        limit: Duration,
+        stop: CancellationToken,
+        prepare: F,
+    ) -> std::io::Result<Self>
+    where
+        F: Fn(TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = std::io::Result<Io>> + Send + 'static,
+    {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
         tokio::spawn(async move {
@@ -137,14 +173,14 @@ impl TlsListener {
                     },
                 };
                 let _ = tcp.set_nodelay(true);
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                let (prepared, tx) = (prepare(tcp), tx.clone());
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((TlsIo(tls), peer)).await;
+                    match tokio::time::timeout(limit, prepared).await {
+                        Ok(Ok(io)) => {
+                            let _ = tx.send((io, peer)).await;
                         }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection not ready"),
+                        Err(_) => tracing::debug!(%peer, "connection idle or handshake too slow"),
                     }
                 });
             }
@@ -155,7 +191,7 @@ impl TlsListener {
     /// The connections as a stream, for tonic.
     pub fn into_stream(
         mut self,
-    ) -> impl futures_util::Stream<Item = Result<TlsIo, std::io::Error>> + Send + 'static {
+    ) -> impl futures_util::Stream<Item = Result<Io, std::io::Error>> + Send + 'static {
         futures_util::stream::poll_fn(move |cx| {
             self.ready
                 .poll_recv(cx)
@@ -164,8 +200,11 @@ impl TlsListener {
     }
 }
 
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsIo;
+impl<Io> axum::serve::Listener for GatedListener<Io>
+where
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    type Io = Io;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

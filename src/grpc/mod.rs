@@ -1,6 +1,8 @@
 //! The gRPC server: `ConversationService`, server reflection (v1 and v1alpha,
 //! for grpcurl and for older tools such as Postman) and `grpc.health.v1.Health`.
 
+pub mod codec;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -9,6 +9,7 @@
 mod dto;
 mod extract;
 pub mod openapi;
+pub mod serve;
 
 use std::sync::Arc;
 use std::time::Duration;

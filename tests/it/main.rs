@@ -5,6 +5,7 @@
 mod cli;
 mod create;
 mod harness;
+mod hostile;
 mod idempotency;
 mod jwt;
 mod listing;

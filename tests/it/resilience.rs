@@ -280,13 +280,16 @@ async fn sigterm_under_load(db: TestDb) {
                             .expect("ids")
                             .push(reply.into_inner().conversation_id),
                         Err(status) => {
-                            assert!(
-                                matches!(
+                            // A connection refused or closed (GOAWAY) shows as
+                            // a status the client made, carrying its transport
+                            // error; the server itself never failed a request.
+                            let transport = std::error::Error::source(&status).is_some()
+                                || matches!(
                                     status.code(),
-                                    tonic::Code::Unavailable
-                                        | tonic::Code::Unknown
-                                        | tonic::Code::Cancelled
-                                ) && status.message() != "Service temporarily unavailable",
+                                    tonic::Code::Unavailable | tonic::Code::Cancelled
+                                );
+                            assert!(
+                                transport && status.message() != "Service temporarily unavailable",
                                 "only transport failures once the server goes: {status:?}"
                             );
                             break;
