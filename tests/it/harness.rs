@@ -195,13 +195,25 @@ impl TestApp {
     }
 
     async fn spawn_full(db: TestDb, opts: StoreOptions, config: server::Config) -> TestApp {
+        let url = db.url.clone();
+        Self::spawn_at(db, &url, opts, config).await
+    }
+
+    /// The service on `url` (the test database reached another way, such as
+    /// through a [`DbProxy`]).
+    pub async fn spawn_at(
+        db: TestDb,
+        url: &str,
+        opts: StoreOptions,
+        config: server::Config,
+    ) -> TestApp {
         if std::env::var("TEST_LOG").is_ok() {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter("info")
                 .with_test_writer()
                 .try_init();
         }
-        let store = Store::open(&db.url, &opts).expect("open store");
+        let store = Store::open(url, &opts).expect("open store");
         store.migrate().await.expect("migrate");
         let local = server::Config::local();
         let config = server::Config {
@@ -645,5 +657,72 @@ impl Process {
             .await
             .expect("exits in time")
             .expect("exit status")
+    }
+}
+
+/// A TCP proxy in front of the test's PostgreSQL that the test can cut, as
+/// if the server had crashed (every connection dropped, new ones refused),
+/// and restore, as if it had restarted.
+pub struct DbProxy {
+    pub addr: SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: std::sync::Arc<tokio::sync::Mutex<tokio_util::sync::CancellationToken>>,
+}
+
+impl DbProxy {
+    pub async fn start(upstream: SocketAddr) -> DbProxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let cut = std::sync::Arc::new(tokio::sync::Mutex::new(
+            tokio_util::sync::CancellationToken::new(),
+        ));
+        let (up2, cut2) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    drop(client); // refused: closed at once
+                    continue;
+                }
+                let gone = cut2.lock().await.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        () = gone.cancelled() => {}
+                    }
+                });
+            }
+        });
+        DbProxy { addr, up, cut }
+    }
+
+    /// The database "crashes": live connections drop, new ones are refused.
+    pub async fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        let mut token = self.cut.lock().await;
+        token.cancel();
+        *token = tokio_util::sync::CancellationToken::new();
+    }
+
+    /// The database is back.
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// `url` (a PostgreSQL URL on 127.0.0.1:5432 or similar) through this proxy.
+    pub fn url(&self, url: &str) -> String {
+        let (scheme, rest) = url.split_once("://").expect("url");
+        let (auth_host, path) = rest.split_once('/').expect("path");
+        let auth = auth_host
+            .rsplit_once('@')
+            .map(|(a, _)| format!("{a}@"))
+            .unwrap_or_default();
+        format!("{scheme}://{auth}{}/{path}", self.addr)
     }
 }

@@ -507,4 +507,180 @@ async fn killed_under_load(db: TestDb) {
     drop(db);
 }
 
-on_both_backends!(database_outage, killed_under_load, sigterm_under_load);
+/// The database goes away in the middle of a load on both transports and
+/// comes back (PostgreSQL: a proxy in front of it drops every connection and
+/// refuses new ones; SQLite: another process holds the write lock). Meanwhile
+/// requests fail fast with 503 / UNAVAILABLE, never 500, and health says
+/// NOT_SERVING; afterwards the service serves again by itself. Every create
+/// answered 200 is stored with its event.
+async fn outage_under_load(db: TestDb) {
+    use conversation_service::pb::CreateConversationRequest;
+    use std::sync::{Arc, Mutex};
+
+    let mut opts = test_options();
+    opts.sqlite_busy_timeout = Duration::from_millis(500);
+    let proxy = match db.backend {
+        Backend::Postgres => {
+            let (host, _) = db
+                .url
+                .split_once("://")
+                .expect("url")
+                .1
+                .split_once('/')
+                .expect("path");
+            let upstream = host.rsplit_once('@').map_or(host, |(_, h)| h);
+            Some(crate::harness::DbProxy::start(upstream.parse().expect("host:port")).await)
+        }
+        Backend::Sqlite => None,
+    };
+    let url = proxy
+        .as_ref()
+        .map_or_else(|| db.url.clone(), |p| p.url(&db.url));
+    let app = Arc::new(
+        TestApp::spawn_at(
+            db,
+            &url,
+            opts,
+            conversation_service::server::Config::local(),
+        )
+        .await,
+    );
+    let w = World::build(&app).await;
+
+    #[derive(Default)]
+    struct Tally {
+        acknowledged: Vec<String>,
+        unavailable: usize,
+        slowest: Duration,
+    }
+    let tally: Arc<Mutex<Tally>> = Arc::default();
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut load = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let (app, tally, running, reader, repo) = (
+            app.clone(),
+            tally.clone(),
+            running.clone(),
+            w.reader.clone(),
+            w.repo,
+        );
+        load.spawn(async move {
+            let mut client = app.grpc().await;
+            while running.load(std::sync::atomic::Ordering::SeqCst) {
+                let started = Instant::now();
+                let outcome = if i % 2 == 0 {
+                    let (status, body) = app
+                        .post_create(Some(&reader.token), &json!({ "repoId": repo }).to_string())
+                        .await;
+                    match status {
+                        200 => Ok(body["conversationId"].as_str().expect("id").to_owned()),
+                        503 => Err(body["message"].as_str().expect("message").to_owned()),
+                        other => panic!("REST {other} during an outage: {body}"),
+                    }
+                } else {
+                    match client
+                        .create_conversation(as_actor(
+                            CreateConversationRequest {
+                                repo_id: repo.to_string(),
+                            },
+                            &reader,
+                        ))
+                        .await
+                    {
+                        Ok(reply) => Ok(reply.into_inner().conversation_id),
+                        Err(s) if s.code() == tonic::Code::Unavailable => {
+                            Err(s.message().to_owned())
+                        }
+                        Err(s) => panic!("gRPC {s:?} during an outage"),
+                    }
+                };
+                let took = started.elapsed();
+                {
+                    let mut t = tally.lock().expect("tally");
+                    t.slowest = t.slowest.max(took);
+                    match outcome {
+                        Ok(id) => t.acknowledged.push(id),
+                        Err(message) => {
+                            assert_eq!(message, "Service temporarily unavailable");
+                            t.unavailable += 1;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = tally.lock().expect("tally").acknowledged.len();
+    assert!(before > 0, "the load runs");
+
+    // Down.
+    let mut lock = None;
+    match &proxy {
+        Some(proxy) => proxy.cut().await,
+        None => {
+            let mut c = sqlite_conn(&app.db).await;
+            c.batch_execute("BEGIN EXCLUSIVE").await.expect("lock");
+            lock = Some(c);
+        }
+    }
+    eventually(|| async { tally.lock().expect("tally").unavailable >= 4 }).await;
+    if proxy.is_some() {
+        eventually(|| async { grpc_health(&app).await == ServingStatus::NotServing }).await;
+    }
+
+    // Up again: creates succeed again without a restart.
+    match &proxy {
+        Some(proxy) => proxy.restore(),
+        None => {
+            let mut c = lock.take().expect("lock held");
+            c.batch_execute("COMMIT").await.expect("unlock");
+        }
+    }
+    let recovered = tally.lock().expect("tally").acknowledged.len();
+    eventually(|| async { tally.lock().expect("tally").acknowledged.len() > recovered + 10 }).await;
+    eventually(|| async { grpc_health(&app).await == ServingStatus::Serving }).await;
+    running.store(false, std::sync::atomic::Ordering::SeqCst);
+    while let Some(r) = load.join_next().await {
+        r.expect("load task");
+    }
+
+    let t = std::mem::take(&mut *tally.lock().expect("tally"));
+    assert!(
+        t.slowest < Duration::from_secs(5),
+        "every request answered within the bounded waits, slowest {:?}",
+        t.slowest
+    );
+    let stored = {
+        use conversation_service::store::schema::conversations;
+        use conversation_service::store::types::SqlUuid;
+        use conversation_service::with_conn;
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        let ids: Vec<SqlUuid> = t
+            .acknowledged
+            .iter()
+            .map(|id| SqlUuid(id.parse().expect("uuid")))
+            .collect();
+        let mut conn = app.store.conn().await.expect("conn");
+        with_conn!(&mut conn, |c| conversations::table
+            .filter(conversations::id.eq_any(ids.clone()))
+            .count()
+            .get_result::<i64>(c)
+            .await)
+        .expect("count")
+    };
+    assert_eq!(
+        usize::try_from(stored).expect("count"),
+        t.acknowledged.len()
+    );
+    assert_eq!(app.conversations_without_event().await, 0);
+    Arc::into_inner(app).expect("last handle").shutdown().await;
+}
+
+on_both_backends!(
+    database_outage,
+    killed_under_load,
+    sigterm_under_load,
+    outage_under_load
+);
