@@ -114,16 +114,22 @@ pub fn metrics_router(api: Arc<ConversationApi>) -> Router {
 /// audit event together.
 #[utoipa::path(post, path = "/conversation", tag = "conversations",
     request_body = dto::CreateConversationBody,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+            description = "Retry safely: a retry with the same key and body replays the first reply; \
+                the same key with another body is 409. Per caller; remembered for 24 h by default."),
+    ),
     responses(
         (status = 200, description = "Created", body = CreateConversationReply),
         (status = 400, description = "Invalid body or repository state", body = ErrorReply),
         (status = 401, description = "Missing or invalid access token", body = ErrorReply),
         (status = 403, description = "No access to the repository's workspace", body = ErrorReply),
         (status = 404, description = "Repository not found", body = ErrorReply),
+        (status = 409, description = "Idempotency-Key already used for a different request", body = ErrorReply),
         (status = 413, description = "Body over 64 KiB", body = ErrorReply),
         (status = 415, description = "Content-Type is not application/json", body = ErrorReply),
         (status = 500, description = "Internal error", body = ErrorReply),
-        (status = 503, description = "Database unavailable", body = ErrorReply),
+        (status = 503, description = "Database unavailable, or too many requests in flight (with Retry-After)", body = ErrorReply),
         (status = 504, description = "Request timed out", body = ErrorReply),
     ),
     security(("bearer" = [])))]
@@ -205,7 +211,7 @@ async fn metrics_text(State(api): Api) -> Response {
         (status = 400, description = "Invalid parameter", body = ErrorReply),
         (status = 401, description = "Missing or invalid access token", body = ErrorReply),
         (status = 500, description = "Internal error", body = ErrorReply),
-        (status = 503, description = "Database unavailable", body = ErrorReply),
+        (status = 503, description = "Database unavailable, or too many requests in flight (with Retry-After)", body = ErrorReply),
         (status = 504, description = "Request timed out", body = ErrorReply),
     ),
     security(("bearer" = [])))]
@@ -251,7 +257,7 @@ async fn list_conversations(
         (status = 401, description = "Missing or invalid access token", body = ErrorReply),
         (status = 404, description = "Conversation not found", body = ErrorReply),
         (status = 500, description = "Internal error", body = ErrorReply),
-        (status = 503, description = "Database unavailable", body = ErrorReply),
+        (status = 503, description = "Database unavailable, or too many requests in flight (with Retry-After)", body = ErrorReply),
         (status = 504, description = "Request timed out", body = ErrorReply),
     ),
     security(("bearer" = [])))]
@@ -294,7 +300,7 @@ async fn get_conversation(
         (status = 401, description = "Missing or invalid access token", body = ErrorReply),
         (status = 404, description = "Conversation not found", body = ErrorReply),
         (status = 500, description = "Internal error", body = ErrorReply),
-        (status = 503, description = "Database unavailable", body = ErrorReply),
+        (status = 503, description = "Database unavailable, or too many requests in flight (with Retry-After)", body = ErrorReply),
         (status = 504, description = "Request timed out", body = ErrorReply),
     ),
     security(("bearer" = [])))]
