@@ -23,7 +23,7 @@ use crate::store::{Store, StoreOptions};
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/conversations.db";
 
 /// Conversations tied to code repositories, over gRPC and REST/JSON.
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(name = "conversation-service", version, about)]
 pub struct Cli {
     /// Database: sqlite://relative.db, sqlite:///absolute.db or postgres://user@host/db.
@@ -114,7 +114,7 @@ pub struct ServeArgs {
 }
 
 /// JWTs from an identity provider, accepted beside API tokens once a key is given.
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct JwtArgs {
     /// Shared HMAC secret (32 bytes or more) for HS256/384/512 JWTs.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
@@ -135,9 +135,41 @@ pub struct JwtArgs {
     /// Accepted `aud` values, comma-separated; a JWT must name one.
     #[arg(long, env = "JWT_AUDIENCE", value_delimiter = ',')]
     pub jwt_audience: Vec<String>,
-    /// Clock skew allowed on `exp` and `nbf`.
-    #[arg(long, env = "JWT_LEEWAY", default_value = "30s", value_parser = parse_duration)]
+    /// Clock skew allowed on `exp` and `nbf`, in whole seconds (`0` for none).
+    #[arg(long, env = "JWT_LEEWAY", default_value = "30s", value_parser = parse_duration_or_zero)]
     pub jwt_leeway: Duration,
+}
+
+// Written by hand so that secrets (the JWT secret, a password in the
+// database URL) can never reach a log through `{:?}`.
+impl std::fmt::Debug for JwtArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtArgs")
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("jwt_public_key", &self.jwt_public_key)
+            .field("jwt_jwks", &self.jwt_jwks)
+            .field("jwt_algorithms", &self.jwt_algorithms)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_leeway", &self.jwt_leeway)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Cli {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cli")
+            .field("database_url", &"<redacted>")
+            .field("database_pool_size", &self.database_pool_size)
+            .field("database_acquire_timeout", &self.database_acquire_timeout)
+            .field("log_format", &self.log_format)
+            .field("log", &self.log)
+            .field("command", &self.command)
+            .finish()
+    }
 }
 
 impl JwtArgs {

@@ -6,13 +6,15 @@
 //!   finished request. REST: `method` is the HTTP method and route template
 //!   (`POST /conversation`), `code` the HTTP status. gRPC: `method` is the
 //!   full rpc path, `code` the gRPC status name. Unknown routes and rpcs are
-//!   counted as `other`, so a scanner cannot grow the label set.
+//!   counted as `other` (REST: also methods outside the standard ones), so a
+//!   scanner cannot grow the label set.
 //! - `conversation_service_request_duration_seconds{transport, method}`:
 //!   latency histogram, until the response head is sent.
 //! - `conversation_service_db_pool_connections{state="in_use"|"idle"}`,
 //!   `conversation_service_db_pool_waiting`, `conversation_service_db_pool_max`:
 //!   the database pool, read at scrape time.
 //! - `conversation_service_conversations_created_total`.
+//! - `conversation_service_requests_in_flight`: API requests being served.
 
 use std::time::Duration;
 
@@ -55,6 +57,7 @@ pub struct Metrics {
     pool_waiting: Gauge,
     pool_max: Gauge,
     created: Counter,
+    in_flight: Gauge,
 }
 
 impl Default for Metrics {
@@ -105,6 +108,12 @@ impl Metrics {
             "Conversations created",
             created.clone(),
         );
+        let in_flight = Gauge::default();
+        registry.register(
+            "requests_in_flight",
+            "API requests being served now, both transports (limited by --max-concurrent-requests)",
+            in_flight.clone(),
+        );
         Self {
             registry,
             requests,
@@ -113,6 +122,7 @@ impl Metrics {
             pool_waiting,
             pool_max,
             created,
+            in_flight,
         }
     }
 
@@ -131,6 +141,11 @@ impl Metrics {
                 method: method.to_owned(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// The gauge of API requests in flight, kept by the admission limit.
+    pub fn in_flight(&self) -> Gauge {
+        self.in_flight.clone()
     }
 
     /// Records a conversation created.

@@ -1,10 +1,11 @@
 //! One log line and one metric sample per request, on both transports.
 //!
-//! The line (target `request`, level INFO) carries the transport, the method,
-//! the code (HTTP status or gRPC status name), the latency in milliseconds
-//! and the request id, as structured fields: `--log-format json` makes them
-//! JSON keys. Latency is measured until the response head is ready. Paths
-//! come from parsed URIs, which cannot hold spaces or line breaks.
+//! The line (target `request`, level INFO) carries the transport, the method
+//! (as the metrics label it: route template or rpc, else `other`), the path,
+//! the code (HTTP status or gRPC status name, as text), the latency in
+//! milliseconds and the request id, as structured fields: `--log-format json`
+//! makes them JSON keys. Latency is measured until the response head is
+//! ready. Paths come from parsed URIs, which cannot hold spaces or line breaks.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -26,28 +27,62 @@ use crate::service::REQUEST_ID;
 const OTHER: &str = "other";
 
 /// Axum middleware: logs and counts every HTTP request, by route template.
+/// Methods outside the standard few count as `other` too, so that made-up
+/// methods cannot grow the label set either.
 pub async fn http(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    use http::Method;
     let started = Instant::now();
+    let standard = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+    ]
+    .contains(request.method());
     let method = match request.extensions().get::<MatchedPath>() {
-        Some(path) => format!("{} {}", request.method(), path.as_str()),
-        None => OTHER.to_owned(),
+        Some(path) if standard => format!("{} {}", request.method(), path.as_str()),
+        _ => OTHER.to_owned(),
     };
     let path = request.uri().path().to_owned();
     let response = next.run(request).await;
     let took = started.elapsed();
-    let status = response.status();
-    metrics.request("http", &method, status.as_str(), took);
-    tracing::info!(
-        target: "request",
-        transport = "http",
-        method = %method,
-        path = %path,
-        code = status.as_u16(),
-        latency_ms = took.as_secs_f64() * 1e3,
-        request_id = request_id(response.headers()),
-        "request"
+    let id = request_id(response.headers());
+    finish(
+        &metrics,
+        "http",
+        &method,
+        &path,
+        response.status().as_str(),
+        took,
+        id,
     );
     response
+}
+
+/// Records a finished request: its metric sample and its log line.
+fn finish(
+    metrics: &Metrics,
+    transport: &'static str,
+    method: &str,
+    path: &str,
+    code: &str,
+    took: Duration,
+    request_id: &str,
+) {
+    metrics.request(transport, method, code, took);
+    tracing::info!(
+        target: "request",
+        transport,
+        method,
+        path,
+        code,
+        latency_ms = took.as_secs_f64() * 1e3,
+        request_id,
+        "request"
+    );
 }
 
 fn request_id(headers: &http::HeaderMap) -> &str {
@@ -112,16 +147,40 @@ pub const BUSY: &str = "Server is busy; retry later";
 /// RESOURCE_EXHAUSTED) instead of queueing without end; health, readiness and
 /// metrics are never limited, so the service can still say how it is.
 #[derive(Clone)]
-pub struct Admission(Arc<tokio::sync::Semaphore>);
+pub struct Admission {
+    places: Arc<tokio::sync::Semaphore>,
+    in_flight: prometheus_client::metrics::gauge::Gauge,
+}
+
+/// A request's place among those in flight, given back on drop.
+pub struct Admitted {
+    _place: tokio::sync::OwnedSemaphorePermit,
+    in_flight: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.in_flight.dec();
+    }
+}
 
 impl Admission {
-    pub fn new(limit: usize) -> Self {
-        Self(Arc::new(tokio::sync::Semaphore::new(limit.max(1))))
+    /// At most `limit` requests in flight, counted in `metrics`.
+    pub fn new(limit: usize, metrics: &Metrics) -> Self {
+        Self {
+            places: Arc::new(tokio::sync::Semaphore::new(limit.max(1))),
+            in_flight: metrics.in_flight(),
+        }
     }
 
     /// A place for one more request, if there is one.
-    pub fn try_admit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.0.clone().try_acquire_owned().ok()
+    pub fn try_admit(&self) -> Option<Admitted> {
+        let place = self.places.clone().try_acquire_owned().ok()?;
+        self.in_flight.inc();
+        Some(Admitted {
+            _place: place,
+            in_flight: self.in_flight.clone(),
+        })
     }
 }
 
@@ -217,16 +276,7 @@ where
                 OTHER
             };
             let name = code_name(code);
-            layer.metrics.request("grpc", method, name, took);
-            tracing::info!(
-                target: "request",
-                transport = "grpc",
-                method = %path,
-                code = name,
-                latency_ms = took.as_secs_f64() * 1e3,
-                request_id = %id,
-                "request"
-            );
+            finish(&layer.metrics, "grpc", method, &path, name, took, &id);
             result
         })
     }

@@ -140,10 +140,9 @@ pub async fn start(store: Store, config: Config) -> anyhow::Result<Running> {
     let watched = store.clone();
     let ttl = chrono::TimeDelta::from_std(config.idempotency_ttl)
         .context("the idempotency key lifetime is too long")?;
-    let api = Arc::new(
-        ConversationApi::new(store, jwt, Arc::new(Metrics::new())).with_idempotency_ttl(ttl),
-    );
-    let admission = Admission::new(config.max_concurrent_requests);
+    let metrics = Arc::new(Metrics::new());
+    let admission = Admission::new(config.max_concurrent_requests, &metrics);
+    let api = Arc::new(ConversationApi::new(store, jwt, metrics).with_idempotency_ttl(ttl));
     let (grpc_router, health) =
         crate::grpc::router(api.clone(), config.request_timeout, admission.clone()).await?;
     let http_options = HttpOptions {
@@ -159,51 +158,26 @@ pub async fn start(store: Store, config: Config) -> anyhow::Result<Running> {
     let limits = ConnLimits {
         header_read_timeout: config.header_read_timeout,
     };
-    let (grpc_stop, http_stop) = (close.clone(), close.clone());
     // A client has the header read timeout to send its first byte (in
     // plaintext) or finish its handshake (TLS, 10 s).
     let first_byte = config.header_read_timeout;
     let (grpc_task, http_task) = match tls {
-        None => {
-            let grpc = GatedListener::plain(grpc, first_byte, close.clone())?;
-            let http = GatedListener::plain(http, first_byte, close.clone())?;
-            (
-                tokio::spawn(async move {
-                    grpc_router
-                        .serve_with_incoming_shutdown(
-                            grpc.into_stream(),
-                            grpc_stop.cancelled_owned(),
-                        )
-                        .await
-                }),
-                tokio::spawn(crate::http::serve::serve(
-                    http,
-                    http_router,
-                    limits,
-                    http_stop,
-                )),
-            )
-        }
-        Some((http_tls, grpc_tls)) => {
-            let grpc = GatedListener::tls(grpc, grpc_tls, close.clone())?;
-            let http = GatedListener::tls(http, http_tls, close.clone())?;
-            (
-                tokio::spawn(async move {
-                    grpc_router
-                        .serve_with_incoming_shutdown(
-                            grpc.into_stream(),
-                            grpc_stop.cancelled_owned(),
-                        )
-                        .await
-                }),
-                tokio::spawn(crate::http::serve::serve(
-                    http,
-                    http_router,
-                    limits,
-                    http_stop,
-                )),
-            )
-        }
+        None => serve_both(
+            GatedListener::plain(grpc, first_byte, close.clone())?,
+            GatedListener::plain(http, first_byte, close.clone())?,
+            grpc_router,
+            http_router,
+            limits,
+            &close,
+        ),
+        Some((http_tls, grpc_tls)) => serve_both(
+            GatedListener::tls(grpc, grpc_tls, close.clone())?,
+            GatedListener::tls(http, http_tls, close.clone())?,
+            grpc_router,
+            http_router,
+            limits,
+            &close,
+        ),
     };
     if let Some(listener) = metrics_listener {
         let metrics_stop = close.clone();
@@ -221,7 +195,7 @@ pub async fn start(store: Store, config: Config) -> anyhow::Result<Running> {
         config.idempotency_ttl,
         stop.clone(),
     ));
-    tokio::spawn(watch_database(watched, health.clone(), stop.clone()));
+    let watcher = tokio::spawn(watch_database(watched, health.clone(), stop.clone()));
 
     let signal_stop = stop.clone();
     let (delay, grace) = (config.shutdown_delay, config.shutdown_grace);
@@ -232,6 +206,9 @@ pub async fn start(store: Store, config: Config) -> anyhow::Result<Running> {
         }
         signal_stop.cancel();
         api.start_draining();
+        // The watcher ends on `stop`; once it has, nothing but this task sets
+        // the health status, so NOT_SERVING cannot be overwritten.
+        let _ = watcher.await;
         health
             .set_not_serving::<ConversationServiceServer<ConversationApi>>()
             .await;
@@ -273,6 +250,43 @@ pub async fn start(store: Store, config: Config) -> anyhow::Result<Running> {
         stop,
         task,
     })
+}
+
+/// Serves gRPC and HTTP on their listeners (plaintext or TLS alike) until
+/// `close`.
+fn serve_both<Io>(
+    grpc: GatedListener<Io>,
+    http: GatedListener<Io>,
+    grpc_router: crate::grpc::GrpcRouter,
+    http_router: axum::Router,
+    limits: ConnLimits,
+    close: &CancellationToken,
+) -> (
+    JoinHandle<Result<(), tonic::transport::Error>>,
+    JoinHandle<()>,
+)
+where
+    Io: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+{
+    let grpc_stop = close.clone();
+    (
+        tokio::spawn(async move {
+            grpc_router
+                .serve_with_incoming_shutdown(grpc.into_stream(), grpc_stop.cancelled_owned())
+                .await
+        }),
+        tokio::spawn(crate::http::serve::serve(
+            http,
+            http_router,
+            limits,
+            close.clone(),
+        )),
+    )
 }
 
 /// How often the gRPC health status is checked against the database.

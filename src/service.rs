@@ -33,6 +33,9 @@ use crate::store::types::{SqlJson, SqlTime, SqlUuid, now};
 /// The metadata key (and HTTP header) of the request id.
 pub const REQUEST_ID: &str = "x-request-id";
 
+/// What a create that fails inside the service says.
+const CREATE_FAILED: &str = "Failed to create conversation";
+
 /// The metadata key (and HTTP header) of an idempotency key.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
@@ -162,7 +165,6 @@ impl ConversationApi {
         request: &Request<CreateConversationRequest>,
         ctx: &CallContext,
     ) -> Result<CreateConversationResponse, ApiError> {
-        const FAILED: &str = "Failed to create conversation";
         let metadata = request.metadata();
         // 1 and 2. Who is calling, and what they ask for. With a well-formed
         // request, the token and the repository (with the caller's membership)
@@ -239,11 +241,11 @@ impl ConversationApi {
                     .replay(user_id, &key, &fingerprint)
                     .await?
                     .ok_or_else(|| ApiError::Internal {
-                        public: FAILED,
+                        public: CREATE_FAILED,
                         detail: "idempotency key conflict without a stored key".into(),
                     });
             }
-            (Err(e), _) => return Err(ApiError::from_store(FAILED)(e)),
+            (Err(e), _) => return Err(ApiError::from_store(CREATE_FAILED)(e)),
         };
         self.metrics.conversation_created();
         tracing::info!(conversation_id = %reply.conversation_id, repo_id = %repo_id,
@@ -264,7 +266,7 @@ impl ConversationApi {
             .store
             .find_idempotency_key(user_id, key.to_owned(), Utc::now())
             .await
-            .map_err(ApiError::from_store("Failed to create conversation"))?
+            .map_err(ApiError::from_store(CREATE_FAILED))?
         else {
             return Ok(None);
         };
@@ -275,7 +277,7 @@ impl ConversationApi {
         }
         let reply: CreateConversationResponse = prost::Message::decode(stored.reply.as_slice())
             .map_err(|e| ApiError::Internal {
-                public: "Failed to create conversation",
+                public: CREATE_FAILED,
                 detail: format!("stored idempotent reply: {e}"),
             })?;
         tracing::info!(conversation_id = %reply.conversation_id, "idempotent replay");

@@ -59,9 +59,46 @@ impl JwtConfig {
     }
 }
 
+/// The kind of key an algorithm needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Hmac,
+    Rsa,
+    Ec,
+    Ed,
+}
+
+impl Family {
+    fn of(alg: Algorithm) -> Family {
+        match alg {
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => Family::Hmac,
+            Algorithm::ES256 | Algorithm::ES384 => Family::Ec,
+            Algorithm::EdDSA => Family::Ed,
+            _ => Family::Rsa,
+        }
+    }
+
+    /// The algorithm accepted when the operator pins none.
+    fn default_algorithm(self) -> Algorithm {
+        match self {
+            Family::Hmac => Algorithm::HS256,
+            Family::Rsa => Algorithm::RS256,
+            Family::Ec => Algorithm::ES256,
+            Family::Ed => Algorithm::EdDSA,
+        }
+    }
+}
+
+/// One verification key.
+struct Key {
+    kid: Option<String>,
+    family: Family,
+    key: DecodingKey,
+}
+
 /// The checker built from a [`JwtConfig`] at startup: keys parsed once.
 pub struct JwtVerifier {
-    keys: Vec<(Option<String>, DecodingKey)>,
+    keys: Vec<Key>,
     validation: Validation,
 }
 
@@ -93,48 +130,48 @@ impl JwtVerifier {
         if sources.iter().filter(|s| **s).count() != 1 {
             bail!("JWT: give exactly one of --jwt-secret, --jwt-public-key and --jwt-jwks");
         }
-        let mut keys = Vec::new();
-        let implied;
-        let mut family = None;
-        if let Some(secret) = &config.secret {
+        let keys = if let Some(secret) = &config.secret {
             if secret.len() < 32 {
                 bail!("JWT: --jwt-secret must be at least 32 bytes long");
             }
-            keys.push((None, DecodingKey::from_secret(secret.as_bytes())));
-            implied = Algorithm::HS256;
+            vec![Key {
+                kid: None,
+                family: Family::Hmac,
+                key: DecodingKey::from_secret(secret.as_bytes()),
+            }]
         } else if let Some(path) = &config.public_key {
             let pem = std::fs::read(path)
                 .with_context(|| format!("JWT: cannot read {}", path.display()))?;
-            if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
-                keys.push((None, key));
-                implied = Algorithm::RS256;
-                family = Some("RS256, RS384, RS512, PS256, PS384, PS512");
+            let (family, key) = if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
+                (Family::Rsa, key)
             } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
-                keys.push((None, key));
-                implied = Algorithm::ES256;
-                family = Some("ES256, ES384");
+                (Family::Ec, key)
+            } else if let Ok(key) = DecodingKey::from_ed_pem(&pem) {
+                (Family::Ed, key)
             } else {
-                bail!("JWT: {} is not a PEM RSA or EC public key", path.display());
-            }
+                bail!(
+                    "JWT: {} is not a PEM RSA, EC or Ed25519 public key",
+                    path.display()
+                );
+            };
+            vec![Key {
+                kid: None,
+                family,
+                key,
+            }]
         } else if let Some(path) = &config.jwks {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("JWT: cannot read {}", path.display()))?;
-            let set: JwkSet = serde_json::from_str(&text)
-                .with_context(|| format!("JWT: {} is not a JWKS document", path.display()))?;
-            for jwk in &set.keys {
-                let key = DecodingKey::from_jwk(jwk)
-                    .with_context(|| format!("JWT: unusable key in {}", path.display()))?;
-                keys.push((jwk.common.key_id.clone(), key));
-            }
-            if keys.is_empty() {
-                bail!("JWT: {} holds no keys", path.display());
-            }
-            implied = Algorithm::RS256;
+            jwks_keys(path)?
         } else {
             unreachable!("exactly one source is set");
-        }
+        };
         let algorithms = if config.algorithms.is_empty() {
-            vec![implied]
+            let mut implied: Vec<Algorithm> = Vec::new();
+            for alg in keys.iter().map(|k| k.family.default_algorithm()) {
+                if !implied.contains(&alg) {
+                    implied.push(alg);
+                }
+            }
+            implied
         } else {
             config
                 .algorithms
@@ -145,21 +182,20 @@ impl JwtVerifier {
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?
         };
-        let hmac =
-            |a: &Algorithm| matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
-        if config.secret.is_some() != algorithms.iter().all(hmac)
-            || algorithms.iter().any(hmac) != algorithms.iter().all(hmac)
-        {
-            bail!(
-                "JWT: HS* algorithms go with --jwt-secret only, and the others with a public key"
-            );
+        for alg in &algorithms {
+            if !keys.iter().any(|k| k.family == Family::of(*alg)) {
+                let hint = if config.secret.is_some() || Family::of(*alg) == Family::Hmac {
+                    " (HS* algorithms go with --jwt-secret only, and the others with a public key)"
+                } else {
+                    ""
+                };
+                bail!("JWT: {alg:?} does not go with the configured key{hint}");
+            }
         }
-        if let Some(family) = family
-            && let Some(bad) = algorithms
-                .iter()
-                .find(|a| !family.split(", ").any(|f| f == format!("{a:?}")))
-        {
-            bail!("JWT: {bad:?} does not go with this key (it takes {family})");
+        if config.secret.is_none() && config.audience.is_empty() {
+            tracing::warn!(
+                "JWT: no --jwt-audience: tokens the identity provider issued for other applications are accepted too"
+            );
         }
         let mut validation = Validation::new(algorithms[0]);
         validation.algorithms = algorithms;
@@ -191,17 +227,24 @@ impl JwtVerifier {
         if !self.validation.algorithms.contains(&header.alg) {
             return Err(format!("algorithm {:?} is not accepted", header.alg));
         }
-        let key = match (&header.kid, self.keys.as_slice()) {
-            (_, [(None, key)]) => key,
-            (Some(kid), keys) => keys
+        let family = Family::of(header.alg);
+        let candidates: Vec<&Key> = self.keys.iter().filter(|k| k.family == family).collect();
+        let named = candidates.iter().any(|k| k.kid.is_some());
+        let key = match (&header.kid, candidates.as_slice()) {
+            (_, []) => return Err(format!("no {family:?} key")),
+            // Keys with ids (a JWKS): the token's `kid` must name one.
+            (Some(kid), _) if named => candidates
                 .iter()
-                .find(|(id, _)| id.as_deref() == Some(kid))
-                .map(|(_, key)| key)
-                .ok_or_else(|| format!("no key with kid {kid:?}"))?,
-            (None, [(_, key)]) => key,
-            (None, _) => return Err("no kid, and several keys".into()),
+                .find(|k| k.kid.as_deref() == Some(kid.as_str()))
+                .ok_or_else(|| format!("no {family:?} key with kid {kid:?}"))?,
+            (_, [only]) => only,
+            (_, _) => return Err("no kid, and several keys".into()),
         };
-        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+        // The key decides the algorithm's family; the header only picks
+        // among the pinned algorithms of that family.
+        let mut validation = self.validation.clone();
+        validation.algorithms = vec![header.alg];
+        let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
             .map_err(|e| format!("{e}"))?;
         let subject = data
             .claims
@@ -210,6 +253,43 @@ impl JwtVerifier {
             .ok_or("no userId or sub claim")?;
         Uuid::try_parse(&subject).map_err(|_| "the subject is not a user id".into())
     }
+}
+
+/// The signing keys of a JWKS document: public keys meant for signatures.
+fn jwks_keys(path: &std::path::Path) -> anyhow::Result<Vec<Key>> {
+    use jsonwebtoken::jwk::{AlgorithmParameters, PublicKeyUse};
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("JWT: cannot read {}", path.display()))?;
+    let set: JwkSet = serde_json::from_str(&text)
+        .with_context(|| format!("JWT: {} is not a JWKS document", path.display()))?;
+    let mut keys = Vec::new();
+    for jwk in &set.keys {
+        let kid = jwk.common.key_id.clone();
+        let family = match &jwk.algorithm {
+            AlgorithmParameters::RSA(_) => Family::Rsa,
+            AlgorithmParameters::EllipticCurve(_) => Family::Ec,
+            AlgorithmParameters::OctetKeyPair(_) => Family::Ed,
+            AlgorithmParameters::OctetKey(_) => {
+                bail!(
+                    "JWT: key {kid:?} in {} is a shared secret; a JWKS must hold public keys",
+                    path.display()
+                )
+            }
+        };
+        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+            bail!(
+                "JWT: key {kid:?} in {} is for encryption, not signatures",
+                path.display()
+            );
+        }
+        let key = DecodingKey::from_jwk(jwk)
+            .with_context(|| format!("JWT: unusable key {kid:?} in {}", path.display()))?;
+        keys.push(Key { kid, family, key });
+    }
+    if keys.is_empty() {
+        bail!("JWT: {} holds no keys", path.display());
+    }
+    Ok(keys)
 }
 
 /// Whether a bearer credential has the shape of a JWT (three dot-separated

@@ -185,7 +185,8 @@ async fn readyz(State(api): Api) -> Response {
     }
 }
 
-/// Prometheus metrics, in the OpenMetrics text format.
+/// Prometheus metrics, in the OpenMetrics text format (here unless the
+/// service runs with `--metrics-addr`, which moves them to a port of their own).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "The metrics",
         content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]

@@ -721,7 +721,11 @@ async fn failure_writes_nothing(db: TestDb) {
 /// 200 concurrent creates by 200 different users, half per transport:
 /// exactly 200 conversations and 200 events, no error.
 async fn concurrent_creates(db: TestDb) {
-    let app = TestApp::spawn(db).await;
+    // Correctness under concurrency, not latency: on a loaded machine 200
+    // creates at once may wait longer than the usual 2 s for a connection.
+    let mut opts = crate::harness::test_options();
+    opts.acquire_timeout = std::time::Duration::from_secs(20);
+    let app = TestApp::spawn_with(db, opts).await;
     let w = World::build(&app).await;
     let mut actors = Vec::new();
     for _ in 0..200 {

@@ -27,6 +27,18 @@ pub fn notice(msg: &str) {
     let _ = writeln!(std::io::stderr(), "{msg}");
 }
 
+/// A connection of the test's own to an SQLite test database (to lock it,
+/// for instance).
+pub type SqliteConn =
+    diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>;
+
+/// Opens a [`SqliteConn`] on `db`.
+pub async fn sqlite_conn(db: &TestDb) -> SqliteConn {
+    SqliteConn::establish(db.url.strip_prefix("sqlite://").expect("sqlite url"))
+        .await
+        .expect("connect")
+}
+
 /// A database that exists for one test.
 pub struct TestDb {
     pub url: String,
@@ -97,16 +109,7 @@ impl TestDb {
                 c.batch_execute(sql).await.expect("SQL runs");
             }
             Backend::Sqlite => {
-                let path = self
-                    .url
-                    .strip_prefix("sqlite://")
-                    .expect("sqlite url")
-                    .to_owned();
-                let mut c = diesel_async::sync_connection_wrapper::SyncConnectionWrapper::<
-                    diesel::SqliteConnection,
-                >::establish(&path)
-                .await
-                .expect("connect");
+                let mut c = sqlite_conn(self).await;
                 c.batch_execute(sql).await.expect("SQL runs");
             }
         }

@@ -222,14 +222,22 @@ async fn keys_expire(db: TestDb) {
         second["conversationId"], first["conversationId"],
         "a new create"
     );
-    // The sweeper deletes expired keys by itself.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let purged = app
+    // The sweeper deletes expired keys by itself (it runs every second here).
+    let since_ever = chrono::DateTime::UNIX_EPOCH;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while app
         .store
-        .purge_idempotency_keys(chrono::Utc::now() + chrono::TimeDelta::hours(48))
+        .find_idempotency_key(w.reader.id, "short-lived".into(), since_ever)
         .await
-        .expect("purge");
-    assert_eq!(purged, 0, "the sweeper already deleted the expired keys");
+        .expect("lookup")
+        .is_some()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sweeper deleted the expired key"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     app.shutdown().await;
 }
 

@@ -359,6 +359,80 @@ async fn public_key_tokens(db: TestDb) {
 
 on_both_backends!(hs256_tokens, public_key_tokens);
 
+/// A P-256 key as a JWK.
+fn ec_jwk(key: &rcgen::KeyPair, kid: &str) -> Value {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let point = key.public_key_raw();
+    assert_eq!(
+        (point.len(), point[0]),
+        (65, 4),
+        "an uncompressed P-256 point"
+    );
+    json!({ "kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..]), "kid": kid, "use": "sig" })
+}
+
+/// A JWKS with an RSA and an EC key: each signs tokens of its own algorithm
+/// (both accepted by default), picked by `kid`; neither key checks the
+/// other's tokens.
+#[test]
+fn a_jwks_with_rsa_and_ec_keys() {
+    use conversation_service::auth::jwt::JwtVerifier;
+    let rsa_private = std::fs::read(fixture("rsa_private.pem")).expect("fixture");
+    let rsa = EncodingKey::from_rsa_pem(&rsa_private).expect("RSA key");
+    let ec = rcgen::KeyPair::generate().expect("P-256 key");
+    let ec_key = EncodingKey::from_ec_pem(ec.serialize_pem().as_bytes()).expect("EC key");
+    let published: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("jwks.json")).expect("fixture"))
+            .expect("json");
+    let mut keys = published["keys"].as_array().expect("keys").clone();
+    keys.push(ec_jwk(&ec, "ec-1"));
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("mixed.json");
+    std::fs::write(&path, json!({ "keys": keys }).to_string()).expect("write");
+    let verifier = JwtVerifier::new(&JwtConfig {
+        jwks: Some(path),
+        ..JwtConfig::default()
+    })
+    .expect("verifier");
+    let user = Uuid::now_v7();
+    let claims = json!({ "sub": user, "exp": now() + 60 });
+    assert_eq!(
+        verifier.verify(&sign(Algorithm::RS256, &rsa, Some("test-key-1"), &claims)),
+        Ok(user)
+    );
+    assert_eq!(
+        verifier.verify(&sign(Algorithm::ES256, &ec_key, Some("ec-1"), &claims)),
+        Ok(user)
+    );
+    // A token naming the other key's kid, or signed by the wrong key.
+    assert!(
+        verifier
+            .verify(&sign(
+                Algorithm::ES256,
+                &ec_key,
+                Some("test-key-1"),
+                &claims
+            ))
+            .is_err()
+    );
+    assert!(
+        verifier
+            .verify(&sign(Algorithm::RS256, &rsa, Some("ec-1"), &claims))
+            .is_err()
+    );
+    assert!(
+        verifier
+            .verify(&sign(
+                Algorithm::HS256,
+                &EncodingKey::from_secret(b"x"),
+                None,
+                &claims
+            ))
+            .is_err()
+    );
+}
+
 /// A service refuses to start on a JWT setup that cannot be right.
 #[test]
 fn bad_jwt_setups_are_refused_at_startup() {
@@ -385,7 +459,7 @@ fn bad_jwt_setups_are_refused_at_startup() {
                 algorithms: vec!["ES256".into()],
                 ..JwtConfig::default()
             },
-            "does not go with this key",
+            "does not go with the configured key",
         ),
         (
             JwtConfig {
@@ -408,9 +482,53 @@ fn bad_jwt_setups_are_refused_at_startup() {
                 public_key: Some(fixture("jwks.json")),
                 ..JwtConfig::default()
             },
-            "not a PEM RSA or EC public key",
+            "not a PEM RSA, EC or Ed25519 public key",
         ),
     ];
+    // JWKS documents that cannot be right.
+    let dir = tempfile::tempdir().expect("dir");
+    let ec = rcgen::KeyPair::generate().expect("P-256 key");
+    let ec_jwk = ec_jwk(&ec, "ec-1");
+    let mut encryption_key = ec_jwk.clone();
+    encryption_key["use"] = json!("enc");
+    let jwks = |name: &str, keys: Value| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, json!({ "keys": keys }).to_string()).expect("write");
+        path
+    };
+    let jwks_cases = [
+        (
+            jwks(
+                "oct.json",
+                json!([{ "kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA", "kid": "s" }]),
+            ),
+            vec![],
+            "is a shared secret",
+        ),
+        (
+            jwks("enc.json", json!([encryption_key])),
+            vec![],
+            "for encryption",
+        ),
+        (
+            jwks("ec-only.json", json!([ec_jwk.clone()])),
+            vec!["RS256".to_owned()],
+            "does not go with",
+        ),
+        (jwks("empty.json", json!([])), vec![], "holds no keys"),
+    ];
+    for (path, algorithms, expected) in jwks_cases {
+        let config = JwtConfig {
+            jwks: Some(path),
+            algorithms,
+            ..JwtConfig::default()
+        };
+        let error = JwtVerifier::new(&config).expect_err(expected).to_string();
+        assert!(
+            error.contains(expected),
+            "{error:?} should say {expected:?}"
+        );
+    }
     for (config, expected) in cases {
         let error = JwtVerifier::new(&config).expect_err(expected).to_string();
         assert!(

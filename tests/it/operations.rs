@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use conversation_service::pb::CreateConversationRequest;
 use conversation_service::pb::conversation_service_client::ConversationServiceClient;
 use conversation_service::server::Config;
-use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+use diesel_async::SimpleAsyncConnection;
 use serde_json::{Value, json};
 
 use crate::harness::{Process, TestApp, TestDb, World, as_actor};
@@ -159,7 +159,7 @@ async fn json_request_logs() {
     let process = Process::start_with(
         &db.url,
         &["--log-format", "json"],
-        &[("RUST_LOG", "info"), ("JWT_SECRET", secret)],
+        &[("RUST_LOG", "debug"), ("JWT_SECRET", secret)],
     )
     .await;
     let client = reqwest::Client::new();
@@ -192,7 +192,7 @@ async fn json_request_logs() {
         .expect_err("invalid");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
 
-    let find = |id: &str| -> Value {
+    let find = async |id: &str| -> Value {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let lines = process.logs();
@@ -207,24 +207,45 @@ async fn json_request_logs() {
                 Instant::now() < deadline,
                 "no request line for {id} in {lines:#?}"
             );
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
-    let rest = find("rest-log-1");
+    let rest = find("rest-log-1").await;
     assert_eq!(rest["level"], "INFO");
     assert_eq!(rest["transport"], "http");
     assert_eq!(rest["method"], "POST /conversation");
-    assert_eq!(rest["code"], 200);
+    assert_eq!(rest["code"], "200");
+    assert_eq!(rest["path"], "/conversation");
     assert!(rest["latency_ms"].as_f64().expect("latency") > 0.0);
     assert!(rest["timestamp"].is_string());
-    let grpc_line = find("grpc-log-1");
+    let grpc_line = find("grpc-log-1").await;
     assert_eq!(grpc_line["transport"], "grpc");
     assert_eq!(
         grpc_line["method"],
         "/flashback.conversation.v1.ConversationService/CreateConversation"
     );
     assert_eq!(grpc_line["code"], "INVALID_ARGUMENT");
+    // A JWT signed with another secret: refused, the reason logged at debug.
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({ "sub": uuid::Uuid::now_v7(), "exp": chrono::Utc::now().timestamp() + 60 }),
+        &jsonwebtoken::EncodingKey::from_secret(b"not-the-secret-not-the-secret-0123456789"),
+    )
+    .expect("signs");
+    let refused = client
+        .get(format!("{}/conversation", process.http))
+        .header("authorization", format!("Bearer {forged}"))
+        .header("x-request-id", "jwt-log-1")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(refused.status(), 401);
+    assert_eq!(find("jwt-log-1").await["code"], "401");
     let logs = process.logs().join("\n");
+    assert!(
+        logs.contains("JWT refused"),
+        "the refusal's reason is logged at debug"
+    );
     assert!(!logs.contains(secret), "the JWT secret is not logged");
     assert!(!logs.contains(&process.token), "tokens are not logged");
     let status = process.terminate().await;
@@ -302,11 +323,7 @@ async fn requests_time_out() {
     };
     let app = TestApp::spawn_config(TestDb::sqlite(), config).await;
     let w = World::build(&app).await;
-    let mut lock = diesel_async::sync_connection_wrapper::SyncConnectionWrapper::<
-        diesel::SqliteConnection,
-    >::establish(app.db.url.strip_prefix("sqlite://").expect("sqlite url"))
-    .await
-    .expect("connect");
+    let mut lock = crate::harness::sqlite_conn(&app.db).await;
     lock.batch_execute("BEGIN EXCLUSIVE").await.expect("lock");
     let started = Instant::now();
     let (status, body) = app
