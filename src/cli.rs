@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::auth::jwt::JwtConfig;
 use crate::auth::{TOKEN_PREFIX, generate_token, hash_token};
 use crate::domain::{Access, OrgRole};
+use crate::provider::ProviderConfig;
 use crate::store::admin::{NewUser, TokenRef};
 use crate::store::{Store, StoreOptions};
 
@@ -108,6 +109,8 @@ pub struct ServeArgs {
     pub shutdown_grace: Duration,
     #[command(flatten)]
     pub jwt: JwtArgs,
+    #[command(flatten)]
+    pub provider: ProviderArgs,
     /// Create a demo organization (once) and print a fresh token and ready-to-paste commands.
     #[arg(long, env = "DEMO")]
     pub demo: bool,
@@ -182,6 +185,41 @@ impl JwtArgs {
             issuer: self.jwt_issuer,
             audience: self.jwt_audience,
             leeway_seconds: self.jwt_leeway.as_secs(),
+        }
+    }
+}
+
+/// The model provider: any OpenAI-compatible Chat Completions API.
+#[derive(Args)]
+pub struct ProviderArgs {
+    /// Its API base, such as https://api.openai.com/v1 or http://127.0.0.1:11434/v1
+    /// (Ollama); prompting answers 501 without it.
+    #[arg(long, env = "PROVIDER_URL")]
+    pub provider_url: Option<String>,
+    /// Its API key, sent as a bearer token.
+    #[arg(long, env = "PROVIDER_API_KEY", hide_env_values = true)]
+    pub provider_api_key: Option<String>,
+    /// The models callers may ask for, comma-separated [default: any].
+    #[arg(long, env = "PROVIDER_MODELS", value_delimiter = ',')]
+    pub provider_models: Vec<String>,
+    /// Longest a completion may take (then 504).
+    #[arg(long, env = "PROVIDER_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub provider_timeout: Duration,
+}
+
+impl std::fmt::Debug for ProviderArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.config().fmt(f)
+    }
+}
+
+impl ProviderArgs {
+    fn config(&self) -> ProviderConfig {
+        ProviderConfig {
+            base_url: self.provider_url.clone(),
+            api_key: self.provider_api_key.clone(),
+            models: self.provider_models.clone(),
+            timeout: self.provider_timeout,
         }
     }
 }
@@ -409,6 +447,7 @@ async fn serve(store: Store, args: ServeArgs) -> anyhow::Result<()> {
             .zip(args.tls_key)
             .map(|(cert, key)| crate::tls::TlsFiles { cert, key }),
         jwt: args.jwt.config(),
+        provider: args.provider.config(),
         request_timeout: args.request_timeout,
         idempotency_ttl: args.idempotency_ttl,
         header_read_timeout: args.header_read_timeout,

@@ -29,6 +29,16 @@ pub enum ApiError {
     /// for a different request).
     #[error("{0}")]
     AlreadyExists(String),
+    /// The service is not set up for this (no model provider configured).
+    #[error("{0}")]
+    Unimplemented(String),
+    /// The model provider failed; the message says how, without its secrets.
+    /// gRPC UNAVAILABLE, HTTP 502 (the gateway reads [`UPSTREAM`]).
+    #[error("{0}")]
+    Upstream(String),
+    /// The model provider did not answer in time (gRPC DEADLINE_EXCEEDED, HTTP 504).
+    #[error("{0}")]
+    UpstreamTimeout(String),
     /// The database cannot be reached or is saturated; retrying later may work.
     #[error("Service temporarily unavailable")]
     Unavailable { detail: String },
@@ -62,6 +72,9 @@ impl ApiError {
             ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
             ApiError::PermissionDenied(_) => Code::PermissionDenied,
             ApiError::AlreadyExists(_) => Code::AlreadyExists,
+            ApiError::Unimplemented(_) => Code::Unimplemented,
+            ApiError::Upstream(_) => Code::Unavailable,
+            ApiError::UpstreamTimeout(_) => Code::DeadlineExceeded,
             ApiError::Unavailable { .. } => Code::Unavailable,
             ApiError::Internal { .. } => Code::Internal,
         }
@@ -79,7 +92,28 @@ impl From<ApiError> for tonic::Status {
             ApiError::Internal { detail, .. } => tracing::error!(error = %detail, "internal error"),
             _ => {}
         }
-        tonic::Status::new(e.code(), e.to_string())
+        let mut status = tonic::Status::new(e.code(), e.to_string());
+        if matches!(e, ApiError::Upstream(_)) {
+            status.metadata_mut().insert(
+                UPSTREAM,
+                tonic::metadata::MetadataValue::from_static("provider"),
+            );
+        }
+        status
+    }
+}
+
+/// Metadata on a status that an upstream (the model provider), not this
+/// service, failed: the gateway answers 502 Bad Gateway for it.
+pub const UPSTREAM: &str = "x-upstream-error";
+
+/// The HTTP status of a service error: the code table, except 502 for an
+/// upstream failure.
+pub fn http_status_of(status: &tonic::Status) -> StatusCode {
+    if status.metadata().get(UPSTREAM).is_some() {
+        StatusCode::BAD_GATEWAY
+    } else {
+        http_status(status.code())
     }
 }
 

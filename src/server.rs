@@ -19,6 +19,7 @@ use crate::http::serve::ConnLimits;
 use crate::metrics::Metrics;
 use crate::observe::Admission;
 use crate::pb::conversation_service_server::ConversationServiceServer;
+use crate::provider::{Provider, ProviderConfig};
 use crate::service::ConversationApi;
 use crate::store::Store;
 use crate::tls::{self, GatedListener, TlsFiles};
@@ -36,6 +37,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// JWTs accepted beside API tokens, when a key is configured.
     pub jwt: JwtConfig,
+    /// The model provider prompts go to (none: prompting answers 501).
+    pub provider: ProviderConfig,
     /// Longest a request may take (REST: 504, gRPC: DEADLINE_EXCEEDED).
     pub request_timeout: Duration,
     /// How long an idempotency key is remembered.
@@ -63,6 +66,10 @@ impl Config {
             metrics_addr: None,
             tls: None,
             jwt: JwtConfig::default(),
+            provider: ProviderConfig {
+                timeout: Duration::from_secs(60),
+                ..ProviderConfig::default()
+            },
             request_timeout: Duration::from_secs(15),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             header_read_timeout: ConnLimits::default().header_read_timeout,
@@ -142,7 +149,12 @@ pub async fn start(store: Store, config: Config) -> anyhow::Result<Running> {
         .context("the idempotency key lifetime is too long")?;
     let metrics = Arc::new(Metrics::new());
     let admission = Admission::new(config.max_concurrent_requests, &metrics);
-    let api = Arc::new(ConversationApi::new(store, jwt, metrics).with_idempotency_ttl(ttl));
+    let provider = Provider::new(&config.provider)?;
+    let api = Arc::new(
+        ConversationApi::new(store, jwt, metrics)
+            .with_idempotency_ttl(ttl)
+            .with_provider(provider),
+    );
     let (grpc_router, health) =
         crate::grpc::router(api.clone(), config.request_timeout, admission.clone()).await?;
     let http_options = HttpOptions {

@@ -20,14 +20,17 @@ use crate::pb::conversation_service_server::ConversationService;
 use crate::pb::{
     self, CreateConversationRequest, CreateConversationResponse, DeleteConversationRequest,
     DeleteConversationResponse, GetConversationRequest, GetConversationResponse,
-    ListConversationsRequest, ListConversationsResponse,
+    ListConversationsRequest, ListConversationsResponse, ListMessagesRequest, ListMessagesResponse,
+    PromptConversationRequest, PromptConversationResponse,
 };
+use crate::provider::{ChatMessage, Provider, ProviderError};
 use crate::store::Store;
 use crate::store::StoreError;
 use crate::store::conversations::{
     ConversationFilter, ConversationRow, CreatePlan, Creator, NewConversation, NewEvent,
     NewIdempotencyKey, RepoAccess, TokenOwner, UserRow, Visibility,
 };
+use crate::store::messages::{MessageRow, NewMessage, Turn};
 use crate::store::types::{SqlJson, SqlTime, SqlUuid, now};
 
 /// The metadata key (and HTTP header) of the request id.
@@ -60,6 +63,7 @@ pub struct ConversationApi {
     metrics: Arc<Metrics>,
     draining: Arc<AtomicBool>,
     idempotency_ttl: chrono::TimeDelta,
+    provider: Option<Arc<Provider>>,
 }
 
 impl ConversationApi {
@@ -71,7 +75,14 @@ impl ConversationApi {
             metrics,
             draining: Arc::new(AtomicBool::new(false)),
             idempotency_ttl: DEFAULT_IDEMPOTENCY_TTL,
+            provider: None,
         }
+    }
+
+    /// The model provider prompts go to.
+    pub fn with_provider(mut self, provider: Option<Provider>) -> Self {
+        self.provider = provider.map(Arc::new);
+        self
     }
 
     /// How long idempotency keys are remembered.
@@ -290,20 +301,7 @@ impl ConversationApi {
     ) -> Result<ListConversationsResponse, ApiError> {
         let caller = self.begin(request).await?;
         let r = request.get_ref();
-        let take = match r.take {
-            None => DEFAULT_TAKE,
-            Some(t) if (1..=MAX_TAKE).contains(&t) => t,
-            Some(_) => {
-                return Err(ApiError::InvalidArgument(format!(
-                    "take must be between 1 and {MAX_TAKE}"
-                )));
-            }
-        };
-        let skip = match r.skip {
-            None => 0,
-            Some(s) if s >= 0 => s,
-            Some(_) => return Err(ApiError::InvalidArgument("skip must be 0 or more".into())),
-        };
+        let (take, skip) = page(r.take, r.skip)?;
         let from = parse_time_bound("from", &r.from, Bound::Start)?;
         let until = parse_time_bound("to", &r.to, Bound::End)?;
         let filter = ConversationFilter {
@@ -399,6 +397,222 @@ impl ConversationApi {
         tracing::info!(conversation_id = %id, hard, user_id = %caller.user_id,
             request_id = %ctx.request_id, "conversation deleted");
         Ok(DeleteConversationResponse {})
+    }
+}
+
+impl ConversationApi {
+    /// The conversation `id` as `caller` may see it, not deleted.
+    async fn visible_conversation(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        failed: &'static str,
+    ) -> Result<ConversationRow, ApiError> {
+        let filter = ConversationFilter {
+            id: Some(id),
+            show_deleted: false,
+            ..visible_to(caller)
+        };
+        self.store
+            .get_conversation(filter)
+            .await
+            .map_err(ApiError::from_store(failed))?
+            .ok_or_else(conversation_not_found)
+    }
+
+    async fn prompt(
+        &self,
+        request: &Request<PromptConversationRequest>,
+    ) -> Result<PromptConversationResponse, ApiError> {
+        const FAILED: &str = "Failed to prompt the conversation";
+        let caller = self.begin(request).await?;
+        let r = request.get_ref();
+        let id = parse_uuid_field("conversationId", &r.conversation_id)?;
+        let prompt = r.prompt.trim();
+        if prompt.is_empty() {
+            return Err(ApiError::InvalidArgument("prompt must not be empty".into()));
+        }
+        let model = r.model.trim();
+        if model.is_empty() {
+            return Err(ApiError::InvalidArgument("model is required".into()));
+        }
+        let provider = self.provider.clone().ok_or_else(|| {
+            ApiError::Unimplemented("No model provider is configured on this service".into())
+        })?;
+        if !provider.allows(model) {
+            return Err(ApiError::InvalidArgument(
+                "model is not one of the allowed models".into(),
+            ));
+        }
+        // Who may prompt is who may see (their own; administrators, any in
+        // reach), and only while they can read the workspace.
+        let conversation = self.visible_conversation(&caller, id, FAILED).await?;
+        if !caller.role.is_org_admin()
+            && self
+                .store
+                .membership(conversation.workspace_id, caller.user_id)
+                .await
+                .map_err(ApiError::from_store(FAILED))?
+                .is_none()
+        {
+            return Err(ApiError::PermissionDenied(
+                "Insufficient permissions for this workspace".into(),
+            ));
+        }
+        let (history, total) = self
+            .store
+            .list_messages(id, MAX_CONTEXT_MESSAGES, 0)
+            .await
+            .map_err(ApiError::from_store(FAILED))?;
+        let history = if total > MAX_CONTEXT_MESSAGES {
+            // The latest turns, oldest first.
+            self.store
+                .list_messages(id, MAX_CONTEXT_MESSAGES, total - MAX_CONTEXT_MESSAGES)
+                .await
+                .map_err(ApiError::from_store(FAILED))?
+                .0
+        } else {
+            history
+        };
+        let mut turns: Vec<ChatMessage> = history
+            .into_iter()
+            .map(|m| ChatMessage {
+                role: m.role,
+                content: m.content,
+            })
+            .collect();
+        turns.push(ChatMessage {
+            role: "user".into(),
+            content: prompt.to_owned(),
+        });
+        let completion = provider
+            .complete(model, &turns)
+            .await
+            .map_err(|e| match e {
+                ProviderError::Timeout => ApiError::UpstreamTimeout(e.to_string()),
+                ProviderError::Failed(_) => ApiError::Upstream(e.to_string()),
+            })?;
+        let tokens_in = i64::try_from(completion.tokens_in).unwrap_or(i64::MAX);
+        let tokens_out = i64::try_from(completion.tokens_out).unwrap_or(i64::MAX);
+        let turn = Turn {
+            conversation_id: id,
+            user: NewMessage {
+                id: Uuid::now_v7(),
+                role: "user",
+                content: prompt.to_owned(),
+                model: model.to_owned(),
+                token_count: tokens_in,
+                metadata: serde_json::json!({}),
+            },
+            assistant: NewMessage {
+                id: Uuid::now_v7(),
+                role: "assistant",
+                content: completion.content,
+                model: completion.model,
+                token_count: tokens_out,
+                metadata: completion.metadata,
+            },
+            tokens_in,
+            tokens_out,
+            title: title_of(prompt),
+            at: now(),
+        };
+        if !self
+            .store
+            .record_turn(turn.clone())
+            .await
+            .map_err(ApiError::from_store(FAILED))?
+        {
+            // Deleted while the model was answering: nothing is kept.
+            return Err(conversation_not_found());
+        }
+        let message = |m: NewMessage| MessageRow {
+            id: m.id,
+            conversation_id: id,
+            role: m.role.to_owned(),
+            content: m.content,
+            model: m.model,
+            token_count: m.token_count,
+            metadata: m.metadata,
+            created_at: turn.at,
+        };
+        Ok(PromptConversationResponse {
+            user_message: Some(message_pb(message(turn.user.clone()))),
+            assistant_message: Some(message_pb(message(turn.assistant.clone()))),
+            usage: Some(pb::Usage {
+                tokens_in: completion.tokens_in,
+                tokens_out: completion.tokens_out,
+            }),
+        })
+    }
+
+    async fn messages(
+        &self,
+        request: &Request<ListMessagesRequest>,
+    ) -> Result<ListMessagesResponse, ApiError> {
+        const FAILED: &str = "Failed to list messages";
+        let caller = self.begin(request).await?;
+        let r = request.get_ref();
+        let id = parse_uuid_field("conversationId", &r.conversation_id)?;
+        let (take, skip) = page(r.take, r.skip)?;
+        let conversation = self.visible_conversation(&caller, id, FAILED).await?;
+        let (rows, total) = self
+            .store
+            .list_messages(id, take, skip)
+            .await
+            .map_err(ApiError::from_store(FAILED))?;
+        Ok(ListMessagesResponse {
+            messages: rows.into_iter().map(message_pb).collect(),
+            title: conversation.title.unwrap_or_default(),
+            total: u64::try_from(total).unwrap_or_default(),
+        })
+    }
+}
+
+/// How many earlier messages a prompt sends as context, at most (the latest).
+const MAX_CONTEXT_MESSAGES: i64 = 200;
+
+/// A conversation's title from its first prompt: its first line, at most 80
+/// characters.
+fn title_of(prompt: &str) -> String {
+    let line = prompt.lines().next().unwrap_or_default().trim();
+    let mut title: String = line.chars().take(80).collect();
+    if line.chars().count() > 80 {
+        title.push('…');
+    }
+    title
+}
+
+/// Validated `take` and `skip`.
+fn page(take: Option<i64>, skip: Option<i64>) -> Result<(i64, i64), ApiError> {
+    let take = match take {
+        None => DEFAULT_TAKE,
+        Some(t) if (1..=MAX_TAKE).contains(&t) => t,
+        Some(_) => {
+            return Err(ApiError::InvalidArgument(format!(
+                "take must be between 1 and {MAX_TAKE}"
+            )));
+        }
+    };
+    let skip = match skip {
+        None => 0,
+        Some(s) if s >= 0 => s,
+        Some(_) => return Err(ApiError::InvalidArgument("skip must be 0 or more".into())),
+    };
+    Ok((take, skip))
+}
+
+/// A stored message as the API shows it.
+fn message_pb(row: MessageRow) -> pb::Message {
+    pb::Message {
+        id: row.id.to_string(),
+        conversation_id: row.conversation_id.to_string(),
+        role: row.role,
+        content: row.content,
+        token_count: u64::try_from(row.token_count).unwrap_or_default(),
+        model: row.model,
+        metadata_json: row.metadata.to_string(),
+        created_at: Some(timestamp(row.created_at)),
     }
 }
 
@@ -785,6 +999,22 @@ impl ConversationService for ConversationApi {
     ) -> Result<Response<DeleteConversationResponse>, Status> {
         let ctx = CallContext::of(&request);
         ctx.finish(self.delete(&request, &ctx).await)
+    }
+
+    async fn prompt_conversation(
+        &self,
+        request: Request<PromptConversationRequest>,
+    ) -> Result<Response<PromptConversationResponse>, Status> {
+        let ctx = CallContext::of(&request);
+        ctx.finish(self.prompt(&request).await)
+    }
+
+    async fn list_messages(
+        &self,
+        request: Request<ListMessagesRequest>,
+    ) -> Result<Response<ListMessagesResponse>, Status> {
+        let ctx = CallContext::of(&request);
+        ctx.finish(self.messages(&request).await)
     }
 }
 

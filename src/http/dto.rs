@@ -103,6 +103,105 @@ pub struct ConversationDto {
     pub creator: UserDto,
 }
 
+/// `POST /conversation/{id}/prompt`.
+#[derive(Serialize, ToSchema)]
+pub struct PromptBody {
+    /// What the user says; must not be blank.
+    #[schema(min_length = 1)]
+    pub prompt: String,
+    /// The model to ask.
+    #[schema(min_length = 1)]
+    pub model: String,
+}
+
+/// A prompt's turn: the assistant's message, the user's, and the usage.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PromptReply {
+    /// Always `true`.
+    pub success: bool,
+    /// The assistant's reply, as stored.
+    pub message: MessageDto,
+    /// The prompt, as stored.
+    pub user_message: MessageDto,
+    pub usage: UsageDto,
+}
+
+/// What the provider reported for a turn.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageDto {
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+}
+
+/// A page of a conversation's messages, oldest first.
+#[derive(Serialize, ToSchema)]
+pub struct MessagesReply {
+    /// Always `true`.
+    pub success: bool,
+    pub messages: Vec<MessageDto>,
+    /// The conversation's title (null until the first prompt).
+    pub title: Option<String>,
+    /// How many messages the conversation has.
+    pub total: u64,
+}
+
+/// The platform's MessageDTO.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageDto {
+    #[schema(format = Uuid)]
+    pub id: String,
+    #[schema(format = Uuid)]
+    pub conversation_id: String,
+    /// `user` or `assistant`.
+    pub role: String,
+    pub content: String,
+    pub token_count: u64,
+    pub model: String,
+    /// What the provider said about the turn.
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+    #[schema(format = DateTime)]
+    pub created_at: Option<String>,
+}
+
+impl From<pb::Message> for MessageDto {
+    fn from(m: pb::Message) -> Self {
+        MessageDto {
+            id: m.id,
+            conversation_id: m.conversation_id,
+            role: m.role,
+            content: m.content,
+            token_count: m.token_count,
+            model: m.model,
+            metadata: serde_json::from_str(&m.metadata_json)
+                .unwrap_or_else(|_| serde_json::json!({})),
+            created_at: rfc3339(m.created_at),
+        }
+    }
+}
+
+/// A protobuf time as the DTOs write it: RFC 3339 UTC with microseconds.
+fn rfc3339(t: Option<prost_types::Timestamp>) -> Option<String> {
+    t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+}
+
+/// The query of `GET /conversation/{id}/messages`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct MessagesQuery {
+    /// Page size (default 50).
+    #[param(minimum = 1, maximum = 100)]
+    take: Option<i64>,
+    /// Messages to skip (default 0).
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
+    skip: Option<i64>,
+}
+
 /// The conversation's repository.
 #[derive(Serialize, ToSchema)]
 pub struct RepoDto {
@@ -124,12 +223,7 @@ pub struct UserDto {
 
 impl From<pb::Conversation> for ConversationDto {
     fn from(c: pb::Conversation) -> Self {
-        let time = |t: Option<prost_types::Timestamp>| {
-            t.and_then(|t| {
-                chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
-            })
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-        };
+        let time = rfc3339;
         let text = |s: String| (!s.is_empty()).then_some(s);
         let repo = c.repo.unwrap_or_default();
         let creator = c.creator.unwrap_or_default();

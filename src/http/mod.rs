@@ -26,11 +26,11 @@ use serde_json::Value;
 use tonic::metadata::MetadataMap;
 
 use crate::domain::Transport;
-use crate::error::http_status;
+use crate::error::http_status_of;
 use crate::pb::conversation_service_server::ConversationService;
 use crate::pb::{
     CreateConversationRequest, DeleteConversationRequest, GetConversationRequest,
-    ListConversationsRequest,
+    ListConversationsRequest, ListMessagesRequest, PromptConversationRequest,
 };
 use crate::service::{
     ConversationApi, FieldError, IDEMPOTENCY_KEY, REQUEST_ID, is_sane_request_id,
@@ -69,6 +69,8 @@ pub fn router(api: Arc<ConversationApi>, opts: &HttpOptions) -> Router {
             "/conversation/{id}",
             get(get_conversation).delete(delete_conversation),
         )
+        .route("/conversation/{id}/prompt", post(prompt_conversation))
+        .route("/conversation/{id}/messages", get(list_messages))
         // Only the API routes above are limited; the probes below never are.
         .route_layer(middleware::from_fn_with_state(
             opts.admission.clone(),
@@ -322,6 +324,99 @@ async fn delete_conversation(
     })
 }
 
+/// Send a prompt to a model, with the conversation's earlier turns.
+///
+/// Stores the user and the assistant message and adds the provider's usage to
+/// the conversation's totals, all in one transaction; nothing is stored if the
+/// provider fails. The first prompt titles an untitled conversation. Needs read
+/// access to the workspace; regular users prompt only their own conversations.
+#[utoipa::path(post, path = "/conversation/{id}/prompt", tag = "conversations",
+    request_body = dto::PromptBody,
+    params(("id" = String, Path, format = Uuid, description = "The conversation")),
+    responses(
+        (status = 200, description = "The assistant's reply", body = dto::PromptReply),
+        (status = 400, description = "Invalid body: blank prompt, missing or disallowed model", body = ErrorReply),
+        (status = 401, description = "Missing or invalid access token", body = ErrorReply),
+        (status = 403, description = "No access to the conversation's workspace", body = ErrorReply),
+        (status = 404, description = "Conversation not found", body = ErrorReply),
+        (status = 413, description = "Body over 64 KiB", body = ErrorReply),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorReply),
+        (status = 500, description = "Internal error", body = ErrorReply),
+        (status = 501, description = "No model provider is configured", body = ErrorReply),
+        (status = 502, description = "The model provider failed", body = ErrorReply),
+        (status = 503, description = "Database unavailable, or too many requests in flight (with Retry-After)", body = ErrorReply),
+        (status = 504, description = "The model provider, or the request, timed out", body = ErrorReply),
+    ),
+    security(("bearer" = [])))]
+async fn prompt_conversation(
+    State(api): Api,
+    headers: HeaderMap,
+    Path(conversation_id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Response {
+    let mut field_error = None;
+    let mut text = |name: &str| match body.get(name) {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => {
+            field_error.get_or_insert(format!("{name} must be a string"));
+            String::new()
+        }
+    };
+    let message = PromptConversationRequest {
+        conversation_id,
+        prompt: text("prompt"),
+        model: text("model"),
+    };
+    let request = grpc_request(&headers, message, field_error);
+    reply(api.prompt_conversation(request).await, |r| {
+        let usage = r.usage.unwrap_or_default();
+        dto::PromptReply {
+            success: true,
+            message: r.assistant_message.unwrap_or_default().into(),
+            user_message: r.user_message.unwrap_or_default().into(),
+            usage: dto::UsageDto {
+                tokens_in: usage.tokens_in,
+                tokens_out: usage.tokens_out,
+            },
+        }
+    })
+}
+
+/// A conversation's messages, oldest first, with its title.
+#[utoipa::path(get, path = "/conversation/{id}/messages", tag = "conversations",
+    params(("id" = String, Path, format = Uuid, description = "The conversation"), dto::MessagesQuery),
+    responses(
+        (status = 200, description = "A page of messages", body = dto::MessagesReply),
+        (status = 400, description = "Invalid parameter", body = ErrorReply),
+        (status = 401, description = "Missing or invalid access token", body = ErrorReply),
+        (status = 404, description = "Conversation not found (or deleted)", body = ErrorReply),
+        (status = 500, description = "Internal error", body = ErrorReply),
+        (status = 503, description = "Database unavailable, or too many requests in flight (with Retry-After)", body = ErrorReply),
+        (status = 504, description = "Request timed out", body = ErrorReply),
+    ),
+    security(("bearer" = [])))]
+async fn list_messages(
+    State(api): Api,
+    headers: HeaderMap,
+    Path(conversation_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let mut q = QueryParams::parse(query.as_deref());
+    let message = ListMessagesRequest {
+        conversation_id,
+        take: q.integer("take"),
+        skip: q.integer("skip"),
+    };
+    let request = grpc_request(&headers, message, q.first_error);
+    reply(api.list_messages(request).await, |r| dto::MessagesReply {
+        success: true,
+        messages: r.messages.into_iter().map(dto::MessageDto::from).collect(),
+        title: (!r.title.is_empty()).then_some(r.title),
+        total: r.total,
+    })
+}
+
 /// Query parameters, read one name at a time. A value that cannot be carried
 /// into the proto request (a repeated name, an empty value, a non-number
 /// where a number goes) is remembered as the first error, for the service to
@@ -431,7 +526,7 @@ fn ok(body: impl Serialize) -> Response {
 
 /// A service error as HTTP: the code table's status, the status message.
 fn status_response(status: &tonic::Status) -> Response {
-    error_response(http_status(status.code()), status.message())
+    error_response(http_status_of(status), status.message())
 }
 
 /// `{"success": false, "message": ...}` with the given status.

@@ -24,6 +24,8 @@ use super::dto;
         super::list_conversations,
         super::get_conversation,
         super::delete_conversation,
+        super::prompt_conversation,
+        super::list_messages,
         super::healthz,
         super::readyz,
         super::metrics_text,

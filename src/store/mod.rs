@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod conversations;
+pub mod messages;
 pub mod schema;
 pub mod types;
 

@@ -159,6 +159,26 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::store::types::DbUuid;
+    use crate::store::types::DbTime;
+    use crate::store::types::DbJson;
+
+    messages (id) {
+        id -> DbUuid,
+        conversation_id -> DbUuid,
+        seq -> BigInt,
+        role -> Text,
+        content -> Text,
+        model -> Text,
+        token_count -> BigInt,
+        metadata -> DbJson,
+        created_at -> DbTime,
+    }
+}
+
+diesel::joinable!(messages -> conversations (conversation_id));
 diesel::joinable!(users -> organizations (org_id));
 diesel::joinable!(api_tokens -> users (user_id));
 diesel::joinable!(workspace_members -> workspaces (workspace_id));
@@ -176,4 +196,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     conversation_counts,
     system_events,
     idempotency_keys,
+    messages,
 );

@@ -11,5 +11,6 @@ mod jwt;
 mod listing;
 mod openapi;
 mod operations;
+mod prompt;
 mod resilience;
 mod surface;

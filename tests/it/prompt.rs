@@ -1,0 +1,485 @@
+//! Prompting a conversation against a real HTTP server that speaks the Chat
+//! Completions protocol (started here on 127.0.0.1): messages, token totals,
+//! titles, access, provider failures and timeouts, concurrent prompts.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use conversation_service::pb::{ListMessagesRequest, PromptConversationRequest};
+use conversation_service::provider::ProviderConfig;
+use conversation_service::server::Config;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::harness::{Actor, TestApp, TestDb, World, as_actor};
+use crate::on_both_backends;
+
+const API_KEY: &str = "sk-test-provider-key-never-shown";
+
+/// What the fake provider saw.
+#[derive(Default)]
+struct Seen {
+    requests: Vec<Value>,
+    authorization: Vec<String>,
+}
+
+/// A Chat Completions server whose behaviour the model name picks: `echo`
+/// answers "echo: <last message>", `fail` answers 500, `slow` never in time.
+async fn fake_provider() -> (String, Arc<Mutex<Seen>>) {
+    async fn complete(
+        State(seen): State<Arc<Mutex<Seen>>>,
+        headers: HeaderMap,
+        Json(body): Json<Value>,
+    ) -> axum::response::Response {
+        {
+            let mut seen = seen.lock().expect("seen");
+            seen.requests.push(body.clone());
+            seen.authorization.push(
+                headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+        }
+        let messages = body["messages"].as_array().cloned().unwrap_or_default();
+        let last = messages
+            .last()
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        match body["model"].as_str().unwrap_or_default() {
+            "fail" => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({ "error": { "type": "server_error", "message": "the GPU caught fire" } })),
+            )
+                .into_response(),
+            "slow" => {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                StatusCode::OK.into_response()
+            }
+            model => Json(json!({
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "model": format!("{model}-2026"),
+                "choices": [{ "index": 0, "finish_reason": "stop",
+                    "message": { "role": "assistant", "content": format!("echo: {last}") } }],
+                "usage": { "prompt_tokens": 10 * messages.len(), "completion_tokens": 7, "total_tokens": 0 },
+            }))
+            .into_response(),
+        }
+    }
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", axum::routing::post(complete))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/v1"), seen)
+}
+
+async fn app_with_provider(db: TestDb, url: Option<String>, models: &[&str]) -> TestApp {
+    let config = Config {
+        provider: ProviderConfig {
+            base_url: url,
+            api_key: Some(API_KEY.into()),
+            models: models.iter().map(|m| (*m).to_owned()).collect(),
+            timeout: Duration::from_secs(1),
+        },
+        ..Config::local()
+    };
+    TestApp::spawn_config(db, config).await
+}
+
+async fn prompt_rest(app: &TestApp, who: &Actor, id: Uuid, body: Value) -> (u16, Value) {
+    let res = app
+        .http
+        .post(format!("{}/conversation/{id}/prompt", app.base))
+        .header("authorization", format!("Bearer {}", who.token))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request");
+    (res.status().as_u16(), res.json().await.expect("json"))
+}
+
+async fn messages_rest(app: &TestApp, who: &Actor, id: Uuid, query: &str) -> (u16, Value) {
+    let res = app
+        .http
+        .get(format!("{}/conversation/{id}/messages?{query}", app.base))
+        .header("authorization", format!("Bearer {}", who.token))
+        .send()
+        .await
+        .expect("request");
+    (res.status().as_u16(), res.json().await.expect("json"))
+}
+
+async fn conversation(app: &TestApp, who: &Actor, id: Uuid) -> Value {
+    let res = app
+        .http
+        .get(format!("{}/conversation/{id}", app.base))
+        .header("authorization", format!("Bearer {}", who.token))
+        .send()
+        .await
+        .expect("request");
+    res.json::<Value>().await.expect("json")["conversation"].clone()
+}
+
+/// Two turns, one per transport: the context sent, the stored messages, the
+/// totals, the title.
+async fn turns_are_stored(db: TestDb) {
+    let (url, seen) = fake_provider().await;
+    let app = app_with_provider(db, Some(url), &[]).await;
+    let w = World::build(&app).await;
+    let id = app.create_as(&w.reader, w.repo).await;
+    let before = conversation(&app, &w.reader, id).await;
+
+    let (status, first) = prompt_rest(
+        &app,
+        &w.reader,
+        id,
+        json!({ "prompt": "How do I add a route?\nWith axum.", "model": "echo" }),
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["success"], true);
+    assert_eq!(first["message"]["role"], "assistant");
+    assert_eq!(
+        first["message"]["content"],
+        "echo: How do I add a route?\nWith axum."
+    );
+    assert_eq!(first["message"]["model"], "echo-2026");
+    assert_eq!(first["message"]["tokenCount"], 7);
+    assert_eq!(first["message"]["metadata"]["finishReason"], "stop");
+    assert_eq!(first["userMessage"]["role"], "user");
+    assert_eq!(first["userMessage"]["tokenCount"], 10);
+    assert_eq!(first["usage"], json!({ "tokensIn": 10, "tokensOut": 7 }));
+
+    let reply = app
+        .grpc()
+        .await
+        .prompt_conversation(as_actor(
+            PromptConversationRequest {
+                conversation_id: id.to_string(),
+                prompt: "And a middleware?".into(),
+                model: "echo".into(),
+            },
+            &w.reader,
+        ))
+        .await
+        .expect("prompted over gRPC")
+        .into_inner();
+    let usage = reply.usage.expect("usage");
+    assert_eq!((usage.tokens_in, usage.tokens_out), (30, 7));
+    // The second call carried the first turn as context, and the key.
+    {
+        let seen = seen.lock().expect("seen");
+        let sent = &seen.requests[1]["messages"];
+        assert_eq!(
+            sent,
+            &json!([
+                { "role": "user", "content": "How do I add a route?\nWith axum." },
+                { "role": "assistant", "content": "echo: How do I add a route?\nWith axum." },
+                { "role": "user", "content": "And a middleware?" },
+            ])
+        );
+        assert_eq!(seen.requests[1]["stream"], false);
+        assert!(
+            seen.authorization
+                .iter()
+                .all(|a| a == &format!("Bearer {API_KEY}"))
+        );
+    }
+
+    let (status, listed) = messages_rest(&app, &w.reader, id, "").await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["title"], "How do I add a route?");
+    assert_eq!(listed["total"], 4);
+    let roles: Vec<&str> = listed["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["role"].as_str().expect("role"))
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "user", "assistant"]);
+    assert_eq!(listed["messages"][3]["content"], "echo: And a middleware?");
+    assert_eq!(listed["messages"][0]["conversationId"], id.to_string());
+    let (_, page) = messages_rest(&app, &w.reader, id, "take=2&skip=1").await;
+    let page: Vec<&str> = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["content"].as_str().expect("content"))
+        .collect();
+    assert_eq!(
+        page,
+        [
+            "echo: How do I add a route?\nWith axum.",
+            "And a middleware?"
+        ]
+    );
+    let over_grpc = app
+        .grpc()
+        .await
+        .list_messages(as_actor(
+            ListMessagesRequest {
+                conversation_id: id.to_string(),
+                take: Some(1),
+                skip: None,
+            },
+            &w.reader,
+        ))
+        .await
+        .expect("listed")
+        .into_inner();
+    assert_eq!((over_grpc.total, over_grpc.messages.len()), (4, 1));
+
+    let after = conversation(&app, &w.reader, id).await;
+    assert_eq!(
+        (after["tokensIn"].clone(), after["tokensOut"].clone()),
+        (json!("40"), json!("14"))
+    );
+    assert_eq!(after["title"], "How do I add a route?");
+    assert!(after["lastUpdatedAt"].as_str() > before["lastUpdatedAt"].as_str());
+    app.shutdown().await;
+}
+
+/// Refusals store nothing and say why: bad bodies, no provider, provider
+/// failure (502, its secrets kept out) and timeout (504), access.
+async fn refusals_store_nothing(db: TestDb) {
+    let (url, _) = fake_provider().await;
+    let app = app_with_provider(db, Some(url), &["echo", "fail", "slow"]).await;
+    let w = World::build(&app).await;
+    let id = app.create_as(&w.reader, w.repo).await;
+    let others = app.create_as(&w.writer, w.repo).await;
+    let cases: Vec<(&Actor, Uuid, Value, u16, &str)> = vec![
+        (
+            &w.reader,
+            id,
+            json!({ "prompt": "  ", "model": "echo" }),
+            400,
+            "prompt must not be empty",
+        ),
+        (
+            &w.reader,
+            id,
+            json!({ "prompt": "hi" }),
+            400,
+            "model is required",
+        ),
+        (
+            &w.reader,
+            id,
+            json!({ "prompt": "hi", "model": "gpt-9" }),
+            400,
+            "model is not one of the allowed models",
+        ),
+        (
+            &w.reader,
+            id,
+            json!({ "prompt": 5, "model": "echo" }),
+            400,
+            "prompt must be a string",
+        ),
+        (
+            &w.reader,
+            id,
+            json!({ "prompt": "hi", "model": "fail" }),
+            502,
+            "The model provider failed: HTTP 500 server_error the GPU caught fire",
+        ),
+        (
+            &w.reader,
+            id,
+            json!({ "prompt": "hi", "model": "slow" }),
+            504,
+            "The model provider did not answer in time",
+        ),
+        (
+            &w.reader,
+            others,
+            json!({ "prompt": "hi", "model": "echo" }),
+            404,
+            "Conversation not found",
+        ),
+        (
+            &w.reader,
+            Uuid::now_v7(),
+            json!({ "prompt": "hi", "model": "echo" }),
+            404,
+            "Conversation not found",
+        ),
+    ];
+    for (who, target, body, status, message) in cases {
+        let (got, reply) = prompt_rest(&app, who, target, body.clone()).await;
+        assert_eq!(
+            (got, reply["message"].as_str()),
+            (status, Some(message)),
+            "{body}"
+        );
+        assert!(!reply.to_string().contains(API_KEY));
+    }
+    let (status, _) = messages_rest(&app, &w.reader, id, "").await;
+    assert_eq!(status, 200);
+    let c = conversation(&app, &w.reader, id).await;
+    assert_eq!(
+        (c["tokensIn"].clone(), c["title"].clone()),
+        (json!("0"), Value::Null)
+    );
+    let (_, listed) = messages_rest(&app, &w.reader, id, "").await;
+    assert_eq!(listed["total"], 0, "nothing stored");
+
+    // Over gRPC: the provider's failure is UNAVAILABLE, its timeout DEADLINE_EXCEEDED.
+    let mut client = app.grpc().await;
+    for (model, code) in [
+        ("fail", tonic::Code::Unavailable),
+        ("slow", tonic::Code::DeadlineExceeded),
+    ] {
+        let status = client
+            .prompt_conversation(as_actor(
+                PromptConversationRequest {
+                    conversation_id: id.to_string(),
+                    prompt: "hi".into(),
+                    model: model.into(),
+                },
+                &w.reader,
+            ))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), code);
+    }
+
+    // Administrators may prompt what they can see; a reader who lost the
+    // workspace may not prompt their own any more; deleted is 404.
+    let (status, _) = prompt_rest(
+        &app,
+        &w.ws_admin,
+        others,
+        json!({ "prompt": "hi", "model": "echo" }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = prompt_rest(
+        &app,
+        &w.org_admin,
+        others,
+        json!({ "prompt": "hi", "model": "echo" }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    app.db
+        .exec(&format!(
+            "DELETE FROM workspace_members WHERE user_id = {}",
+            app.db.uuid_literal(w.writer.id)
+        ))
+        .await;
+    let (status, reply) = prompt_rest(
+        &app,
+        &w.writer,
+        others,
+        json!({ "prompt": "hi", "model": "echo" }),
+    )
+    .await;
+    assert_eq!(
+        (status, reply["message"].as_str()),
+        (403, Some("Insufficient permissions for this workspace"))
+    );
+    let res = app
+        .http
+        .delete(format!("{}/conversation/{id}", app.base))
+        .header("authorization", format!("Bearer {}", w.reader.token))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(res.status(), 200);
+    let (status, _) = prompt_rest(
+        &app,
+        &w.reader,
+        id,
+        json!({ "prompt": "hi", "model": "echo" }),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = messages_rest(&app, &w.reader, id, "").await;
+    assert_eq!(status, 404);
+    app.shutdown().await;
+}
+
+/// Without a provider, prompting is a clear 501 / UNIMPLEMENTED.
+async fn no_provider(db: TestDb) {
+    let app = app_with_provider(db, None, &[]).await;
+    let w = World::build(&app).await;
+    let id = app.create_as(&w.reader, w.repo).await;
+    let (status, reply) = prompt_rest(
+        &app,
+        &w.reader,
+        id,
+        json!({ "prompt": "hi", "model": "echo" }),
+    )
+    .await;
+    assert_eq!(
+        (status, reply["message"].as_str()),
+        (501, Some("No model provider is configured on this service"))
+    );
+    app.shutdown().await;
+}
+
+/// Ten prompts to one conversation at once: twenty messages, each user
+/// message followed by its own answer, and every token counted.
+async fn concurrent_prompts(db: TestDb) {
+    let (url, _) = fake_provider().await;
+    let app = Arc::new(app_with_provider(db, Some(url), &[]).await);
+    let w = World::build(&app).await;
+    let id = app.create_as(&w.reader, w.repo).await;
+    let mut prompts = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let (app, reader) = (app.clone(), w.reader.clone());
+        prompts.spawn(async move {
+            let (status, reply) = prompt_rest(
+                &app,
+                &reader,
+                id,
+                json!({ "prompt": format!("question {i}"), "model": "echo" }),
+            )
+            .await;
+            assert_eq!(status, 200, "{reply}");
+            reply["usage"]["tokensIn"].as_u64().expect("usage")
+        });
+    }
+    let mut tokens_in = 0;
+    while let Some(t) = prompts.join_next().await {
+        tokens_in += t.expect("prompt");
+    }
+    let (_, listed) = messages_rest(&app, &w.reader, id, "take=100").await;
+    let messages = listed["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 20);
+    for pair in messages.chunks(2) {
+        assert_eq!(
+            (pair[0]["role"].as_str(), pair[1]["role"].as_str()),
+            (Some("user"), Some("assistant"))
+        );
+        assert_eq!(
+            pair[1]["content"].as_str().expect("answer"),
+            format!("echo: {}", pair[0]["content"].as_str().expect("question"))
+        );
+    }
+    let c = conversation(&app, &w.reader, id).await;
+    assert_eq!(c["tokensIn"], json!(tokens_in.to_string()));
+    assert_eq!(c["tokensOut"], json!("70"));
+    Arc::into_inner(app).expect("last handle").shutdown().await;
+}
+
+on_both_backends!(
+    turns_are_stored,
+    refusals_store_nothing,
+    no_provider,
+    concurrent_prompts
+);
