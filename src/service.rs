@@ -428,11 +428,13 @@ impl ConversationApi {
         let caller = self.begin(request).await?;
         let r = request.get_ref();
         let id = parse_uuid_field("conversationId", &r.conversation_id)?;
-        let prompt = r.prompt.trim();
+        // Kept verbatim; only an empty prompt or model is refused (as the
+        // OpenAPI document's minLength says).
+        let prompt = r.prompt.as_str();
         if prompt.is_empty() {
             return Err(ApiError::InvalidArgument("prompt must not be empty".into()));
         }
-        let model = r.model.trim();
+        let model = r.model.as_str();
         if model.is_empty() {
             return Err(ApiError::InvalidArgument("model is required".into()));
         }
@@ -572,15 +574,15 @@ impl ConversationApi {
 /// How many earlier messages a prompt sends as context, at most (the latest).
 const MAX_CONTEXT_MESSAGES: i64 = 200;
 
-/// A conversation's title from its first prompt: its first line, at most 80
-/// characters.
-fn title_of(prompt: &str) -> String {
-    let line = prompt.lines().next().unwrap_or_default().trim();
+/// A conversation's title from its first prompt: its first non-blank line, at
+/// most 80 characters; none for a blank prompt.
+fn title_of(prompt: &str) -> Option<String> {
+    let line = prompt.lines().map(str::trim).find(|l| !l.is_empty())?;
     let mut title: String = line.chars().take(80).collect();
     if line.chars().count() > 80 {
         title.push('…');
     }
-    title
+    Some(title)
 }
 
 /// Validated `take` and `skip`.

@@ -106,7 +106,7 @@ pub struct ConversationDto {
 /// `POST /conversation/{id}/prompt`.
 #[derive(Serialize, ToSchema)]
 pub struct PromptBody {
-    /// What the user says; must not be blank.
+    /// What the user says; must not be empty.
     #[schema(min_length = 1)]
     pub prompt: String,
     /// The model to ask.

@@ -45,7 +45,7 @@ pub struct Turn {
     pub tokens_in: i64,
     pub tokens_out: i64,
     /// Set as the title if the conversation has none.
-    pub title: String,
+    pub title: Option<String>,
     pub at: DateTime<Utc>,
 }
 
@@ -145,7 +145,9 @@ impl Store {
                     if totals.execute(c).await? == 0 {
                         return Ok(false);
                     }
-                    title.execute(c).await?;
+                    if turn.title.is_some() {
+                        title.execute(c).await?;
+                    }
                     let seq = last.first::<Option<i64>>(c).await?.unwrap_or(0);
                     for (offset, m) in [(1, &turn.user), (2, &turn.assistant)] {
                         diesel::insert_into(messages::table)

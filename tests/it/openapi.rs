@@ -15,9 +15,11 @@ use crate::on_both_backends;
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 
 /// Every route the gateway serves, with its methods.
-const ROUTES: [(&str, &[&str]); 6] = [
+const ROUTES: [(&str, &[&str]); 8] = [
     ("/conversation", &["get", "post"]),
     ("/conversation/{id}", &["delete", "get"]),
+    ("/conversation/{id}/messages", &["get"]),
+    ("/conversation/{id}/prompt", &["post"]),
     ("/healthz", &["get"]),
     ("/metrics", &["get"]),
     ("/openapi.json", &["get"]),
@@ -159,7 +161,17 @@ async fn schemathesis_finds_nothing(db: TestDb) {
     let Some(schemathesis) = schemathesis().await else {
         return;
     };
-    let app = TestApp::spawn(db).await;
+    let (provider, _) = crate::prompt::fake_provider().await;
+    let config = conversation_service::server::Config {
+        provider: conversation_service::provider::ProviderConfig {
+            base_url: Some(provider),
+            api_key: None,
+            models: Vec::new(),
+            timeout: std::time::Duration::from_secs(2),
+        },
+        ..conversation_service::server::Config::local()
+    };
+    let app = TestApp::spawn_config(db, config).await;
     let w = World::build(&app).await;
     let mut conversations = Vec::new();
     for _ in 0..20 {

@@ -22,14 +22,14 @@ const API_KEY: &str = "sk-test-provider-key-never-shown";
 
 /// What the fake provider saw.
 #[derive(Default)]
-struct Seen {
+pub struct Seen {
     requests: Vec<Value>,
     authorization: Vec<String>,
 }
 
 /// A Chat Completions server whose behaviour the model name picks: `echo`
 /// answers "echo: <last message>", `fail` answers 500, `slow` never in time.
-async fn fake_provider() -> (String, Arc<Mutex<Seen>>) {
+pub async fn fake_provider() -> (String, Arc<Mutex<Seen>>) {
     async fn complete(
         State(seen): State<Arc<Mutex<Seen>>>,
         headers: HeaderMap,
@@ -264,7 +264,7 @@ async fn refusals_store_nothing(db: TestDb) {
         (
             &w.reader,
             id,
-            json!({ "prompt": "  ", "model": "echo" }),
+            json!({ "prompt": "", "model": "echo" }),
             400,
             "prompt must not be empty",
         ),
