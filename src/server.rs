@@ -150,15 +150,23 @@ pub async fn start(store: Store, config: Config) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new());
     let admission = Admission::new(config.max_concurrent_requests, &metrics);
     let provider = Provider::new(&config.provider)?;
+    // A prompt may take as long as the provider may, and a little more.
+    let request_timeout = if provider.is_some() {
+        config
+            .request_timeout
+            .max(config.provider.timeout + Duration::from_secs(5))
+    } else {
+        config.request_timeout
+    };
     let api = Arc::new(
         ConversationApi::new(store, jwt, metrics)
             .with_idempotency_ttl(ttl)
             .with_provider(provider),
     );
     let (grpc_router, health) =
-        crate::grpc::router(api.clone(), config.request_timeout, admission.clone()).await?;
+        crate::grpc::router(api.clone(), request_timeout, admission.clone()).await?;
     let http_options = HttpOptions {
-        request_timeout: config.request_timeout,
+        request_timeout,
         metrics: metrics_listener.is_none(),
         admission,
     };
