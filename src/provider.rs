@@ -60,6 +60,9 @@ pub enum ProviderError {
     Timeout,
     #[error("The model provider failed: {0}")]
     Failed(String),
+    /// Whoever wanted the streamed reply went away.
+    #[error("The reply is no longer wanted")]
+    Cancelled,
 }
 
 /// A configured provider.
@@ -75,6 +78,24 @@ struct ChatRequest<'a> {
     model: &'a str,
     messages: &'a [ChatMessage],
     stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<serde_json::Value>,
+}
+
+/// One `data:` event of a streamed completion.
+#[derive(Deserialize)]
+struct ChatChunk {
+    id: Option<String>,
+    model: Option<String>,
+    #[serde(default)]
+    choices: Vec<ChunkChoice>,
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct ChunkChoice {
+    delta: Option<ChoiceMessage>,
+    finish_reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -145,34 +166,8 @@ impl Provider {
         model: &str,
         messages: &[ChatMessage],
     ) -> Result<Completion, ProviderError> {
-        let mut request = self.http.post(&self.url).json(&ChatRequest {
-            model,
-            messages,
-            stream: false,
-        });
-        if let Some(key) = &self.api_key {
-            request = request.bearer_auth(key);
-        }
-        let response = request.send().await.map_err(transport_error)?;
-        let status = response.status();
+        let response = self.send(model, messages, false).await?;
         let body = response.bytes().await.map_err(transport_error)?;
-        if !status.is_success() {
-            let detail = serde_json::from_slice::<ErrorBody>(&body)
-                .ok()
-                .and_then(|b| b.error)
-                .map(|e| {
-                    let kind = e.r#type.unwrap_or_default();
-                    let message: String = e.message.unwrap_or_default().chars().take(200).collect();
-                    format!("{kind} {message}").trim().to_owned()
-                })
-                .unwrap_or_default();
-            tracing::warn!(status = status.as_u16(), detail = %detail, "model provider error");
-            return Err(ProviderError::Failed(
-                format!("HTTP {} {detail}", status.as_u16())
-                    .trim()
-                    .to_owned(),
-            ));
-        }
         let reply: ChatResponse = serde_json::from_slice(&body)
             .map_err(|e| ProviderError::Failed(format!("unreadable reply ({e})")))?;
         let choice = reply
@@ -193,6 +188,112 @@ impl Provider {
                 "providerId": reply.id,
                 "finishReason": choice.finish_reason,
             }),
+        })
+    }
+}
+
+impl Provider {
+    /// Posts the request; a status other than 2xx is the provider's failure.
+    async fn send(
+        &self,
+        model: &str,
+        messages: &[ChatMessage],
+        stream: bool,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let mut request = self.http.post(&self.url).json(&ChatRequest {
+            model,
+            messages,
+            stream,
+            stream_options: stream.then(|| serde_json::json!({ "include_usage": true })),
+        });
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.map_err(transport_error)?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response.bytes().await.map_err(transport_error)?;
+        let detail = serde_json::from_slice::<ErrorBody>(&body)
+            .ok()
+            .and_then(|b| b.error)
+            .map(|e| {
+                let kind = e.r#type.unwrap_or_default();
+                let message: String = e.message.unwrap_or_default().chars().take(200).collect();
+                format!("{kind} {message}").trim().to_owned()
+            })
+            .unwrap_or_default();
+        tracing::warn!(status = status.as_u16(), detail = %detail, "model provider error");
+        Err(ProviderError::Failed(
+            format!("HTTP {} {detail}", status.as_u16())
+                .trim()
+                .to_owned(),
+        ))
+    }
+
+    /// Asks `model` to continue `messages`, streaming: each piece of the reply
+    /// goes to `deltas` as it arrives (server-sent events, `data: {...}`
+    /// lines up to `data: [DONE]`); returns the whole completion. If `deltas`
+    /// is closed (nobody listens any more) the request is dropped, which
+    /// closes the connection and so stops the model.
+    pub async fn stream(
+        &self,
+        model: &str,
+        messages: &[ChatMessage],
+        deltas: tokio::sync::mpsc::Sender<String>,
+    ) -> Result<Completion, ProviderError> {
+        let mut response = self.send(model, messages, true).await?;
+        let (mut content, mut buffer) = (String::new(), Vec::<u8>::new());
+        let (mut id, mut answered_by, mut finish) = (None, None, None);
+        let (mut tokens_in, mut tokens_out) = (0, 0);
+        'read: loop {
+            let chunk = tokio::select! {
+                chunk = response.chunk() => chunk.map_err(transport_error)?,
+                () = deltas.closed() => return Err(ProviderError::Cancelled),
+            };
+            let Some(chunk) = chunk else {
+                return Err(ProviderError::Failed(
+                    "the reply ended before [DONE]".into(),
+                ));
+            };
+            buffer.extend_from_slice(&chunk);
+            while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line);
+                let Some(data) = line.trim().strip_prefix("data:").map(str::trim) else {
+                    continue; // blank lines, comments, `event:` lines
+                };
+                if data == "[DONE]" {
+                    break 'read;
+                }
+                let chunk: ChatChunk = serde_json::from_str(data)
+                    .map_err(|e| ProviderError::Failed(format!("unreadable event ({e})")))?;
+                id = id.or(chunk.id);
+                answered_by = answered_by.or(chunk.model);
+                if let Some(usage) = chunk.usage {
+                    tokens_in = usage.prompt_tokens.unwrap_or(tokens_in);
+                    tokens_out = usage.completion_tokens.unwrap_or(tokens_out);
+                }
+                for choice in chunk.choices {
+                    finish = finish.or(choice.finish_reason);
+                    if let Some(piece) = choice.delta.and_then(|d| d.content)
+                        && !piece.is_empty()
+                    {
+                        content.push_str(&piece);
+                        if deltas.send(piece).await.is_err() {
+                            return Err(ProviderError::Cancelled);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Completion {
+            content,
+            model: answered_by.unwrap_or_else(|| model.to_owned()),
+            tokens_in,
+            tokens_out,
+            metadata: serde_json::json!({ "providerId": id, "finishReason": finish }),
         })
     }
 }

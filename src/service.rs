@@ -23,7 +23,7 @@ use crate::pb::{
     ListConversationsRequest, ListConversationsResponse, ListMessagesRequest, ListMessagesResponse,
     PromptConversationRequest, PromptConversationResponse,
 };
-use crate::provider::{ChatMessage, Provider, ProviderError};
+use crate::provider::{ChatMessage, Completion, Provider, ProviderError};
 use crate::store::Store;
 use crate::store::StoreError;
 use crate::store::conversations::{
@@ -32,6 +32,7 @@ use crate::store::conversations::{
 };
 use crate::store::messages::{MessageRow, NewMessage, Turn};
 use crate::store::types::{SqlJson, SqlTime, SqlUuid, now};
+use tokio::sync::mpsc;
 
 /// The metadata key (and HTTP header) of the request id.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -420,11 +421,12 @@ impl ConversationApi {
             .ok_or_else(conversation_not_found)
     }
 
-    async fn prompt(
+    /// Everything a prompt does before the model is asked: the rules, in
+    /// order, and the context to send.
+    async fn prepare_prompt(
         &self,
         request: &Request<PromptConversationRequest>,
-    ) -> Result<PromptConversationResponse, ApiError> {
-        const FAILED: &str = "Failed to prompt the conversation";
+    ) -> Result<PreparedPrompt, ApiError> {
         let caller = self.begin(request).await?;
         let r = request.get_ref();
         let id = parse_uuid_field("conversationId", &r.conversation_id)?;
@@ -448,13 +450,15 @@ impl ConversationApi {
         }
         // Who may prompt is who may see (their own; administrators, any in
         // reach), and only while they can read the workspace.
-        let conversation = self.visible_conversation(&caller, id, FAILED).await?;
+        let conversation = self
+            .visible_conversation(&caller, id, PROMPT_FAILED)
+            .await?;
         if !caller.role.is_org_admin()
             && self
                 .store
                 .membership(conversation.workspace_id, caller.user_id)
                 .await
-                .map_err(ApiError::from_store(FAILED))?
+                .map_err(ApiError::from_store(PROMPT_FAILED))?
                 .is_none()
         {
             return Err(ApiError::PermissionDenied(
@@ -465,13 +469,13 @@ impl ConversationApi {
             .store
             .list_messages(id, MAX_CONTEXT_MESSAGES, 0)
             .await
-            .map_err(ApiError::from_store(FAILED))?;
+            .map_err(ApiError::from_store(PROMPT_FAILED))?;
         let history = if total > MAX_CONTEXT_MESSAGES {
             // The latest turns, oldest first.
             self.store
                 .list_messages(id, MAX_CONTEXT_MESSAGES, total - MAX_CONTEXT_MESSAGES)
                 .await
-                .map_err(ApiError::from_store(FAILED))?
+                .map_err(ApiError::from_store(PROMPT_FAILED))?
                 .0
         } else {
             history
@@ -487,65 +491,76 @@ impl ConversationApi {
             role: "user".into(),
             content: prompt.to_owned(),
         });
-        let completion = provider
-            .complete(model, &turns)
-            .await
-            .map_err(|e| match e {
-                ProviderError::Timeout => ApiError::UpstreamTimeout(e.to_string()),
-                ProviderError::Failed(_) => ApiError::Upstream(e.to_string()),
-            })?;
-        let tokens_in = i64::try_from(completion.tokens_in).unwrap_or(i64::MAX);
-        let tokens_out = i64::try_from(completion.tokens_out).unwrap_or(i64::MAX);
-        let turn = Turn {
-            conversation_id: id,
-            user: NewMessage {
-                id: Uuid::now_v7(),
-                role: "user",
-                content: prompt.to_owned(),
-                model: model.to_owned(),
-                token_count: tokens_in,
-                metadata: serde_json::json!({}),
-            },
-            assistant: NewMessage {
-                id: Uuid::now_v7(),
-                role: "assistant",
-                content: completion.content,
-                model: completion.model,
-                token_count: tokens_out,
-                metadata: completion.metadata,
-            },
-            tokens_in,
-            tokens_out,
-            title: title_of(prompt),
-            at: now(),
-        };
-        if !self
-            .store
-            .record_turn(turn.clone())
-            .await
-            .map_err(ApiError::from_store(FAILED))?
-        {
-            // Deleted while the model was answering: nothing is kept.
-            return Err(conversation_not_found());
-        }
-        let message = |m: NewMessage| MessageRow {
-            id: m.id,
-            conversation_id: id,
-            role: m.role.to_owned(),
-            content: m.content,
-            model: m.model,
-            token_count: m.token_count,
-            metadata: m.metadata,
-            created_at: turn.at,
-        };
-        Ok(PromptConversationResponse {
-            user_message: Some(message_pb(message(turn.user.clone()))),
-            assistant_message: Some(message_pb(message(turn.assistant.clone()))),
-            usage: Some(pb::Usage {
-                tokens_in: completion.tokens_in,
-                tokens_out: completion.tokens_out,
-            }),
+        Ok(PreparedPrompt {
+            provider,
+            store: self.store.clone(),
+            id,
+            model: model.to_owned(),
+            prompt: prompt.to_owned(),
+            turns,
         })
+    }
+
+    async fn prompt(
+        &self,
+        request: &Request<PromptConversationRequest>,
+    ) -> Result<PromptConversationResponse, ApiError> {
+        let prepared = self.prepare_prompt(request).await?;
+        let completion = prepared
+            .provider
+            .complete(&prepared.model, &prepared.turns)
+            .await
+            .map_err(provider_error)?;
+        prepared.record(completion).await
+    }
+
+    /// A prompt whose reply is streamed: the rules first (their refusal is
+    /// the rpc's status), then the deltas as the model writes them and, last,
+    /// the stored turn. If the caller goes away before the model is done,
+    /// nothing is stored; if the model fails, the stream ends with its error
+    /// and nothing is stored.
+    async fn prompt_stream(
+        &self,
+        request: &Request<PromptConversationRequest>,
+    ) -> Result<mpsc::Receiver<Result<pb::PromptConversationEvent, Status>>, ApiError> {
+        use pb::prompt_conversation_event::Event;
+        let prepared = self.prepare_prompt(request).await?;
+        let (events, receiver) = mpsc::channel(32);
+        tokio::spawn(async move {
+            let (deltas, mut pieces) = mpsc::channel::<String>(32);
+            let forward = {
+                let events = events.clone();
+                async move {
+                    while let Some(piece) = pieces.recv().await {
+                        let event = pb::PromptConversationEvent {
+                            event: Some(Event::Delta(piece)),
+                        };
+                        if events.send(Ok(event)).await.is_err() {
+                            return false; // the caller left; dropping `pieces` stops the model
+                        }
+                    }
+                    true
+                }
+            };
+            let generate = prepared
+                .provider
+                .stream(&prepared.model, &prepared.turns, deltas);
+            let (completion, delivered) = tokio::join!(generate, forward);
+            let outcome = match completion {
+                Err(ProviderError::Cancelled) => return,
+                Ok(_) if !delivered => return,
+                Err(e) => Err(Status::from(provider_error(e))),
+                Ok(completion) => prepared
+                    .record(completion)
+                    .await
+                    .map(|reply| pb::PromptConversationEvent {
+                        event: Some(Event::Done(reply)),
+                    })
+                    .map_err(Status::from),
+            };
+            let _ = events.send(outcome).await;
+        });
+        Ok(receiver)
     }
 
     async fn messages(
@@ -568,6 +583,85 @@ impl ConversationApi {
             title: conversation.title.unwrap_or_default(),
             total: u64::try_from(total).unwrap_or_default(),
         })
+    }
+}
+
+/// What a prompt failing inside the service says.
+const PROMPT_FAILED: &str = "Failed to prompt the conversation";
+
+/// A prompt that passed the rules, ready for the model.
+struct PreparedPrompt {
+    provider: Arc<Provider>,
+    store: Store,
+    id: Uuid,
+    model: String,
+    prompt: String,
+    turns: Vec<ChatMessage>,
+}
+
+impl PreparedPrompt {
+    /// Stores the turn the model completed, and the reply that shows it.
+    async fn record(&self, completion: Completion) -> Result<PromptConversationResponse, ApiError> {
+        let tokens_in = i64::try_from(completion.tokens_in).unwrap_or(i64::MAX);
+        let tokens_out = i64::try_from(completion.tokens_out).unwrap_or(i64::MAX);
+        let turn = Turn {
+            conversation_id: self.id,
+            user: NewMessage {
+                id: Uuid::now_v7(),
+                role: "user",
+                content: self.prompt.clone(),
+                model: self.model.clone(),
+                token_count: tokens_in,
+                metadata: serde_json::json!({}),
+            },
+            assistant: NewMessage {
+                id: Uuid::now_v7(),
+                role: "assistant",
+                content: completion.content,
+                model: completion.model,
+                token_count: tokens_out,
+                metadata: completion.metadata,
+            },
+            tokens_in,
+            tokens_out,
+            title: title_of(&self.prompt),
+            at: now(),
+        };
+        if !self
+            .store
+            .record_turn(turn.clone())
+            .await
+            .map_err(ApiError::from_store(PROMPT_FAILED))?
+        {
+            // Deleted while the model was answering: nothing is kept.
+            return Err(conversation_not_found());
+        }
+        let message = |m: NewMessage| MessageRow {
+            id: m.id,
+            conversation_id: self.id,
+            role: m.role.to_owned(),
+            content: m.content,
+            model: m.model,
+            token_count: m.token_count,
+            metadata: m.metadata,
+            created_at: turn.at,
+        };
+        Ok(PromptConversationResponse {
+            user_message: Some(message_pb(message(turn.user.clone()))),
+            assistant_message: Some(message_pb(message(turn.assistant.clone()))),
+            usage: Some(pb::Usage {
+                tokens_in: completion.tokens_in,
+                tokens_out: completion.tokens_out,
+            }),
+        })
+    }
+}
+
+/// A provider failure as the caller sees it.
+fn provider_error(e: ProviderError) -> ApiError {
+    match e {
+        ProviderError::Timeout => ApiError::UpstreamTimeout(e.to_string()),
+        ProviderError::Failed(_) | ProviderError::Cancelled => ApiError::Upstream(e.to_string()),
     }
 }
 
@@ -1017,6 +1111,23 @@ impl ConversationService for ConversationApi {
     ) -> Result<Response<ListMessagesResponse>, Status> {
         let ctx = CallContext::of(&request);
         ctx.finish(self.messages(&request).await)
+    }
+
+    type StreamPromptConversationStream = std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<pb::PromptConversationEvent, Status>> + Send>,
+    >;
+
+    async fn stream_prompt_conversation(
+        &self,
+        request: Request<PromptConversationRequest>,
+    ) -> Result<Response<Self::StreamPromptConversationStream>, Status> {
+        let ctx = CallContext::of(&request);
+        let events = self.prompt_stream(&request).await.map(|mut receiver| {
+            Box::pin(futures_util::stream::poll_fn(move |cx| {
+                receiver.poll_recv(cx)
+            })) as Self::StreamPromptConversationStream
+        });
+        ctx.finish(events)
     }
 }
 

@@ -29,7 +29,7 @@ use crate::domain::Transport;
 use crate::error::http_status_of;
 use crate::pb::conversation_service_server::ConversationService;
 use crate::pb::{
-    CreateConversationRequest, DeleteConversationRequest, GetConversationRequest,
+    self, CreateConversationRequest, DeleteConversationRequest, GetConversationRequest,
     ListConversationsRequest, ListMessagesRequest, PromptConversationRequest,
 };
 use crate::service::{
@@ -326,6 +326,9 @@ async fn delete_conversation(
 
 /// Send a prompt to a model, with the conversation's earlier turns.
 ///
+/// With `Accept: text/event-stream` the reply is streamed as server-sent
+/// events: `delta` events (`{"content": "..."}`) as the model writes, then one
+/// `done` event with this operation's JSON reply, or an `error` event.
 /// Stores the user and the assistant message and adds the provider's usage to
 /// the conversation's totals, all in one transaction; nothing is stored if the
 /// provider fails. The first prompt titles an untitled conversation. Needs read
@@ -334,7 +337,8 @@ async fn delete_conversation(
     request_body = dto::PromptBody,
     params(("id" = String, Path, format = Uuid, description = "The conversation")),
     responses(
-        (status = 200, description = "The assistant's reply", body = dto::PromptReply),
+        (status = 200, description = "The assistant's reply (JSON, or server-sent events when asked for)",
+            content((dto::PromptReply = "application/json"), (String = "text/event-stream"))),
         (status = 400, description = "Invalid body: blank prompt, missing or disallowed model", body = ErrorReply),
         (status = 401, description = "Missing or invalid access token", body = ErrorReply),
         (status = 403, description = "No access to the conversation's workspace", body = ErrorReply),
@@ -368,19 +372,63 @@ async fn prompt_conversation(
         prompt: text("prompt"),
         model: text("model"),
     };
+    let streamed = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
     let request = grpc_request(&headers, message, field_error);
-    reply(api.prompt_conversation(request).await, |r| {
-        let usage = r.usage.unwrap_or_default();
-        dto::PromptReply {
-            success: true,
-            message: r.assistant_message.unwrap_or_default().into(),
-            user_message: r.user_message.unwrap_or_default().into(),
-            usage: dto::UsageDto {
-                tokens_in: usage.tokens_in,
-                tokens_out: usage.tokens_out,
-            },
+    if !streamed {
+        return reply(api.prompt_conversation(request).await, prompt_reply);
+    }
+    // Server-sent events: `delta` events ({"content": ...}) as the model
+    // writes, then `done` (the reply the JSON route gives) or `error`
+    // ({"success": false, "message": ...}). Refusals before the model is
+    // asked are plain JSON errors with their status, as without streaming.
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures_util::StreamExt as _;
+    use pb::prompt_conversation_event::Event as Kind;
+    match api.stream_prompt_conversation(request).await {
+        Err(status) => status_response(&status),
+        Ok(events) => {
+            let events = events.into_inner().filter_map(|item| async move {
+                let event = match item {
+                    Ok(pb::PromptConversationEvent {
+                        event: Some(Kind::Delta(piece)),
+                    }) => Event::default()
+                        .event("delta")
+                        .json_data(serde_json::json!({ "content": piece })),
+                    Ok(pb::PromptConversationEvent {
+                        event: Some(Kind::Done(reply)),
+                    }) => Event::default()
+                        .event("done")
+                        .json_data(prompt_reply(reply)),
+                    Ok(_) => return None,
+                    Err(status) => Event::default().event("error").json_data(ErrorReply {
+                        success: false,
+                        message: status.message().to_owned(),
+                    }),
+                };
+                Some(event.map_err(axum::Error::new))
+            });
+            Sse::new(events)
+                .keep_alive(KeepAlive::default())
+                .into_response()
         }
-    })
+    }
+}
+
+/// A prompt's turn as the REST reply shows it.
+fn prompt_reply(r: pb::PromptConversationResponse) -> dto::PromptReply {
+    let usage = r.usage.unwrap_or_default();
+    dto::PromptReply {
+        success: true,
+        message: r.assistant_message.unwrap_or_default().into(),
+        user_message: r.user_message.unwrap_or_default().into(),
+        usage: dto::UsageDto {
+            tokens_in: usage.tokens_in,
+            tokens_out: usage.tokens_out,
+        },
+    }
 }
 
 /// A conversation's messages, oldest first, with its title.

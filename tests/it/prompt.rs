@@ -52,7 +52,11 @@ pub async fn fake_provider() -> (String, Arc<Mutex<Seen>>) {
             .and_then(|m| m["content"].as_str())
             .unwrap_or_default()
             .to_owned();
-        match body["model"].as_str().unwrap_or_default() {
+        let model = body["model"].as_str().unwrap_or_default().to_owned();
+        if body["stream"] == true && model != "fail" {
+            return streamed(model, last);
+        }
+        match model.as_str() {
             "fail" => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 Json(json!({ "error": { "type": "server_error", "message": "the GPU caught fire" } })),
@@ -72,6 +76,44 @@ pub async fn fake_provider() -> (String, Arc<Mutex<Seen>>) {
             }))
             .into_response(),
         }
+    }
+    /// Server-sent events: "echo: " and then the prompt word by word, a
+    /// finish, the usage, [DONE]. `slow-stream` takes 300 ms per piece and
+    /// sends 20; `break` stops after one piece without [DONE].
+    fn streamed(model: String, last: String) -> axum::response::Response {
+        let chunk = |v: Value| bytes::Bytes::from(format!("data: {v}\n\n"));
+        let mut pieces = vec!["echo: ".to_owned()];
+        pieces.extend(last.split_inclusive(' ').map(str::to_owned));
+        if model == "slow-stream" {
+            pieces = (0..20).map(|i| format!("{i} ")).collect();
+        }
+        let mut events: Vec<bytes::Bytes> = pieces
+            .iter()
+            .map(|p| {
+                chunk(json!({ "id": "chatcmpl-s", "model": format!("{model}-2026"),
+                    "choices": [{ "index": 0, "delta": { "content": p }, "finish_reason": null }] }))
+            })
+            .collect();
+        if model == "break" {
+            events.truncate(1);
+        } else {
+            events.push(chunk(
+                json!({ "choices": [{ "index": 0, "delta": {}, "finish_reason": "stop" }] }),
+            ));
+            events.push(chunk(json!({ "choices": [], "usage": { "prompt_tokens": 11, "completion_tokens": pieces.len() } })));
+            events.push(bytes::Bytes::from_static(b"data: [DONE]\n\n"));
+        }
+        let delay = if model == "slow-stream" { 300 } else { 5 };
+        let body = futures_util::stream::unfold(events.into_iter(), move |mut rest| async move {
+            let next = rest.next()?;
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            Some((Ok::<_, std::convert::Infallible>(next), rest))
+        });
+        (
+            [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+            axum::body::Body::from_stream(body),
+        )
+            .into_response()
     }
     let seen = Arc::new(Mutex::new(Seen::default()));
     let app = axum::Router::new()
@@ -483,3 +525,160 @@ on_both_backends!(
     no_provider,
     concurrent_prompts
 );
+
+/// The events of a server-sent-event body: (event, data as JSON).
+fn sse_events(body: &str) -> Vec<(String, Value)> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let mut event = String::new();
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(e) = line.strip_prefix("event:") {
+                    event = e.trim().to_owned();
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data = serde_json::from_str(d.trim()).ok();
+                }
+            }
+            data.map(|d| (event, d))
+        })
+        .collect()
+}
+
+async fn prompt_events(app: &TestApp, who: &Actor, id: Uuid, body: Value) -> reqwest::Response {
+    app.http
+        .post(format!("{}/conversation/{id}/prompt", app.base))
+        .header("authorization", format!("Bearer {}", who.token))
+        .header("content-type", "application/json")
+        .header("accept", "text/event-stream")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn grpc_stream(
+    app: &TestApp,
+    who: &Actor,
+    id: Uuid,
+    prompt: &str,
+    model: &str,
+) -> tonic::Streaming<conversation_service::pb::PromptConversationEvent> {
+    app.grpc()
+        .await
+        .stream_prompt_conversation(as_actor(
+            PromptConversationRequest {
+                conversation_id: id.to_string(),
+                prompt: prompt.into(),
+                model: model.into(),
+            },
+            who,
+        ))
+        .await
+        .expect("streaming")
+        .into_inner()
+}
+
+/// Streaming over both transports: the deltas add up to the stored reply,
+/// which is what the reply without streaming would have been; a caller who
+/// leaves mid-stream, or a provider that breaks off, leaves no turn.
+async fn streamed_turns(db: TestDb) {
+    use conversation_service::pb::prompt_conversation_event::Event;
+    let (url, _) = fake_provider().await;
+    let app = app_with_provider(db, Some(url), &[]).await;
+    let w = World::build(&app).await;
+    let id = app.create_as(&w.reader, w.repo).await;
+
+    // REST, text/event-stream.
+    let body = json!({ "prompt": "stream me please", "model": "echo" });
+    let res = prompt_events(&app, &w.reader, id, body).await;
+    assert_eq!(res.status(), 200);
+    let kind = res.headers()["content-type"].to_str().expect("ascii");
+    assert!(kind.starts_with("text/event-stream"), "{kind}");
+    let events = sse_events(&res.text().await.expect("body"));
+    let (deltas, rest): (Vec<_>, Vec<_>) = events.iter().partition(|(e, _)| e == "delta");
+    let streamed: String = deltas
+        .iter()
+        .map(|(_, d)| d["content"].as_str().expect("piece"))
+        .collect();
+    assert!(deltas.len() > 2, "several pieces: {deltas:?}");
+    assert_eq!(streamed, "echo: stream me please");
+    assert_eq!(rest.len(), 1);
+    let (kind, done) = rest[0];
+    assert_eq!(kind, "done");
+    assert_eq!(done["success"], true);
+    assert_eq!(done["message"]["content"], "echo: stream me please");
+    assert_eq!(done["usage"], json!({ "tokensIn": 11, "tokensOut": 4 }));
+    let (_, listed) = messages_rest(&app, &w.reader, id, "").await;
+    assert_eq!(listed["total"], 2);
+    assert_eq!(listed["messages"][1]["content"], "echo: stream me please");
+    assert_eq!(listed["title"], "stream me please");
+
+    // gRPC, server streaming.
+    let mut stream = grpc_stream(&app, &w.reader, id, "and again", "echo").await;
+    let (mut pieces, mut done) = (String::new(), None);
+    while let Some(event) = stream.message().await.expect("event") {
+        match event.event.expect("event") {
+            Event::Delta(piece) => pieces.push_str(&piece),
+            Event::Done(reply) => done = Some(reply),
+        }
+    }
+    let done = done.expect("done last");
+    assert_eq!(pieces, "echo: and again");
+    assert_eq!(done.assistant_message.expect("message").content, pieces);
+
+    // Refusals before the model is asked keep their status.
+    let res = prompt_events(
+        &app,
+        &w.reader,
+        id,
+        json!({ "prompt": "", "model": "echo" }),
+    )
+    .await;
+    assert_eq!(res.status(), 400);
+
+    // The caller leaves mid-stream: nothing is stored.
+    let body = json!({ "prompt": "long one", "model": "slow-stream" });
+    let mut res = prompt_events(&app, &w.reader, id, body).await;
+    assert_eq!(res.status(), 200);
+    let first = res.chunk().await.expect("read").expect("a first event");
+    assert!(!first.is_empty());
+    drop(res);
+    let mut stream = grpc_stream(&app, &w.reader, id, "long two", "slow-stream").await;
+    assert!(stream.message().await.expect("event").is_some());
+    drop(stream);
+
+    // The provider breaks off: an error event / UNAVAILABLE, nothing stored.
+    let res = prompt_events(
+        &app,
+        &w.reader,
+        id,
+        json!({ "prompt": "x", "model": "break" }),
+    )
+    .await;
+    let events = sse_events(&res.text().await.expect("body"));
+    let last = events.last().expect("events");
+    assert_eq!(last.0, "error");
+    assert_eq!(
+        last.1["message"],
+        "The model provider failed: the reply ended before [DONE]"
+    );
+    let mut stream = grpc_stream(&app, &w.reader, id, "x", "break").await;
+    let failed = loop {
+        match stream.message().await {
+            Ok(Some(_)) => {}
+            Ok(None) => break None,
+            Err(status) => break Some(status.code()),
+        }
+    };
+    assert_eq!(failed, Some(tonic::Code::Unavailable));
+
+    // Past the slow streams' end: still only the two finished turns.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let (_, listed) = messages_rest(&app, &w.reader, id, "").await;
+    assert_eq!(listed["total"], 4, "{listed}");
+    let c = conversation(&app, &w.reader, id).await;
+    assert_eq!(c["tokensIn"], json!("22"));
+    app.shutdown().await;
+}
+
+on_both_backends!(streamed_turns);
