@@ -291,6 +291,18 @@ async fn turns_are_stored(db: TestDb) {
     );
     assert_eq!(after["title"], "How do I add a route?");
     assert!(after["lastUpdatedAt"].as_str() > before["lastUpdatedAt"].as_str());
+
+    // A hard delete takes the messages with it.
+    let res = app
+        .http
+        .delete(format!("{}/conversation/{id}?hardDelete=true", app.base))
+        .header("authorization", format!("Bearer {}", w.reader.token))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(res.status(), 200);
+    let (_, left) = app.store.list_messages(id, 100, 0).await.expect("messages");
+    assert_eq!(left, 0, "messages removed with their conversation");
     app.shutdown().await;
 }
 
