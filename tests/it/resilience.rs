@@ -301,30 +301,33 @@ async fn sigterm_under_load(db: TestDb) {
     );
 
     let store = Store::open(&db.url, &test_options()).expect("reopen");
-    let stored = {
-        use conversation_service::store::schema::conversations;
-        use conversation_service::store::types::SqlUuid;
-        use conversation_service::with_conn;
-        use diesel::prelude::*;
-        use diesel_async::RunQueryDsl;
-        let ids: Vec<SqlUuid> = acknowledged
-            .iter()
-            .map(|id| SqlUuid(id.parse().expect("uuid")))
-            .collect();
-        let mut conn = store.conn().await.expect("conn");
-        with_conn!(&mut conn, |c| conversations::table
-            .filter(conversations::id.eq_any(ids.clone()))
-            .count()
-            .get_result::<i64>(c)
-            .await)
-        .expect("count")
-    };
     assert_eq!(
-        usize::try_from(stored).expect("count"),
+        stored_among(&store, &acknowledged).await,
         acknowledged.len(),
         "every acknowledged create is stored"
     );
     assert_eq!(orphan_conversations(&store).await, 0);
+}
+
+/// How many of the conversations `ids` are stored.
+async fn stored_among(store: &Store, ids: &[String]) -> usize {
+    use conversation_service::store::schema::conversations;
+    use conversation_service::store::types::SqlUuid;
+    use conversation_service::with_conn;
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    let ids: Vec<SqlUuid> = ids
+        .iter()
+        .map(|id| SqlUuid(id.parse().expect("uuid")))
+        .collect();
+    let mut conn = store.conn().await.expect("conn");
+    let stored = with_conn!(&mut conn, |c| conversations::table
+        .filter(conversations::id.eq_any(ids.clone()))
+        .count()
+        .get_result::<i64>(c)
+        .await)
+    .expect("count");
+    usize::try_from(stored).expect("count")
 }
 
 /// Past the limit of requests in flight, both transports refuse at once
@@ -655,28 +658,10 @@ async fn outage_under_load(db: TestDb) {
         "every request answered within the bounded waits, slowest {:?}",
         t.slowest
     );
-    let stored = {
-        use conversation_service::store::schema::conversations;
-        use conversation_service::store::types::SqlUuid;
-        use conversation_service::with_conn;
-        use diesel::prelude::*;
-        use diesel_async::RunQueryDsl;
-        let ids: Vec<SqlUuid> = t
-            .acknowledged
-            .iter()
-            .map(|id| SqlUuid(id.parse().expect("uuid")))
-            .collect();
-        let mut conn = app.store.conn().await.expect("conn");
-        with_conn!(&mut conn, |c| conversations::table
-            .filter(conversations::id.eq_any(ids.clone()))
-            .count()
-            .get_result::<i64>(c)
-            .await)
-        .expect("count")
-    };
     assert_eq!(
-        usize::try_from(stored).expect("count"),
-        t.acknowledged.len()
+        stored_among(&app.store, &t.acknowledged).await,
+        t.acknowledged.len(),
+        "every acknowledged create is stored"
     );
     assert_eq!(app.conversations_without_event().await, 0);
     Arc::into_inner(app).expect("last handle").shutdown().await;
