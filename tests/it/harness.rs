@@ -32,11 +32,17 @@ pub fn notice(msg: &str) {
 pub type SqliteConn =
     diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>;
 
-/// Opens a [`SqliteConn`] on `db`.
+/// Opens a [`SqliteConn`] on `db`, waiting up to 10 s for a lock the service
+/// holds (so a test can take the write lock while a load runs).
 pub async fn sqlite_conn(db: &TestDb) -> SqliteConn {
-    SqliteConn::establish(db.url.strip_prefix("sqlite://").expect("sqlite url"))
+    use diesel_async::SimpleAsyncConnection as _;
+    let mut conn = SqliteConn::establish(db.url.strip_prefix("sqlite://").expect("sqlite url"))
         .await
-        .expect("connect")
+        .expect("connect");
+    conn.batch_execute("PRAGMA busy_timeout = 10000")
+        .await
+        .expect("busy timeout");
+    conn
 }
 
 /// A database that exists for one test.
