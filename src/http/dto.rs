@@ -60,6 +60,21 @@ pub struct ErrorReply {
     pub message: String,
 }
 
+/// The errors every API route may answer, besides its own.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum ApiErrors {
+    #[response(status = 401, description = "Missing or invalid access token")]
+    Unauthenticated(ErrorReply),
+    #[response(status = 500, description = "Internal error")]
+    Internal(ErrorReply),
+    #[response(
+        status = 503,
+        description = "Database unavailable, or too many requests in flight (with Retry-After)"
+    )]
+    Unavailable(ErrorReply),
+}
+
 /// A health answer.
 #[derive(Serialize, ToSchema)]
 pub struct HealthReply {

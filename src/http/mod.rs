@@ -122,16 +122,14 @@ pub fn metrics_router(api: Arc<ConversationApi>) -> Router {
                 the same key with another body is 409. Per caller; remembered for 24 h by default."),
     ),
     responses(
+        dto::ApiErrors,
         (status = 200, description = "Created", body = CreateConversationReply),
         (status = 400, description = "Invalid body or repository state", body = ErrorReply),
-        (status = 401, description = "Missing or invalid access token", body = ErrorReply),
         (status = 403, description = "No access to the repository's workspace", body = ErrorReply),
         (status = 404, description = "Repository not found", body = ErrorReply),
         (status = 409, description = "Idempotency-Key already used for a different request", body = ErrorReply),
         (status = 413, description = "Body over 64 KiB", body = ErrorReply),
         (status = 415, description = "Content-Type is not application/json", body = ErrorReply),
-        (status = 500, description = "Internal error", body = ErrorReply),
-        (status = 503, description = "Database unavailable, or too many requests in flight (with Retry-After)", body = ErrorReply),
         (status = 504, description = "Request timed out", body = ErrorReply),
     ),
     security(("bearer" = [])))]
@@ -210,11 +208,9 @@ async fn metrics_text(State(api): Api) -> Response {
 #[utoipa::path(get, path = "/conversation", tag = "conversations",
     params(dto::ListQuery),
     responses(
+        dto::ApiErrors,
         (status = 200, description = "A page", body = ListConversationsReply),
         (status = 400, description = "Invalid parameter", body = ErrorReply),
-        (status = 401, description = "Missing or invalid access token", body = ErrorReply),
-        (status = 500, description = "Internal error", body = ErrorReply),
-        (status = 503, description = "Database unavailable, or too many requests in flight (with Retry-After)", body = ErrorReply),
         (status = 504, description = "Request timed out", body = ErrorReply),
     ),
     security(("bearer" = [])))]
@@ -255,12 +251,10 @@ async fn list_conversations(
         ("showDeleted" = Option<bool>, Query, description = "Also find it if soft-deleted"),
     ),
     responses(
+        dto::ApiErrors,
         (status = 200, description = "The conversation", body = GetConversationReply),
         (status = 400, description = "Invalid parameter", body = ErrorReply),
-        (status = 401, description = "Missing or invalid access token", body = ErrorReply),
         (status = 404, description = "Conversation not found", body = ErrorReply),
-        (status = 500, description = "Internal error", body = ErrorReply),
-        (status = 503, description = "Database unavailable, or too many requests in flight (with Retry-After)", body = ErrorReply),
         (status = 504, description = "Request timed out", body = ErrorReply),
     ),
     security(("bearer" = [])))]
@@ -298,12 +292,10 @@ async fn get_conversation(
         ("hardDelete" = Option<bool>, Query, description = "Remove the row instead of marking it deleted"),
     ),
     responses(
+        dto::ApiErrors,
         (status = 200, description = "Deleted", body = SuccessReply),
         (status = 400, description = "Invalid parameter", body = ErrorReply),
-        (status = 401, description = "Missing or invalid access token", body = ErrorReply),
         (status = 404, description = "Conversation not found", body = ErrorReply),
-        (status = 500, description = "Internal error", body = ErrorReply),
-        (status = 503, description = "Database unavailable, or too many requests in flight (with Retry-After)", body = ErrorReply),
         (status = 504, description = "Request timed out", body = ErrorReply),
     ),
     security(("bearer" = [])))]
@@ -337,18 +329,16 @@ async fn delete_conversation(
     request_body = dto::PromptBody,
     params(("id" = String, Path, format = Uuid, description = "The conversation")),
     responses(
+        dto::ApiErrors,
         (status = 200, description = "The assistant's reply (JSON, or server-sent events when asked for)",
             content((dto::PromptReply = "application/json"), (String = "text/event-stream"))),
         (status = 400, description = "Invalid body: blank prompt, missing or disallowed model", body = ErrorReply),
-        (status = 401, description = "Missing or invalid access token", body = ErrorReply),
         (status = 403, description = "No access to the conversation's workspace", body = ErrorReply),
         (status = 404, description = "Conversation not found", body = ErrorReply),
         (status = 413, description = "Body over 64 KiB", body = ErrorReply),
         (status = 415, description = "Content-Type is not application/json", body = ErrorReply),
-        (status = 500, description = "Internal error", body = ErrorReply),
         (status = 501, description = "No model provider is configured", body = ErrorReply),
         (status = 502, description = "The model provider failed", body = ErrorReply),
-        (status = 503, description = "Database unavailable, or too many requests in flight (with Retry-After)", body = ErrorReply),
         (status = 504, description = "The model provider, or the request, timed out", body = ErrorReply),
     ),
     security(("bearer" = [])))]
@@ -435,12 +425,10 @@ fn prompt_reply(r: pb::PromptConversationResponse) -> dto::PromptReply {
 #[utoipa::path(get, path = "/conversation/{id}/messages", tag = "conversations",
     params(("id" = String, Path, format = Uuid, description = "The conversation"), dto::MessagesQuery),
     responses(
+        dto::ApiErrors,
         (status = 200, description = "A page of messages", body = dto::MessagesReply),
         (status = 400, description = "Invalid parameter", body = ErrorReply),
-        (status = 401, description = "Missing or invalid access token", body = ErrorReply),
         (status = 404, description = "Conversation not found (or deleted)", body = ErrorReply),
-        (status = 500, description = "Internal error", body = ErrorReply),
-        (status = 503, description = "Database unavailable, or too many requests in flight (with Retry-After)", body = ErrorReply),
         (status = 504, description = "Request timed out", body = ErrorReply),
     ),
     security(("bearer" = [])))]
