@@ -531,15 +531,21 @@ impl ConversationApi {
             let forward = {
                 let events = events.clone();
                 async move {
-                    while let Some(piece) = pieces.recv().await {
+                    // Until the model is done; false if the caller left first
+                    // (then dropping `pieces` stops the model).
+                    loop {
+                        let piece = tokio::select! {
+                            piece = pieces.recv() => piece,
+                            () = events.closed() => return false,
+                        };
+                        let Some(piece) = piece else { return true };
                         let event = pb::PromptConversationEvent {
                             event: Some(Event::Delta(piece)),
                         };
                         if events.send(Ok(event)).await.is_err() {
-                            return false; // the caller left; dropping `pieces` stops the model
+                            return false;
                         }
                     }
-                    true
                 }
             };
             let generate = prepared
