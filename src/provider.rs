@@ -60,6 +60,10 @@ pub enum ProviderError {
     Timeout,
     #[error("The model provider failed: {0}")]
     Failed(String),
+    /// The provider does not know the model (its 404, as OpenAI, vLLM and
+    /// Ollama answer for an unknown model).
+    #[error("The model provider does not know this model")]
+    UnknownModel,
     /// Whoever wanted the streamed reply went away.
     #[error("The reply is no longer wanted")]
     Cancelled,
@@ -213,6 +217,9 @@ impl Provider {
         let status = response.status();
         if status.is_success() {
             return Ok(response);
+        }
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Err(ProviderError::UnknownModel);
         }
         let body = response.bytes().await.map_err(transport_error)?;
         let detail = serde_json::from_slice::<ErrorBody>(&body)

@@ -667,6 +667,7 @@ impl PreparedPrompt {
 fn provider_error(e: ProviderError) -> ApiError {
     match e {
         ProviderError::Timeout => ApiError::UpstreamTimeout(e.to_string()),
+        ProviderError::UnknownModel => ApiError::InvalidArgument(e.to_string()),
         ProviderError::Failed(_) | ProviderError::Cancelled => ApiError::Upstream(e.to_string()),
     }
 }

@@ -62,6 +62,11 @@ pub async fn fake_provider() -> (String, Arc<Mutex<Seen>>) {
                 Json(json!({ "error": { "type": "server_error", "message": "the GPU caught fire" } })),
             )
                 .into_response(),
+            "missing" => (
+                StatusCode::NOT_FOUND,
+                Json(json!({ "error": { "type": "invalid_request_error", "code": "model_not_found", "message": "no such model" } })),
+            )
+                .into_response(),
             "slow" => {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 StatusCode::OK.into_response()
@@ -469,6 +474,24 @@ async fn refusals_store_nothing(db: TestDb) {
 
 /// Without a provider, prompting is a clear 501 / UNIMPLEMENTED.
 async fn no_provider(db: TestDb) {
+    // An unknown model, with no allow list: the provider's 404 is a 400.
+    let (url, _) = fake_provider().await;
+    let app = app_with_provider(TestDb::sqlite(), Some(url), &[]).await;
+    let w = World::build(&app).await;
+    let id = app.create_as(&w.reader, w.repo).await;
+    let (status, reply) = prompt_rest(
+        &app,
+        &w.reader,
+        id,
+        json!({ "prompt": "hi", "model": "missing" }),
+    )
+    .await;
+    assert_eq!(
+        (status, reply["message"].as_str()),
+        (400, Some("The model provider does not know this model"))
+    );
+    app.shutdown().await;
+
     let app = app_with_provider(db, None, &[]).await;
     let w = World::build(&app).await;
     let id = app.create_as(&w.reader, w.repo).await;
