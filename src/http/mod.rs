@@ -332,7 +332,7 @@ async fn delete_conversation(
         dto::ApiErrors,
         (status = 200, description = "The assistant's reply (JSON, or server-sent events when asked for)",
             content((dto::PromptReply = "application/json"), (String = "text/event-stream"))),
-        (status = 400, description = "Invalid body: blank prompt, missing or disallowed model", body = ErrorReply),
+        (status = 400, description = "Invalid body: empty prompt, missing, disallowed or unknown model", body = ErrorReply),
         (status = 403, description = "No access to the conversation's workspace", body = ErrorReply),
         (status = 404, description = "Conversation not found", body = ErrorReply),
         (status = 413, description = "Body over 64 KiB", body = ErrorReply),
