@@ -60,7 +60,8 @@ pub struct ErrorReply {
     pub message: String,
 }
 
-/// The errors every API route may answer, besides its own.
+/// The errors every API route may answer, besides its own (a route may
+/// describe one of them more closely after this list).
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
 pub enum ApiErrors {
@@ -73,6 +74,8 @@ pub enum ApiErrors {
         description = "Database unavailable, or too many requests in flight (with Retry-After)"
     )]
     Unavailable(ErrorReply),
+    #[response(status = 504, description = "Request timed out")]
+    Timeout(ErrorReply),
 }
 
 /// A health answer.

@@ -130,7 +130,6 @@ pub fn metrics_router(api: Arc<ConversationApi>) -> Router {
         (status = 409, description = "Idempotency-Key already used for a different request", body = ErrorReply),
         (status = 413, description = "Body over 64 KiB", body = ErrorReply),
         (status = 415, description = "Content-Type is not application/json", body = ErrorReply),
-        (status = 504, description = "Request timed out", body = ErrorReply),
     ),
     security(("bearer" = [])))]
 async fn create_conversation(
@@ -211,7 +210,6 @@ async fn metrics_text(State(api): Api) -> Response {
         dto::ApiErrors,
         (status = 200, description = "A page", body = ListConversationsReply),
         (status = 400, description = "Invalid parameter", body = ErrorReply),
-        (status = 504, description = "Request timed out", body = ErrorReply),
     ),
     security(("bearer" = [])))]
 async fn list_conversations(
@@ -255,7 +253,6 @@ async fn list_conversations(
         (status = 200, description = "The conversation", body = GetConversationReply),
         (status = 400, description = "Invalid parameter", body = ErrorReply),
         (status = 404, description = "Conversation not found", body = ErrorReply),
-        (status = 504, description = "Request timed out", body = ErrorReply),
     ),
     security(("bearer" = [])))]
 async fn get_conversation(
@@ -296,7 +293,6 @@ async fn get_conversation(
         (status = 200, description = "Deleted", body = SuccessReply),
         (status = 400, description = "Invalid parameter", body = ErrorReply),
         (status = 404, description = "Conversation not found", body = ErrorReply),
-        (status = 504, description = "Request timed out", body = ErrorReply),
     ),
     security(("bearer" = [])))]
 async fn delete_conversation(
@@ -429,7 +425,6 @@ fn prompt_reply(r: pb::PromptConversationResponse) -> dto::PromptReply {
         (status = 200, description = "A page of messages", body = dto::MessagesReply),
         (status = 400, description = "Invalid parameter", body = ErrorReply),
         (status = 404, description = "Conversation not found (or deleted)", body = ErrorReply),
-        (status = 504, description = "Request timed out", body = ErrorReply),
     ),
     security(("bearer" = [])))]
 async fn list_messages(

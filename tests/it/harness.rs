@@ -273,13 +273,10 @@ impl TestApp {
 
     /// CreateConversation over gRPC as `actor`; returns the new id.
     pub async fn create_as(&self, actor: &Actor, repo: Uuid) -> Uuid {
-        let message = conversation_service::pb::CreateConversationRequest {
-            repo_id: repo.to_string(),
-        };
         let reply = self
             .grpc()
             .await
-            .create_conversation(as_actor(message, actor))
+            .create_conversation(create_request(actor, repo))
             .await
             .expect("created");
         reply.into_inner().conversation_id.parse().expect("uuid")
@@ -351,6 +348,19 @@ pub async fn orphan_conversations(store: &Store) -> i64 {
         .get_result::<i64>(c)
         .await)
     .expect("count")
+}
+
+/// A CreateConversation request for `repo`, as `actor`.
+pub fn create_request(
+    actor: &Actor,
+    repo: Uuid,
+) -> tonic::Request<conversation_service::pb::CreateConversationRequest> {
+    as_actor(
+        conversation_service::pb::CreateConversationRequest {
+            repo_id: repo.to_string(),
+        },
+        actor,
+    )
 }
 
 /// A gRPC request carrying `actor`'s bearer token.

@@ -342,12 +342,7 @@ async fn requests_time_out() {
     let refused = app
         .grpc()
         .await
-        .create_conversation(as_actor(
-            CreateConversationRequest {
-                repo_id: w.repo.to_string(),
-            },
-            &w.reader,
-        ))
+        .create_conversation(crate::harness::create_request(&w.reader, w.repo))
         .await
         .expect_err("times out");
     assert_eq!(refused.code(), tonic::Code::DeadlineExceeded);
@@ -454,12 +449,7 @@ async fn tls_on_both_listeners(db: TestDb) {
         .await
         .expect("TLS channel");
     let reply = ConversationServiceClient::new(channel)
-        .create_conversation(as_actor(
-            CreateConversationRequest {
-                repo_id: w.repo.to_string(),
-            },
-            &w.reader,
-        ))
+        .create_conversation(crate::harness::create_request(&w.reader, w.repo))
         .await
         .expect("created over TLS");
     assert!(!reply.into_inner().conversation_id.is_empty());
@@ -467,12 +457,7 @@ async fn tls_on_both_listeners(db: TestDb) {
     let refused = match plain {
         Err(_) => true,
         Ok(mut c) => c
-            .create_conversation(as_actor(
-                CreateConversationRequest {
-                    repo_id: w.repo.to_string(),
-                },
-                &w.reader,
-            ))
+            .create_conversation(crate::harness::create_request(&w.reader, w.repo))
             .await
             .is_err(),
     };

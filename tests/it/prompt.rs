@@ -472,11 +472,10 @@ async fn refusals_store_nothing(db: TestDb) {
     app.shutdown().await;
 }
 
-/// Without a provider, prompting is a clear 501 / UNIMPLEMENTED.
-async fn no_provider(db: TestDb) {
-    // An unknown model, with no allow list: the provider's 404 is a 400.
+/// A model the provider does not know (its 404), with no allow list, is a 400.
+async fn unknown_model(db: TestDb) {
     let (url, _) = fake_provider().await;
-    let app = app_with_provider(TestDb::sqlite(), Some(url), &[]).await;
+    let app = app_with_provider(db, Some(url), &[]).await;
     let w = World::build(&app).await;
     let id = app.create_as(&w.reader, w.repo).await;
     let (status, reply) = prompt_rest(
@@ -490,8 +489,27 @@ async fn no_provider(db: TestDb) {
         (status, reply["message"].as_str()),
         (400, Some("The model provider does not know this model"))
     );
+    let refused = app
+        .grpc()
+        .await
+        .prompt_conversation(as_actor(
+            PromptConversationRequest {
+                conversation_id: id.to_string(),
+                prompt: "hi".into(),
+                model: "missing".into(),
+            },
+            &w.reader,
+        ))
+        .await
+        .expect_err("unknown model");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    let (_, listed) = messages_rest(&app, &w.reader, id, "").await;
+    assert_eq!(listed["total"], 0, "nothing stored");
     app.shutdown().await;
+}
 
+/// Without a provider, prompting is a clear 501 / UNIMPLEMENTED.
+async fn no_provider(db: TestDb) {
     let app = app_with_provider(db, None, &[]).await;
     let w = World::build(&app).await;
     let id = app.create_as(&w.reader, w.repo).await;
@@ -558,6 +576,7 @@ on_both_backends!(
     turns_are_stored,
     refusals_store_nothing,
     no_provider,
+    unknown_model,
     concurrent_prompts
 );
 

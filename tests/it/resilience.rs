@@ -335,7 +335,6 @@ async fn stored_among(store: &Store, ids: &[String]) -> usize {
 /// while probes still answer; the admitted requests finish normally.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_is_refused_quickly() {
-    use conversation_service::pb::CreateConversationRequest;
     let config = conversation_service::server::Config {
         max_concurrent_requests: 4,
         ..conversation_service::server::Config::local()
@@ -390,12 +389,7 @@ async fn overload_is_refused_quickly() {
         let refused = app
             .grpc()
             .await
-            .create_conversation(as_actor(
-                CreateConversationRequest {
-                    repo_id: w.repo.to_string(),
-                },
-                &w.reader,
-            ))
+            .create_conversation(crate::harness::create_request(&w.reader, w.repo))
             .await
             .expect_err("busy");
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
@@ -521,7 +515,6 @@ async fn killed_under_load(db: TestDb) {
 /// NOT_SERVING; afterwards the service serves again by itself. Every create
 /// answered 200 is stored with its event.
 async fn outage_under_load(db: TestDb) {
-    use conversation_service::pb::CreateConversationRequest;
     use std::sync::{Arc, Mutex};
 
     let mut opts = test_options();
@@ -586,12 +579,7 @@ async fn outage_under_load(db: TestDb) {
                     }
                 } else {
                     match client
-                        .create_conversation(as_actor(
-                            CreateConversationRequest {
-                                repo_id: repo.to_string(),
-                            },
-                            &reader,
-                        ))
+                        .create_conversation(crate::harness::create_request(&reader, repo))
                         .await
                     {
                         Ok(reply) => Ok(reply.into_inner().conversation_id),
