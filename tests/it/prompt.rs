@@ -145,6 +145,36 @@ async fn app_with_provider(db: TestDb, url: Option<String>, models: &[&str]) -> 
     TestApp::spawn_config(db, config).await
 }
 
+/// A PromptConversation request as `who`.
+fn prompt_request(
+    who: &Actor,
+    id: Uuid,
+    prompt: impl Into<String>,
+    model: impl Into<String>,
+) -> tonic::Request<PromptConversationRequest> {
+    as_actor(
+        PromptConversationRequest {
+            conversation_id: id.to_string(),
+            prompt: prompt.into(),
+            model: model.into(),
+        },
+        who,
+    )
+}
+
+/// A service with the fake provider (and `models` allowed), its world, and
+/// a conversation of the reader's.
+async fn with_conversation(
+    db: TestDb,
+    models: &[&str],
+) -> (TestApp, World, Uuid, Arc<Mutex<Seen>>) {
+    let (url, seen) = fake_provider().await;
+    let app = app_with_provider(db, Some(url), models).await;
+    let w = World::build(&app).await;
+    let id = app.create_as(&w.reader, w.repo).await;
+    (app, w, id, seen)
+}
+
 async fn prompt_rest(app: &TestApp, who: &Actor, id: Uuid, body: Value) -> (u16, Value) {
     let res = app
         .http
@@ -183,10 +213,7 @@ async fn conversation(app: &TestApp, who: &Actor, id: Uuid) -> Value {
 /// Two turns, one per transport: the context sent, the stored messages, the
 /// totals, the title.
 async fn turns_are_stored(db: TestDb) {
-    let (url, seen) = fake_provider().await;
-    let app = app_with_provider(db, Some(url), &[]).await;
-    let w = World::build(&app).await;
-    let id = app.create_as(&w.reader, w.repo).await;
+    let (app, w, id, seen) = with_conversation(db, &[]).await;
     let before = conversation(&app, &w.reader, id).await;
 
     let (status, first) = prompt_rest(
@@ -213,14 +240,7 @@ async fn turns_are_stored(db: TestDb) {
     let reply = app
         .grpc()
         .await
-        .prompt_conversation(as_actor(
-            PromptConversationRequest {
-                conversation_id: id.to_string(),
-                prompt: "And a middleware?".into(),
-                model: "echo".into(),
-            },
-            &w.reader,
-        ))
+        .prompt_conversation(prompt_request(&w.reader, id, "And a middleware?", "echo"))
         .await
         .expect("prompted over gRPC")
         .into_inner();
@@ -314,10 +334,7 @@ async fn turns_are_stored(db: TestDb) {
 /// Refusals store nothing and say why: bad bodies, no provider, provider
 /// failure (502, its secrets kept out) and timeout (504), access.
 async fn refusals_store_nothing(db: TestDb) {
-    let (url, _) = fake_provider().await;
-    let app = app_with_provider(db, Some(url), &["echo", "fail", "slow"]).await;
-    let w = World::build(&app).await;
-    let id = app.create_as(&w.reader, w.repo).await;
+    let (app, w, id, _) = with_conversation(db, &["echo", "fail", "slow"]).await;
     let others = app.create_as(&w.writer, w.repo).await;
     let cases: Vec<(&Actor, Uuid, Value, u16, &str)> = vec![
         (
@@ -403,14 +420,7 @@ async fn refusals_store_nothing(db: TestDb) {
         ("slow", tonic::Code::DeadlineExceeded),
     ] {
         let status = client
-            .prompt_conversation(as_actor(
-                PromptConversationRequest {
-                    conversation_id: id.to_string(),
-                    prompt: "hi".into(),
-                    model: model.into(),
-                },
-                &w.reader,
-            ))
+            .prompt_conversation(prompt_request(&w.reader, id, "hi", model))
             .await
             .expect_err("refused");
         assert_eq!(status.code(), code);
@@ -474,10 +484,7 @@ async fn refusals_store_nothing(db: TestDb) {
 
 /// A model the provider does not know (its 404), with no allow list, is a 400.
 async fn unknown_model(db: TestDb) {
-    let (url, _) = fake_provider().await;
-    let app = app_with_provider(db, Some(url), &[]).await;
-    let w = World::build(&app).await;
-    let id = app.create_as(&w.reader, w.repo).await;
+    let (app, w, id, _) = with_conversation(db, &[]).await;
     let (status, reply) = prompt_rest(
         &app,
         &w.reader,
@@ -492,14 +499,7 @@ async fn unknown_model(db: TestDb) {
     let refused = app
         .grpc()
         .await
-        .prompt_conversation(as_actor(
-            PromptConversationRequest {
-                conversation_id: id.to_string(),
-                prompt: "hi".into(),
-                model: "missing".into(),
-            },
-            &w.reader,
-        ))
+        .prompt_conversation(prompt_request(&w.reader, id, "hi", "missing"))
         .await
         .expect_err("unknown model");
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
@@ -530,10 +530,8 @@ async fn no_provider(db: TestDb) {
 /// Ten prompts to one conversation at once: twenty messages, each user
 /// message followed by its own answer, and every token counted.
 async fn concurrent_prompts(db: TestDb) {
-    let (url, _) = fake_provider().await;
-    let app = Arc::new(app_with_provider(db, Some(url), &[]).await);
-    let w = World::build(&app).await;
-    let id = app.create_as(&w.reader, w.repo).await;
+    let (app, w, id, _) = with_conversation(db, &[]).await;
+    let app = Arc::new(app);
     let mut prompts = tokio::task::JoinSet::new();
     for i in 0..10 {
         let (app, reader) = (app.clone(), w.reader.clone());
@@ -619,14 +617,7 @@ async fn grpc_stream(
 ) -> tonic::Streaming<conversation_service::pb::PromptConversationEvent> {
     app.grpc()
         .await
-        .stream_prompt_conversation(as_actor(
-            PromptConversationRequest {
-                conversation_id: id.to_string(),
-                prompt: prompt.into(),
-                model: model.into(),
-            },
-            who,
-        ))
+        .stream_prompt_conversation(prompt_request(who, id, prompt, model))
         .await
         .expect("streaming")
         .into_inner()
@@ -637,10 +628,7 @@ async fn grpc_stream(
 /// leaves mid-stream, or a provider that breaks off, leaves no turn.
 async fn streamed_turns(db: TestDb) {
     use conversation_service::pb::prompt_conversation_event::Event;
-    let (url, _) = fake_provider().await;
-    let app = app_with_provider(db, Some(url), &[]).await;
-    let w = World::build(&app).await;
-    let id = app.create_as(&w.reader, w.repo).await;
+    let (app, w, id, _) = with_conversation(db, &[]).await;
 
     // REST, text/event-stream.
     let body = json!({ "prompt": "stream me please", "model": "echo" });
