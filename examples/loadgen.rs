@@ -14,6 +14,8 @@
 //! (both), `--clients 16,64`, `--seconds 10` per measurement (after a 2 s warm-up),
 //! `--existing 1000` conversations already in the database (a list runs each),
 //! `--callers 64` distinct users with their own tokens, `--no-ceiling`.
+//! `LOADGEN_SERVER=/path/to/conversation-service` runs another build of the
+//! service instead of this tree's (to compare two builds in turns).
 //! PostgreSQL comes from `BENCH_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`); each run uses a throwaway database.
 
@@ -36,6 +38,11 @@ use uuid::Uuid;
 #[path = "../benches/support/mod.rs"]
 mod support;
 use support::{BenchDb, bulk_conversations};
+
+/// The service's allocator here too: the load generator shares the machine
+/// with what it measures, so it should take as little of it as it can.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const WARMUP: Duration = Duration::from_secs(2);
 
@@ -158,6 +165,10 @@ fn free_port() -> anyhow::Result<SocketAddr> {
 
 /// The release binary of the service, built if cargo ran us.
 fn server_binary() -> anyhow::Result<PathBuf> {
+    // Another build of the service (to compare two builds in turns).
+    if let Some(binary) = std::env::var_os("LOADGEN_SERVER") {
+        return Ok(PathBuf::from(binary));
+    }
     if let Ok(cargo) = std::env::var("CARGO") {
         let status = std::process::Command::new(cargo)
             .args([

@@ -14,7 +14,7 @@ use super::schema::{
 use super::types::{SqlJson, SqlTime, SqlUuid};
 use super::{Conn, Store, StoreError};
 use crate::{with_conn, write_tx};
-use diesel_async::{AsyncConnection as _, AsyncPgConnection};
+use diesel_async::{AsyncPgConnection, SimpleAsyncConnection as _};
 
 /// An API token and the user it belongs to, as found by the token's hash.
 #[derive(Debug, Clone, Queryable)]
@@ -379,27 +379,39 @@ impl Store {
             async move {
                 match conn {
                     Conn::Pg(pg) => {
-                        let (owner, repo) = match who {
-                            Creator::Token(hash) => split(
-                                lookup!(hash)
-                                    .first::<(TokenOwner, MaybeRepo)>(pg)
-                                    .await
-                                    .optional()?,
-                            ),
-                            Creator::User(user_id) => (
-                                None,
-                                repo_for!(user_id)
-                                    .first::<RepoAccess>(pg)
-                                    .await
-                                    .optional()?,
-                            ),
+                        let c: &AsyncPgConnection = pg;
+                        // BEGIN goes out in the same write as the lookup, so
+                        // that the transaction costs no round trip of its own.
+                        // The transaction is opened by hand (diesel's manager
+                        // would await BEGIN first): every way out below ends
+                        // it, and a connection whose ROLLBACK fails is
+                        // discarded, never pooled mid-transaction.
+                        let begun = async { (&mut &*c).batch_execute("BEGIN").await };
+                        let found = async {
+                            Ok::<_, diesel::result::Error>(match who {
+                                Creator::Token(hash) => split(
+                                    lookup!(hash)
+                                        .first::<(TokenOwner, MaybeRepo)>(&mut &*c)
+                                        .await
+                                        .optional()?,
+                                ),
+                                Creator::User(user_id) => (
+                                    None,
+                                    repo_for!(user_id)
+                                        .first::<RepoAccess>(&mut &*c)
+                                        .await
+                                        .optional()?,
+                                ),
+                            })
                         };
-                        let plan = match decide(owner, repo) {
-                            Ok(plan) => plan,
-                            Err(refused) => return Ok(Err(refused)),
-                        };
-                        pg.transaction(async |c| {
-                            let c: &AsyncPgConnection = c;
+                        let written = async {
+                            let (begun, found) = tokio::join!(biased; begun, found);
+                            begun?;
+                            let (owner, repo) = found?;
+                            let plan = match decide(owner, repo) {
+                                Ok(plan) => plan,
+                                Err(refused) => return Ok(Err(refused)),
+                            };
                             if let Some(key) = &plan.key {
                                 expired_key!(key).execute(&mut &*c).await?;
                             }
@@ -421,10 +433,21 @@ impl Store {
                                     }
                                 },
                             )?;
-                            Ok::<_, StoreError>(())
-                        })
-                        .await?;
-                        Ok(Ok(plan.reply))
+                            Ok::<_, StoreError>(Ok(plan.reply))
+                        }
+                        .await;
+                        let end = match &written {
+                            Ok(Ok(_)) => "COMMIT",
+                            _ => "ROLLBACK",
+                        };
+                        match (written, (&mut &*c).batch_execute(end).await) {
+                            (Ok(outcome), Ok(())) => Ok(outcome),
+                            // A failed COMMIT ends the transaction too.
+                            (Ok(Ok(_)), Err(e)) => Err(e.into()),
+                            // The connection's state is unknown: `run` drops it.
+                            (_, Err(e)) => Err(StoreError::Unavailable(e.to_string())),
+                            (Err(e), Ok(())) => Err(e),
+                        }
                     }
                     Conn::Sqlite(lite, gate) => {
                         let gate = gate.clone();

@@ -364,6 +364,10 @@ async fn rule_table(db: TestDb) {
         "no failure writes anything"
     );
     assert_eq!(app.count("system_events").await, 0);
+    assert!(
+        matches!(app.idle_in_transaction().await, None | Some(0)),
+        "every transaction ended"
+    );
     app.shutdown().await;
 }
 
@@ -709,6 +713,10 @@ async fn failure_writes_nothing(db: TestDb) {
         "the conversation was rolled back with its event"
     );
     assert_eq!(app.count("system_events").await, 0);
+    assert!(
+        matches!(app.idle_in_transaction().await, None | Some(0)),
+        "every transaction ended"
+    );
 
     app.db.exec(unfail).await;
     let (status, _) = app.post_create(Some(&w.reader.token), &body).await;
@@ -789,6 +797,10 @@ async fn concurrent_creates(db: TestDb) {
     assert_eq!(app.count("conversations").await, 200);
     assert_eq!(app.count("system_events").await, 200);
     assert_eq!(app.conversations_without_event().await, 0);
+    assert!(
+        matches!(app.idle_in_transaction().await, None | Some(0)),
+        "every transaction ended"
+    );
     app.shutdown().await;
 }
 

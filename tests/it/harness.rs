@@ -329,6 +329,28 @@ impl TestApp {
     pub async fn conversations_without_event(&self) -> i64 {
         orphan_conversations(&self.store).await
     }
+
+    /// PostgreSQL: connections to the test database sitting idle inside a
+    /// transaction (a create opens its own and must always end it). SQLite:
+    /// `None` (its transactions cannot outlive the blocking call).
+    pub async fn idle_in_transaction(&self) -> Option<i64> {
+        use diesel::sql_types::BigInt;
+        use diesel_async::RunQueryDsl;
+        let mut conn = self.store.conn().await.expect("conn");
+        let conversation_service::store::Conn::Pg(c) = &mut conn else {
+            return None;
+        };
+        let count = diesel::dsl::sql::<BigInt>(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+        );
+        Some(
+            diesel::select(count)
+                .get_result::<i64>(c)
+                .await
+                .expect("pg_stat_activity"),
+        )
+    }
 }
 
 /// Conversations that have no `created` event in the audit trail.
