@@ -341,8 +341,8 @@ impl TestApp {
             return None;
         };
         let count = diesel::dsl::sql::<BigInt>(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+            "(SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND state LIKE 'idle in transaction%')",
         );
         Some(
             diesel::select(count)
