@@ -11,9 +11,11 @@
 //! ```
 //!
 //! Options: `--backend sqlite|postgres|both` (both), `--transport grpc|rest|both`
-//! (both), `--clients 16,64`, `--seconds 10` per measurement (after a 2 s warm-up),
-//! `--existing 1000` conversations already in the database (a list runs each),
-//! `--callers 64` distinct users with their own tokens, `--no-ceiling`.
+//! (both), `--clients 16,64`, `--seconds 10` per slice (after a 2 s warm-up),
+//! `--rounds 3` (the ceiling and each transport take turns this many times, and
+//! each figure sums its slices, so that the machine's drift weighs on all
+//! alike), `--existing 1000` conversations already in the database (a list runs
+//! each), `--callers 64` distinct users with their own tokens, `--no-ceiling`.
 //! `LOADGEN_SERVER=/path/to/conversation-service` runs another build of the
 //! service instead of this tree's (to compare two builds in turns).
 //! PostgreSQL comes from `BENCH_DATABASE_URL` (default
@@ -39,11 +41,6 @@ use uuid::Uuid;
 mod support;
 use support::{BenchDb, bulk_conversations};
 
-/// The service's allocator here too: the load generator shares the machine
-/// with what it measures, so it should take as little of it as it can.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const WARMUP: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -57,6 +54,7 @@ struct Options {
     transports: Vec<Transport>,
     clients: Vec<usize>,
     seconds: u64,
+    rounds: usize,
     existing: Vec<i64>,
     callers: usize,
     ceiling: bool,
@@ -101,6 +99,7 @@ fn parse_options() -> anyhow::Result<Options> {
             .map(|c| c.max(1) as usize)
             .collect(),
         seconds: list("--seconds", "10")?[0].max(1) as u64,
+        rounds: list("--rounds", "3")?[0].max(1) as usize,
         existing: list("--existing", "1000")?,
         callers: list("--callers", "64")?[0].max(1) as usize,
         ceiling: !args.iter().any(|a| a == "--no-ceiling"),
@@ -273,10 +272,52 @@ impl Server {
 /// What one measurement saw.
 struct Measured {
     requests: u64,
+    /// Creates answered, warm-up included (for CPU per create).
+    created: u64,
     errors: u64,
     first_error: Option<String>,
     latencies_us: Vec<u32>,
     elapsed: Duration,
+}
+
+/// One HTTP/2 connection for the generated gRPC client, without tonic's
+/// `Channel`, whose `Buffer` hands every request to a worker task of its own:
+/// like pgbench's one socket per client, the client should cost the shared
+/// machine as little as it can.
+#[derive(Clone)]
+struct H2Conn(hyper::client::conn::http2::SendRequest<tonic::body::Body>);
+
+impl H2Conn {
+    async fn connect(addr: SocketAddr) -> anyhow::Result<H2Conn> {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let (send, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await?;
+        tokio::spawn(connection);
+        Ok(H2Conn(send))
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for H2Conn {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(self.0.send_request(request))
+    }
 }
 
 async fn drive(
@@ -289,31 +330,33 @@ async fn drive(
     let counting = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
+    let created = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .build()?;
+    let origin: http::Uri = format!("http://{}", server.grpc).parse()?;
     let mut channels = Vec::new();
     for _ in 0..clients {
-        channels.push(
-            tonic::transport::Channel::from_shared(format!("http://{}", server.grpc))?
-                .connect()
-                .await?,
-        );
+        channels.push(H2Conn::connect(server.grpc).await?);
     }
     let body = serde_json::json!({ "repoId": world.repo }).to_string();
     let url = format!("http://{}/conversation", server.http);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..clients {
         let token = format!("Bearer {}", bench_token(i % world.callers + 1));
-        let (counting, stop, errors, first_error) = (
+        let (counting, stop, errors, created, first_error) = (
             counting.clone(),
             stop.clone(),
             errors.clone(),
+            created.clone(),
             first_error.clone(),
         );
         let (http, url, body) = (http.clone(), url.clone(), body.clone());
-        let mut grpc = ConversationServiceClient::new(channels[i % channels.len()].clone());
+        let mut grpc = ConversationServiceClient::with_origin(
+            channels[i % channels.len()].clone(),
+            origin.clone(),
+        );
         let repo_id = world.repo.to_string();
         tasks.spawn(async move {
             let mut latencies = Vec::with_capacity(1 << 16);
@@ -350,6 +393,9 @@ async fn drive(
                             .map_err(|s| format!("{s:?}"))
                     }
                 };
+                if outcome.is_ok() {
+                    created.fetch_add(1, Ordering::Relaxed);
+                }
                 if counting.load(Ordering::Relaxed) {
                     latencies
                         .push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
@@ -377,6 +423,7 @@ async fn drive(
     let first_error = first_error.lock().expect("lock").take();
     Ok(Measured {
         requests: latencies_us.len() as u64,
+        created: created.load(Ordering::Relaxed),
         errors: errors.load(Ordering::Relaxed),
         first_error,
         latencies_us,
@@ -388,8 +435,9 @@ async fn drive(
 /// token by its hash with the repository and the caller's membership (one
 /// query, as the service does), then the conversation and its event in one
 /// transaction. Prepared statements, like the service's. (The service also
-/// pipelines its two INSERTs; pgbench cannot, as the event needs the
-/// conversation id the first INSERT returns here.)
+/// sends BEGIN with its lookup and pipelines its two INSERTs, three round
+/// trips to this script's five; pgbench's script cannot, as the event needs
+/// the conversation id the first INSERT returns here.)
 const PGBENCH_SCRIPT: &str = r"\set n random(1, :callers)
 SELECT t.id AS tid, t.expires_at, t.revoked_at, t.last_used_at, u.id AS uid, u.org_id AS uorg, u.email, u.name, u.last_name, u.org_role, u.disabled_at, r.id AS rid, r.org_id AS rorg, r.workspace_id AS rws, r.name AS rname, r.disabled_at AS rdis, r.deleted_at AS rdel, w.deleted_at AS wdel, m.access FROM api_tokens t INNER JOIN users u ON t.user_id = u.id LEFT OUTER JOIN repos r ON r.id = :repo LEFT OUTER JOIN workspaces w ON r.workspace_id = w.id LEFT OUTER JOIN workspace_members m ON m.workspace_id = r.workspace_id AND m.user_id = u.id WHERE t.token_hash = sha256(convert_to('fbk_bench_' || :n, 'UTF8')) \gset
 BEGIN;
@@ -554,17 +602,19 @@ async fn main() -> anyhow::Result<()> {
     let opts = parse_options()?;
     let binary = server_binary()?;
     println!(
-        "| backend | existing | transport | clients | req/s | p50 ms | p90 ms | p99 ms | max ms | errors | server CPU s | server peak MiB | ceiling tx/s | of ceiling |"
+        "| backend | existing | transport | clients | req/s | p50 ms | p90 ms | p99 ms | max ms | errors | server CPU s | server CPU µs/create | server peak MiB | ceiling tx/s | of ceiling |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &backend in &opts.backends {
         for &existing in &opts.existing {
             for &clients in &opts.clients {
                 // A fresh database per level, so each starts from `existing`.
                 let db = BenchDb::create(backend).await?;
                 let world = seed(&db, opts.callers, existing).await?;
-                // The ceiling runs before and after the service (its mean is
-                // used): this machine's throughput drifts between runs.
+                // This machine's throughput drifts by a fifth from one minute
+                // to the next, so the ceiling and each transport take turns in
+                // `rounds` short slices, and each figure sums its slices: a
+                // drift then weighs on all of them alike.
                 let measure_ceiling = |db: &BenchDb, world: &World| -> anyhow::Result<f64> {
                     match backend {
                         Backend::Postgres => pg_ceiling(db, world, clients, opts.seconds),
@@ -573,37 +623,55 @@ async fn main() -> anyhow::Result<()> {
                         }),
                     }
                 };
-                let ceiling_before = if opts.ceiling {
-                    Some(measure_ceiling(&db, &world)?)
-                } else {
-                    None
-                };
-                let mut rows = Vec::new();
+                let mut servers = Vec::new();
                 for &transport in &opts.transports {
-                    let server = Server::start(&binary, &db.url).await?;
-                    let cpu_before = server.cpu_seconds();
-                    let m = drive(&server, transport, clients, opts.seconds, &world).await?;
-                    let cpu = server.cpu_seconds() - cpu_before;
+                    servers.push((transport, Server::start(&binary, &db.url).await?));
+                }
+                let mut ceilings = Vec::new();
+                let mut rows: Vec<(Transport, Measured, f64)> = Vec::new();
+                for _ in 0..opts.rounds {
+                    if opts.ceiling {
+                        ceilings.push(measure_ceiling(&db, &world)?);
+                    }
+                    for (i, (transport, server)) in servers.iter().enumerate() {
+                        let cpu_before = server.cpu_seconds();
+                        let m = drive(server, *transport, clients, opts.seconds, &world).await?;
+                        let cpu = server.cpu_seconds() - cpu_before;
+                        if let Some(e) = &m.first_error {
+                            eprintln!("first error: {e}");
+                        }
+                        match rows.get_mut(i) {
+                            None => rows.push((*transport, m, cpu)),
+                            Some((_, sum, sum_cpu)) => {
+                                sum.requests += m.requests;
+                                sum.created += m.created;
+                                sum.errors += m.errors;
+                                sum.elapsed += m.elapsed;
+                                sum.latencies_us.extend(m.latencies_us);
+                                if sum.first_error.is_none() {
+                                    sum.first_error = m.first_error;
+                                }
+                                *sum_cpu += cpu;
+                            }
+                        }
+                    }
+                }
+                let ceiling = (!ceilings.is_empty())
+                    .then(|| ceilings.iter().sum::<f64>() / ceilings.len() as f64);
+                if !ceilings.is_empty() {
+                    let each: Vec<String> = ceilings.iter().map(|c| format!("{c:.0}")).collect();
+                    eprintln!("ceiling slices: {} tx/s", each.join(", "));
+                }
+                for ((transport, mut m, cpu), (_, server)) in rows.into_iter().zip(servers) {
                     let peak = server.peak_rss_mib();
                     server.stop().await?;
+                    m.latencies_us.sort_unstable();
                     let rps = m.requests as f64 / m.elapsed.as_secs_f64();
-                    if let Some(e) = &m.first_error {
-                        eprintln!("first error: {e}");
-                    }
-                    rows.push((transport, rps, m, cpu, peak));
-                }
-                let ceiling = match ceiling_before {
-                    Some(before) => {
-                        let after = measure_ceiling(&db, &world)?;
-                        eprintln!("ceiling before {before:.0} tx/s, after {after:.0} tx/s");
-                        Some((before + after) / 2.0)
-                    }
-                    None => None,
-                };
-                for (transport, rps, m, cpu, peak) in rows {
+                    // CPU per create, warm-ups included (they create too).
+                    let cpu_us = 1e6 * cpu / m.created.max(1) as f64;
                     let lat = &m.latencies_us;
                     println!(
-                        "| {backend:?} | {existing} | {transport:?} | {clients} | {rps:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {cpu:.1} | {peak:.1} | {} | {} |",
+                        "| {backend:?} | {existing} | {transport:?} | {clients} | {rps:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {cpu:.1} | {cpu_us:.0} | {peak:.1} | {} | {} |",
                         percentile(lat, 0.5),
                         percentile(lat, 0.9),
                         percentile(lat, 0.99),

@@ -6,11 +6,6 @@ use clap::Parser as _;
 
 use conversation_service::cli::{self, Cli};
 
-/// mimalloc instead of the system allocator: fewer cycles per allocation and
-/// less fragmentation across the runtime's threads (see BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

@@ -18,6 +18,7 @@ pub mod messages;
 pub mod schema;
 pub mod types;
 
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use diesel::SqliteConnection;
@@ -255,7 +256,15 @@ impl Store {
         let store = self.clone();
         tokio::spawn(async move {
             let mut conn = store.conn().await?;
-            let result = op(&mut conn).await;
+            // A panic mid-operation may leave a transaction open (a create on
+            // PostgreSQL opens its own): that connection never goes back.
+            let result = match AssertUnwindSafe(op(&mut conn)).catch_unwind().await {
+                Ok(result) => result,
+                Err(panic) => {
+                    conn.discard();
+                    std::panic::resume_unwind(panic)
+                }
+            };
             // Connections are recycled without a test query (that would cost a
             // round trip per request), so one that failed for want of the
             // server is thrown away here instead of going back to the pool.
@@ -379,6 +388,20 @@ fn sqlite_pool(path: String, opts: &StoreOptions) -> anyhow::Result<Pool<SqliteC
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_connection_is_not_pooled_again_after_a_panic() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url, &StoreOptions::default()).expect("open");
+        store.run(|_| async { Ok(()) }.boxed()).await.expect("runs");
+        assert_eq!(store.pool_status().size, 1, "the connection was pooled");
+        let failed: Result<(), StoreError> = store
+            .run(|_| async { panic!("a bug mid-transaction") }.boxed())
+            .await;
+        assert!(matches!(failed, Err(StoreError::Internal(_))), "{failed:?}");
+        assert_eq!(store.pool_status().size, 0, "and was dropped, not pooled");
+    }
 
     #[test]
     fn urls_name_their_backend() {
