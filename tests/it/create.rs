@@ -804,6 +804,96 @@ async fn concurrent_creates(db: TestDb) {
     app.shutdown().await;
 }
 
+/// Every statement a create sends (with and without an idempotency key) is
+/// prepared once per connection and reused after: none is parsed and planned
+/// anew per request. (Rows with a NULL column were once inserted with
+/// `DEFAULT` in their SQL, which made diesel prepare the INSERT every time:
+/// on PostgreSQL a round trip and a plan per create.)
+async fn statements_are_prepared_once(db: TestDb) {
+    use diesel::connection::InstrumentationEvent;
+    use diesel_async::AsyncConnection as _;
+    use std::sync::{Arc, Mutex};
+
+    let mut opts = crate::harness::test_options();
+    opts.pool_size = 1;
+    let app = TestApp::spawn_with(db, opts).await;
+    let w = World::build(&app).await;
+    // (cached?, SQL) of every statement on the pool's one connection.
+    let log: Arc<Mutex<Vec<(bool, String)>>> = Arc::default();
+    {
+        let mut conn = app.store.conn().await.expect("connection");
+        let log = log.clone();
+        conversation_service::with_conn!(&mut conn, |c| c.set_instrumentation(
+            move |event: InstrumentationEvent<'_>| {
+                let entry = match event {
+                    InstrumentationEvent::CacheQuery { sql, .. } => (true, sql.to_owned()),
+                    InstrumentationEvent::StartQuery { query, .. } => {
+                        let text = query.to_string();
+                        let sql = text.split(" -- binds:").next().unwrap_or_default();
+                        (false, sql.trim().to_owned())
+                    }
+                    _ => return,
+                };
+                log.lock().expect("log").push(entry);
+            }
+        ));
+    }
+    let mut second_round = 0;
+    for round in 0..2 {
+        if round == 1 {
+            second_round = log.lock().expect("log").len();
+        }
+        let body = json!({ "repoId": w.repo }).to_string();
+        let (status, reply) = app.post_create(Some(&w.writer.token), &body).await;
+        assert_eq!(status, 200, "{reply}");
+        app.create_as(&w.reader, w.repo).await;
+        let mut keyed = as_actor(
+            CreateConversationRequest {
+                repo_id: w.repo.to_string(),
+            },
+            &w.writer,
+        );
+        keyed.metadata_mut().insert(
+            "idempotency-key",
+            format!("prepared-once-{round}").parse().expect("ascii"),
+        );
+        app.grpc()
+            .await
+            .create_conversation(keyed)
+            .await
+            .expect("keyed create");
+    }
+    let log = log.lock().expect("log").clone();
+    let cached: std::collections::HashSet<&str> = log
+        .iter()
+        .filter(|(cache, _)| *cache)
+        .map(|(_, sql)| sql.as_str())
+        .collect();
+    let sent: Vec<&str> = log[second_round..]
+        .iter()
+        .filter(|(cache, sql)| {
+            !*cache && !["BEGIN", "BEGIN IMMEDIATE", "COMMIT"].contains(&sql.as_str())
+        })
+        .map(|(_, sql)| sql.as_str())
+        .collect();
+    for table in ["conversations", "system_events", "idempotency_keys"] {
+        // PostgreSQL quotes names with ", SQLite with `.
+        let insert = format!("INSERT INTO {table} ");
+        assert!(
+            sent.iter()
+                .any(|sql| sql.replace(['"', '`'], "").starts_with(&insert)),
+            "the second round inserts into {table}: {sent:#?}"
+        );
+    }
+    let fresh: Vec<&&str> = sent.iter().filter(|sql| !cached.contains(**sql)).collect();
+    assert!(
+        fresh.is_empty(),
+        "prepared again for every request: {fresh:#?}"
+    );
+    assert_eq!(app.count("conversations").await, 6);
+    app.shutdown().await;
+}
+
 on_both_backends!(
     rule_table,
     allowed_callers_create,
@@ -811,4 +901,5 @@ on_both_backends!(
     gateway_rejections,
     failure_writes_nothing,
     concurrent_creates,
+    statements_are_prepared_once,
 );
