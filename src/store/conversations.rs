@@ -305,8 +305,9 @@ impl Store {
     /// - PostgreSQL: one connection; the lookup, then BEGIN, the two INSERTs
     ///   pipelined (they do not depend on each other: an event's `context_id`
     ///   has no foreign key), COMMIT.
-    /// - SQLite: the lookup, the rules and the transaction in one trip to a
-    ///   blocking thread, the transaction in its turn at the write gate.
+    /// - SQLite: the lookup, the rules and the transaction in one job on the
+    ///   writer thread ([`super::writer`]), the transaction in its turn at
+    ///   the write gate.
     pub async fn create_conversation<R, E, F>(
         &self,
         who: Creator,
@@ -383,123 +384,119 @@ impl Store {
                 Some((owner, repo)) => (Some(owner), repo.into_repo()),
             }
         }
+        if let Some(writer) = self.sqlite_writer() {
+            let gate = writer.gate().clone();
+            return writer
+                .run(move |c| {
+                    use diesel::RunQueryDsl as Sync;
+                    let (owner, repo) = match who {
+                        Creator::Token(hash) => split(
+                            Sync::first::<(TokenOwner, MaybeRepo)>(lookup!(hash), c).optional()?,
+                        ),
+                        Creator::User(user_id) => (
+                            None,
+                            Sync::first::<RepoAccess>(repo_for!(user_id), c).optional()?,
+                        ),
+                    };
+                    let plan = match decide(owner, repo) {
+                        Ok(plan) => plan,
+                        Err(refused) => return Ok(Err(refused)),
+                    };
+                    let _turn = gate.blocking_lock();
+                    c.immediate_transaction(|c| {
+                        if let Some(key) = &plan.key {
+                            Sync::execute(expired_key!(key), c)?;
+                        }
+                        let conversation =
+                            diesel::insert_into(conversations::table).values(&plan.conversation);
+                        Sync::execute(conversation, c)?;
+                        let event = diesel::insert_into(system_events::table).values(&plan.event);
+                        Sync::execute(event, c)?;
+                        if let Some(key) = &plan.key {
+                            let key = diesel::insert_into(idempotency_keys::table).values(key);
+                            Sync::execute(key, c)?;
+                        }
+                        diesel::QueryResult::Ok(())
+                    })?;
+                    Ok(Ok(plan.reply))
+                })
+                .await;
+        }
         self.run(move |conn| {
             async move {
-                match conn {
-                    Conn::Pg(pg) => {
-                        let c: &AsyncPgConnection = pg;
-                        // BEGIN goes out in the same write as the lookup, so
-                        // that the transaction costs no round trip of its own.
-                        // The transaction is opened by hand (diesel's manager
-                        // would await BEGIN first): every way out below ends
-                        // it, and a connection whose ROLLBACK fails is
-                        // discarded, never pooled mid-transaction.
-                        let begun = async { (&mut &*c).batch_execute("BEGIN").await };
-                        let found = async {
-                            Ok::<_, diesel::result::Error>(match who {
-                                Creator::Token(hash) => split(
-                                    lookup!(hash)
-                                        .first::<(TokenOwner, MaybeRepo)>(&mut &*c)
-                                        .await
-                                        .optional()?,
-                                ),
-                                Creator::User(user_id) => (
-                                    None,
-                                    repo_for!(user_id)
-                                        .first::<RepoAccess>(&mut &*c)
-                                        .await
-                                        .optional()?,
-                                ),
-                            })
-                        };
-                        let written = async {
-                            let (begun, found) = tokio::join!(biased; begun, found);
-                            begun?;
-                            let (owner, repo) = found?;
-                            let plan = match decide(owner, repo) {
-                                Ok(plan) => plan,
-                                Err(refused) => return Ok(Err(refused)),
-                            };
-                            if let Some(key) = &plan.key {
-                                expired_key!(key).execute(&mut &*c).await?;
+                let Conn::Pg(pg) = conn else {
+                    return Err(StoreError::Internal(
+                        "SQLite creates go to its writer".into(),
+                    ));
+                };
+                let c: &AsyncPgConnection = pg;
+                // BEGIN goes out in the same write as the lookup, so
+                // that the transaction costs no round trip of its own.
+                // The transaction is opened by hand (diesel's manager
+                // would await BEGIN first): every way out below ends
+                // it, and a connection whose ROLLBACK fails is
+                // discarded, never pooled mid-transaction.
+                let begun = async { (&mut &*c).batch_execute("BEGIN").await };
+                let found = async {
+                    Ok::<_, diesel::result::Error>(match who {
+                        Creator::Token(hash) => split(
+                            lookup!(hash)
+                                .first::<(TokenOwner, MaybeRepo)>(&mut &*c)
+                                .await
+                                .optional()?,
+                        ),
+                        Creator::User(user_id) => (
+                            None,
+                            repo_for!(user_id)
+                                .first::<RepoAccess>(&mut &*c)
+                                .await
+                                .optional()?,
+                        ),
+                    })
+                };
+                let written = async {
+                    let (begun, found) = tokio::join!(biased; begun, found);
+                    begun?;
+                    let (owner, repo) = found?;
+                    let plan = match decide(owner, repo) {
+                        Ok(plan) => plan,
+                        Err(refused) => return Ok(Err(refused)),
+                    };
+                    if let Some(key) = &plan.key {
+                        expired_key!(key).execute(&mut &*c).await?;
+                    }
+                    tokio::try_join!(
+                        biased;
+                        diesel::insert_into(conversations::table)
+                            .values(&plan.conversation)
+                            .execute(&mut &*c),
+                        diesel::insert_into(system_events::table)
+                            .values(&plan.event)
+                            .execute(&mut &*c),
+                        async {
+                            match &plan.key {
+                                Some(key) => diesel::insert_into(idempotency_keys::table)
+                                    .values(key)
+                                    .execute(&mut &*c)
+                                    .await,
+                                None => Ok(0),
                             }
-                            tokio::try_join!(
-                                biased;
-                                diesel::insert_into(conversations::table)
-                                    .values(&plan.conversation)
-                                    .execute(&mut &*c),
-                                diesel::insert_into(system_events::table)
-                                    .values(&plan.event)
-                                    .execute(&mut &*c),
-                                async {
-                                    match &plan.key {
-                                        Some(key) => diesel::insert_into(idempotency_keys::table)
-                                            .values(key)
-                                            .execute(&mut &*c)
-                                            .await,
-                                        None => Ok(0),
-                                    }
-                                },
-                            )?;
-                            Ok::<_, StoreError>(Ok(plan.reply))
-                        }
-                        .await;
-                        let end = match &written {
-                            Ok(Ok(_)) => "COMMIT",
-                            _ => "ROLLBACK",
-                        };
-                        match (written, (&mut &*c).batch_execute(end).await) {
-                            (Ok(outcome), Ok(())) => Ok(outcome),
-                            // A failed COMMIT ends the transaction too.
-                            (Ok(Ok(_)), Err(e)) => Err(e.into()),
-                            // The connection's state is unknown: `run` drops it.
-                            (_, Err(e)) => Err(StoreError::Unavailable(e.to_string())),
-                            (Err(e), Ok(())) => Err(e),
-                        }
-                    }
-                    Conn::Sqlite(lite, gate) => {
-                        let gate = gate.clone();
-                        let outcome = lite
-                            .spawn_blocking(move |c| {
-                                use diesel::RunQueryDsl as Sync;
-                                let (owner, repo) = match who {
-                                    Creator::Token(hash) => split(
-                                        Sync::first::<(TokenOwner, MaybeRepo)>(lookup!(hash), c)
-                                            .optional()?,
-                                    ),
-                                    Creator::User(user_id) => (
-                                        None,
-                                        Sync::first::<RepoAccess>(repo_for!(user_id), c)
-                                            .optional()?,
-                                    ),
-                                };
-                                let plan = match decide(owner, repo) {
-                                    Ok(plan) => plan,
-                                    Err(refused) => return Ok(Err(refused)),
-                                };
-                                let _turn = gate.blocking_lock();
-                                c.immediate_transaction(|c| {
-                                    if let Some(key) = &plan.key {
-                                        Sync::execute(expired_key!(key), c)?;
-                                    }
-                                    let conversation = diesel::insert_into(conversations::table)
-                                        .values(&plan.conversation);
-                                    Sync::execute(conversation, c)?;
-                                    let event = diesel::insert_into(system_events::table)
-                                        .values(&plan.event);
-                                    Sync::execute(event, c)?;
-                                    if let Some(key) = &plan.key {
-                                        let key = diesel::insert_into(idempotency_keys::table)
-                                            .values(key);
-                                        Sync::execute(key, c)?;
-                                    }
-                                    diesel::QueryResult::Ok(())
-                                })?;
-                                Ok(Ok(plan.reply))
-                            })
-                            .await?;
-                        Ok(outcome)
-                    }
+                        },
+                    )?;
+                    Ok::<_, StoreError>(Ok(plan.reply))
+                }
+                .await;
+                let end = match &written {
+                    Ok(Ok(_)) => "COMMIT",
+                    _ => "ROLLBACK",
+                };
+                match (written, (&mut &*c).batch_execute(end).await) {
+                    (Ok(outcome), Ok(())) => Ok(outcome),
+                    // A failed COMMIT ends the transaction too.
+                    (Ok(Ok(_)), Err(e)) => Err(e.into()),
+                    // The connection's state is unknown: `run` drops it.
+                    (_, Err(e)) => Err(StoreError::Unavailable(e.to_string())),
+                    (Err(e), Ok(())) => Err(e),
                 }
             }
             .boxed()

@@ -8,15 +8,17 @@
 //! (`BEGIN IMMEDIATE`): deferred transactions lose concurrent writers to
 //! "database is locked".
 //!
-//! Every operation runs on a spawned task ([`Store::run`]): a caller that goes
-//! away (a dropped HTTP connection, a cancelled rpc) can never leave a
-//! transaction half-done on a pooled connection.
+//! Every operation runs on a spawned task ([`Store::run`]), or on SQLite's
+//! writer thread ([`writer`]): a caller that goes away (a dropped HTTP
+//! connection, a cancelled rpc) can never leave a transaction half-done on a
+//! pooled connection.
 
 pub mod admin;
 pub mod conversations;
 pub mod messages;
 pub mod schema;
 pub mod types;
+pub mod writer;
 
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
@@ -140,7 +142,7 @@ impl Default for StoreOptions {
 #[derive(Clone)]
 enum Pools {
     Pg(Pool<AsyncPgConnection>),
-    Sqlite(Pool<SqliteConn>, WriteGate),
+    Sqlite(Pool<SqliteConn>, writer::Writer),
 }
 
 /// The shared, cloneable handle to the database.
@@ -232,7 +234,10 @@ impl Store {
                         anyhow::anyhow!("cannot create the folder {}: {e}", parent.display())
                     })?;
                 }
-                Pools::Sqlite(sqlite_pool(path, opts)?, WriteGate::default())
+                let setup_sql = sqlite_setup_sql(opts);
+                let writer =
+                    writer::Writer::start(path.clone(), setup_sql.clone(), WriteGate::default())?;
+                Pools::Sqlite(sqlite_pool(path, setup_sql, opts)?, writer)
             }
         };
         Ok(Store { pools })
@@ -242,7 +247,7 @@ impl Store {
     pub async fn conn(&self) -> Result<Conn, StoreError> {
         Ok(match &self.pools {
             Pools::Pg(p) => Conn::Pg(p.get().await?),
-            Pools::Sqlite(p, gate) => Conn::Sqlite(p.get().await?, gate.clone()),
+            Pools::Sqlite(p, writer) => Conn::Sqlite(p.get().await?, writer.gate().clone()),
         })
     }
 
@@ -291,6 +296,14 @@ impl Store {
         })
         .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
         Ok(ran)
+    }
+
+    /// SQLite's writer thread, if this store is on SQLite.
+    pub fn sqlite_writer(&self) -> Option<&writer::Writer> {
+        match &self.pools {
+            Pools::Pg(_) => None,
+            Pools::Sqlite(_, writer) => Some(writer),
+        }
     }
 
     /// The connection pool right now, for metrics.
@@ -362,11 +375,19 @@ fn pg_pool(url: String, opts: &StoreOptions) -> anyhow::Result<Pool<AsyncPgConne
     Ok(pool_builder_defaults(mgr, opts).build()?)
 }
 
-fn sqlite_pool(path: String, opts: &StoreOptions) -> anyhow::Result<Pool<SqliteConn>> {
-    let setup_sql = format!(
+/// What every SQLite connection runs first.
+fn sqlite_setup_sql(opts: &StoreOptions) -> String {
+    format!(
         "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
         opts.sqlite_busy_timeout.as_millis()
-    );
+    )
+}
+
+fn sqlite_pool(
+    path: String,
+    setup_sql: String,
+    opts: &StoreOptions,
+) -> anyhow::Result<Pool<SqliteConn>> {
     let mut config = ManagerConfig::<SqliteConn>::default();
     config.recycling_method = RecyclingMethod::Fast;
     config.custom_setup = Box::new(move |path| {

@@ -818,25 +818,37 @@ async fn statements_are_prepared_once(db: TestDb) {
     opts.pool_size = 1;
     let app = TestApp::spawn_with(db, opts).await;
     let w = World::build(&app).await;
-    // (cached?, SQL) of every statement on the pool's one connection.
+    // (cached?, SQL) of every statement on the pool's one connection and on
+    // SQLite's writer.
     let log: Arc<Mutex<Vec<(bool, String)>>> = Arc::default();
+    let recorder = |log: Arc<Mutex<Vec<(bool, String)>>>| {
+        move |event: InstrumentationEvent<'_>| {
+            let entry = match event {
+                InstrumentationEvent::CacheQuery { sql, .. } => (true, sql.to_owned()),
+                InstrumentationEvent::StartQuery { query, .. } => {
+                    let text = query.to_string();
+                    let sql = text.split(" -- binds:").next().unwrap_or_default();
+                    (false, sql.trim().to_owned())
+                }
+                _ => return,
+            };
+            log.lock().expect("log").push(entry);
+        }
+    };
     {
         let mut conn = app.store.conn().await.expect("connection");
-        let log = log.clone();
-        conversation_service::with_conn!(&mut conn, |c| c.set_instrumentation(
-            move |event: InstrumentationEvent<'_>| {
-                let entry = match event {
-                    InstrumentationEvent::CacheQuery { sql, .. } => (true, sql.to_owned()),
-                    InstrumentationEvent::StartQuery { query, .. } => {
-                        let text = query.to_string();
-                        let sql = text.split(" -- binds:").next().unwrap_or_default();
-                        (false, sql.trim().to_owned())
-                    }
-                    _ => return,
-                };
-                log.lock().expect("log").push(entry);
-            }
-        ));
+        let record = recorder(log.clone());
+        conversation_service::with_conn!(&mut conn, |c| c.set_instrumentation(record));
+    }
+    if let Some(writer) = app.store.sqlite_writer() {
+        let record = recorder(log.clone());
+        writer
+            .run(move |c| {
+                diesel::Connection::set_instrumentation(c, record);
+                Ok(())
+            })
+            .await
+            .expect("writer");
     }
     let mut second_round = 0;
     for round in 0..2 {

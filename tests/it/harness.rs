@@ -261,10 +261,12 @@ impl TestApp {
             .expect("connects")
     }
 
-    pub async fn shutdown(mut self) {
+    /// Stops the service; returns the database, which lives while it is held.
+    pub async fn shutdown(mut self) -> TestDb {
         if let Some(r) = self.running.take() {
             r.shutdown().await.expect("clean shutdown");
         }
+        self.db
     }
 
     pub fn running(&self) -> &Running {

@@ -205,7 +205,7 @@ async fn shutdown_finishes_requests_in_flight() {
     lock.batch_execute("COMMIT").await.expect("unlock");
     assert_eq!(in_flight.await.expect("task"), 200);
     let store = app.store.clone();
-    app.shutdown().await;
+    let _db = app.shutdown().await;
     assert_eq!(orphan_conversations(&store).await, 0);
 }
 
