@@ -12,7 +12,8 @@
 //! Other writes (deletes, turns, sweeps) still take pooled connections and
 //! the [`WriteGate`]; a job takes the gate too, for the part that writes.
 //! A job runs to its end whatever its caller does, so a caller that goes away
-//! cannot cut a transaction short.
+//! cannot cut a transaction short; a job whose caller went away before its
+//! turn is dropped unrun.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
@@ -80,6 +81,11 @@ impl Writer {
         // The job may spawn tasks (a create records its token's use).
         let runtime = tokio::runtime::Handle::current();
         let job: Job = Box::new(move |conn| {
+            // A caller gone before its turn (timed out, hung up) is not
+            // served: nothing is written that nobody will be told of.
+            if reply.is_closed() {
+                return;
+            }
             let _entered = runtime.enter();
             let _ = reply.send(conn.and_then(op));
         });
@@ -144,5 +150,43 @@ mod tests {
             0,
             "a new connection"
         );
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_caller_left_before_its_turn_does_not_run() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("w.db").display().to_string();
+        let writer = Writer::start(path, String::new(), WriteGate::default()).expect("thread");
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, has_started) = tokio::sync::oneshot::channel();
+        let busy = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                writer
+                    .run(move |_| {
+                        let _ = started.send(());
+                        let _ = held.recv();
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        has_started.await.expect("the busy job runs");
+        let make_table = writer.run(|c| {
+            c.batch_execute("CREATE TABLE mark (n INTEGER)")?;
+            Ok(())
+        });
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(50), make_table).await;
+        assert!(waited.is_err(), "queued behind the busy job, then given up");
+        release.send(()).expect("release");
+        busy.await.expect("task").expect("busy job");
+        let tables = writer
+            .run(|c| {
+                let sql = "SELECT count(*) AS n FROM sqlite_master WHERE name = 'mark'";
+                Ok(diesel::sql_query(sql).get_result::<Number>(c)?.n)
+            })
+            .await
+            .expect("count");
+        assert_eq!(tables, 0, "the abandoned job did not run");
     }
 }
