@@ -4,10 +4,11 @@
 //!
 //! SQLite lets one writer in at a time anyway. Before this, every create took
 //! a pooled connection to a blocking thread and queued at the write gate
-//! there: sixteen connections whose page caches every other writer's commit
-//! made stale (each create re-read its pages from the file), and threads
-//! parked and woken in turn on the gate. One connection on one thread keeps
-//! its cache warm, and under load it takes the next job without sleeping.
+//! there: the pool's connections (four by default) had their page caches made
+//! stale by every other one's commit (each create re-read its pages from the
+//! file), and threads parked and woken in turn on the gate. One connection on
+//! one thread keeps its cache warm, and under load it takes the next job
+//! without sleeping.
 //!
 //! Other writes (deletes, turns, sweeps) still take pooled connections and
 //! the [`WriteGate`]; a job takes the gate too, for the part that writes.
