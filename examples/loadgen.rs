@@ -543,7 +543,9 @@ fn sqlite_ceiling(
         .expect("sqlite url")
         .to_owned();
     let mut conn = SqliteConnection::establish(&path)?;
-    conn.batch_execute("PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;
+    conn.batch_execute(&conversation_service::store::sqlite_setup_sql(
+        &StoreOptions::default(),
+    ))?;
     let conn = Arc::new(std::sync::Mutex::new(conn));
     let stop_at = Instant::now() + WARMUP + Duration::from_secs(seconds);
     let count_from = Instant::now() + WARMUP;

@@ -375,8 +375,8 @@ fn pg_pool(url: String, opts: &StoreOptions) -> anyhow::Result<Pool<AsyncPgConne
     Ok(pool_builder_defaults(mgr, opts).build()?)
 }
 
-/// What every SQLite connection runs first.
-fn sqlite_setup_sql(opts: &StoreOptions) -> String {
+/// What every SQLite connection runs first (the load generator's ceiling too).
+pub fn sqlite_setup_sql(opts: &StoreOptions) -> String {
     format!(
         "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
         opts.sqlite_busy_timeout.as_millis()

@@ -332,26 +332,32 @@ impl TestApp {
         orphan_conversations(&self.store).await
     }
 
-    /// PostgreSQL: connections to the test database sitting idle inside a
-    /// transaction (a create opens its own and must always end it). SQLite:
-    /// `None` (its transactions cannot outlive the blocking call).
-    pub async fn idle_in_transaction(&self) -> Option<i64> {
+    /// Connections left inside a transaction (a create opens its own and must
+    /// always end it). PostgreSQL: those of the test database idle in a
+    /// transaction. SQLite: the writer's connection (creates run there), 1 if
+    /// a transaction cannot begin on it because one is still open.
+    pub async fn idle_in_transaction(&self) -> i64 {
         use diesel::sql_types::BigInt;
         use diesel_async::RunQueryDsl;
+        if let Some(writer) = self.store.sqlite_writer() {
+            use diesel::connection::SimpleConnection as _;
+            return writer
+                .run(|c| Ok(i64::from(c.batch_execute("BEGIN; ROLLBACK").is_err())))
+                .await
+                .expect("writer");
+        }
         let mut conn = self.store.conn().await.expect("conn");
         let conversation_service::store::Conn::Pg(c) = &mut conn else {
-            return None;
+            unreachable!("a store without a SQLite writer is on PostgreSQL");
         };
         let count = diesel::dsl::sql::<BigInt>(
             "(SELECT count(*) FROM pg_stat_activity \
              WHERE datname = current_database() AND state LIKE 'idle in transaction%')",
         );
-        Some(
-            diesel::select(count)
-                .get_result::<i64>(c)
-                .await
-                .expect("pg_stat_activity"),
-        )
+        diesel::select(count)
+            .get_result::<i64>(c)
+            .await
+            .expect("pg_stat_activity")
     }
 }
 
