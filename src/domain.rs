@@ -67,6 +67,34 @@ impl Access {
     }
 }
 
+/// Who wrote a message of a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageRole {
+    User,
+    Assistant,
+}
+
+impl MessageRole {
+    /// Both roles.
+    pub const ALL: [MessageRole; 2] = [MessageRole::User, MessageRole::Assistant];
+
+    /// The name stored in `messages.role` and shown in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageRole::User => "user",
+            MessageRole::Assistant => "assistant",
+        }
+    }
+}
+
+impl FromStr for MessageRole {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_named("message role", &MessageRole::ALL, MessageRole::as_str, s)
+    }
+}
+
 /// A role or access level name that is not one of the known ones.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {kind} {value:?} (expected one of: {expected})")]

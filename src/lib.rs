@@ -12,6 +12,7 @@ pub mod http;
 pub mod metrics;
 pub mod observe;
 pub mod pb;
+pub mod protocol;
 pub mod provider;
 pub mod server;
 pub mod service;

@@ -21,7 +21,7 @@ use prost::Message as _;
 use tonic::Code;
 
 use crate::metrics::Metrics;
-use crate::service::REQUEST_ID;
+use crate::protocol::REQUEST_ID;
 
 /// What an unknown route or rpc is counted as.
 const OTHER: &str = "other";
@@ -190,7 +190,7 @@ pub async fn admit(State(admission): State<Admission>, request: Request, next: N
         Some(_permit) => next.run(request).await,
         None => {
             let mut response =
-                crate::http::error_response(http::StatusCode::SERVICE_UNAVAILABLE, BUSY);
+                crate::http::error::error_response(http::StatusCode::SERVICE_UNAVAILABLE, BUSY);
             response.headers_mut().insert(
                 http::header::RETRY_AFTER,
                 http::HeaderValue::from_static("1"),

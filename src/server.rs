@@ -14,13 +14,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::jwt::{JwtConfig, JwtVerifier};
+use crate::grpc::GrpcApi;
 use crate::http::HttpOptions;
 use crate::http::serve::ConnLimits;
 use crate::metrics::Metrics;
 use crate::observe::Admission;
 use crate::pb::conversation_service_server::ConversationServiceServer;
 use crate::provider::{Provider, ProviderConfig};
-use crate::service::ConversationApi;
+use crate::service::Service;
 use crate::store::Store;
 use crate::tls::{self, GatedListener, TlsFiles};
 
@@ -159,7 +160,7 @@ pub async fn start(store: Store, config: Config) -> anyhow::Result<Running> {
         config.request_timeout
     };
     let api = Arc::new(
-        ConversationApi::new(store, jwt, metrics)
+        Service::new(store, jwt, metrics)
             .with_idempotency_ttl(ttl)
             .with_provider(provider),
     );
@@ -230,7 +231,7 @@ pub async fn start(store: Store, config: Config) -> anyhow::Result<Running> {
         // the health status, so NOT_SERVING cannot be overwritten.
         let _ = watcher.await;
         health
-            .set_not_serving::<ConversationServiceServer<ConversationApi>>()
+            .set_not_serving::<ConversationServiceServer<GrpcApi>>()
             .await;
         health
             .set_service_status("", tonic_health::ServingStatus::NotServing)

@@ -3,7 +3,7 @@
 //! A token is `fbk_` followed by 32 bytes from the OS RNG in unpadded base64url.
 //! It is shown once; the store keeps only its SHA-256, looked up through a
 //! unique index. Which token answers which caller is decided by
-//! `ConversationApi::authenticate`, against the store.
+//! `service::auth` (`Service::authenticate`), against the store.
 
 pub mod jwt;
 

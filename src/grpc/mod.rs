@@ -1,7 +1,14 @@
-//! The gRPC server: `ConversationService`, server reflection (v1 and v1alpha,
+//! The gRPC adapter and server: `ConversationService` over the core
+//! ([`GrpcApi`]; `ApiError` becomes a status in [`status`] only), server reflection (v1 and v1alpha,
 //! for grpcurl and for older tools such as Postman) and `grpc.health.v1.Health`.
 
+mod call;
 pub mod codec;
+mod conversations;
+mod messages;
+pub mod status;
+
+pub use conversations::GrpcApi;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +22,10 @@ use crate::observe::{Admission, GrpcLayer, known_rpcs};
 
 use crate::pb::FILE_DESCRIPTOR_SET;
 use crate::pb::conversation_service_server::ConversationServiceServer;
-use crate::service::ConversationApi;
+use crate::service::Service;
 
 /// The largest gRPC message accepted, in bytes: the REST body limit.
-pub const MAX_MESSAGE_SIZE: usize = crate::http::BODY_LIMIT;
+pub const MAX_MESSAGE_SIZE: usize = crate::protocol::BODY_LIMIT;
 
 /// The fully qualified name of our service, as health and reflection know it.
 pub const SERVICE_NAME: &str = "flashback.conversation.v1.ConversationService";
@@ -37,13 +44,13 @@ const DESCRIPTOR_SETS: [&[u8]; 4] = [
 /// Builds the gRPC router and the reporter that controls its health answers
 /// (serving for "" and for the service once built).
 pub async fn router(
-    api: Arc<ConversationApi>,
+    service: Arc<Service>,
     request_timeout: Duration,
     admission: Admission,
 ) -> anyhow::Result<(GrpcRouter, HealthReporter)> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
-        .set_serving::<ConversationServiceServer<ConversationApi>>()
+        .set_serving::<ConversationServiceServer<GrpcApi>>()
         .await;
     // Both reflection endpoints describe everything served, each other included.
     let reflection = || {
@@ -53,18 +60,18 @@ pub async fn router(
         )
     };
     let observe = GrpcLayer::new(
-        api.metrics().clone(),
+        service.metrics().clone(),
         known_rpcs(&DESCRIPTOR_SETS),
         request_timeout,
         admission,
     );
-    let service =
-        ConversationServiceServer::from_arc(api).max_decoding_message_size(MAX_MESSAGE_SIZE);
+    let api = ConversationServiceServer::new(GrpcApi::new(service))
+        .max_decoding_message_size(MAX_MESSAGE_SIZE);
     let router = Server::builder()
         .layer(observe)
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(service);
+        .add_service(api);
     Ok((router, reporter))
 }

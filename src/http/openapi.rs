@@ -1,16 +1,20 @@
-//! `GET /openapi.json`: the OpenAPI 3.1 document of the gateway, derived
-//! (by utoipa) from the handlers' annotations and the body types they
-//! serialize, and built once.
+//! `GET /openapi.json`: the OpenAPI 3.1 document of the gateway. Its paths
+//! come from the very list of routes the router is built from
+//! (`super::routes`), its schemas from the types the handlers parse and
+//! serialize, so the document and what is served cannot drift apart.
 
 use std::sync::LazyLock;
 
+use axum::body::Bytes;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::dto;
+use super::conversations::dto::ConversationDto;
+use super::error::ErrorReply;
 
+/// What the document says beyond its routes.
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -19,19 +23,7 @@ use super::dto;
             (flashback.conversation.v1.ConversationService). Every reply carries `x-request-id`; \
             every error is `{\"success\": false, \"message\": ...}`.",
     ),
-    paths(
-        super::create_conversation,
-        super::list_conversations,
-        super::get_conversation,
-        super::delete_conversation,
-        super::prompt_conversation,
-        super::list_messages,
-        super::healthz,
-        super::readyz,
-        super::metrics_text,
-        serve,
-    ),
-    components(schemas(dto::ConversationDto, dto::ErrorReply)),
+    components(schemas(ConversationDto, ErrorReply)),
     modifiers(&BearerAuth),
     tags(
         (name = "conversations", description = "The Conversation API"),
@@ -61,10 +53,14 @@ impl Modify for BearerAuth {
     }
 }
 
-static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
-    ApiDoc::openapi()
-        .to_json()
-        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+/// The document: [`ApiDoc`] with every route of `super::routes`, rendered once.
+static DOCUMENT: LazyLock<Bytes> = LazyLock::new(|| {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(super::routes::document());
+    Bytes::from(
+        doc.to_json()
+            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")),
+    )
 });
 
 /// This document.
@@ -76,7 +72,7 @@ pub async fn serve() -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        DOCUMENT.as_str(),
+        DOCUMENT.clone(),
     )
         .into_response()
 }

@@ -13,36 +13,35 @@ use super::schema::{
 };
 use super::types::{SqlJson, SqlTime, SqlUuid};
 use super::{Conn, Store, StoreError};
+use crate::domain::{Access, OrgRole};
 use crate::{with_conn, write_tx};
 use diesel_async::{AsyncPgConnection, SimpleAsyncConnection as _};
 
+/// A user as found by id (a JWT's subject) or with their token.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = users, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct UserRow {
+    #[diesel(column_name = id)]
+    pub user_id: Uuid,
+    pub org_id: Uuid,
+    pub email: String,
+    pub name: Option<String>,
+    pub last_name: Option<String>,
+    pub org_role: OrgRole,
+    pub disabled_at: Option<DateTime<Utc>>,
+}
+
 /// An API token and the user it belongs to, as found by the token's hash.
-#[derive(Debug, Clone, Queryable)]
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = api_tokens, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
 pub struct TokenOwner {
+    #[diesel(column_name = id)]
     pub token_id: Uuid,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
-    pub user_id: Uuid,
-    pub org_id: Uuid,
-    pub email: String,
-    pub name: Option<String>,
-    pub last_name: Option<String>,
-    pub org_role: String,
-    pub disabled_at: Option<DateTime<Utc>>,
-}
-
-/// A user as found by id (a JWT's subject): the same facts as a [`TokenOwner`]
-/// without the token.
-#[derive(Debug, Clone, Queryable)]
-pub struct UserRow {
-    pub user_id: Uuid,
-    pub org_id: Uuid,
-    pub email: String,
-    pub name: Option<String>,
-    pub last_name: Option<String>,
-    pub org_role: String,
-    pub disabled_at: Option<DateTime<Utc>>,
+    #[diesel(embed)]
+    pub user: UserRow,
 }
 
 /// A repository with its workspace's state and the caller's membership in it.
@@ -56,26 +55,7 @@ pub struct RepoAccess {
     pub deleted_at: Option<DateTime<Utc>>,
     pub workspace_deleted_at: Option<DateTime<Utc>>,
     /// The caller's access level in the repo's workspace, if a member.
-    pub access: Option<String>,
-}
-
-/// The columns of a [`TokenOwner`].
-macro_rules! token_owner_columns {
-    () => {
-        (
-            api_tokens::id,
-            api_tokens::expires_at,
-            api_tokens::revoked_at,
-            api_tokens::last_used_at,
-            users::id,
-            users::org_id,
-            users::email,
-            users::name,
-            users::last_name,
-            users::org_role,
-            users::disabled_at,
-        )
-    };
+    pub access: Option<Access>,
 }
 
 /// A repository as a left join finds it: every column may be missing.
@@ -88,7 +68,7 @@ struct MaybeRepo {
     disabled_at: Option<DateTime<Utc>>,
     deleted_at: Option<DateTime<Utc>>,
     workspace_deleted_at: Option<DateTime<Utc>>,
-    access: Option<String>,
+    access: Option<Access>,
 }
 
 impl MaybeRepo {
@@ -162,10 +142,12 @@ pub struct NewIdempotencyKey {
 }
 
 /// A live idempotency key, as a retry finds it.
-#[derive(Debug, Clone, Queryable)]
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = idempotency_keys, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
 pub struct StoredKey {
     pub fingerprint: Vec<u8>,
     pub reply: Vec<u8>,
+    pub conversation_id: Uuid,
 }
 
 /// A row of `conversations` to insert.
@@ -206,10 +188,10 @@ impl Store {
             async move {
                 let query = api_tokens::table
                     .inner_join(users::table)
-                    .filter(api_tokens::token_hash.eq(hash.to_vec()))
-                    .select(token_owner_columns!());
+                    .filter(api_tokens::token_hash.eq(hash.to_vec()));
                 Ok(with_conn!(&mut *conn, |c| query
-                    .first::<TokenOwner>(c)
+                    .select(TokenOwner::as_select())
+                    .first(c)
                     .await
                     .optional())?)
             }
@@ -222,17 +204,10 @@ impl Store {
     pub async fn find_user(&self, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
         self.run(move |conn| {
             async move {
-                let query = users::table.filter(users::id.eq(SqlUuid(user_id))).select((
-                    users::id,
-                    users::org_id,
-                    users::email,
-                    users::name,
-                    users::last_name,
-                    users::org_role,
-                    users::disabled_at,
-                ));
+                let query = users::table.filter(users::id.eq(SqlUuid(user_id)));
                 Ok(with_conn!(&mut *conn, |c| query
-                    .first::<UserRow>(c)
+                    .select(UserRow::as_select())
+                    .first(c)
                     .await
                     .optional())?)
             }
@@ -253,10 +228,10 @@ impl Store {
                 let query = idempotency_keys::table
                     .filter(idempotency_keys::user_id.eq(SqlUuid(user_id)))
                     .filter(idempotency_keys::key.eq(key))
-                    .filter(idempotency_keys::expires_at.gt(SqlTime(now)))
-                    .select((idempotency_keys::fingerprint, idempotency_keys::reply));
+                    .filter(idempotency_keys::expires_at.gt(SqlTime(now)));
                 Ok(with_conn!(&mut *conn, |c| query
-                    .first::<StoredKey>(c)
+                    .select(StoredKey::as_select())
+                    .first(c)
                     .await
                     .optional())?)
             }
@@ -338,7 +313,7 @@ impl Store {
                     )
                     .filter(api_tokens::token_hash.eq($hash.to_vec()))
                     .select((
-                        token_owner_columns!(),
+                        TokenOwner::as_select(),
                         (
                             repos::id.nullable(),
                             repos::org_id.nullable(),
@@ -548,7 +523,8 @@ impl ConversationFilter {
 }
 
 /// A conversation with its repository's name and its creator, as listed.
-#[derive(Debug, Clone, Queryable)]
+/// (Serialized: it is the reply an idempotency key replays.)
+#[derive(Debug, Clone, Queryable, serde::Serialize, serde::Deserialize)]
 pub struct ConversationRow {
     pub id: Uuid,
     pub org_id: Uuid,
@@ -622,7 +598,7 @@ macro_rules! administered {
     ($user_id:expr) => {
         workspace_members::table
             .filter(workspace_members::user_id.eq(SqlUuid($user_id)))
-            .filter(workspace_members::access.eq("admin"))
+            .filter(workspace_members::access.eq($crate::domain::Access::Admin.as_str()))
             .select(workspace_members::workspace_id)
     };
 }

@@ -10,14 +10,16 @@ use uuid::Uuid;
 use super::schema::{conversations, messages, workspace_members};
 use super::types::{SqlJson, SqlTime, SqlUuid};
 use super::{Store, StoreError};
+use crate::domain::{Access, MessageRole};
 use crate::{with_conn, write_tx};
 
 /// A stored message.
-#[derive(Debug, Clone, Queryable)]
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = messages, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
 pub struct MessageRow {
     pub id: Uuid,
     pub conversation_id: Uuid,
-    pub role: String,
+    pub role: MessageRole,
     pub content: String,
     pub model: String,
     pub token_count: i64,
@@ -29,7 +31,7 @@ pub struct MessageRow {
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     pub id: Uuid,
-    pub role: &'static str,
+    pub role: MessageRole,
     pub content: String,
     pub model: String,
     pub token_count: i64,
@@ -38,7 +40,7 @@ pub struct NewMessage {
 
 /// What a prompt adds to its conversation.
 #[derive(Debug, Clone)]
-pub struct Turn {
+pub struct NewTurn {
     pub conversation_id: Uuid,
     pub user: NewMessage,
     pub assistant: NewMessage,
@@ -47,21 +49,6 @@ pub struct Turn {
     /// Set as the title if the conversation has none.
     pub title: Option<String>,
     pub at: DateTime<Utc>,
-}
-
-macro_rules! message_columns {
-    () => {
-        (
-            messages::id,
-            messages::conversation_id,
-            messages::role,
-            messages::content,
-            messages::model,
-            messages::token_count,
-            messages::metadata,
-            messages::created_at,
-        )
-    };
 }
 
 impl Store {
@@ -79,11 +66,10 @@ impl Store {
                     .filter(of)
                     .order(messages::seq.asc())
                     .limit(take)
-                    .offset(skip)
-                    .select(message_columns!());
+                    .offset(skip);
                 let count = messages::table.filter(of).count();
                 Ok(with_conn!(&mut *conn, |c| {
-                    let rows = page.load::<MessageRow>(c).await?;
+                    let rows = page.select(MessageRow::as_select()).load(c).await?;
                     let total = count.get_result::<i64>(c).await?;
                     diesel::QueryResult::Ok((rows, total))
                 })?)
@@ -98,7 +84,7 @@ impl Store {
         &self,
         workspace_id: Uuid,
         user_id: Uuid,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<Access>, StoreError> {
         self.run(move |conn| {
             async move {
                 let query = workspace_members::table
@@ -106,7 +92,7 @@ impl Store {
                     .filter(workspace_members::user_id.eq(SqlUuid(user_id)))
                     .select(workspace_members::access);
                 Ok(with_conn!(&mut *conn, |c| query
-                    .first::<String>(c)
+                    .first::<Access>(c)
                     .await
                     .optional())?)
             }
@@ -120,7 +106,7 @@ impl Store {
     /// titles it if untitled, and appends the two messages after its last
     /// one. Returns false, writing nothing, if the conversation is gone or
     /// deleted.
-    pub async fn record_turn(&self, turn: Turn) -> Result<bool, StoreError> {
+    pub async fn record_turn(&self, turn: NewTurn) -> Result<bool, StoreError> {
         self.run(move |conn| {
             async move {
                 let id = SqlUuid(turn.conversation_id);
@@ -155,7 +141,7 @@ impl Store {
                                 messages::id.eq(SqlUuid(m.id)),
                                 messages::conversation_id.eq(id),
                                 messages::seq.eq(seq + offset),
-                                messages::role.eq(m.role),
+                                messages::role.eq(m.role.as_str()),
                                 messages::content.eq(&m.content),
                                 messages::model.eq(&m.model),
                                 messages::token_count.eq(m.token_count),

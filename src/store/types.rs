@@ -164,6 +164,46 @@ impl FromSql<DbJson, Sqlite> for serde_json::Value {
     }
 }
 
+// --- Enums stored as their names (`text` on both backends): read typed,
+// so an unknown name is an error where it is read, not a string passed on.
+
+/// Makes each enum readable from a `Text` column on both backends, by its
+/// `FromStr` (a macro because diesel's traits are foreign and the enums are
+/// several; a blanket impl over a trait of ours would break the orphan rule).
+macro_rules! text_enum {
+    ($($t:ty),+) => {$(
+        impl FromSql<Text, Pg> for $t {
+            fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+                let name = <String as FromSql<Text, Pg>>::from_sql(bytes)?;
+                Ok(name.parse::<$t>()?)
+            }
+        }
+
+        impl FromSql<Text, Sqlite> for $t {
+            fn from_sql(value: SqliteValue<'_, '_, '_>) -> deserialize::Result<Self> {
+                let name = <String as FromSql<Text, Sqlite>>::from_sql(value)?;
+                Ok(name.parse::<$t>()?)
+            }
+        }
+
+        impl<DB: diesel::backend::Backend> diesel::Queryable<Text, DB> for $t
+        where
+            $t: FromSql<Text, DB>,
+        {
+            type Row = Self;
+            fn build(row: Self) -> deserialize::Result<Self> {
+                Ok(row)
+            }
+        }
+    )+};
+}
+
+text_enum!(
+    crate::domain::OrgRole,
+    crate::domain::Access,
+    crate::domain::MessageRole
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -92,7 +92,7 @@ async fn try_token(app: &TestApp, w: &World, token: &str) -> [(u16, String); 3] 
     {
         Ok(_) => (200, "created".to_owned()),
         Err(s) => (
-            conversation_service::error::http_status(s.code()).as_u16(),
+            crate::harness::http_status_of(s.code()),
             s.message().to_owned(),
         ),
     };

@@ -361,7 +361,7 @@ async fn grpc_messages_are_limited() {
     let app = TestApp::spawn(TestDb::sqlite()).await;
     let w = World::build(&app).await;
     let huge = CreateConversationRequest {
-        repo_id: "x".repeat(conversation_service::http::BODY_LIMIT + 1),
+        repo_id: "x".repeat(conversation_service::protocol::BODY_LIMIT + 1),
     };
     let refused = app
         .grpc()

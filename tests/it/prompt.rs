@@ -614,10 +614,15 @@ async fn grpc_stream(
     id: Uuid,
     prompt: &str,
     model: &str,
-) -> tonic::Streaming<conversation_service::pb::PromptConversationEvent> {
+) -> tonic::Streaming<conversation_service::pb::StreamPromptConversationResponse> {
+    let request = conversation_service::pb::StreamPromptConversationRequest {
+        conversation_id: id.to_string(),
+        prompt: prompt.into(),
+        model: model.into(),
+    };
     app.grpc()
         .await
-        .stream_prompt_conversation(prompt_request(who, id, prompt, model))
+        .stream_prompt_conversation(as_actor(request, who))
         .await
         .expect("streaming")
         .into_inner()
@@ -627,7 +632,7 @@ async fn grpc_stream(
 /// which is what the reply without streaming would have been; a caller who
 /// leaves mid-stream, or a provider that breaks off, leaves no turn.
 async fn streamed_turns(db: TestDb) {
-    use conversation_service::pb::prompt_conversation_event::Event;
+    use conversation_service::pb::stream_prompt_conversation_response::Event;
     let (app, w, id, _) = with_conversation(db, &[]).await;
 
     // REST, text/event-stream.

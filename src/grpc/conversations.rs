@@ -1,0 +1,234 @@
+//! `flashback.conversation.v1.ConversationService` over the core: each rpc
+//! reads its metadata and message into the operation's typed input, calls
+//! the same [`Service`] method as the REST route, and maps the view back to
+//! protobuf. The message rpcs' conversions live in [`super::messages`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use tonic::{Request, Response, Status};
+
+use super::call::{self, given, timestamp};
+use super::messages;
+use crate::pb::conversation_service_server::ConversationService;
+use crate::pb::{
+    self, CreateConversationRequest, CreateConversationResponse, DeleteConversationRequest,
+    DeleteConversationResponse, GetConversationRequest, GetConversationResponse,
+    ListConversationsRequest, ListConversationsResponse, ListMessagesRequest, ListMessagesResponse,
+    PromptConversationRequest, PromptConversationResponse, StreamPromptConversationRequest,
+};
+use crate::service::Service;
+use crate::service::conversations::{
+    Conversation, CreateConversation, DeleteConversation, GetConversation, ListConversations,
+};
+use crate::service::params::{self, Bound, Page};
+
+/// The gRPC face of the service.
+#[derive(Clone)]
+pub struct GrpcApi {
+    service: Arc<Service>,
+}
+
+impl GrpcApi {
+    pub fn new(service: Arc<Service>) -> Self {
+        Self { service }
+    }
+}
+
+/// A conversation as protobuf.
+pub fn conversation_pb(row: Conversation) -> pb::Conversation {
+    pb::Conversation {
+        id: row.id.to_string(),
+        org_id: row.org_id.to_string(),
+        workspace_id: row.workspace_id.to_string(),
+        repo_id: row.repo_id.to_string(),
+        created_by: row.created_by.to_string(),
+        title: row.title.unwrap_or_default(),
+        tokens_in: u64::try_from(row.tokens_in).unwrap_or_default(),
+        tokens_out: u64::try_from(row.tokens_out).unwrap_or_default(),
+        created_at: Some(timestamp(row.created_at)),
+        last_updated_at: Some(timestamp(row.last_updated_at)),
+        deleted_at: row.deleted_at.map(timestamp),
+        repo: Some(pb::RepoSummary {
+            id: row.repo_id.to_string(),
+            name: row.repo_name,
+        }),
+        creator: Some(pb::UserSummary {
+            id: row.created_by.to_string(),
+            name: row.creator_name.unwrap_or_default(),
+            last_name: row.creator_last_name.unwrap_or_default(),
+            email: row.creator_email,
+        }),
+    }
+}
+
+fn list_input(r: &ListConversationsRequest) -> Result<ListConversations, crate::error::ApiError> {
+    Ok(ListConversations {
+        page: Page::new(r.take, r.skip)?,
+        from: params::time_bound("from", given(&r.from), Bound::Start)?,
+        until: params::time_bound("to", given(&r.to), Bound::End)?,
+        user_id: params::optional_uuid("userId", given(&r.user_id))?,
+        workspace_id: params::optional_uuid("workspaceId", given(&r.workspace_id))?,
+        repo_id: params::optional_uuid("repoId", given(&r.repo_id))?,
+        show_deleted: r.show_deleted,
+    })
+}
+
+/// The stream a streamed prompt answers with.
+pub type PromptEventStream =
+    Pin<Box<dyn Stream<Item = Result<pb::StreamPromptConversationResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ConversationService for GrpcApi {
+    async fn create_conversation(
+        &self,
+        request: Request<CreateConversationRequest>,
+    ) -> Result<Response<CreateConversationResponse>, Status> {
+        let (ctx, credentials) = (
+            call::context(request.metadata()),
+            call::credentials(request.metadata()),
+        );
+        let input = params::uuid("repoId", &request.get_ref().repo_id).and_then(|repo_id| {
+            Ok(CreateConversation {
+                repo_id,
+                idempotency_key: call::idempotency_key(request.metadata())?,
+            })
+        });
+        let result = self
+            .service
+            .create_conversation(&credentials, input, &ctx)
+            .await
+            .map(|row| CreateConversationResponse {
+                conversation_id: row.id.to_string(),
+                conversation: Some(conversation_pb(row)),
+            });
+        call::finish(&ctx, result)
+    }
+
+    async fn list_conversations(
+        &self,
+        request: Request<ListConversationsRequest>,
+    ) -> Result<Response<ListConversationsResponse>, Status> {
+        let ctx = call::context(request.metadata());
+        let input = list_input(request.get_ref());
+        let result = async {
+            let (caller, input) = self
+                .service
+                .admit(&call::credentials(request.metadata()), input)
+                .await?;
+            let page = self.service.list_conversations(&caller, input).await?;
+            Ok(ListConversationsResponse {
+                conversations: page
+                    .conversations
+                    .into_iter()
+                    .map(conversation_pb)
+                    .collect(),
+                total: page.total,
+            })
+        };
+        call::finish(&ctx, result.await)
+    }
+
+    async fn get_conversation(
+        &self,
+        request: Request<GetConversationRequest>,
+    ) -> Result<Response<GetConversationResponse>, Status> {
+        let ctx = call::context(request.metadata());
+        let r = request.get_ref();
+        let input = params::uuid("conversationId", &r.conversation_id).map(|id| GetConversation {
+            id,
+            show_deleted: r.show_deleted,
+        });
+        let result = async {
+            let (caller, input) = self
+                .service
+                .admit(&call::credentials(request.metadata()), input)
+                .await?;
+            let row = self.service.get_conversation(&caller, input).await?;
+            Ok(GetConversationResponse {
+                conversation: Some(conversation_pb(row)),
+            })
+        };
+        call::finish(&ctx, result.await)
+    }
+
+    async fn delete_conversation(
+        &self,
+        request: Request<DeleteConversationRequest>,
+    ) -> Result<Response<DeleteConversationResponse>, Status> {
+        let ctx = call::context(request.metadata());
+        let r = request.get_ref();
+        let input =
+            params::uuid("conversationId", &r.conversation_id).map(|id| DeleteConversation {
+                id,
+                hard: r.hard_delete,
+            });
+        let result = async {
+            let (caller, input) = self
+                .service
+                .admit(&call::credentials(request.metadata()), input)
+                .await?;
+            self.service
+                .delete_conversation(&caller, input, &ctx)
+                .await?;
+            Ok(DeleteConversationResponse {})
+        };
+        call::finish(&ctx, result.await)
+    }
+
+    async fn prompt_conversation(
+        &self,
+        request: Request<PromptConversationRequest>,
+    ) -> Result<Response<PromptConversationResponse>, Status> {
+        let ctx = call::context(request.metadata());
+        let r = request.get_ref();
+        let input = messages::prompt_input(&r.conversation_id, &r.prompt, &r.model);
+        let result = async {
+            let (caller, input) = self
+                .service
+                .admit(&call::credentials(request.metadata()), input)
+                .await?;
+            let turn = self.service.prompt(&caller, input).await?;
+            Ok(messages::turn_pb(turn))
+        };
+        call::finish(&ctx, result.await)
+    }
+
+    async fn list_messages(
+        &self,
+        request: Request<ListMessagesRequest>,
+    ) -> Result<Response<ListMessagesResponse>, Status> {
+        let ctx = call::context(request.metadata());
+        let input = messages::list_input(request.get_ref());
+        let result = async {
+            let (caller, input) = self
+                .service
+                .admit(&call::credentials(request.metadata()), input)
+                .await?;
+            let page = self.service.list_messages(&caller, input).await?;
+            Ok(messages::page_pb(page))
+        };
+        call::finish(&ctx, result.await)
+    }
+
+    type StreamPromptConversationStream = PromptEventStream;
+
+    async fn stream_prompt_conversation(
+        &self,
+        request: Request<StreamPromptConversationRequest>,
+    ) -> Result<Response<Self::StreamPromptConversationStream>, Status> {
+        let ctx = call::context(request.metadata());
+        let r = request.get_ref();
+        let input = messages::prompt_input(&r.conversation_id, &r.prompt, &r.model);
+        let result = async {
+            let (caller, input) = self
+                .service
+                .admit(&call::credentials(request.metadata()), input)
+                .await?;
+            let events = self.service.prompt_stream(&caller, input).await?;
+            Ok(messages::event_stream(events))
+        };
+        call::finish(&ctx, result.await)
+    }
+}

@@ -1,0 +1,83 @@
+//! The message rpcs' conversions: protobuf requests into the prompt and
+//! list inputs, turns, pages and streamed events back into protobuf.
+
+use tonic::Status;
+
+use super::call::timestamp;
+use super::conversations::PromptEventStream;
+use crate::error::ApiError;
+use crate::pb::{self, ListMessagesRequest};
+use crate::service::messages::{
+    ListMessages, Message, MessagePage, Prompt, PromptEvent, PromptEvents, Turn,
+};
+use crate::service::params::{self, Page};
+
+/// A prompt's input, from either prompt rpc's request (the same fields).
+pub fn prompt_input(conversation_id: &str, prompt: &str, model: &str) -> Result<Prompt, ApiError> {
+    Ok(Prompt {
+        conversation_id: params::uuid("conversationId", conversation_id)?,
+        prompt: prompt.to_owned(),
+        model: model.to_owned(),
+    })
+}
+
+/// `ListMessages`'s input.
+pub fn list_input(r: &ListMessagesRequest) -> Result<ListMessages, ApiError> {
+    Ok(ListMessages {
+        conversation_id: params::uuid("conversationId", &r.conversation_id)?,
+        page: Page::new(r.take, r.skip)?,
+    })
+}
+
+/// A stored message as protobuf.
+pub fn message_pb(row: Message) -> pb::Message {
+    pb::Message {
+        id: row.id.to_string(),
+        conversation_id: row.conversation_id.to_string(),
+        role: row.role.as_str().to_owned(),
+        content: row.content,
+        token_count: u64::try_from(row.token_count).unwrap_or_default(),
+        model: row.model,
+        metadata_json: row.metadata.to_string(),
+        created_at: Some(timestamp(row.created_at)),
+    }
+}
+
+/// A stored turn as protobuf.
+pub fn turn_pb(turn: Turn) -> pb::PromptConversationResponse {
+    pb::PromptConversationResponse {
+        user_message: Some(message_pb(turn.user_message)),
+        assistant_message: Some(message_pb(turn.assistant_message)),
+        usage: Some(pb::Usage {
+            tokens_in: turn.tokens_in,
+            tokens_out: turn.tokens_out,
+        }),
+    }
+}
+
+/// A page of messages as protobuf.
+pub fn page_pb(page: MessagePage) -> pb::ListMessagesResponse {
+    pb::ListMessagesResponse {
+        messages: page.messages.into_iter().map(message_pb).collect(),
+        title: page.title.unwrap_or_default(),
+        total: page.total,
+    }
+}
+
+/// A streamed prompt's events as the rpc's stream: deltas, then the turn;
+/// an error ends it with its status.
+pub fn event_stream(mut events: PromptEvents) -> PromptEventStream {
+    use pb::stream_prompt_conversation_response::Event;
+    Box::pin(futures_util::stream::poll_fn(move |cx| {
+        events.poll_recv(cx).map(|item| {
+            item.map(|event| {
+                let event = match event? {
+                    PromptEvent::Delta(piece) => Event::Delta(piece),
+                    PromptEvent::Done(turn) => Event::Done(turn_pb(*turn)),
+                };
+                Ok(pb::StreamPromptConversationResponse { event: Some(event) })
+            })
+            .map(|r: Result<_, ApiError>| r.map_err(Status::from))
+        })
+    }))
+}

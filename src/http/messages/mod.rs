@@ -1,0 +1,134 @@
+//! The message routes: prompting a conversation (JSON, or server-sent
+//! events when asked for) and listing its messages.
+
+pub mod dto;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::AppState;
+use super::error::{ApiErrors, ErrorReply};
+use super::extract::{Authenticated, JsonBody, Query};
+use crate::error::ApiError;
+use crate::service::Credentials;
+use crate::service::messages::{ListMessages, Prompt, PromptEvent, PromptEvents};
+use crate::service::params::{self, Page};
+use dto::{MessageDto, MessagesQuery, MessagesReply, PromptBody, PromptReply};
+
+/// Send a prompt to a model, with the conversation's earlier turns.
+///
+/// With `Accept: text/event-stream` the reply is streamed as server-sent
+/// events: `delta` events (`{"content": "..."}`) as the model writes, then one
+/// `done` event with this operation's JSON reply, or an `error` event.
+/// Stores the user and the assistant message and adds the provider's usage to
+/// the conversation's totals, all in one transaction; nothing is stored if the
+/// provider fails. The first prompt titles an untitled conversation. Needs read
+/// access to the workspace; regular users prompt only their own conversations.
+#[utoipa::path(post, path = "/conversation/{id}/prompt", tag = "conversations",
+    request_body = PromptBody,
+    params(("id" = String, Path, format = Uuid, description = "The conversation")),
+    responses(
+        ApiErrors,
+        (status = 200, description = "The assistant's reply (JSON, or server-sent events when asked for)",
+            content((PromptReply = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "Invalid body: empty prompt, missing, disallowed or unknown model", body = ErrorReply),
+        (status = 403, description = "No access to the conversation's workspace", body = ErrorReply),
+        (status = 404, description = "Conversation not found", body = ErrorReply),
+        (status = 413, description = "Body over 64 KiB", body = ErrorReply),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorReply),
+        (status = 501, description = "No model provider is configured", body = ErrorReply),
+        (status = 502, description = "The model provider failed", body = ErrorReply),
+        (status = 504, description = "The model provider, or the request, timed out", body = ErrorReply),
+    ),
+    security(("bearer" = [])))]
+pub async fn prompt_conversation(
+    Path(id): Path<String>,
+    State(service): State<AppState>,
+    credentials: Credentials,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<PromptBody>,
+) -> Result<Response, ApiError> {
+    let input = (|| {
+        let prompt = body.prompt.text("prompt")?;
+        let model = body.model.text("model")?;
+        Ok(Prompt {
+            conversation_id: params::uuid("conversationId", &id)?,
+            prompt: prompt.unwrap_or_default(),
+            model: model.unwrap_or_default(),
+        })
+    })();
+    let (caller, input) = service.admit(&credentials, input).await?;
+    let streamed = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if streamed {
+        // Refusals before the model is asked are plain JSON errors with their
+        // status, as without streaming.
+        let events = service.prompt_stream(&caller, input).await?;
+        return Ok(server_sent(events));
+    }
+    let turn = service.prompt(&caller, input).await?;
+    Ok(Json(PromptReply::from(turn)).into_response())
+}
+
+/// A streamed prompt as server-sent events: `delta` ({"content": ...}) as the
+/// model writes, then `done` (the reply the JSON route gives) or `error`
+/// ({"success": false, "message": ...}).
+fn server_sent(events: PromptEvents) -> Response {
+    let events = ReceiverStream::new(events).map(|item| {
+        let event = match item {
+            Ok(PromptEvent::Delta(piece)) => Event::default()
+                .event("delta")
+                .json_data(serde_json::json!({ "content": piece })),
+            Ok(PromptEvent::Done(turn)) => Event::default()
+                .event("done")
+                .json_data(PromptReply::from(*turn)),
+            Err(e) => {
+                e.log();
+                Event::default().event("error").json_data(ErrorReply {
+                    success: false,
+                    message: e.to_string(),
+                })
+            }
+        };
+        event.map_err(axum::Error::new)
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// A conversation's messages, oldest first, with its title.
+#[utoipa::path(get, path = "/conversation/{id}/messages", tag = "conversations",
+    params(("id" = String, Path, format = Uuid, description = "The conversation"), MessagesQuery),
+    responses(
+        ApiErrors,
+        (status = 200, description = "A page of messages", body = MessagesReply),
+        (status = 400, description = "Invalid parameter", body = ErrorReply),
+        (status = 404, description = "Conversation not found (or deleted)", body = ErrorReply),
+    ),
+    security(("bearer" = [])))]
+pub async fn list_messages(
+    Path(id): Path<String>,
+    State(service): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Query(q): Query<MessagesQuery>,
+) -> Result<Json<MessagesReply>, ApiError> {
+    let input = ListMessages {
+        conversation_id: params::uuid("conversationId", &id)?,
+        page: Page::new(q.take.map(|t| t.0), q.skip.map(|s| s.0))?,
+    };
+    let page = service.list_messages(&caller, input).await?;
+    Ok(Json(MessagesReply {
+        success: true,
+        messages: page.messages.into_iter().map(MessageDto::from).collect(),
+        title: page.title,
+        total: page.total,
+    }))
+}

@@ -1,0 +1,59 @@
+//! The layers under every route: the request id, the JSON safety net for
+//! the framework's own error responses.
+
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use super::error::error_response;
+use crate::protocol::{REQUEST_ID, request_id_or_new};
+
+/// The message of an error response the framework (or a tower layer) made
+/// without a body: the router's fallbacks and the request timeout.
+fn framework_message(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::METHOD_NOT_ALLOWED => "Method not allowed",
+        StatusCode::GATEWAY_TIMEOUT => "Request timed out",
+        other => other.canonical_reason().unwrap_or("Error"),
+    }
+}
+
+/// The safety net under every route: an error response that is not already
+/// JSON (the router's 404 and 405, the timeout's 504, an extractor's
+/// rejection we did not foresee, such as a path that is not valid UTF-8)
+/// becomes `{"success": false, "message": <reason>}`, keeping its status and
+/// headers such as `Allow`.
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let replacement = error_response(status, framework_message(status));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.extend(replacement.headers().clone());
+    Response::from_parts(parts, replacement.into_body())
+}
+
+/// Keeps a sane incoming `x-request-id` or makes one, hands it on to the
+/// handler (and so to the operation), and echoes it on every response.
+/// (tower-http's `SetRequestId` keeps any incoming id; an unsafe one must be
+/// replaced, not kept, so this stays ours.)
+pub async fn request_id(mut request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok());
+    let id = request_id_or_new(given);
+    let value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    request.headers_mut().insert(REQUEST_ID, value.clone());
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(REQUEST_ID, value);
+    response
+}

@@ -1,0 +1,40 @@
+//! The one list of routes: the router is built from it, and so is the
+//! OpenAPI document (utoipa-axum collects each handler's `#[utoipa::path]`).
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{AppState, conversations, messages, openapi, operations};
+
+/// The API routes (limited by admission).
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(
+            conversations::create_conversation,
+            conversations::list_conversations
+        ))
+        .routes(routes!(
+            conversations::get_conversation,
+            conversations::delete_conversation
+        ))
+        .routes(routes!(messages::prompt_conversation))
+        .routes(routes!(messages::list_messages))
+}
+
+/// The operators' routes (never limited); `/metrics` only when `metrics`.
+pub fn operations(metrics: bool) -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
+        .routes(routes!(operations::healthz))
+        .routes(routes!(operations::readyz))
+        .routes(routes!(openapi::serve));
+    if metrics {
+        router.routes(routes!(operations::metrics_text))
+    } else {
+        router
+    }
+}
+
+/// Every route's description, for the document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    api().merge(operations(true)).into_openapi()
+}

@@ -1,0 +1,268 @@
+//! Prompting: the rules, the model call (plain or streamed), and the turn
+//! stored in one transaction once the model is done. Nothing is stored when
+//! the model fails or a streaming caller leaves first.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::{Message, may_prompt, title_of};
+use crate::domain::Caller;
+use crate::domain::MessageRole;
+use crate::error::ApiError;
+use crate::provider::{ChatMessage, Completion, Provider, ProviderError};
+use crate::service::Service;
+use crate::service::conversations::conversation_not_found;
+use crate::store::Store;
+use crate::store::messages::{NewMessage, NewTurn};
+use crate::store::types::now;
+
+/// What a prompt failing inside the service says.
+const PROMPT_FAILED: &str = "Failed to prompt the conversation";
+
+/// How many earlier messages a prompt sends as context, at most (the latest).
+const MAX_CONTEXT_MESSAGES: i64 = 200;
+
+/// `PromptConversation`'s input.
+#[derive(Debug, Clone)]
+pub struct Prompt {
+    pub conversation_id: Uuid,
+    /// What the user says; kept verbatim, must not be empty.
+    pub prompt: String,
+    /// The model to ask; must not be empty.
+    pub model: String,
+}
+
+/// A stored turn: both messages and the provider's usage.
+#[derive(Debug, Clone)]
+pub struct Turn {
+    pub user_message: Message,
+    pub assistant_message: Message,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+}
+
+/// What a streamed prompt yields: pieces as the model writes them, then the
+/// stored turn.
+#[derive(Debug, Clone)]
+pub enum PromptEvent {
+    Delta(String),
+    Done(Box<Turn>),
+}
+
+/// The events of a streamed prompt; an error ends them.
+pub type PromptEvents = mpsc::Receiver<Result<PromptEvent, ApiError>>;
+
+impl Service {
+    /// Asks the model and stores the turn.
+    pub async fn prompt(&self, caller: &Caller, input: Prompt) -> Result<Turn, ApiError> {
+        let prepared = self.prepare_prompt(caller, input).await?;
+        let completion = prepared
+            .provider
+            .complete(&prepared.model, &prepared.turns)
+            .await
+            .map_err(provider_error)?;
+        prepared.record(completion).await
+    }
+
+    /// A prompt whose reply is streamed: the rules first (their refusal is
+    /// this call's error), then the pieces as the model writes them and, last,
+    /// the stored turn. If the caller drops the receiver before the model is
+    /// done, the model is stopped and nothing is stored; if the model fails,
+    /// the events end with its error and nothing is stored.
+    pub async fn prompt_stream(
+        &self,
+        caller: &Caller,
+        input: Prompt,
+    ) -> Result<PromptEvents, ApiError> {
+        let prepared = self.prepare_prompt(caller, input).await?;
+        let (events, receiver) = mpsc::channel(32);
+        tokio::spawn(async move {
+            let (deltas, pieces) = mpsc::channel::<String>(32);
+            let generate = prepared
+                .provider
+                .stream(&prepared.model, &prepared.turns, deltas);
+            let (completion, delivered) = tokio::join!(generate, forward(pieces, &events));
+            let outcome = match completion {
+                Err(ProviderError::Cancelled) => return,
+                Ok(_) if !delivered => return,
+                Err(e) => Err(provider_error(e)),
+                Ok(completion) => prepared
+                    .record(completion)
+                    .await
+                    .map(|turn| PromptEvent::Done(Box::new(turn))),
+            };
+            let _ = events.send(outcome).await;
+        });
+        Ok(receiver)
+    }
+
+    /// Everything a prompt does before the model is asked: the rules, in
+    /// order, and the context to send.
+    async fn prepare_prompt(
+        &self,
+        caller: &Caller,
+        input: Prompt,
+    ) -> Result<PreparedPrompt, ApiError> {
+        // Only an empty prompt or model is refused (as the OpenAPI
+        // document's minLength says).
+        if input.prompt.is_empty() {
+            return Err(ApiError::InvalidArgument("prompt must not be empty".into()));
+        }
+        if input.model.is_empty() {
+            return Err(ApiError::InvalidArgument("model is required".into()));
+        }
+        let provider = self.provider.clone().ok_or_else(|| {
+            ApiError::Unimplemented("No model provider is configured on this service".into())
+        })?;
+        if !provider.allows(&input.model) {
+            return Err(ApiError::InvalidArgument(
+                "model is not one of the allowed models".into(),
+            ));
+        }
+        let id = input.conversation_id;
+        let conversation = self.live_conversation(caller, id, PROMPT_FAILED).await?;
+        let membership = if caller.role.is_org_admin() {
+            None
+        } else {
+            self.store
+                .membership(conversation.workspace_id, caller.user_id)
+                .await
+                .map_err(ApiError::from_store(PROMPT_FAILED))?
+        };
+        may_prompt(caller, membership)?;
+        let mut turns = self.context_of(id).await?;
+        turns.push(ChatMessage {
+            role: MessageRole::User.as_str().into(),
+            content: input.prompt.clone(),
+        });
+        Ok(PreparedPrompt {
+            provider,
+            store: self.store.clone(),
+            id,
+            model: input.model,
+            prompt: input.prompt,
+            turns,
+        })
+    }
+
+    /// The latest earlier messages of a conversation, oldest first.
+    async fn context_of(&self, id: Uuid) -> Result<Vec<ChatMessage>, ApiError> {
+        let failed = ApiError::from_store(PROMPT_FAILED);
+        let (history, total) = self
+            .store
+            .list_messages(id, MAX_CONTEXT_MESSAGES, 0)
+            .await
+            .map_err(failed)?;
+        let history = if total > MAX_CONTEXT_MESSAGES {
+            self.store
+                .list_messages(id, MAX_CONTEXT_MESSAGES, total - MAX_CONTEXT_MESSAGES)
+                .await
+                .map_err(ApiError::from_store(PROMPT_FAILED))?
+                .0
+        } else {
+            history
+        };
+        Ok(history
+            .into_iter()
+            .map(|m| ChatMessage {
+                role: m.role.as_str().into(),
+                content: m.content,
+            })
+            .collect())
+    }
+}
+
+/// Hands the model's pieces on until it is done; false if the caller left
+/// first (then dropping `pieces` stops the model).
+async fn forward(
+    mut pieces: mpsc::Receiver<String>,
+    events: &mpsc::Sender<Result<PromptEvent, ApiError>>,
+) -> bool {
+    loop {
+        let piece = tokio::select! {
+            piece = pieces.recv() => piece,
+            () = events.closed() => return false,
+        };
+        let Some(piece) = piece else { return true };
+        if events.send(Ok(PromptEvent::Delta(piece))).await.is_err() {
+            return false;
+        }
+    }
+}
+
+/// A prompt that passed the rules, ready for the model.
+struct PreparedPrompt {
+    provider: Arc<Provider>,
+    store: Store,
+    id: Uuid,
+    model: String,
+    prompt: String,
+    turns: Vec<ChatMessage>,
+}
+
+impl PreparedPrompt {
+    /// Stores the turn the model completed, and returns it.
+    async fn record(&self, completion: Completion) -> Result<Turn, ApiError> {
+        let tokens_in = i64::try_from(completion.tokens_in).unwrap_or(i64::MAX);
+        let tokens_out = i64::try_from(completion.tokens_out).unwrap_or(i64::MAX);
+        let turn = NewTurn {
+            conversation_id: self.id,
+            user: NewMessage {
+                id: Uuid::now_v7(),
+                role: MessageRole::User,
+                content: self.prompt.clone(),
+                model: self.model.clone(),
+                token_count: tokens_in,
+                metadata: serde_json::json!({}),
+            },
+            assistant: NewMessage {
+                id: Uuid::now_v7(),
+                role: MessageRole::Assistant,
+                content: completion.content,
+                model: completion.model,
+                token_count: tokens_out,
+                metadata: completion.metadata,
+            },
+            tokens_in,
+            tokens_out,
+            title: title_of(&self.prompt),
+            at: now(),
+        };
+        if !self
+            .store
+            .record_turn(turn.clone())
+            .await
+            .map_err(ApiError::from_store(PROMPT_FAILED))?
+        {
+            // Deleted while the model was answering: nothing is kept.
+            return Err(conversation_not_found());
+        }
+        let message = |m: NewMessage| Message {
+            id: m.id,
+            conversation_id: self.id,
+            role: m.role,
+            content: m.content,
+            model: m.model,
+            token_count: m.token_count,
+            metadata: m.metadata,
+            created_at: turn.at,
+        };
+        Ok(Turn {
+            user_message: message(turn.user),
+            assistant_message: message(turn.assistant),
+            tokens_in: completion.tokens_in,
+            tokens_out: completion.tokens_out,
+        })
+    }
+}
+
+/// A provider failure as the caller sees it.
+fn provider_error(e: ProviderError) -> ApiError {
+    match e {
+        ProviderError::Timeout => ApiError::UpstreamTimeout(e.to_string()),
+        ProviderError::UnknownModel => ApiError::InvalidArgument(e.to_string()),
+        ProviderError::Failed(_) | ProviderError::Cancelled => ApiError::Upstream(e.to_string()),
+    }
+}

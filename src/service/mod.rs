@@ -1,0 +1,115 @@
+//! The transport-neutral core: every operation of the API as a method of
+//! [`Service`], taking the caller (or, for a create, its [`Credentials`]) and
+//! a typed, validated input, and returning a typed view or an [`ApiError`].
+//!
+//! No protobuf type and no HTTP type is used here. The gRPC adapter
+//! (`crate::grpc`) and the REST adapter (`crate::http`) each read their
+//! request into these inputs with the same parsers ([`params`]) and map the
+//! result back, so the two transports cannot disagree about a rule.
+//!
+//! Every operation follows the same order: authenticate, validate, find,
+//! check state, authorize, act. Rules are named functions in the resource's
+//! module (`conversations::may_delete_conversation`, ...).
+
+pub mod audit;
+pub mod auth;
+pub mod conversations;
+pub mod idempotency;
+pub mod messages;
+pub mod params;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub use auth::Credentials;
+
+use crate::auth::jwt::JwtVerifier;
+use crate::domain::Transport;
+use crate::metrics::Metrics;
+use crate::provider::Provider;
+use crate::store::Store;
+
+/// How long an idempotency key is remembered by default.
+pub const DEFAULT_IDEMPOTENCY_TTL: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+/// Per-call facts an operation records: the request id (the caller's when
+/// sane, made otherwise) and the transport it came in on.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub request_id: String,
+    pub transport: Transport,
+}
+
+/// Why the service is not ready to serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotReady {
+    /// A shutdown has begun.
+    ShuttingDown,
+    /// The database does not answer.
+    Database,
+}
+
+/// The service: the store, the credentials it accepts, the model provider,
+/// and the rules.
+#[derive(Clone)]
+pub struct Service {
+    store: Store,
+    jwt: Option<Arc<JwtVerifier>>,
+    metrics: Arc<Metrics>,
+    draining: Arc<AtomicBool>,
+    idempotency_ttl: chrono::TimeDelta,
+    provider: Option<Arc<Provider>>,
+}
+
+impl Service {
+    /// The service over `store`, accepting JWTs too when `jwt` is given.
+    pub fn new(store: Store, jwt: Option<Arc<JwtVerifier>>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            store,
+            jwt,
+            metrics,
+            draining: Arc::new(AtomicBool::new(false)),
+            idempotency_ttl: DEFAULT_IDEMPOTENCY_TTL,
+            provider: None,
+        }
+    }
+
+    /// The model provider prompts go to.
+    pub fn with_provider(mut self, provider: Option<Provider>) -> Self {
+        self.provider = provider.map(Arc::new);
+        self
+    }
+
+    /// How long idempotency keys are remembered.
+    pub fn with_idempotency_ttl(mut self, ttl: chrono::TimeDelta) -> Self {
+        self.idempotency_ttl = ttl;
+        self
+    }
+
+    /// Marks the service as shutting down: readiness fails from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// The store, for what serves beside the operations (metrics, health).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The service's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Whether requests can be served: not shutting down, and the database
+    /// answers. What readiness reports.
+    pub async fn ready(&self) -> Result<(), NotReady> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err(NotReady::ShuttingDown);
+        }
+        self.store.ping().await.map_err(|e| {
+            tracing::debug!(error = %e, "not ready");
+            NotReady::Database
+        })
+    }
+}
