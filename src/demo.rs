@@ -13,6 +13,7 @@ use futures_util::FutureExt as _;
 use uuid::{Uuid, uuid};
 
 use crate::auth::generate_token;
+use crate::domain::{Access, OrgRole};
 use crate::store::schema::{organizations, repos, users, workspace_members, workspaces};
 use crate::store::types::{SqlTime, SqlUuid, now};
 use crate::store::{Store, StoreError};
@@ -33,7 +34,23 @@ pub struct Demo {
 
 /// Creates the demo if missing and issues a fresh token.
 pub async fn prepare(store: &Store) -> anyhow::Result<Demo> {
-    let created = store
+    if create_once(store).await? {
+        tracing::info!(org_id = %DEMO_ORG, "demo organization created");
+    }
+    let token = generate_token();
+    store
+        .create_token(DEMO_USER, "demo".into(), &token, None)
+        .await?;
+    Ok(Demo {
+        token: token.secret,
+        repo_id: DEMO_REPO,
+    })
+}
+
+/// The demo's organization, workspace, repository, user and membership,
+/// unless they exist; whether they were created.
+async fn create_once(store: &Store) -> Result<bool, StoreError> {
+    store
         .run(|conn| {
             async move {
                 write_tx!(&mut *conn, |c| {
@@ -81,7 +98,7 @@ pub async fn prepare(store: &Store) -> anyhow::Result<Demo> {
                             users::email.eq(DEMO_EMAIL),
                             users::name.eq(Some("Demo")),
                             users::last_name.eq(Some("User")),
-                            users::org_role.eq("user"),
+                            users::org_role.eq(OrgRole::User.as_str()),
                             users::created_at.eq(at),
                         ))
                         .execute(c)
@@ -90,7 +107,7 @@ pub async fn prepare(store: &Store) -> anyhow::Result<Demo> {
                         .values((
                             workspace_members::workspace_id.eq(SqlUuid(DEMO_WORKSPACE)),
                             workspace_members::user_id.eq(SqlUuid(DEMO_USER)),
-                            workspace_members::access.eq("read"),
+                            workspace_members::access.eq(Access::Read.as_str()),
                             workspace_members::created_at.eq(at),
                         ))
                         .execute(c)
@@ -100,18 +117,7 @@ pub async fn prepare(store: &Store) -> anyhow::Result<Demo> {
             }
             .boxed()
         })
-        .await?;
-    if created {
-        tracing::info!(org_id = %DEMO_ORG, "demo organization created");
-    }
-    let token = generate_token();
-    store
-        .create_token(DEMO_USER, "demo".into(), &token, None)
-        .await?;
-    Ok(Demo {
-        token: token.secret,
-        repo_id: DEMO_REPO,
-    })
+        .await
 }
 
 impl Demo {

@@ -184,22 +184,6 @@ impl Admission {
     }
 }
 
-/// Axum middleware: [`Admission`] for the API routes.
-pub async fn admit(State(admission): State<Admission>, request: Request, next: Next) -> Response {
-    match admission.try_admit() {
-        Some(_permit) => next.run(request).await,
-        None => {
-            let mut response =
-                crate::http::error::error_response(http::StatusCode::SERVICE_UNAVAILABLE, BUSY);
-            response.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from_static("1"),
-            );
-            response
-        }
-    }
-}
-
 /// The rpcs [`Admission`] limits: ours, not health or reflection.
 const LIMITED_RPCS: &str = "/flashback.conversation.v1.ConversationService/";
 

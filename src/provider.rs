@@ -1,35 +1,25 @@
 //! The model provider: any OpenAI-compatible Chat Completions endpoint
 //! (OpenAI, vLLM, Ollama, llama.cpp's server, ...), as the operator
 //! configures it. Its API key never leaves this module: not in a reply, not in
-//! a log, not in `Debug`.
+//! a log, not in `Debug` (it is a `SecretString`).
 
 use std::time::Duration;
 
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// How the provider is reached.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ProviderConfig {
     /// The API base, such as `https://api.openai.com/v1` or
     /// `http://127.0.0.1:11434/v1`; `/chat/completions` is appended.
     pub base_url: Option<String>,
     /// Sent as `Authorization: Bearer ...` when set.
-    pub api_key: Option<String>,
+    pub api_key: Option<SecretString>,
     /// The models callers may ask for; any model when empty.
     pub models: Vec<String>,
     /// Longest a completion may take.
     pub timeout: Duration,
-}
-
-impl std::fmt::Debug for ProviderConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProviderConfig")
-            .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .field("models", &self.models)
-            .field("timeout", &self.timeout)
-            .finish()
-    }
 }
 
 /// One turn sent to the model.
@@ -73,7 +63,7 @@ pub enum ProviderError {
 pub struct Provider {
     http: reqwest::Client,
     url: String,
-    api_key: Option<String>,
+    api_key: Option<SecretString>,
     models: Vec<String>,
 }
 
@@ -211,7 +201,7 @@ impl Provider {
             stream_options: stream.then(|| serde_json::json!({ "include_usage": true })),
         });
         if let Some(key) = &self.api_key {
-            request = request.bearer_auth(key);
+            request = request.bearer_auth(key.expose_secret());
         }
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status();

@@ -13,73 +13,19 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::jwt::{JwtConfig, JwtVerifier};
+use crate::auth::jwt::JwtVerifier;
 use crate::grpc::GrpcApi;
 use crate::http::HttpOptions;
 use crate::http::serve::ConnLimits;
 use crate::metrics::Metrics;
 use crate::observe::Admission;
 use crate::pb::conversation_service_server::ConversationServiceServer;
-use crate::provider::{Provider, ProviderConfig};
+use crate::provider::Provider;
 use crate::service::Service;
 use crate::store::Store;
-use crate::tls::{self, GatedListener, TlsFiles};
+use crate::tls::{self, GatedListener};
 
-/// How the service is run: where it listens and what it accepts.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// The REST/JSON gateway.
-    pub http_addr: SocketAddr,
-    /// The gRPC server.
-    pub grpc_addr: SocketAddr,
-    /// A listener for `GET /metrics` alone; on the HTTP port when `None`.
-    pub metrics_addr: Option<SocketAddr>,
-    /// TLS for both the HTTP and the gRPC listener; plaintext when `None`.
-    pub tls: Option<TlsFiles>,
-    /// JWTs accepted beside API tokens, when a key is configured.
-    pub jwt: JwtConfig,
-    /// The model provider prompts go to (none: prompting answers 501).
-    pub provider: ProviderConfig,
-    /// Longest a request may take (REST: 504, gRPC: DEADLINE_EXCEEDED).
-    pub request_timeout: Duration,
-    /// How long an idempotency key is remembered.
-    pub idempotency_ttl: Duration,
-    /// How long an HTTP client may take to send a request's head.
-    pub header_read_timeout: Duration,
-    /// API requests in flight at most, both transports together; more are
-    /// refused at once (REST 503, gRPC RESOURCE_EXHAUSTED).
-    pub max_concurrent_requests: usize,
-    /// How long, once shutdown starts, the service keeps serving while
-    /// reporting NOT_SERVING (gRPC health) and 503 (`/readyz`), so that load
-    /// balancers stop sending before it stops accepting.
-    pub shutdown_delay: Duration,
-    /// How long requests in flight may take to finish once it stops accepting.
-    pub shutdown_grace: Duration,
-}
-
-impl Config {
-    /// Loopback on ports the OS picks, defaults otherwise (tests, tools).
-    pub fn local() -> Self {
-        let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        Self {
-            http_addr: any,
-            grpc_addr: any,
-            metrics_addr: None,
-            tls: None,
-            jwt: JwtConfig::default(),
-            provider: ProviderConfig {
-                timeout: Duration::from_secs(60),
-                ..ProviderConfig::default()
-            },
-            request_timeout: Duration::from_secs(15),
-            idempotency_ttl: Duration::from_secs(24 * 3600),
-            header_read_timeout: ConnLimits::default().header_read_timeout,
-            max_concurrent_requests: 256,
-            shutdown_delay: Duration::ZERO,
-            shutdown_grace: Duration::from_secs(30),
-        }
-    }
-}
+pub use crate::config::Config;
 
 /// A started service.
 pub struct Running {
@@ -120,143 +66,38 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 /// Binds the listeners and starts serving `store` on them.
 pub async fn start(store: Store, config: Config) -> anyhow::Result<Running> {
     // Everything that can be refused is checked before anything listens.
-    let jwt = if config.jwt.enabled() {
-        Some(Arc::new(JwtVerifier::new(&config.jwt)?))
-    } else {
-        None
-    };
-    let tls = match &config.tls {
-        Some(files) => Some((
-            tls::acceptor(files, &[b"h2", b"http/1.1"])?,
-            tls::acceptor(files, &[b"h2"])?,
-        )),
-        None => None,
-    };
-    let http = bind(config.http_addr, "HTTP").await?;
-    let grpc = bind(config.grpc_addr, "gRPC").await?;
-    let metrics_listener = match config.metrics_addr {
-        Some(addr) => Some(bind(addr, "metrics").await?),
-        None => None,
-    };
-    let http_addr = http.local_addr()?;
-    let grpc_addr = grpc.local_addr()?;
-    let metrics_addr = match &metrics_listener {
-        Some(l) => Some(l.local_addr()?),
-        None => None,
-    };
-
-    let watched = store.clone();
-    let ttl = chrono::TimeDelta::from_std(config.idempotency_ttl)
-        .context("the idempotency key lifetime is too long")?;
+    let (jwt, tls) = check(&config)?;
+    let listeners = Listeners::bind(&config).await?;
     let metrics = Arc::new(Metrics::new());
     let admission = Admission::new(config.max_concurrent_requests, &metrics);
-    let provider = Provider::new(&config.provider)?;
-    // A prompt may take as long as the provider may, and a little more.
-    let request_timeout = if provider.is_some() {
-        config
-            .request_timeout
-            .max(config.provider.timeout + Duration::from_secs(5))
-    } else {
-        config.request_timeout
-    };
-    let api = Arc::new(
-        Service::new(store, jwt, metrics)
-            .with_idempotency_ttl(ttl)
-            .with_provider(provider),
-    );
+    let (service, request_timeout) = build_service(store.clone(), &config, jwt, metrics)?;
     let (grpc_router, health) =
-        crate::grpc::router(api.clone(), request_timeout, admission.clone()).await?;
+        crate::grpc::router(service.clone(), request_timeout, admission.clone()).await?;
     let http_options = HttpOptions {
         request_timeout,
-        metrics: metrics_listener.is_none(),
+        metrics: listeners.metrics.is_none(),
         admission,
     };
-    let http_router = crate::http::router(api.clone(), &http_options);
+    let http_router = crate::http::router(service.clone(), &http_options);
 
     // `stop` starts the shutdown; `close` (later) stops accepting.
     let stop = CancellationToken::new();
     let close = CancellationToken::new();
-    let limits = ConnLimits {
-        header_read_timeout: config.header_read_timeout,
-    };
-    // A client has the header read timeout to send its first byte (in
-    // plaintext) or finish its handshake (TLS, 10 s).
-    let first_byte = config.header_read_timeout;
-    let (grpc_task, http_task) = match tls {
-        None => serve_both(
-            GatedListener::plain(grpc, first_byte, close.clone())?,
-            GatedListener::plain(http, first_byte, close.clone())?,
-            grpc_router,
-            http_router,
-            limits,
-            &close,
-        ),
-        Some((http_tls, grpc_tls)) => serve_both(
-            GatedListener::tls(grpc, grpc_tls, close.clone())?,
-            GatedListener::tls(http, http_tls, close.clone())?,
-            grpc_router,
-            http_router,
-            limits,
-            &close,
-        ),
-    };
-    if let Some(listener) = metrics_listener {
-        let metrics_stop = close.clone();
-        let router = crate::http::metrics_router(api.clone());
-        tokio::spawn(crate::http::serve::serve(
-            listener,
-            router,
-            limits,
-            metrics_stop,
-        ));
-    }
-
+    let (http_addr, grpc_addr, metrics_addr) = listeners.addrs()?;
+    let serving = listeners.serve(&config, tls, grpc_router, http_router, &service, &close)?;
     tokio::spawn(sweep_idempotency_keys(
-        watched.clone(),
+        store.clone(),
         config.idempotency_ttl,
         stop.clone(),
     ));
-    let watcher = tokio::spawn(watch_database(watched, health.clone(), stop.clone()));
-
-    let signal_stop = stop.clone();
-    let (delay, grace) = (config.shutdown_delay, config.shutdown_grace);
-    let task = tokio::spawn(async move {
-        tokio::select! {
-            () = signal_stop.cancelled() => {}
-            () = shutdown_signal() => tracing::info!("shutdown signal received"),
-        }
-        signal_stop.cancel();
-        api.start_draining();
-        // The watcher ends on `stop`; once it has, nothing but this task sets
-        // the health status, so NOT_SERVING cannot be overwritten.
-        let _ = watcher.await;
-        health
-            .set_not_serving::<ConversationServiceServer<GrpcApi>>()
-            .await;
-        health
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
-        if !delay.is_zero() {
-            tracing::info!(delay = ?delay, "NOT_SERVING; still accepting for the shutdown delay");
-            tokio::time::sleep(delay).await;
-        }
-        close.cancel();
-        tracing::info!("stopped accepting; draining requests in flight");
-        let drained = tokio::time::timeout(grace, async {
-            let (g, h) = tokio::join!(grpc_task, http_task);
-            g.context("gRPC task")?.context("gRPC server")?;
-            h.context("HTTP task")?;
-            anyhow::Ok(())
-        })
-        .await;
-        match drained {
-            Ok(result) => result,
-            Err(_) => {
-                tracing::warn!("grace period over; stopping with requests still in flight");
-                Ok(())
-            }
-        }
-    });
+    let watcher = tokio::spawn(watch_database(store, health.clone(), stop.clone()));
+    let shutdown = Shutdown {
+        stop: stop.clone(),
+        close,
+        delay: config.shutdown_delay,
+        grace: config.shutdown_grace,
+    };
+    let task = tokio::spawn(shutdown.run(service, health, watcher, serving));
 
     let scheme = if config.tls.is_some() {
         "TLS"
@@ -273,6 +114,187 @@ pub async fn start(store: Store, config: Config) -> anyhow::Result<Running> {
     })
 }
 
+/// TLS acceptors: for HTTP (h2 and http/1.1) and for gRPC (h2).
+type TlsAcceptors = (tokio_rustls::TlsAcceptor, tokio_rustls::TlsAcceptor);
+
+/// The settings that can be refused, checked: the JWT keys and the TLS files.
+fn check(config: &Config) -> anyhow::Result<(Option<Arc<JwtVerifier>>, Option<TlsAcceptors>)> {
+    let jwt = if config.jwt.enabled() {
+        Some(Arc::new(JwtVerifier::new(&config.jwt)?))
+    } else {
+        None
+    };
+    let tls = match &config.tls {
+        Some(files) => Some((
+            tls::acceptor(files, &[b"h2", b"http/1.1"])?,
+            tls::acceptor(files, &[b"h2"])?,
+        )),
+        None => None,
+    };
+    Ok((jwt, tls))
+}
+
+/// The service over `store`, and the request timeout it needs: a prompt may
+/// take as long as the provider may, and a little more.
+fn build_service(
+    store: Store,
+    config: &Config,
+    jwt: Option<Arc<JwtVerifier>>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<(Arc<Service>, Duration)> {
+    let ttl = chrono::TimeDelta::from_std(config.idempotency_ttl)
+        .context("the idempotency key lifetime is too long")?;
+    let provider = Provider::new(&config.provider)?;
+    let request_timeout = if provider.is_some() {
+        config
+            .request_timeout
+            .max(config.provider.timeout + Duration::from_secs(5))
+    } else {
+        config.request_timeout
+    };
+    let service = Service::new(store, jwt, metrics)
+        .with_idempotency_ttl(ttl)
+        .with_provider(provider);
+    Ok((Arc::new(service), request_timeout))
+}
+
+/// The bound listeners.
+struct Listeners {
+    http: TcpListener,
+    grpc: TcpListener,
+    metrics: Option<TcpListener>,
+}
+
+/// The servers' tasks, until they have drained.
+type Serving = (
+    JoinHandle<Result<(), tonic::transport::Error>>,
+    JoinHandle<()>,
+);
+
+impl Listeners {
+    async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        Ok(Listeners {
+            http: bind(config.http_addr, "HTTP").await?,
+            grpc: bind(config.grpc_addr, "gRPC").await?,
+            metrics: match config.metrics_addr {
+                Some(addr) => Some(bind(addr, "metrics").await?),
+                None => None,
+            },
+        })
+    }
+
+    /// Where each listens (the OS picked the port where 0 was asked).
+    fn addrs(&self) -> anyhow::Result<(SocketAddr, SocketAddr, Option<SocketAddr>)> {
+        let metrics = match &self.metrics {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
+        Ok((self.http.local_addr()?, self.grpc.local_addr()?, metrics))
+    }
+
+    /// Serves gRPC and HTTP (and the metrics alone, if asked) until `close`.
+    fn serve(
+        self,
+        config: &Config,
+        tls: Option<TlsAcceptors>,
+        grpc_router: crate::grpc::GrpcRouter,
+        http_router: axum::Router,
+        service: &Arc<Service>,
+        close: &CancellationToken,
+    ) -> anyhow::Result<Serving> {
+        let limits = ConnLimits {
+            header_read_timeout: config.header_read_timeout,
+        };
+        // A client has the header read timeout to send its first byte (in
+        // plaintext) or finish its handshake (TLS, 10 s).
+        let first_byte = config.header_read_timeout;
+        let (grpc, http) = (self.grpc, self.http);
+        let serving = match tls {
+            None => serve_both(
+                GatedListener::plain(grpc, first_byte, close.clone())?,
+                GatedListener::plain(http, first_byte, close.clone())?,
+                grpc_router,
+                http_router,
+                limits,
+                close,
+            ),
+            Some((http_tls, grpc_tls)) => serve_both(
+                GatedListener::tls(grpc, grpc_tls, close.clone())?,
+                GatedListener::tls(http, http_tls, close.clone())?,
+                grpc_router,
+                http_router,
+                limits,
+                close,
+            ),
+        };
+        if let Some(listener) = self.metrics {
+            let router = crate::http::metrics_router(service.clone());
+            tokio::spawn(crate::http::serve::serve(
+                listener,
+                router,
+                limits,
+                close.clone(),
+            ));
+        }
+        Ok(serving)
+    }
+}
+
+/// The shutdown sequence: NOT_SERVING, the delay, stop accepting, drain.
+struct Shutdown {
+    stop: CancellationToken,
+    close: CancellationToken,
+    delay: Duration,
+    grace: Duration,
+}
+
+impl Shutdown {
+    /// Waits for a signal (or `stop`), then shuts down in order.
+    async fn run(
+        self,
+        service: Arc<Service>,
+        health: tonic_health::server::HealthReporter,
+        watcher: JoinHandle<()>,
+        (grpc_task, http_task): Serving,
+    ) -> anyhow::Result<()> {
+        tokio::select! {
+            () = self.stop.cancelled() => {}
+            () = shutdown_signal() => tracing::info!("shutdown signal received"),
+        }
+        self.stop.cancel();
+        service.start_draining();
+        // The watcher ends on `stop`; once it has, nothing but this task sets
+        // the health status, so NOT_SERVING cannot be overwritten.
+        let _ = watcher.await;
+        health
+            .set_not_serving::<ConversationServiceServer<GrpcApi>>()
+            .await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        if !self.delay.is_zero() {
+            tracing::info!(delay = ?self.delay, "NOT_SERVING; still accepting for the shutdown delay");
+            tokio::time::sleep(self.delay).await;
+        }
+        self.close.cancel();
+        tracing::info!("stopped accepting; draining requests in flight");
+        let drained = tokio::time::timeout(self.grace, async {
+            let (g, h) = tokio::join!(grpc_task, http_task);
+            g.context("gRPC task")?.context("gRPC server")?;
+            h.context("HTTP task")?;
+            anyhow::Ok(())
+        })
+        .await;
+        match drained {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!("grace period over; stopping with requests still in flight");
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Serves gRPC and HTTP on their listeners (plaintext or TLS alike) until
 /// `close`.
 fn serve_both<Io>(
@@ -282,10 +304,7 @@ fn serve_both<Io>(
     http_router: axum::Router,
     limits: ConnLimits,
     close: &CancellationToken,
-) -> (
-    JoinHandle<Result<(), tonic::transport::Error>>,
-    JoinHandle<()>,
-)
+) -> Serving
 where
     Io: tokio::io::AsyncRead
         + tokio::io::AsyncWrite

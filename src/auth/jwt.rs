@@ -16,16 +16,17 @@ use std::str::FromStr as _;
 use anyhow::{Context as _, bail};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use uuid::Uuid;
 
 /// How JWTs are checked, as the operator configured it.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct JwtConfig {
     /// Accepted `alg` values; empty means "the one the key implies".
     pub algorithms: Vec<String>,
     /// Shared secret for HS256/384/512.
-    pub secret: Option<String>,
+    pub secret: Option<SecretString>,
     /// A PEM public key (RSA or EC) for RS*/PS*/ES*.
     pub public_key: Option<PathBuf>,
     /// A JWKS document (a file) whose keys are picked by `kid`.
@@ -36,20 +37,6 @@ pub struct JwtConfig {
     pub audience: Vec<String>,
     /// Clock skew allowed on `exp` and `nbf`, in seconds.
     pub leeway_seconds: u64,
-}
-
-impl std::fmt::Debug for JwtConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtConfig")
-            .field("algorithms", &self.algorithms)
-            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
-            .field("public_key", &self.public_key)
-            .field("jwks", &self.jwks)
-            .field("issuer", &self.issuer)
-            .field("audience", &self.audience)
-            .field("leeway_seconds", &self.leeway_seconds)
-            .finish()
-    }
 }
 
 impl JwtConfig {
@@ -122,103 +109,17 @@ impl JwtVerifier {
     /// Parses the keys and pins the algorithms; fails with a reason an
     /// operator can act on (never printing the secret).
     pub fn new(config: &JwtConfig) -> anyhow::Result<Self> {
-        let sources = [
-            config.secret.is_some(),
-            config.public_key.is_some(),
-            config.jwks.is_some(),
-        ];
-        if sources.iter().filter(|s| **s).count() != 1 {
-            bail!("JWT: give exactly one of --jwt-secret, --jwt-public-key and --jwt-jwks");
-        }
-        let keys = if let Some(secret) = &config.secret {
-            if secret.len() < 32 {
-                bail!("JWT: --jwt-secret must be at least 32 bytes long");
-            }
-            vec![Key {
-                kid: None,
-                family: Family::Hmac,
-                key: DecodingKey::from_secret(secret.as_bytes()),
-            }]
-        } else if let Some(path) = &config.public_key {
-            let pem = std::fs::read(path)
-                .with_context(|| format!("JWT: cannot read {}", path.display()))?;
-            let (family, key) = if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
-                (Family::Rsa, key)
-            } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
-                (Family::Ec, key)
-            } else if let Ok(key) = DecodingKey::from_ed_pem(&pem) {
-                (Family::Ed, key)
-            } else {
-                bail!(
-                    "JWT: {} is not a PEM RSA, EC or Ed25519 public key",
-                    path.display()
-                );
-            };
-            vec![Key {
-                kid: None,
-                family,
-                key,
-            }]
-        } else if let Some(path) = &config.jwks {
-            jwks_keys(path)?
-        } else {
-            unreachable!("exactly one source is set");
-        };
-        let algorithms = if config.algorithms.is_empty() {
-            let mut implied: Vec<Algorithm> = Vec::new();
-            for alg in keys.iter().map(|k| k.family.default_algorithm()) {
-                if !implied.contains(&alg) {
-                    implied.push(alg);
-                }
-            }
-            implied
-        } else {
-            config
-                .algorithms
-                .iter()
-                .map(|a| {
-                    Algorithm::from_str(a.trim())
-                        .map_err(|_| anyhow::anyhow!("JWT: unknown algorithm {a:?}"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?
-        };
-        for alg in &algorithms {
-            if !keys.iter().any(|k| k.family == Family::of(*alg)) {
-                let hint = if config.secret.is_some() || Family::of(*alg) == Family::Hmac {
-                    " (HS* algorithms go with --jwt-secret only, and the others with a public key)"
-                } else {
-                    ""
-                };
-                bail!("JWT: {alg:?} does not go with the configured key{hint}");
-            }
-        }
+        let keys = configured_keys(config)?;
+        let algorithms = pinned_algorithms(config, &keys)?;
         if config.secret.is_none() && config.audience.is_empty() {
             tracing::warn!(
                 "JWT: no --jwt-audience: tokens the identity provider issued for other applications are accepted too"
             );
         }
-        let mut validation = Validation::new(algorithms[0]);
-        validation.algorithms = algorithms;
-        let mut required = vec!["exp"];
-        if config.issuer.is_some() {
-            required.push("iss");
-        }
-        if !config.audience.is_empty() {
-            required.push("aud");
-        }
-        validation.set_required_spec_claims(&required);
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.leeway = config.leeway_seconds;
-        if let Some(issuer) = &config.issuer {
-            validation.set_issuer(&[issuer]);
-        }
-        if config.audience.is_empty() {
-            validation.validate_aud = false;
-        } else {
-            validation.set_audience(&config.audience);
-        }
-        Ok(Self { keys, validation })
+        Ok(Self {
+            keys,
+            validation: validation(config, algorithms),
+        })
     }
 
     /// The user a token speaks for, or why it is refused (for the log only).
@@ -296,4 +197,112 @@ fn jwks_keys(path: &std::path::Path) -> anyhow::Result<Vec<Key>> {
 /// parts) rather than one of our API tokens.
 pub fn looks_like_jwt(token: &str) -> bool {
     token.bytes().filter(|b| *b == b'.').count() == 2
+}
+
+/// The one key source configured: the secret, a PEM public key, or a JWKS.
+fn configured_keys(config: &JwtConfig) -> anyhow::Result<Vec<Key>> {
+    let sources = [
+        config.secret.is_some(),
+        config.public_key.is_some(),
+        config.jwks.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() != 1 {
+        bail!("JWT: give exactly one of --jwt-secret, --jwt-public-key and --jwt-jwks");
+    }
+    Ok(if let Some(secret) = &config.secret {
+        let secret = secret.expose_secret();
+        if secret.len() < 32 {
+            bail!("JWT: --jwt-secret must be at least 32 bytes long");
+        }
+        vec![Key {
+            kid: None,
+            family: Family::Hmac,
+            key: DecodingKey::from_secret(secret.as_bytes()),
+        }]
+    } else if let Some(path) = &config.public_key {
+        let pem =
+            std::fs::read(path).with_context(|| format!("JWT: cannot read {}", path.display()))?;
+        let (family, key) = if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
+            (Family::Rsa, key)
+        } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
+            (Family::Ec, key)
+        } else if let Ok(key) = DecodingKey::from_ed_pem(&pem) {
+            (Family::Ed, key)
+        } else {
+            bail!(
+                "JWT: {} is not a PEM RSA, EC or Ed25519 public key",
+                path.display()
+            );
+        };
+        vec![Key {
+            kid: None,
+            family,
+            key,
+        }]
+    } else if let Some(path) = &config.jwks {
+        jwks_keys(path)?
+    } else {
+        unreachable!("exactly one source is set");
+    })
+}
+
+/// The accepted algorithms (pinned, or implied by the keys), each of a
+/// configured key's family.
+fn pinned_algorithms(config: &JwtConfig, keys: &[Key]) -> anyhow::Result<Vec<Algorithm>> {
+    let algorithms = if config.algorithms.is_empty() {
+        let mut implied: Vec<Algorithm> = Vec::new();
+        for alg in keys.iter().map(|k| k.family.default_algorithm()) {
+            if !implied.contains(&alg) {
+                implied.push(alg);
+            }
+        }
+        implied
+    } else {
+        config
+            .algorithms
+            .iter()
+            .map(|a| {
+                Algorithm::from_str(a.trim())
+                    .map_err(|_| anyhow::anyhow!("JWT: unknown algorithm {a:?}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
+    for alg in &algorithms {
+        if !keys.iter().any(|k| k.family == Family::of(*alg)) {
+            let hint = if config.secret.is_some() || Family::of(*alg) == Family::Hmac {
+                " (HS* algorithms go with --jwt-secret only, and the others with a public key)"
+            } else {
+                ""
+            };
+            bail!("JWT: {alg:?} does not go with the configured key{hint}");
+        }
+    }
+    Ok(algorithms)
+}
+
+/// What a token must satisfy: the algorithms, `exp` (and `nbf`), the issuer
+/// and the audience when configured.
+fn validation(config: &JwtConfig, algorithms: Vec<Algorithm>) -> Validation {
+    let mut validation = Validation::new(algorithms[0]);
+    validation.algorithms = algorithms;
+    let mut required = vec!["exp"];
+    if config.issuer.is_some() {
+        required.push("iss");
+    }
+    if !config.audience.is_empty() {
+        required.push("aud");
+    }
+    validation.set_required_spec_claims(&required);
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.leeway = config.leeway_seconds;
+    if let Some(issuer) = &config.issuer {
+        validation.set_issuer(&[issuer]);
+    }
+    if config.audience.is_empty() {
+        validation.validate_aud = false;
+    } else {
+        validation.set_audience(&config.audience);
+    }
+    validation
 }

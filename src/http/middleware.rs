@@ -1,12 +1,13 @@
 //! The layers under every route: the request id, the JSON safety net for
 //! the framework's own error responses.
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
 use super::error::error_response;
+use crate::observe::{Admission, BUSY};
 use crate::protocol::{REQUEST_ID, request_id_or_new};
 
 /// The message of an error response the framework (or a tower layer) made
@@ -56,4 +57,19 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     response.headers_mut().insert(REQUEST_ID, value);
     response
+}
+
+/// [`Admission`] for the API routes: beyond the limit, 503 with
+/// `Retry-After` at once instead of a queue without end.
+pub async fn admit(State(admission): State<Admission>, request: Request, next: Next) -> Response {
+    match admission.try_admit() {
+        Some(_permit) => next.run(request).await,
+        None => {
+            let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, BUSY);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+    }
 }

@@ -53,7 +53,7 @@ pub fn router(service: AppState, opts: &HttpOptions) -> Router {
         // Only the API routes are limited; the probes never are.
         .route_layer(mw::from_fn_with_state(
             opts.admission.clone(),
-            crate::observe::admit,
+            middleware::admit,
         ))
         .merge(operations)
         .method_not_allowed_fallback(|| async { StatusCode::METHOD_NOT_ALLOWED })

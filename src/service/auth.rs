@@ -13,7 +13,7 @@ use crate::auth::parse_bearer;
 use crate::domain::Caller;
 use crate::error::ApiError;
 use crate::store::Store;
-use crate::store::conversations::{TokenOwner, UserRow};
+use crate::store::auth::{TokenOwner, UserRow};
 
 /// How stale `api_tokens.last_used_at` may get before a request refreshes it
 /// (a write per request would be a write too many).

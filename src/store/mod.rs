@@ -14,7 +14,9 @@
 //! pooled connection.
 
 pub mod admin;
+pub mod auth;
 pub mod conversations;
+pub mod idempotency;
 pub mod messages;
 pub mod schema;
 pub mod types;

@@ -20,9 +20,8 @@ use crate::service::idempotency::{
 };
 use crate::service::{Credentials, RequestContext, Service};
 use crate::store::StoreError;
-use crate::store::conversations::{
-    CreatePlan, Creator, NewConversation, NewIdempotencyKey, RepoAccess,
-};
+use crate::store::conversations::{CreatePlan, Creator, NewConversation, RepoAccess};
+use crate::store::idempotency::NewIdempotencyKey;
 use crate::store::types::{SqlTime, SqlUuid, now};
 
 /// `CreateConversation`'s input.

@@ -1,0 +1,56 @@
+//! `admin`: one module per command group; each prints only its result on
+//! stdout.
+
+mod events;
+mod org;
+mod repo;
+mod token;
+pub mod user;
+mod workspace;
+
+use clap::Subcommand;
+
+use crate::store::Store;
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Organizations.
+    #[command(subcommand)]
+    Org(org::OrgCommand),
+    /// Users.
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// Workspaces and their members.
+    #[command(subcommand)]
+    Workspace(workspace::WorkspaceCommand),
+    /// Repositories.
+    #[command(subcommand)]
+    Repo(repo::RepoCommand),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// The audit trail.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
+}
+
+/// Runs an admin command against `store`.
+pub async fn run(store: &Store, cmd: AdminCommand) -> anyhow::Result<()> {
+    match cmd {
+        AdminCommand::Org(cmd) => org::run(store, cmd).await,
+        AdminCommand::User(cmd) => user::run(store, cmd).await,
+        AdminCommand::Workspace(cmd) => workspace::run(store, cmd).await,
+        AdminCommand::Repo(cmd) => repo::run(store, cmd).await,
+        AdminCommand::Token(cmd) => token::run(store, cmd).await,
+        AdminCommand::Events(cmd) => events::run(store, cmd).await,
+    }
+}
+
+/// A name given on the command line, trimmed; empty is refused.
+fn non_empty(what: &str, value: String) -> anyhow::Result<String> {
+    let value = value.trim().to_owned();
+    if value.is_empty() {
+        anyhow::bail!("--{what} must not be empty");
+    }
+    Ok(value)
+}

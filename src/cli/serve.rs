@@ -1,0 +1,28 @@
+//! `serve`: migrate, prepare the demo if asked, and run the server until a
+//! signal.
+
+use crate::config::ServeArgs;
+use crate::store::Store;
+
+/// Runs the service on `store` as `args` say, until Ctrl-C or SIGTERM.
+pub async fn serve(store: Store, args: ServeArgs) -> anyhow::Result<()> {
+    let ran = store.migrate().await?;
+    if ran > 0 {
+        tracing::info!(migrations = ran, "database migrated");
+    }
+    let demo = if args.demo {
+        Some(crate::demo::prepare(&store).await?)
+    } else {
+        None
+    };
+    let config = args.into_config();
+    let tls = config.tls.is_some();
+    let running = crate::server::start(store, config).await?;
+    if let Some(demo) = demo {
+        // A closed stdout must not stop a server: say so on stderr and go on.
+        if let Err(e) = super::emit(demo.instructions(running.http_addr, running.grpc_addr, tls)) {
+            tracing::warn!(error = %e, "could not print the demo instructions");
+        }
+    }
+    running.wait().await
+}

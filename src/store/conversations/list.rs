@@ -1,0 +1,167 @@
+//! Listing conversations (newest first) and getting one.
+//!
+//! A page costs about the same whatever the table holds: visibility is split
+//! into sources that each walk one `(…, created_at, id)` index backwards (the
+//! organization; or the caller's own plus each workspace they administer),
+//! each stopping after `skip + take` rows, merged here. The total comes from
+//! `conversation_counts` (a few rows per creator and workspace) unless a
+//! time, repository or id filter asks for a real count. Repository and
+//! creator come in the same query (joins), not one per row.
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use futures_util::FutureExt as _;
+use uuid::Uuid;
+
+use super::{ConversationFilter, ConversationRow, Visibility, administered, matching, narrowed};
+use crate::store::schema::{conversation_counts, conversations, repos, users};
+use crate::store::types::SqlUuid;
+use crate::store::{Conn, Store, StoreError};
+use crate::with_conn;
+
+/// One index-ordered stream of visible conversations; a list merges them.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// The whole organization: `(org_id, created_at, id)`.
+    Organization,
+    /// A creator's own: `(created_by, created_at, id)`.
+    Creator(Uuid),
+    /// A workspace the caller administers: `(workspace_id, created_at, id)`.
+    Workspace(Uuid),
+}
+
+impl Store {
+    /// A page of the matching conversations, newest first, and how many match
+    /// in all.
+    pub async fn list_conversations(
+        &self,
+        filter: ConversationFilter,
+        take: i64,
+        skip: i64,
+    ) -> Result<(Vec<ConversationRow>, i64), StoreError> {
+        self.run(move |conn| {
+            async move {
+                let window = skip.saturating_add(take);
+                let mut rows: Vec<ConversationRow> = Vec::new();
+                for source in sources(conn, &filter).await? {
+                    rows.extend(newest(conn, &filter, source, window).await?);
+                }
+                rows.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
+                rows.dedup_by_key(|r| r.id);
+                let skip_rows = usize::try_from(skip).unwrap_or(usize::MAX);
+                let take_rows = usize::try_from(take).unwrap_or(usize::MAX);
+                let page: Vec<ConversationRow> =
+                    rows.into_iter().skip(skip_rows).take(take_rows).collect();
+                // A short first page is the whole set: nothing to count.
+                let total = if skip == 0 && page.len() < take_rows {
+                    page.len() as i64
+                } else {
+                    count(conn, &filter).await?
+                };
+                Ok((page, total))
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// One conversation, if it matches the filter.
+    pub async fn get_conversation(
+        &self,
+        filter: ConversationFilter,
+    ) -> Result<Option<ConversationRow>, StoreError> {
+        self.run(move |conn| {
+            async move {
+                Ok(with_conn!(&mut *conn, |c| {
+                    matching!(&filter)
+                        .inner_join(repos::table)
+                        .inner_join(users::table)
+                        .select(ConversationRow::as_select())
+                        .first(c)
+                        .await
+                        .optional()
+                })?)
+            }
+            .boxed()
+        })
+        .await
+    }
+}
+
+/// The index-ordered streams a filter's visibility is made of.
+async fn sources(conn: &mut Conn, filter: &ConversationFilter) -> Result<Vec<Source>, StoreError> {
+    Ok(match filter.visibility {
+        Visibility::Organization => vec![Source::Organization],
+        Visibility::OwnAndAdministered { user_id } => {
+            let administered = with_conn!(&mut *conn, |c| {
+                administered!(user_id).load::<Uuid>(c).await
+            })?;
+            std::iter::once(Source::Creator(user_id))
+                .chain(administered.into_iter().map(Source::Workspace))
+                .collect()
+        }
+    })
+}
+
+/// The newest `window` rows of one source that match the filter.
+async fn newest(
+    conn: &mut Conn,
+    filter: &ConversationFilter,
+    source: Source,
+    window: i64,
+) -> Result<Vec<ConversationRow>, StoreError> {
+    Ok(with_conn!(&mut *conn, |c| {
+        let q = narrowed!(filter);
+        let q = match source {
+            Source::Organization => q,
+            Source::Creator(u) => q.filter(conversations::created_by.eq(SqlUuid(u))),
+            Source::Workspace(w) => q.filter(conversations::workspace_id.eq(SqlUuid(w))),
+        };
+        q.inner_join(repos::table)
+            .inner_join(users::table)
+            .select(ConversationRow::as_select())
+            .order((conversations::created_at.desc(), conversations::id.desc()))
+            .limit(window)
+            .load(c)
+            .await
+    })?)
+}
+
+/// How many conversations match in all: from the counts table when only
+/// visibility, creator and workspace narrow, else counted.
+async fn count(conn: &mut Conn, filter: &ConversationFilter) -> Result<i64, StoreError> {
+    let countable = filter.id.is_none()
+        && filter.from.is_none()
+        && filter.until.is_none()
+        && filter.repo_id.is_none();
+    if !countable {
+        return Ok(with_conn!(&mut *conn, |c| {
+            matching!(filter).count().get_result::<i64>(c).await
+        })?);
+    }
+    let counts = with_conn!(&mut *conn, |c| {
+        let mut q = conversation_counts::table
+            .filter(conversation_counts::org_id.eq(SqlUuid(filter.org_id)))
+            .into_boxed();
+        if let Visibility::OwnAndAdministered { user_id } = filter.visibility {
+            q = q.filter(
+                conversation_counts::created_by
+                    .eq(SqlUuid(user_id))
+                    .or(conversation_counts::workspace_id.eq_any(administered!(user_id))),
+            );
+        }
+        if let Some(u) = filter.created_by {
+            q = q.filter(conversation_counts::created_by.eq(SqlUuid(u)));
+        }
+        if let Some(w) = filter.workspace_id {
+            q = q.filter(conversation_counts::workspace_id.eq(SqlUuid(w)));
+        }
+        q.select((conversation_counts::live, conversation_counts::deleted))
+            .load::<(i64, i64)>(c)
+            .await
+    })?;
+    Ok(counts
+        .iter()
+        .map(|(live, deleted)| live + if filter.show_deleted { *deleted } else { 0 })
+        .sum())
+}
