@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use eventsource_stream::{EventStreamError, Eventsource as _};
+use futures_util::StreamExt as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
@@ -230,8 +232,9 @@ impl Provider {
     }
 
     /// Asks `model` to continue `messages`, streaming: each piece of the reply
-    /// goes to `deltas` as it arrives (server-sent events, `data: {...}`
-    /// lines up to `data: [DONE]`); returns the whole completion. If `deltas`
+    /// goes to `deltas` as it arrives (server-sent events, read by
+    /// `eventsource-stream`: `data: {...}` events, multi-line ones joined,
+    /// up to `data: [DONE]`); returns the whole completion. If `deltas`
     /// is closed (nobody listens any more) the request is dropped, which
     /// closes the connection and so stops the model.
     pub async fn stream(
@@ -240,47 +243,47 @@ impl Provider {
         messages: &[ChatMessage],
         deltas: tokio::sync::mpsc::Sender<String>,
     ) -> Result<Completion, ProviderError> {
-        let mut response = self.send(model, messages, true).await?;
-        let (mut content, mut buffer) = (String::new(), Vec::<u8>::new());
+        let mut events = self
+            .send(model, messages, true)
+            .await?
+            .bytes_stream()
+            .eventsource();
+        let mut content = String::new();
         let (mut id, mut answered_by, mut finish) = (None, None, None);
         let (mut tokens_in, mut tokens_out) = (0, 0);
-        'read: loop {
-            let chunk = tokio::select! {
-                chunk = response.chunk() => chunk.map_err(transport_error)?,
+        loop {
+            let event = tokio::select! {
+                event = events.next() => event,
                 () = deltas.closed() => return Err(ProviderError::Cancelled),
             };
-            let Some(chunk) = chunk else {
+            let Some(event) = event else {
                 return Err(ProviderError::Failed(
                     "the reply ended before [DONE]".into(),
                 ));
             };
-            buffer.extend_from_slice(&chunk);
-            while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buffer.drain(..=end).collect();
-                let line = String::from_utf8_lossy(&line);
-                let Some(data) = line.trim().strip_prefix("data:").map(str::trim) else {
-                    continue; // blank lines, comments, `event:` lines
-                };
-                if data == "[DONE]" {
-                    break 'read;
-                }
-                let chunk: ChatChunk = serde_json::from_str(data)
-                    .map_err(|e| ProviderError::Failed(format!("unreadable event ({e})")))?;
-                id = id.or(chunk.id);
-                answered_by = answered_by.or(chunk.model);
-                if let Some(usage) = chunk.usage {
-                    tokens_in = usage.prompt_tokens.unwrap_or(tokens_in);
-                    tokens_out = usage.completion_tokens.unwrap_or(tokens_out);
-                }
-                for choice in chunk.choices {
-                    finish = finish.or(choice.finish_reason);
-                    if let Some(piece) = choice.delta.and_then(|d| d.content)
-                        && !piece.is_empty()
-                    {
-                        content.push_str(&piece);
-                        if deltas.send(piece).await.is_err() {
-                            return Err(ProviderError::Cancelled);
-                        }
+            let event = event.map_err(|e| match e {
+                EventStreamError::Transport(e) => transport_error(e),
+                other => ProviderError::Failed(format!("unreadable event stream ({other})")),
+            })?;
+            if event.data.trim() == "[DONE]" {
+                break;
+            }
+            let chunk: ChatChunk = serde_json::from_str(&event.data)
+                .map_err(|e| ProviderError::Failed(format!("unreadable event ({e})")))?;
+            id = id.or(chunk.id);
+            answered_by = answered_by.or(chunk.model);
+            if let Some(usage) = chunk.usage {
+                tokens_in = usage.prompt_tokens.unwrap_or(tokens_in);
+                tokens_out = usage.completion_tokens.unwrap_or(tokens_out);
+            }
+            for choice in chunk.choices {
+                finish = finish.or(choice.finish_reason);
+                if let Some(piece) = choice.delta.and_then(|d| d.content)
+                    && !piece.is_empty()
+                {
+                    content.push_str(&piece);
+                    if deltas.send(piece).await.is_err() {
+                        return Err(ProviderError::Cancelled);
                     }
                 }
             }
@@ -302,5 +305,74 @@ fn transport_error(e: reqwest::Error) -> ProviderError {
         // Not `e` itself: its text carries the provider's URL.
         tracing::warn!(error = %e.without_url(), "model provider unreachable");
         ProviderError::Failed("unreachable".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A provider on 127.0.0.1 that answers every completion with `body` as
+    /// server-sent events.
+    async fn fake(body: &'static str) -> Provider {
+        let app = axum::Router::new().route(
+            "/chat/completions",
+            axum::routing::post(
+                move || async move { ([("content-type", "text/event-stream")], body) },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let config = ProviderConfig {
+            base_url: Some(format!("http://{addr}")),
+            timeout: Duration::from_secs(5),
+            ..ProviderConfig::default()
+        };
+        Provider::new(&config).expect("valid").expect("configured")
+    }
+
+    #[tokio::test]
+    async fn streamed_events_may_span_several_data_lines() {
+        let provider = fake(concat!(
+            ": a comment\n",
+            "data: {\"id\":\"c1\",\"model\":\"m1\",\n",
+            "data: \"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n",
+            "event: message\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}],\n",
+            "data: \"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n",
+            "data: [DONE]\n\n",
+        ))
+        .await;
+        let (deltas, mut pieces) = tokio::sync::mpsc::channel(8);
+        let messages = [ChatMessage {
+            role: "user".into(),
+            content: "hi".into(),
+        }];
+        let completion = provider
+            .stream("m1", &messages, deltas)
+            .await
+            .expect("completes");
+        assert_eq!(completion.content, "Hello");
+        assert_eq!((completion.tokens_in, completion.tokens_out), (3, 2));
+        assert_eq!(completion.model, "m1");
+        let mut seen = Vec::new();
+        while let Some(piece) = pieces.recv().await {
+            seen.push(piece);
+        }
+        assert_eq!(seen, ["Hel", "lo"]);
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_before_done_fails() {
+        let provider = fake("data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n").await;
+        let (deltas, _pieces) = tokio::sync::mpsc::channel(8);
+        let failed = provider.stream("m", &[], deltas).await;
+        assert!(
+            matches!(&failed, Err(ProviderError::Failed(why)) if why.contains("[DONE]")),
+            "{failed:?}"
+        );
     }
 }

@@ -7,10 +7,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::Stream;
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use super::call::{self, given, timestamp};
 use super::messages;
+use crate::domain::Caller;
+use crate::error::ApiError;
 use crate::pb::conversation_service_server::ConversationService;
 use crate::pb::{
     self, CreateConversationRequest, CreateConversationResponse, DeleteConversationRequest,
@@ -18,11 +21,11 @@ use crate::pb::{
     ListConversationsRequest, ListConversationsResponse, ListMessagesRequest, ListMessagesResponse,
     PromptConversationRequest, PromptConversationResponse, StreamPromptConversationRequest,
 };
-use crate::service::Service;
 use crate::service::conversations::{
     Conversation, CreateConversation, DeleteConversation, GetConversation, ListConversations,
 };
 use crate::service::params::{self, Bound, Page};
+use crate::service::{RequestContext, Service};
 
 /// The gRPC face of the service.
 #[derive(Clone)]
@@ -33,6 +36,26 @@ pub struct GrpcApi {
 impl GrpcApi {
     pub fn new(service: Arc<Service>) -> Self {
         Self { service }
+    }
+
+    /// An rpc of an authenticated caller: rules 1 and 2 in their order
+    /// (`Service::admit`), then `op` with the caller and the input; the reply
+    /// or the status, each with the request id.
+    async fn call<I, T>(
+        &self,
+        metadata: &MetadataMap,
+        input: Result<I, ApiError>,
+        op: impl AsyncFnOnce(Arc<Service>, Caller, I, RequestContext) -> Result<T, ApiError>,
+    ) -> Result<Response<T>, Status> {
+        let ctx = call::context(metadata);
+        let result = async {
+            let (caller, input) = self
+                .service
+                .admit(&call::credentials(metadata), input)
+                .await?;
+            op(self.service.clone(), caller, input, ctx.clone()).await
+        };
+        call::finish(&ctx, result.await)
     }
 }
 
@@ -63,7 +86,7 @@ pub fn conversation_pb(row: Conversation) -> pb::Conversation {
     }
 }
 
-fn list_input(r: &ListConversationsRequest) -> Result<ListConversations, crate::error::ApiError> {
+fn list_input(r: &ListConversationsRequest) -> Result<ListConversations, ApiError> {
     Ok(ListConversations {
         page: Page::new(r.take, r.skip)?,
         from: params::time_bound("from", given(&r.from), Bound::Start)?,
@@ -110,106 +133,99 @@ impl ConversationService for GrpcApi {
         &self,
         request: Request<ListConversationsRequest>,
     ) -> Result<Response<ListConversationsResponse>, Status> {
-        let ctx = call::context(request.metadata());
         let input = list_input(request.get_ref());
-        let result = async {
-            let (caller, input) = self
-                .service
-                .admit(&call::credentials(request.metadata()), input)
-                .await?;
-            let page = self.service.list_conversations(&caller, input).await?;
-            Ok(ListConversationsResponse {
-                conversations: page
-                    .conversations
-                    .into_iter()
-                    .map(conversation_pb)
-                    .collect(),
-                total: page.total,
-            })
-        };
-        call::finish(&ctx, result.await)
+        self.call(
+            request.metadata(),
+            input,
+            async |service, caller, input, _| {
+                let page = service.list_conversations(&caller, input).await?;
+                Ok(ListConversationsResponse {
+                    conversations: page
+                        .conversations
+                        .into_iter()
+                        .map(conversation_pb)
+                        .collect(),
+                    total: page.total,
+                })
+            },
+        )
+        .await
     }
 
     async fn get_conversation(
         &self,
         request: Request<GetConversationRequest>,
     ) -> Result<Response<GetConversationResponse>, Status> {
-        let ctx = call::context(request.metadata());
         let r = request.get_ref();
         let input = params::uuid("conversationId", &r.conversation_id).map(|id| GetConversation {
             id,
             show_deleted: r.show_deleted,
         });
-        let result = async {
-            let (caller, input) = self
-                .service
-                .admit(&call::credentials(request.metadata()), input)
-                .await?;
-            let row = self.service.get_conversation(&caller, input).await?;
-            Ok(GetConversationResponse {
-                conversation: Some(conversation_pb(row)),
-            })
-        };
-        call::finish(&ctx, result.await)
+        self.call(
+            request.metadata(),
+            input,
+            async |service, caller, input, _| {
+                let row = service.get_conversation(&caller, input).await?;
+                Ok(GetConversationResponse {
+                    conversation: Some(conversation_pb(row)),
+                })
+            },
+        )
+        .await
     }
 
     async fn delete_conversation(
         &self,
         request: Request<DeleteConversationRequest>,
     ) -> Result<Response<DeleteConversationResponse>, Status> {
-        let ctx = call::context(request.metadata());
         let r = request.get_ref();
         let input =
             params::uuid("conversationId", &r.conversation_id).map(|id| DeleteConversation {
                 id,
                 hard: r.hard_delete,
             });
-        let result = async {
-            let (caller, input) = self
-                .service
-                .admit(&call::credentials(request.metadata()), input)
-                .await?;
-            self.service
-                .delete_conversation(&caller, input, &ctx)
-                .await?;
-            Ok(DeleteConversationResponse {})
-        };
-        call::finish(&ctx, result.await)
+        self.call(
+            request.metadata(),
+            input,
+            async |service, caller, input, ctx| {
+                service.delete_conversation(&caller, input, &ctx).await?;
+                Ok(DeleteConversationResponse {})
+            },
+        )
+        .await
     }
 
     async fn prompt_conversation(
         &self,
         request: Request<PromptConversationRequest>,
     ) -> Result<Response<PromptConversationResponse>, Status> {
-        let ctx = call::context(request.metadata());
         let r = request.get_ref();
         let input = messages::prompt_input(&r.conversation_id, &r.prompt, &r.model);
-        let result = async {
-            let (caller, input) = self
-                .service
-                .admit(&call::credentials(request.metadata()), input)
-                .await?;
-            let turn = self.service.prompt(&caller, input).await?;
-            Ok(messages::turn_pb(turn))
-        };
-        call::finish(&ctx, result.await)
+        self.call(
+            request.metadata(),
+            input,
+            async |service, caller, input, _| {
+                Ok(messages::turn_pb(service.prompt(&caller, input).await?))
+            },
+        )
+        .await
     }
 
     async fn list_messages(
         &self,
         request: Request<ListMessagesRequest>,
     ) -> Result<Response<ListMessagesResponse>, Status> {
-        let ctx = call::context(request.metadata());
         let input = messages::list_input(request.get_ref());
-        let result = async {
-            let (caller, input) = self
-                .service
-                .admit(&call::credentials(request.metadata()), input)
-                .await?;
-            let page = self.service.list_messages(&caller, input).await?;
-            Ok(messages::page_pb(page))
-        };
-        call::finish(&ctx, result.await)
+        self.call(
+            request.metadata(),
+            input,
+            async |service, caller, input, _| {
+                Ok(messages::page_pb(
+                    service.list_messages(&caller, input).await?,
+                ))
+            },
+        )
+        .await
     }
 
     type StreamPromptConversationStream = PromptEventStream;
@@ -218,17 +234,16 @@ impl ConversationService for GrpcApi {
         &self,
         request: Request<StreamPromptConversationRequest>,
     ) -> Result<Response<Self::StreamPromptConversationStream>, Status> {
-        let ctx = call::context(request.metadata());
         let r = request.get_ref();
         let input = messages::prompt_input(&r.conversation_id, &r.prompt, &r.model);
-        let result = async {
-            let (caller, input) = self
-                .service
-                .admit(&call::credentials(request.metadata()), input)
-                .await?;
-            let events = self.service.prompt_stream(&caller, input).await?;
-            Ok(messages::event_stream(events))
-        };
-        call::finish(&ctx, result.await)
+        self.call(
+            request.metadata(),
+            input,
+            async |service, caller, input, _| {
+                let events = service.prompt_stream(&caller, input).await?;
+                Ok(messages::event_stream(events))
+            },
+        )
+        .await
     }
 }

@@ -84,6 +84,10 @@ impl TestDb {
                 return None;
             }
         };
+        let template = match pg_template() {
+            Ok(template) => template,
+            Err(e) => panic!("the migrated PostgreSQL template could not be made: {e}"),
+        };
         let name = format!(
             "cs_test_{}_{}_{}",
             std::process::id(),
@@ -91,9 +95,9 @@ impl TestDb {
             &Uuid::now_v7().simple().to_string()[24..]
         );
         admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
             .await
-            .expect("create test database");
+            .expect("clone the test database from the template");
         let (base, _) = admin_url
             .rsplit_once('/')
             .expect("admin URL has a database");
@@ -167,6 +171,122 @@ impl Drop for TestDb {
         })
         .join();
     }
+}
+
+/// The migrated database every PostgreSQL test database is cloned from
+/// (`CREATE DATABASE ... TEMPLATE`), made once per test run: its name carries
+/// a hash of the migrations, so it is reused until a migration changes (then
+/// a new one is made and the old ones dropped). Made on a thread of its own,
+/// with a runtime of its own, since tests each run on theirs.
+fn pg_template() -> Result<String, String> {
+    static TEMPLATE: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    TEMPLATE
+        .get_or_init(|| {
+            std::thread::spawn(|| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?
+                    .block_on(make_pg_template())
+            })
+            .join()
+            .unwrap_or_else(|_| Err("making the template panicked".into()))
+        })
+        .clone()
+}
+
+/// A hash of every PostgreSQL migration file, in order.
+fn migrations_hash() -> String {
+    use sha2::Digest as _;
+    fn walk(dir: &std::path::Path, files: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("migrations folder").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, files);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
+    let mut files = Vec::new();
+    walk(&root, &mut files);
+    files.sort();
+    let mut hash = sha2::Sha256::new();
+    for file in files {
+        hash.update(
+            file.strip_prefix(&root)
+                .expect("below")
+                .to_string_lossy()
+                .as_bytes(),
+        );
+        hash.update(std::fs::read(&file).expect("migration readable"));
+    }
+    hash.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+async fn make_pg_template() -> Result<String, String> {
+    use diesel::sql_types::Bool;
+    use diesel_async::RunQueryDsl as _;
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let name = format!("cs_template_{}", migrations_hash());
+    let mut admin = AsyncPgConnection::establish(&pg_admin_url())
+        .await
+        .map_err(|e| err(&e))?;
+    // Test binaries running at once take turns making it.
+    admin
+        .batch_execute("SELECT pg_advisory_lock(741300)")
+        .await
+        .map_err(|e| err(&e))?;
+    let exists: bool = diesel::select(diesel::dsl::sql::<Bool>(&format!(
+        "EXISTS (SELECT 1 FROM pg_database WHERE datname = '{name}')"
+    )))
+    .get_result(&mut admin)
+    .await
+    .map_err(|e| err(&e))?;
+    if !exists {
+        // Built under another name and renamed when whole, so a run that
+        // dies halfway leaves no broken template behind.
+        let building = format!("{name}_building");
+        let (base, _) = pg_admin_url()
+            .rsplit_once('/')
+            .map(|(b, d)| (b.to_owned(), d.to_owned()))
+            .ok_or("admin URL has a database")?;
+        let old: Vec<String> = diesel::dsl::sql::<diesel::sql_types::Text>(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'cs\\_template\\_%'",
+        )
+        .load(&mut admin)
+        .await
+        .map_err(|e| err(&e))?;
+        for stale in old {
+            let _ = admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {stale} WITH (FORCE)"))
+                .await;
+        }
+        admin
+            .batch_execute(&format!("CREATE DATABASE {building}"))
+            .await
+            .map_err(|e| err(&e))?;
+        let store =
+            Store::open(&format!("{base}/{building}"), &test_options()).map_err(|e| err(&e))?;
+        store.migrate().await.map_err(|e| err(&e))?;
+        drop(store);
+        admin
+            .batch_execute(&format!(
+                "ALTER DATABASE {building} RENAME TO {name}; ALTER DATABASE {name} IS_TEMPLATE true"
+            ))
+            .await
+            .map_err(|e| err(&e))?;
+    }
+    admin
+        .batch_execute("SELECT pg_advisory_unlock(741300)")
+        .await
+        .map_err(|e| err(&e))?;
+    Ok(name)
 }
 
 /// Store options for tests: short waits so failure cases answer quickly.

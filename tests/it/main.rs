@@ -1,16 +1,21 @@
 //! The one integration-test binary: the real server on ephemeral ports, real
 //! clients (reqwest, the generated tonic client), real databases (SQLite in a
-//! temp dir, PostgreSQL in a throwaway database).
+//! temp dir, PostgreSQL in a throwaway database cloned from a template migrated
+//! once per run).
+//!
+//! One module per resource (conversations/, messages/, auth/), one file per
+//! action; the service-wide behaviours (hostile input, resilience,
+//! operations, the public surface and its snapshots, the OpenAPI document,
+//! the CLI) have a file each.
 
+mod auth;
 mod cli;
-mod create;
+mod conversations;
 mod harness;
 mod hostile;
 mod idempotency;
-mod jwt;
-mod listing;
+mod messages;
 mod openapi;
 mod operations;
-mod prompt;
 mod resilience;
 mod surface;

@@ -40,6 +40,7 @@ async fn the_document_lists_exactly_the_routes_served() {
     let doc: Value = res.json().await.expect("json");
     assert_eq!(doc["openapi"], "3.1.0");
     assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+    insta::assert_json_snapshot!("openapi_document", doc);
     let paths = doc["paths"].as_object().expect("paths");
     let mut listed: Vec<(String, Vec<String>)> = paths
         .iter()
@@ -161,7 +162,7 @@ async fn schemathesis_finds_nothing(db: TestDb) {
     let Some(schemathesis) = schemathesis().await else {
         return;
     };
-    let (provider, _) = crate::prompt::fake_provider().await;
+    let (provider, _) = crate::messages::fake_provider().await;
     let config = conversation_service::server::Config {
         provider: conversation_service::provider::ProviderConfig {
             base_url: Some(provider),

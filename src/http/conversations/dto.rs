@@ -64,7 +64,7 @@ pub struct ListQuery {
 #[into_params(parameter_in = Query, rename_all = "camelCase")]
 #[serde(rename_all = "camelCase")]
 pub struct GetQuery {
-    /// Also find it if soft-deleted.
+    /// Also find it if soft-deleted
     #[param(value_type = Option<bool>)]
     pub show_deleted: Option<QueryBool>,
 }
@@ -74,7 +74,7 @@ pub struct GetQuery {
 #[into_params(parameter_in = Query, rename_all = "camelCase")]
 #[serde(rename_all = "camelCase")]
 pub struct DeleteQuery {
-    /// Remove the row instead of marking it deleted.
+    /// Remove the row instead of marking it deleted
     #[param(value_type = Option<bool>)]
     pub hard_delete: Option<QueryBool>,
 }

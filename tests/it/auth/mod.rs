@@ -1,0 +1,3 @@
+//! Who is calling: API tokens are exercised by every test; JWTs here.
+
+mod jwt;

@@ -1,0 +1,415 @@
+//! Listing conversations: who sees what (every visibility tier), pages and
+//! their totals, date bounds, the DTO.
+
+use std::collections::BTreeSet;
+
+use conversation_service::pb::ListConversationsRequest;
+use serde_json::{Value, json};
+use tonic::Code;
+use uuid::Uuid;
+
+use super::*;
+use crate::harness::{Actor, TestApp, TestDb, keys};
+use crate::on_both_backends;
+
+/// Each tier sees exactly its set, on both transports; filters only narrow.
+async fn visibility_tiers(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let o = Org::build(&app).await;
+    let w1_all: BTreeSet<Uuid> = o
+        .alice_w1
+        .iter()
+        .chain(&o.bob_w1)
+        .chain([&o.owner_w1])
+        .copied()
+        .collect();
+    let mut ws_admin_sees = w1_all.clone();
+    ws_admin_sees.insert(o.ws_admin_w2);
+    let alice_sees: BTreeSet<Uuid> = o.alice_w1.iter().chain(&o.alice_w2).copied().collect();
+    let bob_sees: BTreeSet<Uuid> = o.bob_w1.iter().copied().collect();
+
+    let tiers: Vec<(&str, &Actor, BTreeSet<Uuid>)> = vec![
+        ("org owner", &o.owner, o.all()),
+        ("workspace admin", &o.ws_admin, ws_admin_sees),
+        ("reader", &o.alice, alice_sees.clone()),
+        ("writer", &o.bob, bob_sees),
+        ("other org's owner", &o.foreign_owner, [o.foreign].into()),
+    ];
+    for (tier, actor, expected) in &tiers {
+        let (status, body) = rest_list(&app, Some(actor), "").await;
+        assert_eq!(status, 200, "{tier}: {body}");
+        assert_eq!(body["success"], true);
+        let got = ids(&body);
+        assert_eq!(
+            got.iter().copied().collect::<BTreeSet<_>>(),
+            *expected,
+            "REST {tier}"
+        );
+        assert_eq!(body["total"], expected.len(), "REST {tier}");
+        let (got, total) = grpc_list(&app, actor, ListConversationsRequest::default())
+            .await
+            .expect(tier);
+        assert_eq!(
+            got.into_iter().collect::<BTreeSet<_>>(),
+            *expected,
+            "gRPC {tier}"
+        );
+        assert_eq!(total as usize, expected.len(), "gRPC {tier}");
+    }
+
+    for (_, actor, _) in &tiers {
+        for query in ["", "showDeleted=true"] {
+            totals_agree(&app, actor, query).await;
+        }
+    }
+
+    // Filters narrow, never widen.
+    let narrow: Vec<(&str, &Actor, String, BTreeSet<Uuid>)> = vec![
+        (
+            "reader asks for bob's",
+            &o.alice,
+            format!("userId={}", o.bob.id),
+            BTreeSet::new(),
+        ),
+        (
+            "owner asks for bob's",
+            &o.owner,
+            format!("userId={}", o.bob.id),
+            o.bob_w1.iter().copied().collect(),
+        ),
+        (
+            "owner asks for w2",
+            &o.owner,
+            format!("workspaceId={}", o.w2),
+            o.alice_w2.iter().chain([&o.ws_admin_w2]).copied().collect(),
+        ),
+        (
+            "reader asks for repo2",
+            &o.alice,
+            format!("repoId={}", o.repo2),
+            o.alice_w2.iter().copied().collect(),
+        ),
+        (
+            "ws admin asks for w2",
+            &o.ws_admin,
+            format!("workspaceId={}", o.w2),
+            [o.ws_admin_w2].into(),
+        ),
+        (
+            "ws admin asks for w1 by alice",
+            &o.ws_admin,
+            format!("workspaceId={}&userId={}", o.w1, o.alice.id),
+            o.alice_w1.iter().copied().collect(),
+        ),
+        (
+            "owner asks for repo1 and w2",
+            &o.owner,
+            format!("repoId={}&workspaceId={}", o.repo1, o.w2),
+            BTreeSet::new(),
+        ),
+        (
+            "owner asks for the other org's user",
+            &o.owner,
+            format!("userId={}", o.foreign_owner.id),
+            BTreeSet::new(),
+        ),
+        (
+            "other org asks for our workspace",
+            &o.foreign_owner,
+            format!("workspaceId={}", o.w1),
+            BTreeSet::new(),
+        ),
+        (
+            "unknown repo",
+            &o.owner,
+            format!("repoId={}", Uuid::now_v7()),
+            BTreeSet::new(),
+        ),
+    ];
+    for (name, actor, query, expected) in narrow {
+        let (status, body) = rest_list(&app, Some(actor), &query).await;
+        assert_eq!(status, 200, "{name}: {body}");
+        assert_eq!(
+            ids(&body).into_iter().collect::<BTreeSet<_>>(),
+            expected,
+            "REST {name}"
+        );
+        assert_eq!(body["total"], expected.len(), "REST {name}");
+        totals_agree(&app, actor, &query).await;
+    }
+    let (got, total) = grpc_list(
+        &app,
+        &o.owner,
+        ListConversationsRequest {
+            workspace_id: o.w2.to_string(),
+            user_id: o.alice.id.to_string(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("filtered");
+    assert_eq!(
+        got.into_iter().collect::<BTreeSet<_>>(),
+        o.alice_w2.iter().copied().collect()
+    );
+    assert_eq!(total, 2);
+    app.shutdown().await;
+}
+
+/// Pages: newest first, `total` counts everything, edges and bad parameters.
+async fn pagination(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let o = Org::build(&app).await;
+    // Creation order is time order (UUIDv7 ids, times to the microsecond).
+    let mut newest_first: Vec<Uuid> = o.all().into_iter().collect();
+    newest_first.sort();
+    newest_first.reverse();
+    assert_eq!(newest_first.len(), 9);
+
+    let (_, body) = rest_list(&app, Some(&o.owner), "").await;
+    assert_eq!(ids(&body), newest_first, "newest first by default");
+    let (_, body) = rest_list(&app, Some(&o.owner), "take=4").await;
+    assert_eq!(ids(&body), newest_first[..4]);
+    assert_eq!(body["total"], 9);
+    let (_, body) = rest_list(&app, Some(&o.owner), "take=4&skip=4").await;
+    assert_eq!(ids(&body), newest_first[4..8]);
+    let (_, body) = rest_list(&app, Some(&o.owner), "take=4&skip=8").await;
+    assert_eq!(ids(&body), newest_first[8..], "the last page is short");
+    assert_eq!(body["total"], 9);
+    let (_, body) = rest_list(&app, Some(&o.owner), "skip=50").await;
+    assert_eq!(ids(&body), Vec::<Uuid>::new(), "past the end: empty page");
+    assert_eq!(body["total"], 9, "but the total still counts");
+    let (status, body) = rest_list(&app, Some(&o.owner), "take=100").await;
+    assert_eq!((status, ids(&body).len()), (200, 9));
+    let (_, body) = rest_list(&app, Some(&o.owner), "take=1&skip=0").await;
+    assert_eq!(
+        (ids(&body), body["total"].clone()),
+        (newest_first[..1].to_vec(), json!(9))
+    );
+
+    let (got, total) = grpc_list(
+        &app,
+        &o.owner,
+        ListConversationsRequest {
+            take: Some(3),
+            skip: Some(3),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("page");
+    assert_eq!((got, total), (newest_first[3..6].to_vec(), 9));
+
+    let bad: Vec<(&str, &str)> = vec![
+        ("take=101", "take must be between 1 and 100"),
+        ("take=0", "take must be between 1 and 100"),
+        ("take=-5", "take must be between 1 and 100"),
+        ("skip=-1", "skip must be 0 or more"),
+        ("take=ten", "take must be an integer"),
+        ("skip=1.5", "skip must be an integer"),
+        ("take=99999999999999999999", "take must be an integer"),
+        ("take=1&take=2", "take must be given at most once"),
+        ("showDeleted=maybe", "showDeleted must be true or false"),
+        ("showDeleted=1", "showDeleted must be true or false"),
+        ("workspaceId=", "workspaceId must not be empty"),
+        ("take=", "take must not be empty"),
+        (
+            "from=2026-01-02T10:00:00",
+            "from must be an ISO 8601 date or date-time",
+        ),
+        ("userId=bob", "userId must be a UUID"),
+        ("workspaceId=123", "workspaceId must be a UUID"),
+        ("repoId=x", "repoId must be a UUID"),
+        (
+            "from=yesterday",
+            "from must be an ISO 8601 date or date-time",
+        ),
+        ("to=2026-02-30", "to must be an ISO 8601 date or date-time"),
+    ];
+    for (query, message) in bad {
+        let (status, body) = rest_list(&app, Some(&o.owner), query).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        let got = body["message"].as_str().expect("message");
+        assert!(got.starts_with(message), "{query}: {got}");
+        // Authentication still comes first.
+        let (status, _) = rest_list(&app, None, query).await;
+        assert_eq!(status, 401, "{query} without a token");
+    }
+    for (req, message) in [
+        (
+            ListConversationsRequest {
+                take: Some(101),
+                ..Default::default()
+            },
+            "take must be between 1 and 100",
+        ),
+        (
+            ListConversationsRequest {
+                skip: Some(-1),
+                ..Default::default()
+            },
+            "skip must be 0 or more",
+        ),
+        (
+            ListConversationsRequest {
+                from: "soon".into(),
+                ..Default::default()
+            },
+            "from must be an ISO 8601",
+        ),
+        (
+            ListConversationsRequest {
+                user_id: "x".into(),
+                ..Default::default()
+            },
+            "userId must be a UUID",
+        ),
+    ] {
+        let status = grpc_list(&app, &o.owner, req).await.expect_err(message);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status.message().starts_with(message),
+            "{}",
+            status.message()
+        );
+    }
+    app.shutdown().await;
+}
+
+/// `from` / `to` bound the creation time, inclusively, as dates or date-times.
+async fn date_bounds(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let o = Org::build(&app).await;
+    let times = [
+        (o.alice_w1[0], "2026-01-01T10:00:00Z"),
+        (o.alice_w1[1], "2026-01-02T10:00:00Z"),
+        (o.alice_w1[2], "2026-01-03T23:59:59.999999Z"),
+    ];
+    for (id, t) in times {
+        let t = chrono::DateTime::parse_from_rfc3339(t)
+            .expect("time")
+            .with_timezone(&chrono::Utc);
+        let literal = match app.db.backend {
+            conversation_service::store::Backend::Postgres => format!("'{}'", t.to_rfc3339()),
+            conversation_service::store::Backend::Sqlite => {
+                format!(
+                    "'{}'",
+                    conversation_service::store::types::sqlite_time_text(&t)
+                )
+            }
+        };
+        app.db
+            .exec(&format!(
+                "UPDATE conversations SET created_at = {literal} WHERE id = {}",
+                app.db.uuid_literal(id)
+            ))
+            .await;
+    }
+    let [a, b, c] = [o.alice_w1[0], o.alice_w1[1], o.alice_w1[2]];
+    let cases: Vec<(&str, Vec<Uuid>)> = vec![
+        ("to=2026-01-03", vec![c, b, a]),
+        ("from=2026-01-02&to=2026-01-03", vec![c, b]),
+        ("to=2026-01-02", vec![b, a]),
+        ("from=2026-01-02T10:00:00Z&to=2026-01-02T10:00:00Z", vec![b]),
+        ("from=2026-01-02T10:00:00.000001Z&to=2026-01-03", vec![c]),
+        ("from=2026-01-02T12:00:00%2B02:00&to=2026-01-02", vec![b]),
+        ("to=2026-01-03T23:59:59.999998Z", vec![b, a]),
+        ("to=2025-12-31", vec![]),
+        ("from=2026-01-03&to=2026-01-02", vec![]),
+    ];
+    for (query, expected) in cases {
+        let (status, body) = rest_list(&app, Some(&o.alice), query).await;
+        assert_eq!(status, 200, "{query}: {body}");
+        assert_eq!(ids(&body), expected, "{query}");
+        assert_eq!(body["total"], expected.len(), "{query}");
+    }
+    let (got, _) = grpc_list(
+        &app,
+        &o.alice,
+        ListConversationsRequest {
+            from: "2026-01-02".into(),
+            to: "2026-01-02".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("bounded");
+    assert_eq!(got, vec![b]);
+    app.shutdown().await;
+}
+
+/// The DTO: every platform field, strings for token totals, nulls for absent values.
+async fn dto_shape(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let o = Org::build(&app).await;
+    let id = o.owner_w1;
+    let res = app
+        .http
+        .get(format!("{}/conversation/{id}", app.base))
+        .header("authorization", format!("Bearer {}", o.owner.token))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("json");
+    let c = &body["conversation"];
+    assert_eq!(
+        keys(c),
+        [
+            "id",
+            "orgId",
+            "createdBy",
+            "createdAt",
+            "lastUpdatedAt",
+            "workspaceId",
+            "repoId",
+            "tokensIn",
+            "tokensOut",
+            "deletedAt",
+            "title",
+            "repo",
+            "creator"
+        ]
+    );
+    assert_eq!(c["id"], id.to_string());
+    assert_eq!(c["orgId"], o.org.to_string());
+    assert_eq!(c["createdBy"], o.owner.id.to_string());
+    assert_eq!(c["workspaceId"], o.w1.to_string());
+    assert_eq!(c["repoId"], o.repo1.to_string());
+    assert_eq!(
+        (c["tokensIn"].clone(), c["tokensOut"].clone()),
+        (json!("0"), json!("0"))
+    );
+    assert_eq!(
+        (c["deletedAt"].clone(), c["title"].clone()),
+        (Value::Null, Value::Null)
+    );
+    assert_eq!(
+        c["repo"],
+        json!({ "id": o.repo1.to_string(), "name": "one" })
+    );
+    assert_eq!(c["creator"]["id"], o.owner.id.to_string());
+    assert_eq!(c["creator"]["lastName"], "Test");
+    assert!(
+        c["creator"]["email"]
+            .as_str()
+            .is_some_and(|e| e.contains('@'))
+    );
+    let created = chrono::DateTime::parse_from_rfc3339(c["createdAt"].as_str().expect("time"))
+        .expect("RFC 3339");
+    assert_eq!(c["createdAt"], c["lastUpdatedAt"]);
+    assert!(c["createdAt"].as_str().expect("time").ends_with('Z'));
+    assert!((chrono::Utc::now() - created.with_timezone(&chrono::Utc)).num_seconds() < 60);
+    // The list carries the same objects.
+    let (_, list) = rest_list(&app, Some(&o.owner), "take=100").await;
+    let same = list["conversations"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|x| x["id"] == c["id"])
+        .expect("listed");
+    assert_eq!(same, c);
+    app.shutdown().await;
+}
+
+on_both_backends!(visibility_tiers, pagination, date_bounds, dto_shape);

@@ -1,0 +1,378 @@
+//! Prompting without streaming: messages, token totals, titles, access
+//! (may_prompt), provider failures and timeouts, concurrent prompts.
+
+use conversation_service::pb::ListMessagesRequest;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::*;
+use crate::harness::{TestDb, World, as_actor};
+use crate::on_both_backends;
+
+/// Two turns, one per transport: the context sent, the stored messages, the
+/// totals, the title.
+async fn turns_are_stored(db: TestDb) {
+    let (app, w, id, seen) = with_conversation(db, &[]).await;
+    let before = conversation(&app, &w.reader, id).await;
+
+    let (status, first) = prompt_rest(
+        &app,
+        &w.reader,
+        id,
+        json!({ "prompt": "How do I add a route?\nWith axum.", "model": "echo" }),
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["success"], true);
+    assert_eq!(first["message"]["role"], "assistant");
+    assert_eq!(
+        first["message"]["content"],
+        "echo: How do I add a route?\nWith axum."
+    );
+    assert_eq!(first["message"]["model"], "echo-2026");
+    assert_eq!(first["message"]["tokenCount"], 7);
+    assert_eq!(first["message"]["metadata"]["finishReason"], "stop");
+    assert_eq!(first["userMessage"]["role"], "user");
+    assert_eq!(first["userMessage"]["tokenCount"], 10);
+    assert_eq!(first["usage"], json!({ "tokensIn": 10, "tokensOut": 7 }));
+
+    let reply = app
+        .grpc()
+        .await
+        .prompt_conversation(prompt_request(&w.reader, id, "And a middleware?", "echo"))
+        .await
+        .expect("prompted over gRPC")
+        .into_inner();
+    let usage = reply.usage.expect("usage");
+    assert_eq!((usage.tokens_in, usage.tokens_out), (30, 7));
+    // The second call carried the first turn as context, and the key.
+    {
+        let seen = seen.lock().expect("seen");
+        let sent = &seen.requests[1]["messages"];
+        assert_eq!(
+            sent,
+            &json!([
+                { "role": "user", "content": "How do I add a route?\nWith axum." },
+                { "role": "assistant", "content": "echo: How do I add a route?\nWith axum." },
+                { "role": "user", "content": "And a middleware?" },
+            ])
+        );
+        assert_eq!(seen.requests[1]["stream"], false);
+        assert!(
+            seen.authorization
+                .iter()
+                .all(|a| a == &format!("Bearer {API_KEY}"))
+        );
+    }
+
+    let (status, listed) = messages_rest(&app, &w.reader, id, "").await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["title"], "How do I add a route?");
+    assert_eq!(listed["total"], 4);
+    let roles: Vec<&str> = listed["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["role"].as_str().expect("role"))
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "user", "assistant"]);
+    assert_eq!(listed["messages"][3]["content"], "echo: And a middleware?");
+    assert_eq!(listed["messages"][0]["conversationId"], id.to_string());
+    let (_, page) = messages_rest(&app, &w.reader, id, "take=2&skip=1").await;
+    let page: Vec<&str> = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["content"].as_str().expect("content"))
+        .collect();
+    assert_eq!(
+        page,
+        [
+            "echo: How do I add a route?\nWith axum.",
+            "And a middleware?"
+        ]
+    );
+    let over_grpc = app
+        .grpc()
+        .await
+        .list_messages(as_actor(
+            ListMessagesRequest {
+                conversation_id: id.to_string(),
+                take: Some(1),
+                skip: None,
+            },
+            &w.reader,
+        ))
+        .await
+        .expect("listed")
+        .into_inner();
+    assert_eq!((over_grpc.total, over_grpc.messages.len()), (4, 1));
+
+    let after = conversation(&app, &w.reader, id).await;
+    assert_eq!(
+        (after["tokensIn"].clone(), after["tokensOut"].clone()),
+        (json!("40"), json!("14"))
+    );
+    assert_eq!(after["title"], "How do I add a route?");
+    assert!(after["lastUpdatedAt"].as_str() > before["lastUpdatedAt"].as_str());
+
+    // A hard delete takes the messages with it.
+    let res = app
+        .http
+        .delete(format!("{}/conversation/{id}?hardDelete=true", app.base))
+        .header("authorization", format!("Bearer {}", w.reader.token))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(res.status(), 200);
+    let (_, left) = app.store.list_messages(id, 100, 0).await.expect("messages");
+    assert_eq!(left, 0, "messages removed with their conversation");
+    app.shutdown().await;
+}
+
+/// Refusals store nothing and say why: bad bodies, no provider, provider
+/// failure (502, its secrets kept out) and timeout (504), access.
+async fn refusals_store_nothing(db: TestDb) {
+    let (app, w, id, _) = with_conversation(db, &["echo", "fail", "slow"]).await;
+    let others = app.create_as(&w.writer, w.repo).await;
+    let cases: Vec<(&Actor, Uuid, Value, u16, &str)> = vec![
+        (
+            &w.reader,
+            id,
+            json!({ "prompt": "", "model": "echo" }),
+            400,
+            "prompt must not be empty",
+        ),
+        (
+            &w.reader,
+            id,
+            json!({ "prompt": "hi" }),
+            400,
+            "model is required",
+        ),
+        (
+            &w.reader,
+            id,
+            json!({ "prompt": "hi", "model": "gpt-9" }),
+            400,
+            "model is not one of the allowed models",
+        ),
+        (
+            &w.reader,
+            id,
+            json!({ "prompt": 5, "model": "echo" }),
+            400,
+            "prompt must be a string",
+        ),
+        (
+            &w.reader,
+            id,
+            json!({ "prompt": "hi", "model": "fail" }),
+            502,
+            "The model provider failed: HTTP 500 server_error the GPU caught fire",
+        ),
+        (
+            &w.reader,
+            id,
+            json!({ "prompt": "hi", "model": "slow" }),
+            504,
+            "The model provider did not answer in time",
+        ),
+        (
+            &w.reader,
+            others,
+            json!({ "prompt": "hi", "model": "echo" }),
+            404,
+            "Conversation not found",
+        ),
+        (
+            &w.reader,
+            Uuid::now_v7(),
+            json!({ "prompt": "hi", "model": "echo" }),
+            404,
+            "Conversation not found",
+        ),
+    ];
+    for (who, target, body, status, message) in cases {
+        let (got, reply) = prompt_rest(&app, who, target, body.clone()).await;
+        assert_eq!(
+            (got, reply["message"].as_str()),
+            (status, Some(message)),
+            "{body}"
+        );
+        assert!(!reply.to_string().contains(API_KEY));
+    }
+    let (status, _) = messages_rest(&app, &w.reader, id, "").await;
+    assert_eq!(status, 200);
+    let c = conversation(&app, &w.reader, id).await;
+    assert_eq!(
+        (c["tokensIn"].clone(), c["title"].clone()),
+        (json!("0"), Value::Null)
+    );
+    let (_, listed) = messages_rest(&app, &w.reader, id, "").await;
+    assert_eq!(listed["total"], 0, "nothing stored");
+
+    // Over gRPC: the provider's failure is UNAVAILABLE, its timeout DEADLINE_EXCEEDED.
+    let mut client = app.grpc().await;
+    for (model, code) in [
+        ("fail", tonic::Code::Unavailable),
+        ("slow", tonic::Code::DeadlineExceeded),
+    ] {
+        let status = client
+            .prompt_conversation(prompt_request(&w.reader, id, "hi", model))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), code);
+    }
+
+    // Administrators may prompt what they can see; a reader who lost the
+    // workspace may not prompt their own any more; deleted is 404.
+    let (status, _) = prompt_rest(
+        &app,
+        &w.ws_admin,
+        others,
+        json!({ "prompt": "hi", "model": "echo" }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = prompt_rest(
+        &app,
+        &w.org_admin,
+        others,
+        json!({ "prompt": "hi", "model": "echo" }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    app.db
+        .exec(&format!(
+            "DELETE FROM workspace_members WHERE user_id = {}",
+            app.db.uuid_literal(w.writer.id)
+        ))
+        .await;
+    let (status, reply) = prompt_rest(
+        &app,
+        &w.writer,
+        others,
+        json!({ "prompt": "hi", "model": "echo" }),
+    )
+    .await;
+    assert_eq!(
+        (status, reply["message"].as_str()),
+        (403, Some("Insufficient permissions for this workspace"))
+    );
+    let res = app
+        .http
+        .delete(format!("{}/conversation/{id}", app.base))
+        .header("authorization", format!("Bearer {}", w.reader.token))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(res.status(), 200);
+    let (status, _) = prompt_rest(
+        &app,
+        &w.reader,
+        id,
+        json!({ "prompt": "hi", "model": "echo" }),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = messages_rest(&app, &w.reader, id, "").await;
+    assert_eq!(status, 404);
+    app.shutdown().await;
+}
+
+/// A model the provider does not know (its 404), with no allow list, is a 400.
+async fn unknown_model(db: TestDb) {
+    let (app, w, id, _) = with_conversation(db, &[]).await;
+    let (status, reply) = prompt_rest(
+        &app,
+        &w.reader,
+        id,
+        json!({ "prompt": "hi", "model": "missing" }),
+    )
+    .await;
+    assert_eq!(
+        (status, reply["message"].as_str()),
+        (400, Some("The model provider does not know this model"))
+    );
+    let refused = app
+        .grpc()
+        .await
+        .prompt_conversation(prompt_request(&w.reader, id, "hi", "missing"))
+        .await
+        .expect_err("unknown model");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    let (_, listed) = messages_rest(&app, &w.reader, id, "").await;
+    assert_eq!(listed["total"], 0, "nothing stored");
+    app.shutdown().await;
+}
+
+/// Without a provider, prompting is a clear 501 / UNIMPLEMENTED.
+async fn no_provider(db: TestDb) {
+    let app = app_with_provider(db, None, &[]).await;
+    let w = World::build(&app).await;
+    let id = app.create_as(&w.reader, w.repo).await;
+    let (status, reply) = prompt_rest(
+        &app,
+        &w.reader,
+        id,
+        json!({ "prompt": "hi", "model": "echo" }),
+    )
+    .await;
+    assert_eq!(
+        (status, reply["message"].as_str()),
+        (501, Some("No model provider is configured on this service"))
+    );
+    app.shutdown().await;
+}
+
+/// Ten prompts to one conversation at once: twenty messages, each user
+/// message followed by its own answer, and every token counted.
+async fn concurrent_prompts(db: TestDb) {
+    let (app, w, id, _) = with_conversation(db, &[]).await;
+    let app = Arc::new(app);
+    let mut prompts = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let (app, reader) = (app.clone(), w.reader.clone());
+        prompts.spawn(async move {
+            let (status, reply) = prompt_rest(
+                &app,
+                &reader,
+                id,
+                json!({ "prompt": format!("question {i}"), "model": "echo" }),
+            )
+            .await;
+            assert_eq!(status, 200, "{reply}");
+            reply["usage"]["tokensIn"].as_u64().expect("usage")
+        });
+    }
+    let mut tokens_in = 0;
+    while let Some(t) = prompts.join_next().await {
+        tokens_in += t.expect("prompt");
+    }
+    let (_, listed) = messages_rest(&app, &w.reader, id, "take=100").await;
+    let messages = listed["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 20);
+    for pair in messages.chunks(2) {
+        assert_eq!(
+            (pair[0]["role"].as_str(), pair[1]["role"].as_str()),
+            (Some("user"), Some("assistant"))
+        );
+        assert_eq!(
+            pair[1]["content"].as_str().expect("answer"),
+            format!("echo: {}", pair[0]["content"].as_str().expect("question"))
+        );
+    }
+    let c = conversation(&app, &w.reader, id).await;
+    assert_eq!(c["tokensIn"], json!(tokens_in.to_string()));
+    assert_eq!(c["tokensOut"], json!("70"));
+    Arc::into_inner(app).expect("last handle").shutdown().await;
+}
+
+on_both_backends!(
+    turns_are_stored,
+    refusals_store_nothing,
+    no_provider,
+    unknown_model,
+    concurrent_prompts
+);

@@ -1,0 +1,164 @@
+//! Prompting with streaming, on both transports: the pieces add up to the
+//! stored reply; a caller who leaves, or a provider that breaks off, leaves
+//! no turn.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::*;
+use crate::harness::{TestApp, TestDb, as_actor};
+use crate::on_both_backends;
+
+/// The events of a server-sent-event body: (event, data as JSON).
+fn sse_events(body: &str) -> Vec<(String, Value)> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let mut event = String::new();
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(e) = line.strip_prefix("event:") {
+                    event = e.trim().to_owned();
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data = serde_json::from_str(d.trim()).ok();
+                }
+            }
+            data.map(|d| (event, d))
+        })
+        .collect()
+}
+
+async fn prompt_events(app: &TestApp, who: &Actor, id: Uuid, body: Value) -> reqwest::Response {
+    app.http
+        .post(format!("{}/conversation/{id}/prompt", app.base))
+        .header("authorization", format!("Bearer {}", who.token))
+        .header("content-type", "application/json")
+        .header("accept", "text/event-stream")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn grpc_stream(
+    app: &TestApp,
+    who: &Actor,
+    id: Uuid,
+    prompt: &str,
+    model: &str,
+) -> tonic::Streaming<conversation_service::pb::StreamPromptConversationResponse> {
+    let request = conversation_service::pb::StreamPromptConversationRequest {
+        conversation_id: id.to_string(),
+        prompt: prompt.into(),
+        model: model.into(),
+    };
+    app.grpc()
+        .await
+        .stream_prompt_conversation(as_actor(request, who))
+        .await
+        .expect("streaming")
+        .into_inner()
+}
+
+/// Streaming over both transports: the deltas add up to the stored reply,
+/// which is what the reply without streaming would have been; a caller who
+/// leaves mid-stream, or a provider that breaks off, leaves no turn.
+async fn streamed_turns(db: TestDb) {
+    use conversation_service::pb::stream_prompt_conversation_response::Event;
+    let (app, w, id, _) = with_conversation(db, &[]).await;
+
+    // REST, text/event-stream.
+    let body = json!({ "prompt": "stream me please", "model": "echo" });
+    let res = prompt_events(&app, &w.reader, id, body).await;
+    assert_eq!(res.status(), 200);
+    let kind = res.headers()["content-type"].to_str().expect("ascii");
+    assert!(kind.starts_with("text/event-stream"), "{kind}");
+    let events = sse_events(&res.text().await.expect("body"));
+    let (deltas, rest): (Vec<_>, Vec<_>) = events.iter().partition(|(e, _)| e == "delta");
+    let streamed: String = deltas
+        .iter()
+        .map(|(_, d)| d["content"].as_str().expect("piece"))
+        .collect();
+    assert!(deltas.len() > 2, "several pieces: {deltas:?}");
+    assert_eq!(streamed, "echo: stream me please");
+    assert_eq!(rest.len(), 1);
+    let (kind, done) = rest[0];
+    assert_eq!(kind, "done");
+    assert_eq!(done["success"], true);
+    assert_eq!(done["message"]["content"], "echo: stream me please");
+    assert_eq!(done["usage"], json!({ "tokensIn": 11, "tokensOut": 4 }));
+    let (_, listed) = messages_rest(&app, &w.reader, id, "").await;
+    assert_eq!(listed["total"], 2);
+    assert_eq!(listed["messages"][1]["content"], "echo: stream me please");
+    assert_eq!(listed["title"], "stream me please");
+
+    // gRPC, server streaming.
+    let mut stream = grpc_stream(&app, &w.reader, id, "and again", "echo").await;
+    let (mut pieces, mut done) = (String::new(), None);
+    while let Some(event) = stream.message().await.expect("event") {
+        match event.event.expect("event") {
+            Event::Delta(piece) => pieces.push_str(&piece),
+            Event::Done(reply) => done = Some(reply),
+        }
+    }
+    let done = done.expect("done last");
+    assert_eq!(pieces, "echo: and again");
+    assert_eq!(done.assistant_message.expect("message").content, pieces);
+
+    // Refusals before the model is asked keep their status.
+    let res = prompt_events(
+        &app,
+        &w.reader,
+        id,
+        json!({ "prompt": "", "model": "echo" }),
+    )
+    .await;
+    assert_eq!(res.status(), 400);
+
+    // The caller leaves mid-stream: nothing is stored.
+    let body = json!({ "prompt": "long one", "model": "slow-stream" });
+    let mut res = prompt_events(&app, &w.reader, id, body).await;
+    assert_eq!(res.status(), 200);
+    let first = res.chunk().await.expect("read").expect("a first event");
+    assert!(!first.is_empty());
+    drop(res);
+    let mut stream = grpc_stream(&app, &w.reader, id, "long two", "slow-stream").await;
+    assert!(stream.message().await.expect("event").is_some());
+    drop(stream);
+
+    // The provider breaks off: an error event / UNAVAILABLE, nothing stored.
+    let res = prompt_events(
+        &app,
+        &w.reader,
+        id,
+        json!({ "prompt": "x", "model": "break" }),
+    )
+    .await;
+    let events = sse_events(&res.text().await.expect("body"));
+    let last = events.last().expect("events");
+    assert_eq!(last.0, "error");
+    assert_eq!(
+        last.1["message"],
+        "The model provider failed: the reply ended before [DONE]"
+    );
+    let mut stream = grpc_stream(&app, &w.reader, id, "x", "break").await;
+    let failed = loop {
+        match stream.message().await {
+            Ok(Some(_)) => {}
+            Ok(None) => break None,
+            Err(status) => break Some(status.code()),
+        }
+    };
+    assert_eq!(failed, Some(tonic::Code::Unavailable));
+
+    // Past the slow streams' end: still only the two finished turns.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let (_, listed) = messages_rest(&app, &w.reader, id, "").await;
+    assert_eq!(listed["total"], 4, "{listed}");
+    let c = conversation(&app, &w.reader, id).await;
+    assert_eq!(c["tokensIn"], json!("22"));
+    app.shutdown().await;
+}
+
+on_both_backends!(streamed_turns);
