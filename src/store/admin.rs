@@ -45,7 +45,9 @@ fn not_found(what: &str, id: Uuid) -> StoreError {
     StoreError::NotFound(format!("{what} {id} not found"))
 }
 
-/// The organization of a row, or NotFound.
+/// The organization of a row of `$table`, or NotFound. A macro because it is
+/// written once for several tables (a function generic over diesel tables
+/// would need a bound per clause).
 macro_rules! org_of {
     ($c:expr, $table:ident, $id:expr) => {
         $table::table
@@ -349,6 +351,8 @@ impl Store {
             async move {
                 let at = SqlTime(now());
                 let key = SqlUuid(id);
+                // Once per table with its column: a macro, for the reason
+                // `org_of!` is one.
                 macro_rules! stamp {
                     ($table:ident, $col:ident) => {{
                         let update = diesel::update(
