@@ -60,8 +60,53 @@ struct Options {
     ceiling: bool,
 }
 
+/// What `--help` prints: every option.
+const USAGE: &str = "\
+loadgen: drives CreateConversation (gRPC) and POST /conversation (REST) against a
+conversation-service it starts itself, beside the ceiling (the least SQL a create
+needs, straight against the same database at the same concurrency).
+
+Usage: cargo run --release --example loadgen -- [options]
+
+Options:
+  --backend sqlite|postgres|both   databases to run on (default both)
+  --transport grpc|rest|both       transports to drive (default both)
+  --clients 16,64                  concurrent clients, one level per value (default 16,64)
+  --seconds N                      length of each slice, after a 2 s warm-up (default 10)
+  --rounds N                       the ceiling and each transport take turns N times (default 3)
+  --existing 1000,100000           conversations already in the database, a run each (default 1000)
+  --callers N                      distinct users with their own tokens (default 64)
+  --no-ceiling                     skip the ceiling
+  -h, --help                       print this and exit
+
+Environment:
+  LOADGEN_SERVER=/path/to/conversation-service   drive another build (before/after runs)
+  BENCH_DATABASE_URL=postgres://...              PostgreSQL server (default
+                                                 postgres://postgres@127.0.0.1:5432/postgres)
+";
+
 fn parse_options() -> anyhow::Result<Options> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{USAGE}");
+        std::process::exit(0);
+    }
+    const KNOWN: [&str; 8] = [
+        "--backend",
+        "--transport",
+        "--clients",
+        "--seconds",
+        "--rounds",
+        "--existing",
+        "--callers",
+        "--no-ceiling",
+    ];
+    if let Some(unknown) = args
+        .iter()
+        .find(|a| a.starts_with('-') && !KNOWN.contains(&a.as_str()))
+    {
+        bail!("unknown option {unknown} (see --help)");
+    }
     let value = |name: &str| -> Option<String> {
         args.iter()
             .position(|a| a == name)

@@ -116,8 +116,9 @@ async fn metrics(db: TestDb) {
         3.0
     );
     assert!(count(r#"conversation_service_db_pool_connections{state="idle"}"#) >= 1.0);
-    // The health watcher may hold a connection for a moment: present, small.
-    assert!(count(r#"conversation_service_db_pool_connections{state="in_use"}"#) <= 1.0);
+    // Two background tasks may each hold a connection for a moment (the
+    // health watcher's ping, the token's last-use stamp): present, small.
+    assert!(count(r#"conversation_service_db_pool_connections{state="in_use"}"#) <= 2.0);
     assert_eq!(count("conversation_service_db_pool_waiting"), 0.0);
     assert!(count("conversation_service_db_pool_max") >= 1.0);
     assert!(text.ends_with("# EOF\n"));
