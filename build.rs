@@ -6,13 +6,16 @@ use prost::Message;
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto = "proto/flashback/conversation/v1/conversation.proto";
+    let protos = [
+        "proto/flashback/conversation/v1/conversation.proto",
+        "proto/flashback/ai/v1/provider.proto",
+    ];
     println!("cargo:rerun-if-changed=proto");
 
     let fds = protox::Compiler::new(["proto"])?
         .include_imports(true)
         .include_source_info(true)
-        .open_file(proto)?
+        .open_files(protos)?
         .file_descriptor_set();
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);

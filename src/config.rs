@@ -58,6 +58,8 @@ pub struct ServeArgs {
     pub jwt: JwtArgs,
     #[command(flatten)]
     pub provider: ProviderArgs,
+    #[command(flatten)]
+    pub secrets: SecretsArgs,
     /// Create a demo organization (once) and print a fresh token and ready-to-paste commands.
     #[arg(long, env = "DEMO")]
     pub demo: bool,
@@ -108,6 +110,27 @@ pub struct ProviderArgs {
     pub provider_timeout: Duration,
 }
 
+/// The master key that seals tenants' secrets (provider API keys).
+#[derive(Debug, Clone, Args)]
+pub struct SecretsArgs {
+    /// File holding the master key (32 bytes, base64) [default on SQLite:
+    /// secrets.key beside the database, made on first start with mode 0600;
+    /// on PostgreSQL: none, and AI configurations cannot be created].
+    #[arg(long, env = "SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
+    /// The master key itself (32 bytes, base64), instead of a file.
+    #[arg(long, env = "SECRETS_KEY", hide_env_values = true, value_parser = secret)]
+    pub secrets_key: Option<SecretString>,
+    /// Earlier master keys (base64, comma-separated): values they sealed
+    /// still open; `admin secrets rotate` re-seals them with the current key.
+    #[arg(long, env = "SECRETS_PREVIOUS_KEYS", hide_env_values = true, value_delimiter = ',', value_parser = secret)]
+    pub secrets_previous_keys: Vec<SecretString>,
+    /// Let tenants' endpoints reach loopback and private addresses (a local
+    /// Ollama or vLLM); refused by default.
+    #[arg(long, env = "PROVIDER_ALLOW_PRIVATE")]
+    pub provider_allow_private: bool,
+}
+
 /// How the service is run, resolved from [`ServeArgs`].
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -138,6 +161,8 @@ pub struct Config {
     pub shutdown_delay: Duration,
     /// How long requests in flight may take to finish once it stops accepting.
     pub shutdown_grace: Duration,
+    /// The master key's sources, and whether tenants' endpoints may be private.
+    pub secrets: SecretsArgs,
 }
 
 impl ServeArgs {
@@ -172,6 +197,7 @@ impl ServeArgs {
             max_concurrent_requests: self.max_concurrent_requests as usize,
             shutdown_delay: self.shutdown_delay,
             shutdown_grace: self.shutdown_grace,
+            secrets: self.secrets,
         }
     }
 }

@@ -95,6 +95,56 @@ impl FromStr for MessageRole {
     }
 }
 
+/// The kind of a model provider configuration: which API it speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AiType {
+    /// OpenAI, or any OpenAI-compatible endpoint.
+    OpenAi,
+    /// Google Gemini (its OpenAI-compatible endpoint).
+    Google,
+    /// Anthropic's Messages API.
+    Anthropic,
+    /// AWS Bedrock (its OpenAI-compatible endpoint).
+    Aws,
+    /// A custom endpoint speaking the OpenAI API (vLLM, Ollama, gateways).
+    Other,
+}
+
+impl AiType {
+    /// Every kind, in the platform's order.
+    pub const ALL: [AiType; 5] = [
+        AiType::OpenAi,
+        AiType::Google,
+        AiType::Anthropic,
+        AiType::Aws,
+        AiType::Other,
+    ];
+
+    /// The platform's name, as stored and sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AiType::OpenAi => "OPENAI",
+            AiType::Google => "GOOGLE",
+            AiType::Anthropic => "ANTHROPIC",
+            AiType::Aws => "AWS",
+            AiType::Other => "OTHER",
+        }
+    }
+}
+
+impl FromStr for AiType {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_named("aiType", &AiType::ALL, AiType::as_str, s)
+    }
+}
+
+impl fmt::Display for AiType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A role or access level name that is not one of the known ones.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {kind} {value:?} (expected one of: {expected})")]
@@ -162,12 +212,15 @@ pub struct Caller {
 pub enum Transport {
     Grpc,
     Http,
+    /// The admin command line, acting as a user.
+    Cli,
 }
 
 impl Transport {
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Grpc => "grpc",
+            Transport::Cli => "cli",
             Transport::Http => "http",
         }
     }

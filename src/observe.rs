@@ -184,8 +184,8 @@ impl Admission {
     }
 }
 
-/// The rpcs [`Admission`] limits: ours, not health or reflection.
-const LIMITED_RPCS: &str = "/flashback.conversation.v1.ConversationService/";
+/// The rpcs [`Admission`] limits: ours (by package), not health or reflection.
+const LIMITED_RPCS: &str = "/flashback.";
 
 impl<S> tower::Layer<S> for GrpcLayer {
     type Service = GrpcObserve<S>;

@@ -14,18 +14,18 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::jwt::JwtVerifier;
-use crate::grpc::GrpcApi;
 use crate::http::HttpOptions;
 use crate::http::serve::ConnLimits;
 use crate::metrics::Metrics;
 use crate::observe::Admission;
-use crate::pb::conversation_service_server::ConversationServiceServer;
 use crate::provider::Provider;
 use crate::service::Service;
 use crate::store::Store;
 use crate::tls::{self, GatedListener};
 
 pub use crate::config::Config;
+use crate::config::SecretsArgs;
+use crate::secrets::{Keyring, MasterKey};
 
 /// A started service.
 pub struct Running {
@@ -70,7 +70,13 @@ pub async fn start(store: Store, config: Config) -> anyhow::Result<Running> {
     let listeners = Listeners::bind(&config).await?;
     let metrics = Arc::new(Metrics::new());
     let admission = Admission::new(config.max_concurrent_requests, &metrics);
+    let keyring = keyring(&store, &config.secrets).await?;
     let (service, request_timeout) = build_service(store.clone(), &config, jwt, metrics)?;
+    let service = Arc::new(
+        Arc::unwrap_or_clone(service)
+            .with_keyring(keyring)
+            .with_private_endpoints(config.secrets.provider_allow_private),
+    );
     let (grpc_router, health) =
         crate::grpc::router(service.clone(), request_timeout, admission.clone()).await?;
     let http_options = HttpOptions {
@@ -156,6 +162,40 @@ fn build_service(
         .with_idempotency_ttl(ttl)
         .with_provider(provider);
     Ok((Arc::new(service), request_timeout))
+}
+
+/// The keys that seal tenants' secrets: `SECRETS_KEY`, else
+/// `--secrets-key-file`, else on SQLite a key file beside the database (made
+/// on first start), else none; none is refused once configurations exist.
+pub async fn keyring(store: &Store, secrets: &SecretsArgs) -> anyhow::Result<Option<Keyring>> {
+    let previous = secrets
+        .secrets_previous_keys
+        .iter()
+        .map(|k| MasterKey::from_base64(k, "in --secrets-previous-keys"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let current = if let Some(key) = &secrets.secrets_key {
+        Some(MasterKey::from_base64(key, "SECRETS_KEY")?)
+    } else if let Some(path) = &secrets.secrets_key_file {
+        Some(MasterKey::from_file(path, false)?)
+    } else if let Some(db) = store.sqlite_path() {
+        Some(MasterKey::from_file(
+            &db.with_file_name("secrets.key"),
+            true,
+        )?)
+    } else {
+        None
+    };
+    match current {
+        Some(current) => Ok(Some(Keyring::new(current, previous))),
+        None => {
+            let stored = store.count_ai_llms().await?;
+            anyhow::ensure!(
+                stored == 0,
+                "{stored} AI configuration(s) hold sealed secrets, but no secrets key is configured: give --secrets-key-file or SECRETS_KEY"
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// The bound listeners.
@@ -266,12 +306,15 @@ impl Shutdown {
         // The watcher ends on `stop`; once it has, nothing but this task sets
         // the health status, so NOT_SERVING cannot be overwritten.
         let _ = watcher.await;
-        health
-            .set_not_serving::<ConversationServiceServer<GrpcApi>>()
-            .await;
-        health
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
+        for name in [
+            "",
+            crate::grpc::SERVICE_NAMES[0],
+            crate::grpc::SERVICE_NAMES[1],
+        ] {
+            health
+                .set_service_status(name, tonic_health::ServingStatus::NotServing)
+                .await;
+        }
         if !self.delay.is_zero() {
             tracing::info!(delay = ?self.delay, "NOT_SERVING; still accepting for the shutdown delay");
             tokio::time::sleep(self.delay).await;
@@ -362,9 +405,9 @@ async fn watch_database(
             tonic_health::ServingStatus::NotServing
         };
         health.set_service_status("", status).await;
-        health
-            .set_service_status(crate::grpc::SERVICE_NAME, status)
-            .await;
+        for name in crate::grpc::SERVICE_NAMES {
+            health.set_service_status(name, status).await;
+        }
     }
 }
 

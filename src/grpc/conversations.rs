@@ -41,7 +41,7 @@ impl GrpcApi {
     /// An rpc of an authenticated caller: rules 1 and 2 in their order
     /// (`Service::admit`), then `op` with the caller and the input; the reply
     /// or the status, each with the request id.
-    async fn call<I, T>(
+    pub(super) async fn call<I, T>(
         &self,
         metadata: &MetadataMap,
         input: Result<I, ApiError>,

@@ -6,6 +6,7 @@ mod call;
 pub mod codec;
 mod conversations;
 mod messages;
+mod providers;
 pub mod status;
 
 pub use conversations::GrpcApi;
@@ -21,6 +22,7 @@ use tower::layer::util::{Identity, Stack};
 use crate::observe::{Admission, GrpcLayer, known_rpcs};
 
 use crate::pb::FILE_DESCRIPTOR_SET;
+use crate::pb::ai::provider_service_server::ProviderServiceServer;
 use crate::pb::conversation_service_server::ConversationServiceServer;
 use crate::service::Service;
 
@@ -29,6 +31,9 @@ pub const MAX_MESSAGE_SIZE: usize = crate::protocol::BODY_LIMIT;
 
 /// The fully qualified name of our service, as health and reflection know it.
 pub const SERVICE_NAME: &str = "flashback.conversation.v1.ConversationService";
+
+/// Every service of ours, as health knows them.
+pub const SERVICE_NAMES: [&str; 2] = [SERVICE_NAME, "flashback.ai.v1.ProviderService"];
 
 /// The gRPC router: every rpc logged, counted and time-bounded.
 pub type GrpcRouter = Router<Stack<GrpcLayer, Identity>>;
@@ -52,6 +57,9 @@ pub async fn router(
     reporter
         .set_serving::<ConversationServiceServer<GrpcApi>>()
         .await;
+    reporter
+        .set_serving::<ProviderServiceServer<GrpcApi>>()
+        .await;
     // Both reflection endpoints describe everything served, each other included.
     let reflection = || {
         DESCRIPTOR_SETS.iter().fold(
@@ -65,13 +73,16 @@ pub async fn router(
         request_timeout,
         admission,
     );
-    let api = ConversationServiceServer::new(GrpcApi::new(service))
-        .max_decoding_message_size(MAX_MESSAGE_SIZE);
+    let api = GrpcApi::new(service);
+    let providers =
+        ProviderServiceServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE_SIZE);
+    let api = ConversationServiceServer::new(api).max_decoding_message_size(MAX_MESSAGE_SIZE);
     let router = Server::builder()
         .layer(observe)
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(api);
+        .add_service(api)
+        .add_service(providers);
     Ok((router, reporter))
 }

@@ -27,6 +27,7 @@ use super::error::ErrorReply;
     modifiers(&BearerAuth),
     tags(
         (name = "conversations", description = "The Conversation API"),
+        (name = "ai", description = "Model provider configurations of a workspace"),
         (name = "operations", description = "Health, metrics and this document"),
     )
 )]
@@ -53,10 +54,29 @@ impl Modify for BearerAuth {
     }
 }
 
+/// An update must change something: `minProperties: 1` on its body (utoipa
+/// has no container attribute for it).
+struct UpdateNeedsAField;
+
+impl Modify for UpdateNeedsAField {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, schema::Schema};
+        let schema = openapi
+            .components
+            .as_mut()
+            .and_then(|c| c.schemas.get_mut("UpdateAiLlmBody"));
+        if let Some(RefOr::T(Schema::Object(body))) = schema {
+            body.min_properties = Some(1);
+        }
+    }
+}
+
 /// The document: [`ApiDoc`] with every route of `super::routes`, rendered once.
 static DOCUMENT: LazyLock<Bytes> = LazyLock::new(|| {
     let mut doc = ApiDoc::openapi();
     doc.merge(super::routes::document());
+    // After the merge: the body's schema comes with its route.
+    UpdateNeedsAField.modify(&mut doc);
     Bytes::from(
         doc.to_json()
             .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")),

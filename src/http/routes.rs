@@ -4,7 +4,7 @@
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, conversations, messages, openapi, operations};
+use super::{AppState, conversations, messages, openapi, operations, providers};
 
 /// The API routes (limited by admission).
 pub fn api() -> OpenApiRouter<AppState> {
@@ -19,6 +19,10 @@ pub fn api() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(messages::prompt_conversation))
         .routes(routes!(messages::list_messages))
+        .routes(routes!(providers::create_ai_llm, providers::list_ai_llms))
+        .routes(routes!(providers::update_ai_llm, providers::delete_ai_llm))
+        .routes(routes!(providers::attach_repo))
+        .routes(routes!(providers::detach_repo))
 }
 
 /// The operators' routes (never limited); `/metrics` only when `metrics`.

@@ -12,6 +12,8 @@ use crate::store::types::{SqlJson, SqlTime, SqlUuid};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Context {
     Conversation,
+    /// A model provider configuration.
+    AiLlm,
 }
 
 impl Context {
@@ -19,6 +21,7 @@ impl Context {
     pub fn as_str(self) -> &'static str {
         match self {
             Context::Conversation => "conversation",
+            Context::AiLlm => "aillm",
         }
     }
 }
@@ -27,7 +30,10 @@ impl Context {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Created,
+    Updated,
     Deleted,
+    Attached,
+    Detached,
 }
 
 impl Action {
@@ -35,7 +41,10 @@ impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Created => "created",
+            Action::Updated => "updated",
             Action::Deleted => "deleted",
+            Action::Attached => "attached",
+            Action::Detached => "detached",
         }
     }
 }

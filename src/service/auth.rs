@@ -92,8 +92,9 @@ impl Service {
         }
     }
 
-    /// Rule 1 for a JWT's subject: an existing, enabled user.
-    pub(super) async fn user_caller(&self, user_id: Uuid) -> Result<Caller, ApiError> {
+    /// Rule 1 for a user known by id (a verified JWT's subject, or the user
+    /// an operator's command acts as): an existing, enabled user.
+    pub async fn user_caller(&self, user_id: Uuid) -> Result<Caller, ApiError> {
         let user = self
             .store
             .find_user(user_id)

@@ -17,6 +17,7 @@ pub mod conversations;
 pub mod idempotency;
 pub mod messages;
 pub mod params;
+pub mod providers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +28,7 @@ use crate::auth::jwt::JwtVerifier;
 use crate::domain::Transport;
 use crate::metrics::Metrics;
 use crate::provider::Provider;
+use crate::secrets::Keyring;
 use crate::store::Store;
 
 /// How long an idempotency key is remembered by default.
@@ -59,6 +61,8 @@ pub struct Service {
     draining: Arc<AtomicBool>,
     idempotency_ttl: chrono::TimeDelta,
     provider: Option<Arc<Provider>>,
+    keyring: Option<Arc<Keyring>>,
+    allow_private: bool,
 }
 
 impl Service {
@@ -71,7 +75,22 @@ impl Service {
             draining: Arc::new(AtomicBool::new(false)),
             idempotency_ttl: DEFAULT_IDEMPOTENCY_TTL,
             provider: None,
+            keyring: None,
+            allow_private: false,
         }
+    }
+
+    /// The keys that seal tenants' secrets (none: configurations cannot be
+    /// created).
+    pub fn with_keyring(mut self, keyring: Option<Keyring>) -> Self {
+        self.keyring = keyring.map(Arc::new);
+        self
+    }
+
+    /// Whether tenants' endpoints may reach private and loopback addresses.
+    pub fn with_private_endpoints(mut self, allow: bool) -> Self {
+        self.allow_private = allow;
+        self
     }
 
     /// The model provider prompts go to.

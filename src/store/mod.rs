@@ -18,6 +18,7 @@ pub mod auth;
 pub mod conversations;
 pub mod idempotency;
 pub mod messages;
+pub mod providers;
 pub mod schema;
 pub mod types;
 pub mod writer;
@@ -151,6 +152,8 @@ enum Pools {
 #[derive(Clone)]
 pub struct Store {
     pools: Pools,
+    /// The database file, on SQLite.
+    sqlite_path: Option<std::path::PathBuf>,
 }
 
 /// What went wrong in the store, sorted by what the caller should be told.
@@ -226,6 +229,7 @@ impl Store {
     /// `sqlite://relative/path.db` / `sqlite:///absolute/path.db` (the parent
     /// folder is created). Connections are opened lazily.
     pub fn open(database_url: &str, opts: &StoreOptions) -> anyhow::Result<Store> {
+        let mut sqlite_path = None;
         let pools = match parse_url(database_url)? {
             (Backend::Postgres, url) => Pools::Pg(pg_pool(url, opts)?),
             (Backend::Sqlite, path) => {
@@ -236,13 +240,14 @@ impl Store {
                         anyhow::anyhow!("cannot create the folder {}: {e}", parent.display())
                     })?;
                 }
+                sqlite_path = Some(std::path::PathBuf::from(&path));
                 let setup_sql = sqlite_setup_sql(opts);
                 let writer =
                     writer::Writer::start(path.clone(), setup_sql.clone(), WriteGate::default())?;
                 Pools::Sqlite(sqlite_pool(path, setup_sql, opts)?, writer)
             }
         };
-        Ok(Store { pools })
+        Ok(Store { pools, sqlite_path })
     }
 
     /// A connection from the pool, waiting at most the acquire timeout.
@@ -298,6 +303,11 @@ impl Store {
         })
         .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
         Ok(ran)
+    }
+
+    /// The database file, if this store is on SQLite.
+    pub fn sqlite_path(&self) -> Option<&std::path::Path> {
+        self.sqlite_path.as_deref()
     }
 
     /// SQLite's writer thread, if this store is on SQLite.

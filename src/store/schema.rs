@@ -178,6 +178,42 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::store::types::DbUuid;
+    use crate::store::types::DbTime;
+
+    ai_llms (id) {
+        id -> DbUuid,
+        org_id -> DbUuid,
+        workspace_id -> DbUuid,
+        created_by -> DbUuid,
+        name -> Text,
+        ai_type -> Text,
+        endpoint -> Text,
+        key_sealed -> Nullable<Binary>,
+        secret_sealed -> Binary,
+        secrets_key_id -> Text,
+        validated_at -> Nullable<DbTime>,
+        created_at -> DbTime,
+        updated_at -> DbTime,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::store::types::DbUuid;
+    use crate::store::types::DbTime;
+
+    ai_llm_repos (ai_llm_id, repo_id) {
+        ai_llm_id -> DbUuid,
+        repo_id -> DbUuid,
+        attached_at -> DbTime,
+    }
+}
+
+diesel::joinable!(ai_llm_repos -> ai_llms (ai_llm_id));
+diesel::joinable!(ai_llm_repos -> repos (repo_id));
 diesel::joinable!(messages -> conversations (conversation_id));
 diesel::joinable!(users -> organizations (org_id));
 diesel::joinable!(api_tokens -> users (user_id));
@@ -197,4 +233,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     system_events,
     idempotency_keys,
     messages,
+    ai_llms,
+    ai_llm_repos,
 );

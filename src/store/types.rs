@@ -201,7 +201,8 @@ macro_rules! text_enum {
 text_enum!(
     crate::domain::OrgRole,
     crate::domain::Access,
-    crate::domain::MessageRole
+    crate::domain::MessageRole,
+    crate::domain::AiType
 );
 
 #[cfg(test)]

@@ -274,3 +274,113 @@ async fn admin_errors(db: TestDb) {
 }
 
 on_both_backends!(admin_workflow, admin_errors);
+
+/// A command with `envs` set; its status, stdout and stderr.
+async fn cli_env(db: &TestDb, line: &str, envs: &[(&str, &str)]) -> (bool, String, String) {
+    let args: Vec<&str> = line.split(' ').collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_conversation-service"))
+        .args(&args)
+        .env("DATABASE_URL", &db.url)
+        .env_remove("RUST_LOG")
+        .envs(envs.iter().copied())
+        .output()
+        .await
+        .expect("binary runs");
+    let text = |b: Vec<u8>| String::from_utf8(b).expect("utf-8").trim().to_owned();
+    (out.status.success(), text(out.stdout), text(out.stderr))
+}
+
+/// `admin llm` manages configurations as a user, with the API's rules, and
+/// `admin secrets rotate` re-seals them with a new key.
+async fn llm_commands_and_key_rotation(db: TestDb) {
+    use secrecy::ExposeSecret as _;
+    let new_key = || {
+        conversation_service::secrets::MasterKey::generate()
+            .1
+            .expose_secret()
+            .to_owned()
+    };
+    let (a, b) = (new_key(), new_key());
+    let org = ok(&db, "admin org create --name Acme").await;
+    let admin = ok(
+        &db,
+        &format!("admin user create --org {org} --email ops@acme.test --role admin"),
+    )
+    .await;
+    let ws = ok(
+        &db,
+        &format!("admin workspace create --org {org} --name Main"),
+    )
+    .await;
+    let repo = ok(
+        &db,
+        &format!("admin repo create --org {org} --name api --workspace {ws}"),
+    )
+    .await;
+    let with_a = [
+        ("SECRETS_KEY", a.as_str()),
+        ("PROVIDER_SECRET", "sk-cli-secret"),
+    ];
+    let create = format!(
+        "admin llm create --as {admin} --workspace {ws} --name OpenAI --type OPENAI --endpoint https://api.example.test/v1"
+    );
+    let (done, llm, err) = cli_env(&db, &create, &with_a).await;
+    assert!(done, "{err}");
+    let llm = id(&llm);
+    let (done, _, err) = cli_env(&db, &create, &[("SECRETS_KEY", a.as_str())]).await;
+    assert!(!done);
+    assert_eq!(
+        err,
+        "error: the environment variable PROVIDER_SECRET is not set"
+    );
+    let (done, _, err) = cli_env(&db, &create, &with_a).await;
+    assert!(!done);
+    assert_eq!(
+        err,
+        "error: An AI configuration with this name already exists in the workspace"
+    );
+    let attach = format!("admin llm attach --as {admin} --id {llm} --repo {repo}");
+    assert!(cli_env(&db, &attach, &with_a).await.0);
+    let (done, listed, _) = cli_env(&db, &format!("admin llm list --as {admin}"), &with_a).await;
+    assert!(done);
+    let line: Value = serde_json::from_str(&listed).expect("one JSON line");
+    assert_eq!(line["id"], json!(llm));
+    assert_eq!(line["repos"], json!([repo]));
+    assert_eq!(line["key"], Value::Null);
+    assert!(!listed.contains("sk-cli-secret"));
+
+    // Rotate from A to B: one re-sealed, then none left; A alone no longer opens.
+    let rotate = "admin secrets rotate";
+    let to_b = [
+        ("SECRETS_KEY", b.as_str()),
+        ("SECRETS_PREVIOUS_KEYS", a.as_str()),
+    ];
+    assert_eq!(cli_env(&db, rotate, &to_b).await.1, "1");
+    assert_eq!(
+        cli_env(&db, rotate, &[("SECRETS_KEY", b.as_str())]).await.1,
+        "0"
+    );
+    let (done, _, err) = cli_env(&db, rotate, &[("SECRETS_KEY", a.as_str())]).await;
+    assert!(!done);
+    assert!(
+        err.contains("neither the current nor a previous secrets key"),
+        "{err}"
+    );
+
+    // In use: not deleted; detached: deleted.
+    let delete = format!("admin llm delete --as {admin} --id {llm}");
+    let with_b = [("SECRETS_KEY", b.as_str())];
+    let (done, _, err) = cli_env(&db, &delete, &with_b).await;
+    assert!(!done);
+    assert_eq!(
+        err,
+        "error: AI configuration is in use by 1 repository; detach it first"
+    );
+    let detach = format!("admin llm detach --as {admin} --id {llm} --repo {repo}");
+    assert!(cli_env(&db, &detach, &with_b).await.0);
+    assert!(cli_env(&db, &delete, &with_b).await.0);
+    let (_, listed, _) = cli_env(&db, &format!("admin llm list --as {admin}"), &with_b).await;
+    assert_eq!(listed, "");
+}
+
+on_both_backends!(llm_commands_and_key_rotation);

@@ -345,12 +345,21 @@ impl TestApp {
         let store = Store::open(url, &opts).expect("open store");
         store.migrate().await.expect("migrate");
         let local = server::Config::local();
-        let config = server::Config {
+        let mut config = server::Config {
             http_addr: local.http_addr,
             grpc_addr: local.grpc_addr,
             metrics_addr: config.metrics_addr.map(|_| local.http_addr),
             ..config
         };
+        // SQLite makes its key file beside the database; PostgreSQL has no
+        // default, so each test's service gets a key of its own.
+        let secrets = &mut config.secrets;
+        if db.backend == Backend::Postgres
+            && secrets.secrets_key.is_none()
+            && secrets.secrets_key_file.is_none()
+        {
+            secrets.secrets_key = Some(conversation_service::secrets::MasterKey::generate().1);
+        }
         let scheme = if config.tls.is_some() {
             "https"
         } else {

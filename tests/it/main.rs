@@ -3,7 +3,7 @@
 //! temp dir, PostgreSQL in a throwaway database cloned from a template migrated
 //! once per run).
 //!
-//! One module per resource (conversations/, messages/, auth/), one file per
+//! One module per resource (conversations/, messages/, providers/, auth/), one file per
 //! action; the service-wide behaviours (hostile input, resilience,
 //! operations, the public surface and its snapshots, the OpenAPI document,
 //! the CLI) have a file each.
@@ -17,5 +17,6 @@ mod idempotency;
 mod messages;
 mod openapi;
 mod operations;
+mod providers;
 mod resilience;
 mod surface;

@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use crate::harness::{TestApp, TestDb, World};
 use crate::on_both_backends;
 
-const EXPECTED_SERVICES: [&str; 4] = [
+const EXPECTED_SERVICES: [&str; 5] = [
+    "flashback.ai.v1.ProviderService",
     "flashback.conversation.v1.ConversationService",
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
@@ -105,7 +106,7 @@ async fn reflection_lists_and_describes_the_services_in_v1_and_v1alpha() {
 async fn health_is_serving_for_the_server_and_the_service() {
     let app = TestApp::spawn(TestDb::sqlite()).await;
     let mut health = HealthClient::new(app.channel().await);
-    for service in ["", SERVICE_NAME] {
+    for service in ["", SERVICE_NAME, "flashback.ai.v1.ProviderService"] {
         let reply = health
             .check(HealthCheckRequest {
                 service: service.into(),

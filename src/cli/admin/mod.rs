@@ -2,6 +2,7 @@
 //! stdout.
 
 mod events;
+mod llm;
 mod org;
 mod repo;
 mod token;
@@ -32,6 +33,12 @@ pub enum AdminCommand {
     /// The audit trail.
     #[command(subcommand)]
     Events(events::EventsCommand),
+    /// Model provider configurations of a workspace.
+    #[command(subcommand)]
+    Llm(Box<llm::LlmCommand>),
+    /// The master key of tenants' secrets.
+    #[command(subcommand)]
+    Secrets(Box<llm::SecretsCommand>),
 }
 
 /// Runs an admin command against `store`.
@@ -43,6 +50,8 @@ pub async fn run(store: &Store, cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Repo(cmd) => repo::run(store, cmd).await,
         AdminCommand::Token(cmd) => token::run(store, cmd).await,
         AdminCommand::Events(cmd) => events::run(store, cmd).await,
+        AdminCommand::Llm(cmd) => llm::run(store, *cmd).await,
+        AdminCommand::Secrets(cmd) => llm::rotate(store, *cmd).await,
     }
 }
 

@@ -1,0 +1,2 @@
+DROP TABLE ai_llm_repos;
+DROP TABLE ai_llms;

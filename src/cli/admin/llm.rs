@@ -1,0 +1,270 @@
+//! `admin llm`: model provider configurations, managed as a user of the
+//! organization (`--as USER`) through the same operations and rules as the
+//! API; and `admin secrets rotate`.
+
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use crate::cli::emit;
+use crate::config::SecretsArgs;
+use crate::domain::Transport;
+use crate::secrets::Sealed;
+use crate::service::providers::{
+    self, AttachRepo, CreateProvider, ListProviders, MASKED_KEY, UpdateProvider,
+};
+use crate::service::{RequestContext, Service};
+use crate::store::Store;
+
+/// Who acts, and the keys that seal secrets.
+#[derive(Debug, Args)]
+pub struct Acting {
+    /// The user the command acts as (an organization or workspace administrator).
+    #[arg(long = "as", value_name = "USER")]
+    pub user: Uuid,
+    #[command(flatten)]
+    pub secrets: SecretsArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LlmCommand {
+    /// Connect a provider to a workspace; prints its id. The API key is read
+    /// from the environment variable --secret-env names, never from the command line.
+    Create {
+        #[command(flatten)]
+        acting: Acting,
+        #[arg(long)]
+        workspace: Uuid,
+        #[arg(long)]
+        name: String,
+        /// OPENAI, GOOGLE, ANTHROPIC, AWS or OTHER.
+        #[arg(long = "type")]
+        ai_type: String,
+        #[arg(long)]
+        endpoint: String,
+        /// The variable holding the API key.
+        #[arg(long, default_value = "PROVIDER_SECRET")]
+        secret_env: String,
+        /// The variable holding an access key (AWS), if any.
+        #[arg(long)]
+        key_env: Option<String>,
+    },
+    /// Print the configurations the user sees, one JSON object per line.
+    List {
+        #[command(flatten)]
+        acting: Acting,
+        #[arg(long)]
+        workspace: Option<Uuid>,
+    },
+    /// Change a configuration's name, type, endpoint or credentials.
+    Update {
+        #[command(flatten)]
+        acting: Acting,
+        #[arg(long)]
+        id: Uuid,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long = "type")]
+        ai_type: Option<String>,
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// A variable holding a new API key.
+        #[arg(long)]
+        secret_env: Option<String>,
+        /// A variable holding a new access key.
+        #[arg(long)]
+        key_env: Option<String>,
+    },
+    /// Delete a configuration (refused while repositories use it).
+    Delete {
+        #[command(flatten)]
+        acting: Acting,
+        #[arg(long)]
+        id: Uuid,
+    },
+    /// Attach a repository of the configuration's workspace.
+    Attach {
+        #[command(flatten)]
+        acting: Acting,
+        #[arg(long)]
+        id: Uuid,
+        #[arg(long)]
+        repo: Uuid,
+    },
+    /// Detach a repository.
+    Detach {
+        #[command(flatten)]
+        acting: Acting,
+        #[arg(long)]
+        id: Uuid,
+        #[arg(long)]
+        repo: Uuid,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Re-seal every stored secret with the current key (give the old ones
+    /// with --secrets-previous-keys); prints how many were re-sealed.
+    Rotate {
+        #[command(flatten)]
+        secrets: SecretsArgs,
+    },
+}
+
+/// A secret read from the environment variable `name`.
+fn from_env(name: &str) -> anyhow::Result<SecretString> {
+    std::env::var(name)
+        .map(SecretString::from)
+        .map_err(|_| anyhow::anyhow!("the environment variable {name} is not set"))
+}
+
+/// The service as `acting.user`, with the keys.
+async fn service_as(
+    store: &Store,
+    acting: &Acting,
+) -> anyhow::Result<(Service, crate::domain::Caller)> {
+    let keyring = crate::server::keyring(store, &acting.secrets).await?;
+    let service = Service::new(
+        store.clone(),
+        None,
+        Arc::new(crate::metrics::Metrics::new()),
+    )
+    .with_keyring(keyring)
+    .with_private_endpoints(acting.secrets.provider_allow_private);
+    let caller = service.user_caller(acting.user).await?;
+    Ok((service, caller))
+}
+
+fn cli_context() -> RequestContext {
+    RequestContext {
+        request_id: Uuid::now_v7().to_string(),
+        transport: Transport::Cli,
+    }
+}
+
+pub async fn run(store: &Store, cmd: LlmCommand) -> anyhow::Result<()> {
+    let ctx = cli_context();
+    match cmd {
+        LlmCommand::Create {
+            acting,
+            workspace,
+            name,
+            ai_type,
+            endpoint,
+            secret_env,
+            key_env,
+        } => {
+            let (service, caller) = service_as(store, &acting).await?;
+            let input = CreateProvider {
+                workspace_id: workspace,
+                name: providers::provider_name(Some(name))?,
+                ai_type: providers::ai_type(Some(&ai_type))?,
+                endpoint,
+                key: key_env.as_deref().map(from_env).transpose()?,
+                secret: from_env(&secret_env)?,
+            };
+            emit(service.create_provider(&caller, input, &ctx).await?)
+        }
+        LlmCommand::List { acting, workspace } => {
+            let (service, caller) = service_as(store, &acting).await?;
+            let input = ListProviders {
+                workspace_id: workspace,
+            };
+            for p in service.list_providers(&caller, input).await? {
+                emit(serde_json::json!({
+                    "id": p.id,
+                    "workspaceId": p.workspace_id,
+                    "name": p.name,
+                    "aiType": p.ai_type.as_str(),
+                    "endpoint": p.endpoint,
+                    "key": p.has_key.then_some(MASKED_KEY),
+                    "repos": p.repos.iter().map(|r| r.repo_id).collect::<Vec<_>>(),
+                }))?;
+            }
+            Ok(())
+        }
+        LlmCommand::Update {
+            acting,
+            id,
+            name,
+            ai_type,
+            endpoint,
+            secret_env,
+            key_env,
+        } => {
+            let (service, caller) = service_as(store, &acting).await?;
+            let input = UpdateProvider {
+                id,
+                name: name
+                    .map(|n| providers::provider_name(Some(n)))
+                    .transpose()?,
+                ai_type: ai_type
+                    .as_deref()
+                    .map(|t| providers::ai_type(Some(t)))
+                    .transpose()?,
+                endpoint,
+                key: key_env.as_deref().map(from_env).transpose()?,
+                secret: secret_env.as_deref().map(from_env).transpose()?,
+            };
+            service.update_provider(&caller, input, &ctx).await?;
+            eprintln!("AI configuration {id} updated");
+            Ok(())
+        }
+        LlmCommand::Delete { acting, id } => {
+            let (service, caller) = service_as(store, &acting).await?;
+            service.delete_provider(&caller, id, &ctx).await?;
+            eprintln!("AI configuration {id} deleted");
+            Ok(())
+        }
+        LlmCommand::Attach { acting, id, repo } => {
+            let (service, caller) = service_as(store, &acting).await?;
+            let input = AttachRepo { id, repo_id: repo };
+            service.attach_repo(&caller, input, &ctx).await?;
+            eprintln!("repository {repo} attached to AI configuration {id}");
+            Ok(())
+        }
+        LlmCommand::Detach { acting, id, repo } => {
+            let (service, caller) = service_as(store, &acting).await?;
+            let input = AttachRepo { id, repo_id: repo };
+            service.detach_repo(&caller, input, &ctx).await?;
+            eprintln!("repository {repo} detached from AI configuration {id}");
+            Ok(())
+        }
+    }
+}
+
+/// `admin secrets rotate`.
+pub async fn rotate(store: &Store, cmd: SecretsCommand) -> anyhow::Result<()> {
+    let SecretsCommand::Rotate { secrets } = cmd;
+    let keyring = crate::server::keyring(store, &secrets)
+        .await?
+        .ok_or_else(|| {
+            anyhow::anyhow!("no secrets key is configured: give --secrets-key-file or SECRETS_KEY")
+        })?;
+    let mut resealed = 0;
+    for row in store.all_ai_llms().await? {
+        let sealed = |bytes: Vec<u8>| Sealed {
+            key_id: row.secrets_key_id.clone(),
+            bytes,
+        };
+        if !keyring.is_stale(&sealed(Vec::new())) {
+            continue;
+        }
+        let secret = keyring.open(&sealed(row.secret_sealed.clone()), row.id)?;
+        let key = row
+            .key_sealed
+            .clone()
+            .map(|k| keyring.open(&sealed(k), row.id))
+            .transpose()?;
+        let key = key.map(|k| keyring.seal(&k, row.id));
+        let secret = keyring.seal(&secret, row.id);
+        store
+            .reseal_ai_llm(row.id, key.map(|k| k.bytes), secret.bytes, secret.key_id)
+            .await?;
+        resealed += 1;
+    }
+    emit(resealed)
+}

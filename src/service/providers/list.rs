@@ -1,0 +1,48 @@
+//! Listing the configurations a caller may see.
+
+use uuid::Uuid;
+
+use super::ProviderView;
+use crate::domain::Caller;
+use crate::error::ApiError;
+use crate::service::Service;
+
+/// `ListProviders`'s input.
+#[derive(Debug, Clone, Default)]
+pub struct ListProviders {
+    /// Only this workspace's (an unreachable one gives an empty list).
+    pub workspace_id: Option<Uuid>,
+}
+
+impl Service {
+    /// The configurations of the workspaces the caller reaches (organization
+    /// administrators: all of their organization's), by name, with their
+    /// repositories.
+    pub async fn list_providers(
+        &self,
+        caller: &Caller,
+        input: ListProviders,
+    ) -> Result<Vec<ProviderView>, ApiError> {
+        const FAILED: &str = "Failed to list AI configurations";
+        let member = (!caller.role.is_org_admin()).then_some(caller.user_id);
+        let rows = self
+            .store
+            .list_ai_llms(caller.org_id, member, input.workspace_id)
+            .await
+            .map_err(ApiError::from_store(FAILED))?;
+        let mut repos = self
+            .store
+            .attached_repos(rows.iter().map(|r| r.id).collect())
+            .await
+            .map_err(ApiError::from_store(FAILED))?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let (mine, rest): (Vec<_>, Vec<_>) =
+                    repos.drain(..).partition(|r| r.ai_llm_id == row.id);
+                repos = rest;
+                ProviderView::of(row, mine)
+            })
+            .collect())
+    }
+}

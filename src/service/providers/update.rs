@@ -1,0 +1,133 @@
+//! Changing a configuration: any of its name, kind, endpoint and secrets.
+//! A new endpoint or credential means it must validate again.
+
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use super::{may_manage_providers, provider_not_found};
+use crate::domain::{AiType, Caller};
+use crate::error::ApiError;
+use crate::service::audit::{self, Action, Context, Scope};
+use crate::service::{RequestContext, Service};
+use crate::store::StoreError;
+use crate::store::providers::AiLlmChanges;
+use crate::store::types::{SqlTime, now};
+
+/// `UpdateProvider`'s input: what to change (`None`: unchanged).
+#[derive(Debug, Clone)]
+pub struct UpdateProvider {
+    pub id: Uuid,
+    pub name: Option<String>,
+    pub ai_type: Option<AiType>,
+    pub endpoint: Option<String>,
+    pub key: Option<SecretString>,
+    pub secret: Option<SecretString>,
+}
+
+impl UpdateProvider {
+    fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.ai_type.is_none()
+            && self.endpoint.is_none()
+            && self.key.is_none()
+            && self.secret.is_none()
+    }
+}
+
+impl Service {
+    /// Changes a configuration of a workspace the caller manages.
+    pub async fn update_provider(
+        &self,
+        caller: &Caller,
+        input: UpdateProvider,
+        ctx: &RequestContext,
+    ) -> Result<Uuid, ApiError> {
+        if input.is_empty() {
+            return Err(ApiError::InvalidArgument(
+                "Nothing to update: give name, aiType, endpoint, key or secret".into(),
+            ));
+        }
+        let endpoint = input
+            .endpoint
+            .as_deref()
+            .map(|e| self.endpoint(e))
+            .transpose()?;
+        let (row, access) = self.visible_provider(caller, input.id).await?;
+        may_manage_providers(caller, access)?;
+        let at = now();
+        let mut changes = AiLlmChanges {
+            name: input.name.clone(),
+            ai_type: input.ai_type.map(|t| t.as_str().to_owned()),
+            endpoint: endpoint.clone(),
+            updated_at: Some(SqlTime(at)),
+            ..AiLlmChanges::default()
+        };
+        if input.key.is_some() || input.secret.is_some() {
+            // Both sealed values carry one key id: re-seal what is kept with
+            // the current key too.
+            let keyring = self.keyring()?;
+            let open = |bytes: Vec<u8>| {
+                let sealed = crate::secrets::Sealed {
+                    key_id: row.secrets_key_id.clone(),
+                    bytes,
+                };
+                keyring
+                    .open(&sealed, row.id)
+                    .map_err(|e| ApiError::Internal {
+                        public: "Failed to update the AI configuration",
+                        detail: e.to_string(),
+                    })
+            };
+            let key = match input.key {
+                Some(key) => Some(key),
+                None => row.key_sealed.clone().map(open).transpose()?,
+            };
+            let secret = match input.secret {
+                Some(secret) => secret,
+                None => open(row.secret_sealed.clone())?,
+            };
+            let (key, secret) = super::seal_pair(keyring, row.id, key.as_ref(), &secret);
+            changes.key_sealed = Some(key.map(|k| k.bytes));
+            changes.secrets_key_id = Some(secret.key_id);
+            changes.secret_sealed = Some(secret.bytes);
+        }
+        if changes.endpoint.is_some() || changes.secret_sealed.is_some() {
+            changes.validated_at = Some(None);
+        }
+        let mut data = serde_json::Map::new();
+        let changed: Vec<&str> = [
+            ("name", input.name.is_some()),
+            ("aiType", input.ai_type.is_some()),
+            ("endpoint", endpoint.is_some()),
+            ("credentials", changes.secret_sealed.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, yes)| yes.then_some(name))
+        .collect();
+        data.insert("changed".into(), changed.into());
+        let scope = Scope {
+            org_id: row.org_id,
+            workspace_id: Some(row.workspace_id),
+            user_id: caller.user_id,
+        };
+        let event = audit::event(
+            scope,
+            Context::AiLlm,
+            row.id,
+            Action::Updated,
+            data,
+            ctx,
+            at,
+        );
+        match self.store.update_ai_llm(row.id, changes, event).await {
+            Ok(true) => Ok(row.id),
+            Ok(false) => Err(provider_not_found()),
+            Err(StoreError::Conflict(_)) => Err(ApiError::AlreadyExists(
+                "An AI configuration with this name already exists in the workspace".into(),
+            )),
+            Err(e) => Err(ApiError::from_store(
+                "Failed to update the AI configuration",
+            )(e)),
+        }
+    }
+}
