@@ -615,3 +615,63 @@ on_both_backends!(
     bad_input_stores_nothing,
     in_use_cannot_be_deleted
 );
+
+/// On PostgreSQL there is no default key: without one, creating a
+/// configuration answers 501, and once configurations exist the service
+/// refuses to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_needs_a_secrets_key_once_configurations_exist() {
+    use conversation_service::server::{self, Config};
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let app = TestApp::spawn(db).await;
+    let w = World::build(&app).await;
+    let (status, _) = rest(
+        &app,
+        &w.ws_admin,
+        reqwest::Method::POST,
+        "/ai/llm",
+        Some(create_body(&w, "Main", "OPENAI")),
+    )
+    .await;
+    assert_eq!(status, 200, "the harness gives PostgreSQL services a key");
+    let store = app.store.clone();
+    let db = app.shutdown().await;
+    let refused = server::start(store, Config::local())
+        .await
+        .err()
+        .expect("no key, but sealed secrets: refused");
+    assert_eq!(
+        refused.to_string(),
+        "1 AI configuration(s) hold sealed secrets, but no secrets key is configured: give --secrets-key-file or SECRETS_KEY"
+    );
+    drop(db);
+
+    // With no configuration yet, it starts, and a create says what is missing.
+    let db = TestDb::postgres().await.expect("PostgreSQL answered above");
+    let store = conversation_service::store::Store::open(&db.url, &crate::harness::test_options())
+        .expect("open");
+    store.migrate().await.expect("migrate");
+    let running = server::start(store.clone(), Config::local())
+        .await
+        .expect("starts without a key");
+    let app = TestApp::spawn(db).await; // for World and the clients
+    let w = World::build(&app).await;
+    let res = app
+        .http
+        .post(format!("http://{}/ai/llm", running.http_addr))
+        .header("authorization", format!("Bearer {}", w.ws_admin.token))
+        .json(&create_body(&w, "Main", "OPENAI"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), 501);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(
+        body["message"],
+        "No secrets key is configured on this service (--secrets-key-file or SECRETS_KEY)"
+    );
+    running.shutdown().await.expect("stops");
+    app.shutdown().await;
+}
