@@ -96,7 +96,7 @@ pub struct JwtArgs {
 #[derive(Debug, Args)]
 pub struct ProviderArgs {
     /// Its API base, such as https://api.openai.com/v1 or http://127.0.0.1:11434/v1
-    /// (Ollama); prompting answers 501 without it.
+    /// (Ollama): repositories with no AI configuration attached use it.
     #[arg(long, env = "PROVIDER_URL")]
     pub provider_url: Option<String>,
     /// Its API key, sent as a bearer token.
@@ -144,7 +144,7 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// JWTs accepted beside API tokens, when a key is configured.
     pub jwt: JwtConfig,
-    /// The model provider prompts go to (none: prompting answers 501).
+    /// The operator's model provider, for repositories with no configuration attached.
     pub provider: ProviderConfig,
     /// Longest a request may take (REST: 504, gRPC: DEADLINE_EXCEEDED).
     pub request_timeout: Duration,

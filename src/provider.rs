@@ -64,9 +64,22 @@ pub enum ProviderError {
 /// A configured provider.
 pub struct Provider {
     http: reqwest::Client,
+    /// The API base, without a trailing slash.
+    base: String,
     url: String,
     api_key: Option<SecretString>,
     models: Vec<String>,
+}
+
+/// `GET /models`: the models a provider offers.
+#[derive(Deserialize)]
+struct ModelList {
+    data: Vec<ModelEntry>,
+}
+
+#[derive(Deserialize)]
+struct ModelEntry {
+    id: String,
 }
 
 #[derive(Serialize)]
@@ -145,10 +158,50 @@ impl Provider {
             .build()?;
         Ok(Some(Provider {
             http,
+            base: base.trim_end_matches('/').to_owned(),
             url,
             api_key: config.api_key.clone(),
             models: config.models.clone(),
         }))
+    }
+
+    /// A tenant's provider at `base` (an OpenAI-compatible API), reached
+    /// through `http` (see `crate::egress::client`), any model allowed.
+    pub fn connect(base: &str, api_key: SecretString, http: reqwest::Client) -> Provider {
+        let base = base.trim_end_matches('/').to_owned();
+        Provider {
+            http,
+            url: format!("{base}/chat/completions"),
+            base,
+            api_key: Some(api_key),
+            models: Vec::new(),
+        }
+    }
+
+    /// The host the provider is reached at (for the record of who answered).
+    pub fn host(&self) -> Option<String> {
+        reqwest::Url::parse(&self.base)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+    }
+
+    /// The models the provider offers (`GET {base}/models`).
+    pub async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
+        let mut request = self.http.get(format!("{}/models", self.base));
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key.expose_secret());
+        }
+        let response = request.send().await.map_err(transport_error)?;
+        if !response.status().is_success() {
+            return Err(ProviderError::Failed(format!(
+                "HTTP {} listing models",
+                response.status().as_u16()
+            )));
+        }
+        let body = response.bytes().await.map_err(transport_error)?;
+        let list: ModelList = serde_json::from_slice(&body)
+            .map_err(|e| ProviderError::Failed(format!("unreadable model list ({e})")))?;
+        Ok(list.data.into_iter().map(|m| m.id).collect())
     }
 
     /// Whether callers may ask for `model`.

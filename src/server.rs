@@ -71,12 +71,7 @@ pub async fn start(store: Store, config: Config) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new());
     let admission = Admission::new(config.max_concurrent_requests, &metrics);
     let keyring = keyring(&store, &config.secrets).await?;
-    let (service, request_timeout) = build_service(store.clone(), &config, jwt, metrics)?;
-    let service = Arc::new(
-        Arc::unwrap_or_clone(service)
-            .with_keyring(keyring)
-            .with_private_endpoints(config.secrets.provider_allow_private),
-    );
+    let (service, request_timeout) = build_service(store.clone(), &config, jwt, metrics, keyring)?;
     let (grpc_router, health) =
         crate::grpc::router(service.clone(), request_timeout, admission.clone()).await?;
     let http_options = HttpOptions {
@@ -141,12 +136,14 @@ fn check(config: &Config) -> anyhow::Result<(Option<Arc<JwtVerifier>>, Option<Tl
 }
 
 /// The service over `store`, and the request timeout it needs: a prompt may
-/// take as long as the provider may, and a little more.
+/// take as long as the provider may (the operator's or a tenant's, which
+/// share `--provider-timeout`), and a little more.
 fn build_service(
     store: Store,
     config: &Config,
     jwt: Option<Arc<JwtVerifier>>,
     metrics: Arc<Metrics>,
+    keyring: Option<Keyring>,
 ) -> anyhow::Result<(Arc<Service>, Duration)> {
     let ttl = chrono::TimeDelta::from_std(config.idempotency_ttl)
         .context("the idempotency key lifetime is too long")?;
@@ -158,9 +155,16 @@ fn build_service(
     } else {
         config.request_timeout
     };
+    let allow_private = config.secrets.provider_allow_private;
     let service = Service::new(store, jwt, metrics)
         .with_idempotency_ttl(ttl)
-        .with_provider(provider);
+        .with_provider(provider)
+        .with_keyring(keyring)
+        .with_private_endpoints(allow_private)
+        .with_tenant_client(crate::egress::client(
+            config.provider.timeout,
+            allow_private,
+        )?);
     Ok((Arc::new(service), request_timeout))
 }
 

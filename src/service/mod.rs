@@ -63,6 +63,10 @@ pub struct Service {
     provider: Option<Arc<Provider>>,
     keyring: Option<Arc<Keyring>>,
     allow_private: bool,
+    /// The client for tenants' providers (`crate::egress::client`).
+    tenant_http: Option<reqwest::Client>,
+    /// Each configuration's model list, for a short while.
+    models: providers::ModelCache,
 }
 
 impl Service {
@@ -77,7 +81,15 @@ impl Service {
             provider: None,
             keyring: None,
             allow_private: false,
+            tenant_http: None,
+            models: providers::ModelCache::default(),
         }
+    }
+
+    /// The client prompts reach tenants' providers with.
+    pub fn with_tenant_client(mut self, client: reqwest::Client) -> Self {
+        self.tenant_http = Some(client);
+        self
     }
 
     /// The keys that seal tenants' secrets (none: configurations cannot be

@@ -375,6 +375,26 @@ impl Store {
         .await
     }
 
+    /// The configurations attached to a repository, in attach order.
+    pub async fn configurations_of_repo(&self, repo_id: Uuid) -> Result<Vec<AiLlmRow>, StoreError> {
+        self.run(move |conn| {
+            async move {
+                Ok(with_conn!(&mut *conn, |c| ai_llm_repos::table
+                    .inner_join(ai_llms::table)
+                    .filter(ai_llm_repos::repo_id.eq(SqlUuid(repo_id)))
+                    .order((
+                        ai_llm_repos::attached_at.asc(),
+                        ai_llm_repos::ai_llm_id.asc()
+                    ))
+                    .select(AiLlmRow::as_select())
+                    .load(c)
+                    .await)?)
+            }
+            .boxed()
+        })
+        .await
+    }
+
     /// Every stored configuration (for re-sealing its secrets).
     pub async fn all_ai_llms(&self) -> Result<Vec<AiLlmRow>, StoreError> {
         self.run(move |conn| {

@@ -2,8 +2,6 @@
 //! stored in one transaction once the model is done. Nothing is stored when
 //! the model fails or a streaming caller leaves first.
 
-use std::sync::Arc;
-
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -11,9 +9,10 @@ use super::{Message, may_prompt, title_of};
 use crate::domain::Caller;
 use crate::domain::MessageRole;
 use crate::error::ApiError;
-use crate::provider::{ChatMessage, Completion, Provider, ProviderError};
+use crate::provider::{ChatMessage, Completion, ProviderError};
 use crate::service::Service;
 use crate::service::conversations::conversation_not_found;
+use crate::service::providers::Route;
 use crate::store::Store;
 use crate::store::messages::{NewMessage, NewTurn};
 use crate::store::types::now;
@@ -59,6 +58,7 @@ impl Service {
     pub async fn prompt(&self, caller: &Caller, input: Prompt) -> Result<Turn, ApiError> {
         let prepared = self.prepare_prompt(caller, input).await?;
         let completion = prepared
+            .route
             .provider
             .complete(&prepared.model, &prepared.turns)
             .await
@@ -81,6 +81,7 @@ impl Service {
         tokio::spawn(async move {
             let (deltas, pieces) = mpsc::channel::<String>(32);
             let generate = prepared
+                .route
                 .provider
                 .stream(&prepared.model, &prepared.turns, deltas);
             let (completion, delivered) = tokio::join!(generate, forward(pieces, &events));
@@ -113,14 +114,6 @@ impl Service {
         if input.model.is_empty() {
             return Err(ApiError::InvalidArgument("model is required".into()));
         }
-        let provider = self.provider.clone().ok_or_else(|| {
-            ApiError::Unimplemented("No model provider is configured on this service".into())
-        })?;
-        if !provider.allows(&input.model) {
-            return Err(ApiError::InvalidArgument(
-                "model is not one of the allowed models".into(),
-            ));
-        }
         let id = input.conversation_id;
         let conversation = self.live_conversation(caller, id, PROMPT_FAILED).await?;
         let membership = if caller.role.is_org_admin() {
@@ -132,13 +125,14 @@ impl Service {
                 .map_err(ApiError::from_store(PROMPT_FAILED))?
         };
         may_prompt(caller, membership)?;
+        let route = self.route(conversation.repo_id, &input.model).await?;
         let mut turns = self.context_of(id).await?;
         turns.push(ChatMessage {
             role: MessageRole::User.as_str().into(),
             content: input.prompt.clone(),
         });
         Ok(PreparedPrompt {
-            provider,
+            route,
             store: self.store.clone(),
             id,
             model: input.model,
@@ -194,7 +188,7 @@ async fn forward(
 
 /// A prompt that passed the rules, ready for the model.
 struct PreparedPrompt {
-    provider: Arc<Provider>,
+    route: Route,
     store: Store,
     id: Uuid,
     model: String,
@@ -204,7 +198,20 @@ struct PreparedPrompt {
 
 impl PreparedPrompt {
     /// Stores the turn the model completed, and returns it.
-    async fn record(&self, completion: Completion) -> Result<Turn, ApiError> {
+    async fn record(&self, mut completion: Completion) -> Result<Turn, ApiError> {
+        // Who answered: the configuration (its id, type and host), or the
+        // operator's provider (no id).
+        if let serde_json::Value::Object(meta) = &mut completion.metadata {
+            meta.insert(
+                "aiLlmId".into(),
+                self.route.ai_llm_id.map(|id| id.to_string()).into(),
+            );
+            meta.insert(
+                "aiType".into(),
+                self.route.ai_type.map(|t| t.as_str().to_owned()).into(),
+            );
+            meta.insert("host".into(), self.route.host.clone().into());
+        }
         let tokens_in = i64::try_from(completion.tokens_in).unwrap_or(i64::MAX);
         let tokens_out = i64::try_from(completion.tokens_out).unwrap_or(i64::MAX);
         let turn = NewTurn {

@@ -6,11 +6,13 @@ mod attach;
 mod create;
 mod delete;
 mod list;
+mod route;
 mod update;
 
 pub use attach::{AttachRepo, DetachRepo};
 pub use create::CreateProvider;
 pub use list::ListProviders;
+pub use route::{ModelCache, Route};
 pub use update::UpdateProvider;
 
 use chrono::{DateTime, Utc};

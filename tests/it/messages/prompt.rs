@@ -307,7 +307,8 @@ async fn unknown_model(db: TestDb) {
     app.shutdown().await;
 }
 
-/// Without a provider, prompting is a clear 501 / UNIMPLEMENTED.
+/// Without any provider (no configuration attached, no operator provider),
+/// prompting is a clear 400 / INVALID_ARGUMENT.
 async fn no_provider(db: TestDb) {
     let app = app_with_provider(db, None, &[]).await;
     let w = World::build(&app).await;
@@ -319,9 +320,11 @@ async fn no_provider(db: TestDb) {
         json!({ "prompt": "hi", "model": "echo" }),
     )
     .await;
+    // Issue 14: a repository with no configuration attached uses the
+    // operator's provider; with neither, the prompt is refused.
     assert_eq!(
         (status, reply["message"].as_str()),
-        (501, Some("No model provider is configured on this service"))
+        (400, Some("No AI provider is attached to this repository"))
     );
     app.shutdown().await;
 }
