@@ -10,12 +10,14 @@ use crate::pb::ai::provider_service_server::ProviderService;
 use crate::pb::ai::{
     self, AttachRepositoryRequest, AttachRepositoryResponse, CreateProviderRequest,
     CreateProviderResponse, DeleteProviderRequest, DeleteProviderResponse, DetachRepositoryRequest,
-    DetachRepositoryResponse, ListProvidersRequest, ListProvidersResponse, UpdateProviderRequest,
-    UpdateProviderResponse,
+    DetachRepositoryResponse, ListAvailableProvidersRequest, ListAvailableProvidersResponse,
+    ListModelsRequest, ListModelsResponse, ListProvidersRequest, ListProvidersResponse,
+    UpdateProviderRequest, UpdateProviderResponse, ValidateProviderRequest,
+    ValidateProviderResponse,
 };
 use crate::service::params;
 use crate::service::providers::{
-    self, AttachRepo, CreateProvider, ListProviders, ProviderView, UpdateProvider,
+    self, AttachRepo, CreateProvider, ListModels, ListProviders, ProviderView, UpdateProvider,
 };
 
 /// A configuration as protobuf.
@@ -183,6 +185,69 @@ impl ProviderService for GrpcApi {
             async |service, caller, input, ctx| {
                 service.detach_repo(&caller, input, &ctx).await?;
                 Ok(DetachRepositoryResponse {})
+            },
+        )
+        .await
+    }
+
+    async fn list_available_providers(
+        &self,
+        request: Request<ListAvailableProvidersRequest>,
+    ) -> Result<Response<ListAvailableProvidersResponse>, Status> {
+        self.call(
+            request.metadata(),
+            Ok(()),
+            async |service, caller, (), _| {
+                let list = service.available_providers(&caller).await?;
+                Ok(ListAvailableProvidersResponse {
+                    providers: list.into_iter().map(provider_pb).collect(),
+                })
+            },
+        )
+        .await
+    }
+
+    async fn validate_provider(
+        &self,
+        request: Request<ValidateProviderRequest>,
+    ) -> Result<Response<ValidateProviderResponse>, Status> {
+        let input = params::uuid("id", &request.get_ref().id);
+        self.call(request.metadata(), input, async |service, caller, id, _| {
+            let message = service.validate_provider(&caller, id).await?;
+            Ok(ValidateProviderResponse { message })
+        })
+        .await
+    }
+
+    async fn list_models(
+        &self,
+        request: Request<ListModelsRequest>,
+    ) -> Result<Response<ListModelsResponse>, Status> {
+        let r = request.get_ref();
+        let input = (|| {
+            let kind = |v: &str| given(v).map(|t| providers::ai_type(Some(t))).transpose();
+            Ok(ListModels {
+                ai_type: kind(&r.ai_type)?,
+                llm_type: kind(&r.llm_type)?,
+                repo_id: params::uuid("repoId", &r.repo_id)?,
+            })
+        })();
+        self.call(
+            request.metadata(),
+            input,
+            async |service, caller, input, _| {
+                let models = service.list_models(&caller, input).await?;
+                Ok(ListModelsResponse {
+                    models: models
+                        .into_iter()
+                        .map(|m| ai::Model {
+                            id: m.id,
+                            ai_type: m.ai_type.as_str().to_owned(),
+                            ai_llm_id: m.ai_llm_id.to_string(),
+                            llm_provider: m.provider,
+                        })
+                        .collect(),
+                })
             },
         )
         .await

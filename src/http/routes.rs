@@ -23,6 +23,9 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(providers::update_ai_llm, providers::delete_ai_llm))
         .routes(routes!(providers::attach_repo))
         .routes(routes!(providers::detach_repo))
+        .routes(routes!(providers::available_ai_llms))
+        .routes(routes!(providers::validate_ai_llm))
+        .routes(routes!(providers::ai_models))
 }
 
 /// The operators' routes (never limited); `/metrics` only when `metrics`.

@@ -395,6 +395,22 @@ impl Store {
         .await
     }
 
+    /// Records that configuration `id` answered a validation at `at`.
+    pub async fn mark_validated(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            async move {
+                let update = diesel::update(ai_llms::table.filter(ai_llms::id.eq(SqlUuid(id))))
+                    .set(ai_llms::validated_at.eq(Some(SqlTime(at))));
+                write_tx!(&mut *conn, |c| {
+                    update.execute(c).await?;
+                    Ok(())
+                })
+            }
+            .boxed()
+        })
+        .await
+    }
+
     /// Every stored configuration (for re-sealing its secrets).
     pub async fn all_ai_llms(&self) -> Result<Vec<AiLlmRow>, StoreError> {
         self.run(move |conn| {

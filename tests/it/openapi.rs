@@ -15,11 +15,14 @@ use crate::on_both_backends;
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 
 /// Every route the gateway serves, with its methods.
-const ROUTES: [(&str, &[&str]); 12] = [
+const ROUTES: [(&str, &[&str]); 15] = [
     ("/ai/llm", &["get", "post"]),
+    ("/ai/llm/available", &["get"]),
     ("/ai/llm/{id}", &["delete", "put"]),
     ("/ai/llm/{id}/repos", &["post"]),
     ("/ai/llm/{id}/repos/{repoId}", &["delete"]),
+    ("/ai/llm/{id}/validate", &["post"]),
+    ("/ai/models", &["post"]),
     ("/conversation", &["get", "post"]),
     ("/conversation/{id}", &["delete", "get"]),
     ("/conversation/{id}/messages", &["get"]),

@@ -6,7 +6,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::http::conversations::dto::rfc3339;
 use crate::http::extract::JsonText;
-use crate::service::providers::{MASKED_KEY, ProviderView};
+use crate::service::providers::{MASKED_KEY, ModelView, ProviderView};
 
 /// The kinds of configuration, for the document.
 #[derive(ToSchema)]
@@ -167,4 +167,69 @@ impl From<ProviderView> for AiLlmDto {
                 .collect(),
         }
     }
+}
+
+/// `POST /ai/models`.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelsBody {
+    /// The repository whose attached configurations are asked.
+    #[serde(default)]
+    #[schema(value_type = String, format = Uuid, required = true)]
+    pub repo_id: JsonText,
+    /// Only configurations of this kind.
+    #[serde(default)]
+    #[schema(value_type = AiTypeName)]
+    pub ai_type: JsonText,
+    /// The same filter by the provider's type.
+    #[serde(default)]
+    #[schema(value_type = AiTypeName)]
+    pub llm_type: JsonText,
+}
+
+/// The models a repository may use.
+#[derive(Serialize, ToSchema)]
+pub struct ModelsReply {
+    /// Always `true`.
+    pub success: bool,
+    pub models: Vec<ModelDto>,
+}
+
+/// A model, and the configuration that offers it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDto {
+    /// The model, as the prompt's `model` names it.
+    pub id: String,
+    pub name: String,
+    /// When the provider made it available, if it says (not yet read: null).
+    pub created: Option<i64>,
+    /// The configuration's kind.
+    pub ai_type: String,
+    /// The provider's type (the same as `aiType`).
+    pub llm_type: String,
+    /// The configuration's name.
+    pub llm_provider: String,
+}
+
+impl From<ModelView> for ModelDto {
+    fn from(m: ModelView) -> Self {
+        ModelDto {
+            name: m.id.clone(),
+            id: m.id,
+            created: None,
+            ai_type: m.ai_type.as_str().to_owned(),
+            llm_type: m.ai_type.as_str().to_owned(),
+            llm_provider: m.provider,
+        }
+    }
+}
+
+/// A validation that succeeded.
+#[derive(Serialize, ToSchema)]
+pub struct ValidateReply {
+    /// Always `true`.
+    pub success: bool,
+    /// What the provider answered.
+    pub message: String,
 }

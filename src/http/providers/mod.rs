@@ -12,11 +12,13 @@ use super::error::{ApiErrors, ErrorReply};
 use super::extract::{Authenticated, JsonBody, Query};
 use crate::error::ApiError;
 use crate::service::params;
-use crate::service::providers::{self, AttachRepo, CreateProvider, ListProviders, UpdateProvider};
+use crate::service::providers::{
+    self, AttachRepo, CreateProvider, ListModels, ListProviders, UpdateProvider,
+};
 use crate::service::{Credentials, RequestContext};
 use dto::{
-    AiLlmDto, AiLlmIdReply, AiLlmsReply, AttachBody, CreateAiLlmBody, ListAiLlmsQuery,
-    UpdateAiLlmBody,
+    AiLlmDto, AiLlmIdReply, AiLlmsReply, AttachBody, CreateAiLlmBody, ListAiLlmsQuery, ModelDto,
+    ModelsBody, ModelsReply, UpdateAiLlmBody, ValidateReply,
 };
 
 /// The input of a create, read from its body.
@@ -223,4 +225,88 @@ pub async fn detach_repo(
     };
     service.detach_repo(&caller, input, &ctx).await?;
     Ok(Json(SuccessReply { success: true }))
+}
+
+/// The configurations the caller may see that validated and can be used.
+#[utoipa::path(get, path = "/ai/llm/available", tag = "ai",
+    responses(
+        ApiErrors,
+        (status = 200, description = "The usable configurations", body = AiLlmsReply),
+    ),
+    security(("bearer" = [])))]
+pub async fn available_ai_llms(
+    State(service): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> Result<Json<AiLlmsReply>, ApiError> {
+    let list = service.available_providers(&caller).await?;
+    Ok(Json(AiLlmsReply {
+        success: true,
+        ai_llms: list.into_iter().map(AiLlmDto::from).collect(),
+    }))
+}
+
+/// Make a real call with the stored credentials (the provider's model list)
+/// and record that it answered.
+#[utoipa::path(post, path = "/ai/llm/{id}/validate", tag = "ai",
+    params(("id" = String, Path, format = Uuid, description = "The configuration")),
+    responses(
+        ApiErrors,
+        (status = 200, description = "The provider answered", body = ValidateReply),
+        (status = 400, description = "Invalid id, or a kind that cannot be validated yet", body = ErrorReply),
+        (status = 403, description = "Not an administrator of the workspace", body = ErrorReply),
+        (status = 404, description = "AI configuration not found", body = ErrorReply),
+        (status = 502, description = "The provider failed (its error, never the secret)", body = ErrorReply),
+    ),
+    security(("bearer" = [])))]
+pub async fn validate_ai_llm(
+    Path(id): Path<String>,
+    State(service): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> Result<Json<ValidateReply>, ApiError> {
+    let id = params::uuid("id", &id)?;
+    let message = service.validate_provider(&caller, id).await?;
+    Ok(Json(ValidateReply {
+        success: true,
+        message,
+    }))
+}
+
+/// The models a repository may use: those of its attached configurations.
+#[utoipa::path(post, path = "/ai/models", tag = "ai",
+    request_body = ModelsBody,
+    responses(
+        ApiErrors,
+        (status = 200, description = "The models (a provider that fails is left out)", body = ModelsReply),
+        (status = 400, description = "Invalid body", body = ErrorReply),
+        (status = 404, description = "Repository not found", body = ErrorReply),
+        (status = 413, description = "Body over 64 KiB", body = ErrorReply),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorReply),
+    ),
+    security(("bearer" = [])))]
+pub async fn ai_models(
+    State(service): State<AppState>,
+    credentials: Credentials,
+    JsonBody(body): JsonBody<ModelsBody>,
+) -> Result<Json<ModelsReply>, ApiError> {
+    let input = (|| {
+        let kind = |name: &str, v: super::extract::JsonText| -> Result<_, ApiError> {
+            v.text(name)?
+                .map(|t| providers::ai_type(Some(&t)))
+                .transpose()
+        };
+        let ai_type = kind("aiType", body.ai_type)?;
+        let llm_type = kind("llmType", body.llm_type)?;
+        let repo = body.repo_id.text("repoId")?.unwrap_or_default();
+        Ok(ListModels {
+            repo_id: params::uuid("repoId", &repo)?,
+            ai_type,
+            llm_type,
+        })
+    })();
+    let (caller, input) = service.admit(&credentials, input).await?;
+    let models = service.list_models(&caller, input).await?;
+    Ok(Json(ModelsReply {
+        success: true,
+        models: models.into_iter().map(ModelDto::from).collect(),
+    }))
 }

@@ -6,12 +6,14 @@ mod attach;
 mod create;
 mod delete;
 mod list;
+mod models;
 mod route;
 mod update;
 
 pub use attach::{AttachRepo, DetachRepo};
 pub use create::CreateProvider;
 pub use list::ListProviders;
+pub use models::{ListModels, ModelView};
 pub use route::{ModelCache, Route};
 pub use update::UpdateProvider;
 

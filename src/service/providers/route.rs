@@ -105,7 +105,7 @@ impl Service {
 
     /// A client for configuration `row`, or `None` (logged) if it cannot be
     /// used: a wire format not spoken yet, or secrets that do not open.
-    fn connect(&self, row: &AiLlmRow) -> Option<Provider> {
+    pub(super) fn connect(&self, row: &AiLlmRow) -> Option<Provider> {
         if row.ai_type == AiType::Anthropic {
             tracing::warn!(ai_llm_id = %row.id, "Anthropic's Messages API is not spoken yet; configuration skipped");
             return None;
@@ -126,7 +126,7 @@ impl Service {
 
     /// The models configuration `row` offers (cached a minute); none if its
     /// provider fails (logged: one failing provider is not an error for all).
-    async fn models_of(&self, row: &AiLlmRow, provider: &Provider) -> Arc<Vec<String>> {
+    pub(super) async fn models_of(&self, row: &AiLlmRow, provider: &Provider) -> Arc<Vec<String>> {
         if let Some(models) = self.models.get(row) {
             return models;
         }

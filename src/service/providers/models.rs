@@ -1,0 +1,119 @@
+//! The models a repository may use, and validating a configuration: both
+//! ask the providers themselves (their model lists).
+
+use uuid::Uuid;
+
+use super::{ProviderView, may_manage_providers};
+use crate::domain::{AiType, Caller};
+use crate::error::ApiError;
+use crate::service::Service;
+use crate::store::types::now;
+
+/// `ListModels`'s input.
+#[derive(Debug, Clone)]
+pub struct ListModels {
+    pub repo_id: Uuid,
+    /// Only configurations of this kind.
+    pub ai_type: Option<AiType>,
+    /// The same filter under the platform's other name (the provider's type).
+    pub llm_type: Option<AiType>,
+}
+
+/// A model a repository may use, and the configuration that offers it.
+#[derive(Debug, Clone)]
+pub struct ModelView {
+    pub id: String,
+    pub ai_type: AiType,
+    pub ai_llm_id: Uuid,
+    /// The configuration's name.
+    pub provider: String,
+}
+
+impl Service {
+    /// The models of the configurations attached to a repository the caller
+    /// can read, in attach order; a provider that fails is left out.
+    pub async fn list_models(
+        &self,
+        caller: &Caller,
+        input: ListModels,
+    ) -> Result<Vec<ModelView>, ApiError> {
+        const FAILED: &str = "Failed to list models";
+        let not_found = || ApiError::NotFound("Repository not found".into());
+        let repo = self
+            .store
+            .find_repo(input.repo_id)
+            .await
+            .map_err(ApiError::from_store(FAILED))?
+            .filter(|r| r.org_id == caller.org_id && r.deleted_at.is_none())
+            .ok_or_else(not_found)?;
+        let workspace = repo.workspace_id.ok_or_else(not_found)?;
+        self.workspace_access(caller, workspace)
+            .await
+            .map_err(|_| not_found())?;
+        let wanted = |t: AiType| {
+            input.ai_type.is_none_or(|w| w == t) && input.llm_type.is_none_or(|w| w == t)
+        };
+        let attached = self
+            .store
+            .configurations_of_repo(repo.id)
+            .await
+            .map_err(ApiError::from_store(FAILED))?;
+        let mut models = Vec::new();
+        for row in attached.into_iter().filter(|r| wanted(r.ai_type)) {
+            let Some(provider) = self.connect(&row) else {
+                continue;
+            };
+            for id in self.models_of(&row, &provider).await.iter() {
+                models.push(ModelView {
+                    id: id.clone(),
+                    ai_type: row.ai_type,
+                    ai_llm_id: row.id,
+                    provider: row.name.clone(),
+                });
+            }
+        }
+        Ok(models)
+    }
+
+    /// Makes a real call with a configuration's stored credentials (its model
+    /// list) and records when it last succeeded; the provider's error, never
+    /// the secret, if it fails.
+    pub async fn validate_provider(&self, caller: &Caller, id: Uuid) -> Result<String, ApiError> {
+        let (row, access) = self.visible_provider(caller, id).await?;
+        may_manage_providers(caller, access)?;
+        let provider = self.connect(&row).ok_or_else(|| {
+            ApiError::FailedPrecondition(format!(
+                "{} configurations cannot be validated yet",
+                row.ai_type
+            ))
+        })?;
+        let models = provider
+            .list_models()
+            .await
+            .map_err(|e| ApiError::Upstream(e.to_string()))?;
+        self.store
+            .mark_validated(row.id, now())
+            .await
+            .map_err(ApiError::from_store(
+                "Failed to validate the AI configuration",
+            ))?;
+        Ok(format!(
+            "The provider answered: {} model(s) available",
+            models.len()
+        ))
+    }
+
+    /// The configurations the caller may see that validated and can be used.
+    pub async fn available_providers(
+        &self,
+        caller: &Caller,
+    ) -> Result<Vec<ProviderView>, ApiError> {
+        let all = self
+            .list_providers(caller, super::ListProviders::default())
+            .await?;
+        Ok(all
+            .into_iter()
+            .filter(|p| p.validated_at.is_some() && p.ai_type != AiType::Anthropic)
+            .collect())
+    }
+}
