@@ -252,7 +252,7 @@ pub async fn available_ai_llms(
     responses(
         ApiErrors,
         (status = 200, description = "The provider answered", body = ValidateReply),
-        (status = 400, description = "Invalid id, or a kind that cannot be validated yet", body = ErrorReply),
+        (status = 400, description = "Invalid id", body = ErrorReply),
         (status = 403, description = "Not an administrator of the workspace", body = ErrorReply),
         (status = 404, description = "AI configuration not found", body = ErrorReply),
         (status = 502, description = "The provider failed (its error, never the secret)", body = ErrorReply),

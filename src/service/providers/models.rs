@@ -81,11 +81,9 @@ impl Service {
     pub async fn validate_provider(&self, caller: &Caller, id: Uuid) -> Result<String, ApiError> {
         let (row, access) = self.visible_provider(caller, id).await?;
         may_manage_providers(caller, access)?;
-        let provider = self.connect(&row).ok_or_else(|| {
-            ApiError::FailedPrecondition(format!(
-                "{} configurations cannot be validated yet",
-                row.ai_type
-            ))
+        let provider = self.connect(&row).ok_or_else(|| ApiError::Internal {
+            public: "Failed to validate the AI configuration",
+            detail: format!("the secrets of AI configuration {} do not open", row.id),
         })?;
         let models = provider
             .list_models()
@@ -113,7 +111,7 @@ impl Service {
             .await?;
         Ok(all
             .into_iter()
-            .filter(|p| p.validated_at.is_some() && p.ai_type != AiType::Anthropic)
+            .filter(|p| p.validated_at.is_some())
             .collect())
     }
 }

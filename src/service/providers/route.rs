@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::domain::AiType;
 use crate::error::ApiError;
-use crate::provider::Provider;
+use crate::provider::{Provider, Wire};
 use crate::secrets::Sealed;
 use crate::service::Service;
 use crate::store::providers::AiLlmRow;
@@ -103,20 +103,21 @@ impl Service {
         )))
     }
 
-    /// A client for configuration `row`, or `None` (logged) if it cannot be
-    /// used: a wire format not spoken yet, or secrets that do not open.
+    /// A client for configuration `row`, or `None` (logged) if its secrets
+    /// do not open.
     pub(super) fn connect(&self, row: &AiLlmRow) -> Option<Provider> {
-        if row.ai_type == AiType::Anthropic {
-            tracing::warn!(ai_llm_id = %row.id, "Anthropic's Messages API is not spoken yet; configuration skipped");
-            return None;
-        }
         let (keyring, http) = (self.keyring.as_deref()?, self.tenant_http.clone()?);
         let sealed = Sealed {
             key_id: row.secrets_key_id.clone(),
             bytes: row.secret_sealed.clone(),
         };
         match keyring.open(&sealed, row.id) {
-            Ok(secret) => Some(Provider::connect(&row.endpoint, secret, http)),
+            Ok(secret) => Some(Provider::connect(
+                wire_of(row.ai_type),
+                &row.endpoint,
+                secret,
+                http,
+            )),
             Err(e) => {
                 tracing::error!(ai_llm_id = %row.id, error = %e, "a configuration's secret does not open");
                 None
@@ -141,5 +142,15 @@ impl Service {
                 Arc::default()
             }
         }
+    }
+}
+
+/// The API each kind of configuration speaks: Anthropic its own Messages
+/// API; the others OpenAI's Chat Completions (Gemini and Bedrock through their
+/// OpenAI-compatible endpoints).
+pub fn wire_of(kind: AiType) -> Wire {
+    match kind {
+        AiType::Anthropic => Wire::Anthropic,
+        AiType::OpenAi | AiType::Google | AiType::Aws | AiType::Other => Wire::OpenAi,
     }
 }

@@ -1126,3 +1126,209 @@ async fn models_validation_and_availability(db: TestDb) {
 }
 
 on_both_backends!(models_validation_and_availability);
+
+/// An Anthropic Messages API on 127.0.0.1 offering `claude-test`, answering
+/// as Anthropic documents it (plain and streamed), refusing a wrong key.
+/// Records each request's `x-api-key`, `anthropic-version` and
+/// `authorization`.
+async fn fake_anthropic() -> (String, std::sync::Arc<std::sync::Mutex<Vec<[String; 3]>>>) {
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse as _;
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<[String; 3]>>> = Default::default();
+    let check = {
+        let seen = seen.clone();
+        move |headers: &HeaderMap| {
+            let h = |n: &str| {
+                headers
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            seen.lock().expect("lock").push([
+                h("x-api-key"),
+                h("anthropic-version"),
+                h("authorization"),
+            ]);
+            h("x-api-key") == SECRET
+        }
+    };
+    let unauthorized = || {
+        (StatusCode::UNAUTHORIZED, axum::Json(json!({ "type": "error", "error": { "type": "authentication_error", "message": "invalid x-api-key" } }))).into_response()
+    };
+    let models = {
+        let check = check.clone();
+        move |headers: HeaderMap| async move {
+            if !check(&headers) {
+                return unauthorized();
+            }
+            axum::Json(json!({
+                "data": [{ "type": "model", "id": "claude-test", "display_name": "Claude Test", "created_at": "2025-02-19T00:00:00Z" }],
+                "has_more": false, "first_id": "claude-test", "last_id": "claude-test",
+            }))
+            .into_response()
+        }
+    };
+    let messages = move |headers: HeaderMap, axum::Json(body): axum::Json<Value>| async move {
+        if !check(&headers) {
+            return unauthorized();
+        }
+        if body["model"] != "claude-test" {
+            return (StatusCode::NOT_FOUND, axum::Json(json!({ "type": "error", "error": { "type": "not_found_error", "message": "model: unknown" } }))).into_response();
+        }
+        assert!(
+            body["max_tokens"].as_u64().is_some(),
+            "max_tokens is required"
+        );
+        if body["stream"] == true {
+            let events = concat!(
+                "event: message_start\n",
+                "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-test\",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":7,\"output_tokens\":1}}}\n\n",
+                "event: content_block_start\n",
+                "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+                "event: ping\n",
+                "data: {\"type\": \"ping\"}\n\n",
+                "event: content_block_delta\n",
+                "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\n",
+                "event: content_block_delta\n",
+                "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" from Claude\"}}\n\n",
+                "event: content_block_stop\n",
+                "data: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+                "event: message_delta\n",
+                "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":4}}\n\n",
+                "event: message_stop\n",
+                "data: {\"type\":\"message_stop\"}\n\n",
+            );
+            return ([("content-type", "text/event-stream")], events).into_response();
+        }
+        axum::Json(json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-test",
+            "content": [{ "type": "text", "text": "Hello from Claude" }],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": { "input_tokens": 7, "output_tokens": 4 },
+        }))
+        .into_response()
+    };
+    let app = axum::Router::new()
+        .route("/v1/models", axum::routing::get(models))
+        .route("/v1/messages", axum::routing::post(messages));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("127.0.0.1:{port}"), seen)
+}
+
+/// An ANTHROPIC configuration speaks the Messages API: its key in
+/// `x-api-key`, its usage counted, its streamed events passed on.
+async fn anthropic_configurations_speak_the_messages_api(db: TestDb) {
+    use conversation_service::pb::stream_prompt_conversation_response::Event;
+    use conversation_service::server::Config;
+    let (addr, seen) = fake_anthropic().await;
+    let mut config = Config::local();
+    config.secrets.provider_allow_private = true;
+    let app = TestApp::spawn_config(db, config).await;
+    let w = World::build(&app).await;
+    let mut body = create_body(&w, "Claude", "ANTHROPIC");
+    body["endpoint"] = json!(format!("http://{addr}"));
+    let (_, created) = rest(
+        &app,
+        &w.ws_admin,
+        reqwest::Method::POST,
+        "/ai/llm",
+        Some(body),
+    )
+    .await;
+    let llm = created["aiLlmId"].as_str().expect("id").to_owned();
+    rest(
+        &app,
+        &w.ws_admin,
+        reqwest::Method::POST,
+        &format!("/ai/llm/{llm}/repos"),
+        Some(json!({ "repoId": w.repo })),
+    )
+    .await;
+    let (_, models) = rest(
+        &app,
+        &w.reader,
+        reqwest::Method::POST,
+        "/ai/models",
+        Some(json!({ "repoId": w.repo })),
+    )
+    .await;
+    assert_eq!(models["models"][0]["id"], "claude-test");
+    assert_eq!(models["models"][0]["aiType"], "ANTHROPIC");
+    let conversation = app.create_as(&w.reader, w.repo).await;
+    let path = format!("/conversation/{conversation}/prompt");
+
+    let (status, reply) = rest(
+        &app,
+        &w.reader,
+        reqwest::Method::POST,
+        &path,
+        Some(json!({ "prompt": "hi", "model": "claude-test" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["message"]["content"], "Hello from Claude");
+    assert_eq!(reply["message"]["metadata"]["finishReason"], "end_turn");
+    assert_eq!(reply["usage"], json!({ "tokensIn": 7, "tokensOut": 4 }));
+
+    let mut events = app
+        .grpc()
+        .await
+        .stream_prompt_conversation(as_actor(
+            conversation_service::pb::StreamPromptConversationRequest {
+                conversation_id: conversation.to_string(),
+                prompt: "stream".into(),
+                model: "claude-test".into(),
+            },
+            &w.reader,
+        ))
+        .await
+        .expect("stream")
+        .into_inner();
+    let (mut deltas, mut done) = (Vec::new(), None);
+    while let Some(event) = events.message().await.expect("event") {
+        match event.event.expect("event") {
+            Event::Delta(piece) => deltas.push(piece),
+            Event::Done(turn) => done = Some(turn),
+        }
+    }
+    assert_eq!(deltas, ["Hello", " from Claude"]);
+    let done = done.expect("done");
+    assert_eq!(
+        done.assistant_message.expect("message").content,
+        "Hello from Claude"
+    );
+    assert_eq!(done.usage.expect("usage").tokens_in, 7);
+
+    let (status, reply) = rest(
+        &app,
+        &w.reader,
+        reqwest::Method::GET,
+        &format!("/conversation/{conversation}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            reply["conversation"]["tokensIn"].clone(),
+            reply["conversation"]["tokensOut"].clone()
+        ),
+        (json!("14"), json!("8"))
+    );
+    let seen = seen.lock().expect("lock").clone();
+    assert!(!seen.is_empty());
+    for [key, version, authorization] in seen {
+        assert_eq!(
+            (key.as_str(), version.as_str(), authorization.as_str()),
+            (SECRET, "2023-06-01", "")
+        );
+    }
+    app.shutdown().await;
+}
+
+on_both_backends!(anthropic_configurations_speak_the_messages_api);

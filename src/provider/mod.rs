@@ -61,9 +61,21 @@ pub enum ProviderError {
     Cancelled,
 }
 
+mod anthropic;
+
+/// The API a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// OpenAI's Chat Completions (and every OpenAI-compatible endpoint).
+    OpenAi,
+    /// Anthropic's Messages API.
+    Anthropic,
+}
+
 /// A configured provider.
 pub struct Provider {
     http: reqwest::Client,
+    wire: Wire,
     /// The API base, without a trailing slash.
     base: String,
     url: String,
@@ -158,6 +170,7 @@ impl Provider {
             .build()?;
         Ok(Some(Provider {
             http,
+            wire: Wire::OpenAi,
             base: base.trim_end_matches('/').to_owned(),
             url,
             api_key: config.api_key.clone(),
@@ -165,13 +178,23 @@ impl Provider {
         }))
     }
 
-    /// A tenant's provider at `base` (an OpenAI-compatible API), reached
-    /// through `http` (see `crate::egress::client`), any model allowed.
-    pub fn connect(base: &str, api_key: SecretString, http: reqwest::Client) -> Provider {
+    /// A tenant's provider at `base`, speaking `wire`, reached through
+    /// `http` (see `crate::egress::client`), any model allowed.
+    pub fn connect(
+        wire: Wire,
+        base: &str,
+        api_key: SecretString,
+        http: reqwest::Client,
+    ) -> Provider {
         let base = base.trim_end_matches('/').to_owned();
+        let url = match wire {
+            Wire::OpenAi => format!("{base}/chat/completions"),
+            Wire::Anthropic => format!("{base}/v1/messages"),
+        };
         Provider {
             http,
-            url: format!("{base}/chat/completions"),
+            wire,
+            url,
             base,
             api_key: Some(api_key),
             models: Vec::new(),
@@ -187,10 +210,11 @@ impl Provider {
 
     /// The models the provider offers (`GET {base}/models`).
     pub async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
-        let mut request = self.http.get(format!("{}/models", self.base));
-        if let Some(key) = &self.api_key {
-            request = request.bearer_auth(key.expose_secret());
-        }
+        let url = match self.wire {
+            Wire::OpenAi => format!("{}/models", self.base),
+            Wire::Anthropic => format!("{}/v1/models", self.base),
+        };
+        let request = self.authorized(self.http.get(url));
         let response = request.send().await.map_err(transport_error)?;
         if !response.status().is_success() {
             return Err(ProviderError::Failed(format!(
@@ -217,6 +241,9 @@ impl Provider {
     ) -> Result<Completion, ProviderError> {
         let response = self.send(model, messages, false).await?;
         let body = response.bytes().await.map_err(transport_error)?;
+        if self.wire == Wire::Anthropic {
+            return anthropic::completion(&body, model);
+        }
         let reply: ChatResponse = serde_json::from_slice(&body)
             .map_err(|e| ProviderError::Failed(format!("unreadable reply ({e})")))?;
         let choice = reply
@@ -242,6 +269,17 @@ impl Provider {
 }
 
 impl Provider {
+    /// The request with the provider's credential, as its API wants it.
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match (&self.api_key, self.wire) {
+            (None, _) => request,
+            (Some(key), Wire::OpenAi) => request.bearer_auth(key.expose_secret()),
+            (Some(key), Wire::Anthropic) => request
+                .header("x-api-key", key.expose_secret())
+                .header("anthropic-version", anthropic::VERSION),
+        }
+    }
+
     /// Posts the request; a status other than 2xx is the provider's failure.
     async fn send(
         &self,
@@ -249,16 +287,25 @@ impl Provider {
         messages: &[ChatMessage],
         stream: bool,
     ) -> Result<reqwest::Response, ProviderError> {
-        let mut request = self.http.post(&self.url).json(&ChatRequest {
-            model,
-            messages,
-            stream,
-            stream_options: stream.then(|| serde_json::json!({ "include_usage": true })),
-        });
-        if let Some(key) = &self.api_key {
-            request = request.bearer_auth(key.expose_secret());
-        }
-        let response = request.send().await.map_err(transport_error)?;
+        let request = match self.wire {
+            Wire::OpenAi => self.http.post(&self.url).json(&ChatRequest {
+                model,
+                messages,
+                stream,
+                stream_options: stream.then(|| serde_json::json!({ "include_usage": true })),
+            }),
+            Wire::Anthropic => self.http.post(&self.url).json(&anthropic::Request {
+                model,
+                max_tokens: anthropic::MAX_TOKENS,
+                messages,
+                stream,
+            }),
+        };
+        let response = self
+            .authorized(request)
+            .send()
+            .await
+            .map_err(transport_error)?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -302,53 +349,81 @@ impl Provider {
             .bytes_stream()
             .eventsource();
         let mut content = String::new();
-        let (mut id, mut answered_by, mut finish) = (None, None, None);
-        let (mut tokens_in, mut tokens_out) = (0, 0);
+        let mut state = Streamed::default();
         loop {
             let event = tokio::select! {
                 event = events.next() => event,
                 () = deltas.closed() => return Err(ProviderError::Cancelled),
             };
             let Some(event) = event else {
-                return Err(ProviderError::Failed(
-                    "the reply ended before [DONE]".into(),
-                ));
+                let end = match self.wire {
+                    Wire::OpenAi => "[DONE]",
+                    Wire::Anthropic => "message_stop",
+                };
+                return Err(ProviderError::Failed(format!(
+                    "the reply ended before {end}"
+                )));
             };
             let event = event.map_err(|e| match e {
                 EventStreamError::Transport(e) => transport_error(e),
                 other => ProviderError::Failed(format!("unreadable event stream ({other})")),
             })?;
-            if event.data.trim() == "[DONE]" {
-                break;
-            }
-            let chunk: ChatChunk = serde_json::from_str(&event.data)
-                .map_err(|e| ProviderError::Failed(format!("unreadable event ({e})")))?;
-            id = id.or(chunk.id);
-            answered_by = answered_by.or(chunk.model);
-            if let Some(usage) = chunk.usage {
-                tokens_in = usage.prompt_tokens.unwrap_or(tokens_in);
-                tokens_out = usage.completion_tokens.unwrap_or(tokens_out);
-            }
-            for choice in chunk.choices {
-                finish = finish.or(choice.finish_reason);
-                if let Some(piece) = choice.delta.and_then(|d| d.content)
-                    && !piece.is_empty()
-                {
-                    content.push_str(&piece);
-                    if deltas.send(piece).await.is_err() {
-                        return Err(ProviderError::Cancelled);
-                    }
+            let pieces = match self.wire {
+                Wire::OpenAi if event.data.trim() == "[DONE]" => break,
+                Wire::OpenAi => openai_event(&event.data, &mut state)?,
+                Wire::Anthropic => match anthropic::event(&event.data, &mut state)? {
+                    anthropic::Step::Done => break,
+                    anthropic::Step::Piece(piece) => vec![piece],
+                    anthropic::Step::Nothing => Vec::new(),
+                },
+            };
+            for piece in pieces {
+                content.push_str(&piece);
+                if deltas.send(piece).await.is_err() {
+                    return Err(ProviderError::Cancelled);
                 }
             }
         }
         Ok(Completion {
             content,
-            model: answered_by.unwrap_or_else(|| model.to_owned()),
-            tokens_in,
-            tokens_out,
-            metadata: serde_json::json!({ "providerId": id, "finishReason": finish }),
+            model: state.model.unwrap_or_else(|| model.to_owned()),
+            tokens_in: state.tokens_in,
+            tokens_out: state.tokens_out,
+            metadata: serde_json::json!({ "providerId": state.id, "finishReason": state.finish }),
         })
     }
+}
+
+/// What a streamed reply has said so far, whatever the API.
+#[derive(Default)]
+struct Streamed {
+    id: Option<String>,
+    model: Option<String>,
+    finish: Option<String>,
+    tokens_in: u64,
+    tokens_out: u64,
+}
+
+/// Reads one streamed Chat Completions chunk into `state`; its pieces.
+fn openai_event(data: &str, state: &mut Streamed) -> Result<Vec<String>, ProviderError> {
+    let chunk: ChatChunk = serde_json::from_str(data)
+        .map_err(|e| ProviderError::Failed(format!("unreadable event ({e})")))?;
+    state.id = state.id.take().or(chunk.id);
+    state.model = state.model.take().or(chunk.model);
+    if let Some(usage) = chunk.usage {
+        state.tokens_in = usage.prompt_tokens.unwrap_or(state.tokens_in);
+        state.tokens_out = usage.completion_tokens.unwrap_or(state.tokens_out);
+    }
+    let mut pieces = Vec::new();
+    for choice in chunk.choices {
+        state.finish = state.finish.take().or(choice.finish_reason);
+        if let Some(piece) = choice.delta.and_then(|d| d.content)
+            && !piece.is_empty()
+        {
+            pieces.push(piece);
+        }
+    }
+    Ok(pieces)
 }
 
 fn transport_error(e: reqwest::Error) -> ProviderError {
