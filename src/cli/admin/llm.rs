@@ -28,29 +28,54 @@ pub struct Acting {
     pub secrets: SecretsArgs,
 }
 
+/// `admin llm create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    acting: Acting,
+    #[arg(long)]
+    workspace: Uuid,
+    #[arg(long)]
+    name: String,
+    /// OPENAI, GOOGLE, ANTHROPIC, AWS or OTHER.
+    #[arg(long = "type")]
+    ai_type: String,
+    #[arg(long)]
+    endpoint: String,
+    /// The variable holding the API key.
+    #[arg(long, default_value = "PROVIDER_SECRET")]
+    secret_env: String,
+    /// The variable holding an access key (AWS), if any.
+    #[arg(long)]
+    key_env: Option<String>,
+}
+
+/// `admin llm update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    acting: Acting,
+    #[arg(long)]
+    id: Uuid,
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long = "type")]
+    ai_type: Option<String>,
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// A variable holding a new API key.
+    #[arg(long)]
+    secret_env: Option<String>,
+    /// A variable holding a new access key.
+    #[arg(long)]
+    key_env: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum LlmCommand {
     /// Connect a provider to a workspace; prints its id. The API key is read
     /// from the environment variable --secret-env names, never from the command line.
-    Create {
-        #[command(flatten)]
-        acting: Acting,
-        #[arg(long)]
-        workspace: Uuid,
-        #[arg(long)]
-        name: String,
-        /// OPENAI, GOOGLE, ANTHROPIC, AWS or OTHER.
-        #[arg(long = "type")]
-        ai_type: String,
-        #[arg(long)]
-        endpoint: String,
-        /// The variable holding the API key.
-        #[arg(long, default_value = "PROVIDER_SECRET")]
-        secret_env: String,
-        /// The variable holding an access key (AWS), if any.
-        #[arg(long)]
-        key_env: Option<String>,
-    },
+    Create(CreateArgs),
     /// Print the configurations the user sees, one JSON object per line.
     List {
         #[command(flatten)]
@@ -59,24 +84,7 @@ pub enum LlmCommand {
         workspace: Option<Uuid>,
     },
     /// Change a configuration's name, type, endpoint or credentials.
-    Update {
-        #[command(flatten)]
-        acting: Acting,
-        #[arg(long)]
-        id: Uuid,
-        #[arg(long)]
-        name: Option<String>,
-        #[arg(long = "type")]
-        ai_type: Option<String>,
-        #[arg(long)]
-        endpoint: Option<String>,
-        /// A variable holding a new API key.
-        #[arg(long)]
-        secret_env: Option<String>,
-        /// A variable holding a new access key.
-        #[arg(long)]
-        key_env: Option<String>,
-    },
+    Update(UpdateArgs),
     /// Delete a configuration (refused while repositories use it).
     Delete {
         #[command(flatten)]
@@ -148,26 +156,7 @@ fn cli_context() -> RequestContext {
 pub async fn run(store: &Store, cmd: LlmCommand) -> anyhow::Result<()> {
     let ctx = cli_context();
     match cmd {
-        LlmCommand::Create {
-            acting,
-            workspace,
-            name,
-            ai_type,
-            endpoint,
-            secret_env,
-            key_env,
-        } => {
-            let (service, caller) = service_as(store, &acting).await?;
-            let input = CreateProvider {
-                workspace_id: workspace,
-                name: providers::provider_name(Some(name))?,
-                ai_type: providers::ai_type(Some(&ai_type))?,
-                endpoint,
-                key: key_env.as_deref().map(from_env).transpose()?,
-                secret: from_env(&secret_env)?,
-            };
-            emit(service.create_provider(&caller, input, &ctx).await?)
-        }
+        LlmCommand::Create(args) => create(store, args, &ctx).await,
         LlmCommand::List { acting, workspace } => {
             let (service, caller) = service_as(store, &acting).await?;
             let input = ListProviders {
@@ -186,33 +175,7 @@ pub async fn run(store: &Store, cmd: LlmCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        LlmCommand::Update {
-            acting,
-            id,
-            name,
-            ai_type,
-            endpoint,
-            secret_env,
-            key_env,
-        } => {
-            let (service, caller) = service_as(store, &acting).await?;
-            let input = UpdateProvider {
-                id,
-                name: name
-                    .map(|n| providers::provider_name(Some(n)))
-                    .transpose()?,
-                ai_type: ai_type
-                    .as_deref()
-                    .map(|t| providers::ai_type(Some(t)))
-                    .transpose()?,
-                endpoint,
-                key: key_env.as_deref().map(from_env).transpose()?,
-                secret: secret_env.as_deref().map(from_env).transpose()?,
-            };
-            service.update_provider(&caller, input, &ctx).await?;
-            eprintln!("AI configuration {id} updated");
-            Ok(())
-        }
+        LlmCommand::Update(args) => update(store, args, &ctx).await,
         LlmCommand::Delete { acting, id } => {
             let (service, caller) = service_as(store, &acting).await?;
             service.delete_provider(&caller, id, &ctx).await?;
@@ -234,6 +197,59 @@ pub async fn run(store: &Store, cmd: LlmCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `admin llm create`.
+async fn create(store: &Store, args: CreateArgs, ctx: &RequestContext) -> anyhow::Result<()> {
+    let CreateArgs {
+        acting,
+        workspace,
+        name,
+        ai_type,
+        endpoint,
+        secret_env,
+        key_env,
+    } = args;
+    let (service, caller) = service_as(store, &acting).await?;
+    let input = CreateProvider {
+        workspace_id: workspace,
+        name: providers::provider_name(Some(name))?,
+        ai_type: providers::ai_type(Some(&ai_type))?,
+        endpoint,
+        key: key_env.as_deref().map(from_env).transpose()?,
+        secret: from_env(&secret_env)?,
+    };
+    emit(service.create_provider(&caller, input, ctx).await?)
+}
+
+/// `admin llm update`.
+async fn update(store: &Store, args: UpdateArgs, ctx: &RequestContext) -> anyhow::Result<()> {
+    let UpdateArgs {
+        acting,
+        id,
+        name,
+        ai_type,
+        endpoint,
+        secret_env,
+        key_env,
+    } = args;
+    let (service, caller) = service_as(store, &acting).await?;
+    let input = UpdateProvider {
+        id,
+        name: name
+            .map(|n| providers::provider_name(Some(n)))
+            .transpose()?,
+        ai_type: ai_type
+            .as_deref()
+            .map(|t| providers::ai_type(Some(t)))
+            .transpose()?,
+        endpoint,
+        key: key_env.as_deref().map(from_env).transpose()?,
+        secret: secret_env.as_deref().map(from_env).transpose()?,
+    };
+    service.update_provider(&caller, input, ctx).await?;
+    eprintln!("AI configuration {id} updated");
+    Ok(())
 }
 
 /// `admin secrets rotate`.

@@ -63,33 +63,7 @@ impl Service {
             ..AiLlmChanges::default()
         };
         if input.key.is_some() || input.secret.is_some() {
-            // Both sealed values carry one key id: re-seal what is kept with
-            // the current key too.
-            let keyring = self.keyring()?;
-            let open = |bytes: Vec<u8>| {
-                let sealed = crate::secrets::Sealed {
-                    key_id: row.secrets_key_id.clone(),
-                    bytes,
-                };
-                keyring
-                    .open(&sealed, row.id)
-                    .map_err(|e| ApiError::Internal {
-                        public: "Failed to update the AI configuration",
-                        detail: e.to_string(),
-                    })
-            };
-            let key = match input.key {
-                Some(key) => Some(key),
-                None => row.key_sealed.clone().map(open).transpose()?,
-            };
-            let secret = match input.secret {
-                Some(secret) => secret,
-                None => open(row.secret_sealed.clone())?,
-            };
-            let (key, secret) = super::seal_pair(keyring, row.id, key.as_ref(), &secret);
-            changes.key_sealed = Some(key.map(|k| k.bytes));
-            changes.secrets_key_id = Some(secret.key_id);
-            changes.secret_sealed = Some(secret.bytes);
+            self.reseal(&row, input.key, input.secret, &mut changes)?;
         }
         if changes.endpoint.is_some() || changes.secret_sealed.is_some() {
             changes.validated_at = Some(None);
@@ -129,5 +103,43 @@ impl Service {
                 "Failed to update the AI configuration",
             )(e)),
         }
+    }
+
+    /// Seals new credentials into `changes`. Both sealed values carry one key
+    /// id, so the one that is kept is opened and sealed again with the
+    /// current key too.
+    fn reseal(
+        &self,
+        row: &crate::store::providers::AiLlmRow,
+        new_key: Option<SecretString>,
+        new_secret: Option<SecretString>,
+        changes: &mut AiLlmChanges,
+    ) -> Result<(), ApiError> {
+        let keyring = self.keyring()?;
+        let open = |bytes: Vec<u8>| {
+            let sealed = crate::secrets::Sealed {
+                key_id: row.secrets_key_id.clone(),
+                bytes,
+            };
+            keyring
+                .open(&sealed, row.id)
+                .map_err(|e| ApiError::Internal {
+                    public: "Failed to update the AI configuration",
+                    detail: e.to_string(),
+                })
+        };
+        let key = match new_key {
+            Some(key) => Some(key),
+            None => row.key_sealed.clone().map(open).transpose()?,
+        };
+        let secret = match new_secret {
+            Some(secret) => secret,
+            None => open(row.secret_sealed.clone())?,
+        };
+        let (key, secret) = super::seal_pair(keyring, row.id, key.as_ref(), &secret);
+        changes.key_sealed = Some(key.map(|k| k.bytes));
+        changes.secrets_key_id = Some(secret.key_id);
+        changes.secret_sealed = Some(secret.bytes);
+        Ok(())
     }
 }
