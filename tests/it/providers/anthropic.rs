@@ -1,0 +1,120 @@
+//! ANTHROPIC configurations speak the Messages API.
+
+use serde_json::json;
+
+use super::*;
+use crate::harness::{TestApp, TestDb, World, as_actor};
+use crate::on_both_backends;
+
+/// An ANTHROPIC configuration speaks the Messages API: its key in
+/// `x-api-key`, its usage counted, its streamed events passed on.
+async fn anthropic_configurations_speak_the_messages_api(db: TestDb) {
+    use conversation_service::pb::stream_prompt_conversation_response::Event;
+    use conversation_service::server::Config;
+    let (addr, seen) = fake_anthropic().await;
+    let mut config = Config::local();
+    config.secrets.provider_allow_private = true;
+    let app = TestApp::spawn_config(db, config).await;
+    let w = World::build(&app).await;
+    let mut body = create_body(&w, "Claude", "ANTHROPIC");
+    body["endpoint"] = json!(format!("http://{addr}"));
+    let (_, created) = rest(
+        &app,
+        &w.ws_admin,
+        reqwest::Method::POST,
+        "/ai/llm",
+        Some(body),
+    )
+    .await;
+    let llm = created["aiLlmId"].as_str().expect("id").to_owned();
+    rest(
+        &app,
+        &w.ws_admin,
+        reqwest::Method::POST,
+        &format!("/ai/llm/{llm}/repos"),
+        Some(json!({ "repoId": w.repo })),
+    )
+    .await;
+    let (_, models) = rest(
+        &app,
+        &w.reader,
+        reqwest::Method::POST,
+        "/ai/models",
+        Some(json!({ "repoId": w.repo })),
+    )
+    .await;
+    assert_eq!(models["models"][0]["id"], "claude-test");
+    assert_eq!(models["models"][0]["aiType"], "ANTHROPIC");
+    let conversation = app.create_as(&w.reader, w.repo).await;
+    let path = format!("/conversation/{conversation}/prompt");
+
+    let (status, reply) = rest(
+        &app,
+        &w.reader,
+        reqwest::Method::POST,
+        &path,
+        Some(json!({ "prompt": "hi", "model": "claude-test" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["message"]["content"], "Hello from Claude");
+    assert_eq!(reply["message"]["metadata"]["finishReason"], "end_turn");
+    assert_eq!(reply["usage"], json!({ "tokensIn": 7, "tokensOut": 4 }));
+
+    let mut events = app
+        .grpc()
+        .await
+        .stream_prompt_conversation(as_actor(
+            conversation_service::pb::StreamPromptConversationRequest {
+                conversation_id: conversation.to_string(),
+                prompt: "stream".into(),
+                model: "claude-test".into(),
+            },
+            &w.reader,
+        ))
+        .await
+        .expect("stream")
+        .into_inner();
+    let (mut deltas, mut done) = (Vec::new(), None);
+    while let Some(event) = events.message().await.expect("event") {
+        match event.event.expect("event") {
+            Event::Delta(piece) => deltas.push(piece),
+            Event::Done(turn) => done = Some(turn),
+        }
+    }
+    assert_eq!(deltas, ["Hello", " from Claude"]);
+    let done = done.expect("done");
+    assert_eq!(
+        done.assistant_message.expect("message").content,
+        "Hello from Claude"
+    );
+    assert_eq!(done.usage.expect("usage").tokens_in, 7);
+
+    let (status, reply) = rest(
+        &app,
+        &w.reader,
+        reqwest::Method::GET,
+        &format!("/conversation/{conversation}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            reply["conversation"]["tokensIn"].clone(),
+            reply["conversation"]["tokensOut"].clone()
+        ),
+        (json!("14"), json!("8"))
+    );
+    let seen = seen.lock().expect("lock").clone();
+    assert!(!seen.is_empty());
+    for [key, version, authorization] in seen {
+        assert_eq!(
+            (key.as_str(), version.as_str(), authorization.as_str()),
+            (SECRET, "2023-06-01", "")
+        );
+    }
+    app.shutdown().await;
+}
+
+on_both_backends!(anthropic_configurations_speak_the_messages_api);
