@@ -54,8 +54,10 @@ impl Modify for BearerAuth {
     }
 }
 
-/// An update must change something: `minProperties: 1` on its body (utoipa
-/// has no container attribute for it).
+/// An update must change something: `minProperties: 1` and no other
+/// properties on its body, in the document (utoipa has no container
+/// attribute for them; the route itself ignores unknown fields, as the
+/// platform's client sends some).
 struct UpdateNeedsAField;
 
 impl Modify for UpdateNeedsAField {
@@ -67,6 +69,9 @@ impl Modify for UpdateNeedsAField {
             .and_then(|c| c.schemas.get_mut("UpdateAiLlmBody"));
         if let Some(RefOr::T(Schema::Object(body))) = schema {
             body.min_properties = Some(1);
+            body.additional_properties = Some(Box::new(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+            ));
         }
     }
 }

@@ -263,6 +263,10 @@ async fn make_pg_template() -> Result<String, String> {
         .await
         .map_err(|e| err(&e))?;
         for stale in old {
+            // A template must stop being one before it can be dropped.
+            let _ = admin
+                .batch_execute(&format!("ALTER DATABASE {stale} IS_TEMPLATE false"))
+                .await;
             let _ = admin
                 .batch_execute(&format!("DROP DATABASE IF EXISTS {stale} WITH (FORCE)"))
                 .await;

@@ -66,7 +66,21 @@ async fn metrics(db: TestDb) {
         assert_eq!(res.status(), 404);
     }
 
-    let text = scrape(&app, &app.base).await;
+    // Background work (the health watcher's ping, a token's last-use stamp)
+    // may hold the pool's connections for a moment: scrape once it has let
+    // them go (within 2 s), so the pool figures below are not a race.
+    let mut text = scrape(&app, &app.base).await;
+    for _ in 0..40 {
+        let idle = sample(
+            &text,
+            r#"conversation_service_db_pool_connections{state="idle"}"#,
+        );
+        if idle.is_some_and(|n| n >= 1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        text = scrape(&app, &app.base).await;
+    }
     let count =
         |series: &str| sample(&text, series).unwrap_or_else(|| panic!("{series} in\n{text}"));
     let create = "/flashback.conversation.v1.ConversationService/CreateConversation";

@@ -33,14 +33,17 @@ pub struct MessagesQuery {
     pub skip: Option<QueryInt>,
 }
 
-/// A prompt's turn: the assistant's message, the user's, and the usage.
+/// A prompt's turn: the assistant's reply text (the platform client's
+/// `SendPromptResponse.message`), both stored messages, and the usage.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PromptReply {
     /// Always `true`.
     pub success: bool,
-    /// The assistant's reply, as stored.
-    pub message: MessageDto,
+    /// The assistant's reply text.
+    pub message: String,
+    /// The assistant's message, as stored.
+    pub assistant_message: MessageDto,
     /// The prompt, as stored.
     pub user_message: MessageDto,
     pub usage: UsageDto,
@@ -50,7 +53,8 @@ impl From<Turn> for PromptReply {
     fn from(turn: Turn) -> Self {
         PromptReply {
             success: true,
-            message: turn.assistant_message.into(),
+            message: turn.assistant_message.content.clone(),
+            assistant_message: turn.assistant_message.into(),
             user_message: turn.user_message.into(),
             usage: UsageDto {
                 tokens_in: turn.tokens_in,

@@ -50,9 +50,10 @@ pub struct CreateAiLlmBody {
     pub workspace_id: JsonText,
 }
 
-/// `PUT /ai/llm/{id}`: at least one of these.
+/// `PUT /ai/llm/{id}`: at least one of these (other fields, such as the
+/// client's `apiKeyUuid`, are ignored).
 #[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct UpdateAiLlmBody {
     #[serde(default)]
     #[schema(value_type = String, min_length = 1, max_length = 200, pattern = r"\S")]

@@ -24,14 +24,20 @@ async fn turns_are_stored(db: TestDb) {
     .await;
     assert_eq!(status, 200, "{first}");
     assert_eq!(first["success"], true);
-    assert_eq!(first["message"]["role"], "assistant");
+    // The platform client's SendPromptResponse: `message` is the reply
+    // text; the stored messages travel in their own fields.
+    assert_eq!(first["message"], "echo: How do I add a route?\nWith axum.");
+    assert_eq!(first["assistantMessage"]["role"], "assistant");
     assert_eq!(
-        first["message"]["content"],
+        first["assistantMessage"]["content"],
         "echo: How do I add a route?\nWith axum."
     );
-    assert_eq!(first["message"]["model"], "echo-2026");
-    assert_eq!(first["message"]["tokenCount"], 7);
-    assert_eq!(first["message"]["metadata"]["finishReason"], "stop");
+    assert_eq!(first["assistantMessage"]["model"], "echo-2026");
+    assert_eq!(first["assistantMessage"]["tokenCount"], 7);
+    assert_eq!(
+        first["assistantMessage"]["metadata"]["finishReason"],
+        "stop"
+    );
     assert_eq!(first["userMessage"]["role"], "user");
     assert_eq!(first["userMessage"]["tokenCount"], 10);
     assert_eq!(first["usage"], json!({ "tokensIn": 10, "tokensOut": 7 }));

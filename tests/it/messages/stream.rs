@@ -86,7 +86,11 @@ async fn streamed_turns(db: TestDb) {
     let (kind, done) = rest[0];
     assert_eq!(kind, "done");
     assert_eq!(done["success"], true);
-    assert_eq!(done["message"]["content"], "echo: stream me please");
+    assert_eq!(done["message"], "echo: stream me please");
+    assert_eq!(
+        done["assistantMessage"]["content"],
+        "echo: stream me please"
+    );
     assert_eq!(done["usage"], json!({ "tokensIn": 11, "tokensOut": 4 }));
     let (_, listed) = messages_rest(&app, &w.reader, id, "").await;
     assert_eq!(listed["total"], 2);

@@ -57,8 +57,11 @@ async fn anthropic_configurations_speak_the_messages_api(db: TestDb) {
     )
     .await;
     assert_eq!(status, 200, "{reply}");
-    assert_eq!(reply["message"]["content"], "Hello from Claude");
-    assert_eq!(reply["message"]["metadata"]["finishReason"], "end_turn");
+    assert_eq!(reply["assistantMessage"]["content"], "Hello from Claude");
+    assert_eq!(
+        reply["assistantMessage"]["metadata"]["finishReason"],
+        "end_turn"
+    );
     assert_eq!(reply["usage"], json!({ "tokensIn": 7, "tokensOut": 4 }));
 
     let mut events = app

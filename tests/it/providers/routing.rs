@@ -64,10 +64,13 @@ async fn prompts_go_to_the_repository_provider(db: TestDb) {
     )
     .await;
     assert_eq!(status, 200, "{reply}");
-    assert_eq!(reply["message"]["content"], "routed!");
-    assert_eq!(reply["message"]["metadata"]["aiLlmId"], llm.as_str());
-    assert_eq!(reply["message"]["metadata"]["aiType"], "OTHER");
-    assert_eq!(reply["message"]["metadata"]["host"], "127.0.0.1");
+    assert_eq!(reply["assistantMessage"]["content"], "routed!");
+    assert_eq!(
+        reply["assistantMessage"]["metadata"]["aiLlmId"],
+        llm.as_str()
+    );
+    assert_eq!(reply["assistantMessage"]["metadata"]["aiType"], "OTHER");
+    assert_eq!(reply["assistantMessage"]["metadata"]["host"], "127.0.0.1");
     // gRPC, plain.
     let turn = app
         .grpc()
