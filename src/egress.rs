@@ -5,9 +5,10 @@
 //!
 //! The check applies to the address actually connected to: [`client`] gives a
 //! reqwest client whose DNS resolver drops refused addresses (so a name that
-//! resolves to a private address, DNS rebinding included, gets none), whose
-//! redirects are checked the same way, and [`check_url`] refuses an IP
-//! literal (which reqwest does not resolve) before any request.
+//! resolves to a private address, DNS rebinding included, gets none), that
+//! follows no redirect and uses no proxy, and [`check_url`] refuses an IP
+//! literal (which reqwest does not resolve) before any request, also when a
+//! stored endpoint is used.
 //! `--provider-allow-private` lifts all of it, for a local Ollama or vLLM.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -24,6 +25,8 @@ pub enum EndpointError {
     Malformed,
     #[error("endpoint must not carry a user name or password")]
     Credentials,
+    #[error("endpoint must not carry a query or fragment (give secrets in secret or key)")]
+    Query,
     #[error("endpoint reaches a private, loopback, link-local or otherwise internal address")]
     Internal,
 }
@@ -58,6 +61,10 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         return is_public_v4(v4);
     }
     let s = ip.segments();
+    if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
+        // local-use NAT64 (64:ff9b:1::/48)
+        return false;
+    }
     if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0; 4] {
         // NAT64 (64:ff9b::/96)
         let [h, l] = [s[6], s[7]];
@@ -84,6 +91,8 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (s[0] & 0xffc0) == 0xfe80 // link-local
         || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+        || (s[0] == 0x2001 && s[1] == 0) // Teredo (2001::/32)
+        || (s[0] == 0x0100 && s[1..4] == [0; 3]) // discard (100::/64)
         || s[..6] == [0; 6]) // IPv4-compatible (deprecated) and the like
 }
 
@@ -96,6 +105,9 @@ pub fn check_url(endpoint: &str, allow_private: bool) -> Result<Url, EndpointErr
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(EndpointError::Credentials);
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(EndpointError::Query);
     }
     let host = url.host().ok_or(EndpointError::Malformed)?;
     let literal = match host {
@@ -127,32 +139,21 @@ impl reqwest::dns::Resolve for GuardedResolver {
     }
 }
 
-/// Whether a redirect may be followed: to an http(s) URL that
-/// [`check_url`] allows (a name is checked again when connected).
-fn redirect_allowed(url: &Url, allow_private: bool) -> bool {
-    check_url(url.as_str(), allow_private).is_ok()
-}
-
-/// A client for tenants' endpoints: the resolver and the redirect checks
-/// above (at most 5 redirects), unless `allow_private`.
+/// A client for tenants' endpoints: no redirects followed (a redirect would
+/// carry the prompt, and headers such as `x-api-key`, to another host), no
+/// proxy from the environment (a proxy would resolve names past the guard),
+/// and, unless `allow_private`, the resolver above.
 pub fn client(timeout: Duration, allow_private: bool) -> reqwest::Result<reqwest::Client> {
     let builder = reqwest::Client::builder()
         .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(10)));
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy();
     if allow_private {
         return builder.build();
     }
     builder
         .dns_resolver(std::sync::Arc::new(GuardedResolver))
-        .redirect(reqwest::redirect::Policy::custom(|attempt| {
-            if attempt.previous().len() >= 5 {
-                attempt.error("too many redirects")
-            } else if redirect_allowed(attempt.url(), false) {
-                attempt.follow()
-            } else {
-                attempt.error(EndpointError::Internal)
-            }
-        }))
         .build()
 }
 
@@ -188,6 +189,9 @@ mod tests {
             "64:ff9b::a00:1",
             "2002:7f00:1::",
             "2001:db8::1",
+            "64:ff9b:1::a00:1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "100::1",
         ];
         for ip in refused {
             assert!(!is_public(ip.parse().expect(ip)), "{ip} must be refused");
@@ -222,6 +226,10 @@ mod tests {
         assert_eq!(
             check_url("https://user:pw@example.com", false),
             Err(EndpointError::Credentials)
+        );
+        assert_eq!(
+            check_url("https://example.com/v1?key=secret", false),
+            Err(EndpointError::Query)
         );
         for internal in [
             "http://127.0.0.1:11434/v1",
@@ -263,13 +271,5 @@ mod tests {
             .await
             .expect("body");
         assert_eq!(body, "inside");
-    }
-
-    #[test]
-    fn redirects_to_internal_literals_are_not_followed() {
-        let url = |s: &str| Url::parse(s).expect("url");
-        assert!(!redirect_allowed(&url("http://169.254.169.254/"), false));
-        assert!(!redirect_allowed(&url("file:///etc/passwd"), false));
-        assert!(redirect_allowed(&url("https://example.com/next"), false));
     }
 }

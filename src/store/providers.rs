@@ -395,12 +395,23 @@ impl Store {
         .await
     }
 
-    /// Records that configuration `id` answered a validation at `at`.
-    pub async fn mark_validated(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError> {
+    /// Records that configuration `id`, as it was at `version` (its
+    /// `updated_at`), answered a validation at `at`; one changed since is
+    /// left unvalidated.
+    pub async fn mark_validated(
+        &self,
+        id: Uuid,
+        version: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         self.run(move |conn| {
             async move {
-                let update = diesel::update(ai_llms::table.filter(ai_llms::id.eq(SqlUuid(id))))
-                    .set(ai_llms::validated_at.eq(Some(SqlTime(at))));
+                let update = diesel::update(
+                    ai_llms::table
+                        .filter(ai_llms::id.eq(SqlUuid(id)))
+                        .filter(ai_llms::updated_at.eq(SqlTime(version))),
+                )
+                .set(ai_llms::validated_at.eq(Some(SqlTime(at))));
                 write_tx!(&mut *conn, |c| {
                     update.execute(c).await?;
                     Ok(())

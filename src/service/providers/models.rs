@@ -90,7 +90,7 @@ impl Service {
             .await
             .map_err(|e| ApiError::Upstream(e.to_string()))?;
         self.store
-            .mark_validated(row.id, now())
+            .mark_validated(row.id, row.updated_at, now())
             .await
             .map_err(ApiError::from_store(
                 "Failed to validate the AI configuration",

@@ -103,10 +103,15 @@ impl Service {
         )))
     }
 
-    /// A client for configuration `row`, or `None` (logged) if its secrets
-    /// do not open.
+    /// A client for configuration `row`, or `None` (logged) if its endpoint
+    /// is refused or its secrets do not open.
     pub(super) fn connect(&self, row: &AiLlmRow) -> Option<Provider> {
         let (keyring, http) = (self.keyring.as_deref()?, self.tenant_http.clone()?);
+        // Stored while private endpoints were allowed, perhaps: checked again.
+        if let Err(e) = crate::egress::check_url(&row.endpoint, self.allow_private) {
+            tracing::warn!(ai_llm_id = %row.id, reason = %e, "configuration's endpoint refused");
+            return None;
+        }
         let sealed = Sealed {
             key_id: row.secrets_key_id.clone(),
             bytes: row.secret_sealed.clone(),

@@ -54,6 +54,14 @@ impl Service {
             .transpose()?;
         let (row, access) = self.visible_provider(caller, input.id).await?;
         may_manage_providers(caller, access)?;
+        // The stored secret goes wherever the endpoint points: moving it (or
+        // changing the API it is sent to) takes the secret again, so that
+        // whoever may edit a configuration cannot send its key elsewhere.
+        if (input.endpoint.is_some() || input.ai_type.is_some()) && input.secret.is_none() {
+            return Err(ApiError::InvalidArgument(
+                "Changing endpoint or aiType needs the secret again".into(),
+            ));
+        }
         let at = now();
         let mut changes = AiLlmChanges {
             name: input.name.clone(),
@@ -65,7 +73,10 @@ impl Service {
         if input.key.is_some() || input.secret.is_some() {
             self.reseal(&row, input.key, input.secret, &mut changes)?;
         }
-        if changes.endpoint.is_some() || changes.secret_sealed.is_some() {
+        if changes.endpoint.is_some()
+            || changes.ai_type.is_some()
+            || changes.secret_sealed.is_some()
+        {
             changes.validated_at = Some(None);
         }
         let mut data = serde_json::Map::new();

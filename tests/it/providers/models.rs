@@ -179,13 +179,31 @@ async fn models_validation_and_availability(db: TestDb) {
         .collect();
     assert_eq!(names, ["Local"]);
 
-    // A new endpoint must validate again.
+    // Moving the endpoint takes the secret again (else whoever may edit a
+    // configuration could send its key elsewhere); then it must validate again.
+    let moved = json!({ "endpoint": format!("http://{addr}/v1/") });
+    let (status, body) = rest(
+        &app,
+        &w.ws_admin,
+        reqwest::Method::PUT,
+        &format!("/ai/llm/{local}"),
+        Some(moved),
+    )
+    .await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (
+            400,
+            Some("Changing endpoint or aiType needs the secret again")
+        )
+    );
+    let moved = json!({ "endpoint": format!("http://{addr}/v1/"), "secret": SECRET });
     let (status, _) = rest(
         &app,
         &w.ws_admin,
         reqwest::Method::PUT,
         &format!("/ai/llm/{local}"),
-        Some(json!({ "endpoint": format!("http://{addr}/v1/") })),
+        Some(moved),
     )
     .await;
     assert_eq!(status, 200);
