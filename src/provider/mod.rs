@@ -222,7 +222,7 @@ impl Provider {
                 response.status().as_u16()
             )));
         }
-        let body = response.bytes().await.map_err(transport_error)?;
+        let body = read_capped(response).await?;
         let list: ModelList = serde_json::from_slice(&body)
             .map_err(|e| ProviderError::Failed(format!("unreadable model list ({e})")))?;
         Ok(list.data.into_iter().map(|m| m.id).collect())
@@ -240,7 +240,7 @@ impl Provider {
         messages: &[ChatMessage],
     ) -> Result<Completion, ProviderError> {
         let response = self.send(model, messages, false).await?;
-        let body = response.bytes().await.map_err(transport_error)?;
+        let body = read_capped(response).await?;
         if self.wire == Wire::Anthropic {
             return anthropic::completion(&body, model);
         }
@@ -313,7 +313,7 @@ impl Provider {
         if status == reqwest::StatusCode::NOT_FOUND {
             return Err(ProviderError::UnknownModel);
         }
-        let body = response.bytes().await.map_err(transport_error)?;
+        let body = read_capped(response).await?;
         let detail = serde_json::from_slice::<ErrorBody>(&body)
             .ok()
             .and_then(|b| b.error)
@@ -378,6 +378,9 @@ impl Provider {
                 },
             };
             for piece in pieces {
+                if content.len() + piece.len() > MAX_REPLY_BYTES {
+                    return Err(too_large());
+                }
                 content.push_str(&piece);
                 if deltas.send(piece).await.is_err() {
                     return Err(ProviderError::Cancelled);
@@ -424,6 +427,32 @@ fn openai_event(data: &str, state: &mut Streamed) -> Result<Vec<String>, Provide
         }
     }
     Ok(pieces)
+}
+
+/// The most a provider's reply may hold (a tenant's endpoint is untrusted:
+/// it must not be able to fill the service's memory).
+const MAX_REPLY_BYTES: usize = 8 * 1024 * 1024;
+
+fn too_large() -> ProviderError {
+    ProviderError::Failed("the reply is larger than 8 MiB".into())
+}
+
+/// A reply's body, read up to [`MAX_REPLY_BYTES`].
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, ProviderError> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_REPLY_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+        if body.len() + chunk.len() > MAX_REPLY_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn transport_error(e: reqwest::Error) -> ProviderError {
@@ -491,6 +520,17 @@ mod tests {
             seen.push(piece);
         }
         assert_eq!(seen, ["Hel", "lo"]);
+    }
+
+    #[tokio::test]
+    async fn replies_larger_than_the_cap_are_refused() {
+        let huge: &'static str = Box::leak("x".repeat(MAX_REPLY_BYTES + 1).into_boxed_str());
+        let provider = fake(huge).await;
+        let failed = provider.complete("m", &[]).await;
+        assert!(
+            matches!(&failed, Err(ProviderError::Failed(why)) if why.contains("larger than 8 MiB")),
+            "{failed:?}"
+        );
     }
 
     #[tokio::test]
