@@ -1,5 +1,7 @@
 //! Listing the configurations a caller may see.
 
+use std::collections::HashMap;
+
 use uuid::Uuid;
 
 use super::ProviderView;
@@ -30,18 +32,20 @@ impl Service {
             .list_ai_llms(caller.org_id, member, input.workspace_id)
             .await
             .map_err(ApiError::from_store(FAILED))?;
-        let mut repos = self
+        let repos = self
             .store
             .attached_repos(rows.iter().map(|r| r.id).collect())
             .await
             .map_err(ApiError::from_store(FAILED))?;
+        let mut by_config: HashMap<Uuid, Vec<_>> = HashMap::new();
+        for repo in repos {
+            by_config.entry(repo.ai_llm_id).or_default().push(repo);
+        }
         Ok(rows
             .into_iter()
             .map(|row| {
-                let (mine, rest): (Vec<_>, Vec<_>) =
-                    repos.drain(..).partition(|r| r.ai_llm_id == row.id);
-                repos = rest;
-                ProviderView::of(row, mine)
+                let repos = by_config.remove(&row.id).unwrap_or_default();
+                ProviderView::of(row, repos)
             })
             .collect())
     }

@@ -3,38 +3,17 @@
 use serde_json::json;
 
 use super::*;
-use crate::harness::{TestApp, TestDb, World, as_actor};
+use crate::harness::{TestDb, World, as_actor};
 use crate::on_both_backends;
 
 /// An ANTHROPIC configuration speaks the Messages API: its key in
 /// `x-api-key`, its usage counted, its streamed events passed on.
 async fn anthropic_configurations_speak_the_messages_api(db: TestDb) {
     use conversation_service::pb::stream_prompt_conversation_response::Event;
-    use conversation_service::server::Config;
     let (addr, seen) = fake_anthropic().await;
-    let mut config = Config::local();
-    config.secrets.provider_allow_private = true;
-    let app = TestApp::spawn_config(db, config).await;
+    let app = app_allowing_private(db).await;
     let w = World::build(&app).await;
-    let mut body = create_body(&w, "Claude", "ANTHROPIC");
-    body["endpoint"] = json!(format!("http://{addr}"));
-    let (_, created) = rest(
-        &app,
-        &w.ws_admin,
-        reqwest::Method::POST,
-        "/ai/llm",
-        Some(body),
-    )
-    .await;
-    let llm = created["aiLlmId"].as_str().expect("id").to_owned();
-    rest(
-        &app,
-        &w.ws_admin,
-        reqwest::Method::POST,
-        &format!("/ai/llm/{llm}/repos"),
-        Some(json!({ "repoId": w.repo })),
-    )
-    .await;
+    connect_repo(&app, &w, "Claude", "ANTHROPIC", &format!("http://{addr}")).await;
     let (_, models) = rest(
         &app,
         &w.reader,

@@ -13,7 +13,7 @@ mod routing;
 use conversation_service::pb::ai::provider_service_client::ProviderServiceClient;
 use serde_json::{Value, json};
 
-use crate::harness::{Actor, TestApp, World};
+use crate::harness::{Actor, TestApp, TestDb, World};
 
 /// The API key the tests store; it must appear nowhere but in the provider's requests.
 const SECRET: &str = "sk-provider-secret-7f3a9c";
@@ -121,6 +121,48 @@ async fn secret_not_stored(app: &TestApp) {
             }
         }
     }
+}
+
+/// The service with `--provider-allow-private`, so configurations may point
+/// at the fake providers on 127.0.0.1.
+async fn app_allowing_private(db: TestDb) -> TestApp {
+    let mut config = conversation_service::server::Config::local();
+    config.secrets.provider_allow_private = true;
+    TestApp::spawn_config(db, config).await
+}
+
+/// A configuration of the world's workspace, created over REST by its
+/// administrator and attached to its repository; its id.
+async fn connect_repo(
+    app: &TestApp,
+    w: &World,
+    name: &str,
+    ai_type: &str,
+    endpoint: &str,
+) -> String {
+    let mut body = create_body(w, name, ai_type);
+    body["endpoint"] = json!(endpoint);
+    let (status, created) = rest(
+        app,
+        &w.ws_admin,
+        reqwest::Method::POST,
+        "/ai/llm",
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["aiLlmId"].as_str().expect("id").to_owned();
+    let path = format!("/ai/llm/{id}/repos");
+    let (status, _) = rest(
+        app,
+        &w.ws_admin,
+        reqwest::Method::POST,
+        &path,
+        Some(json!({ "repoId": w.repo })),
+    )
+    .await;
+    assert_eq!(status, 200);
+    id
 }
 
 /// Serves `app` on 127.0.0.1; its address.

@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::harness::{TestApp, TestDb, World, as_actor};
+use crate::harness::{TestDb, World, as_actor};
 use crate::on_both_backends;
 
 /// The models a repository may use come from its configurations' providers
@@ -11,37 +11,15 @@ use crate::on_both_backends;
 /// configuration available, until its endpoint or secret changes.
 async fn models_validation_and_availability(db: TestDb) {
     use conversation_service::pb::ai::{ListModelsRequest, ValidateProviderRequest};
-    use conversation_service::server::Config;
     let (addr, _) = fake_openai().await;
-    let mut config = Config::local();
-    config.secrets.provider_allow_private = true;
-    let app = TestApp::spawn_config(db, config).await;
+    let app = app_allowing_private(db).await;
     let w = World::build(&app).await;
     let mut ids = Vec::new();
     for (name, endpoint) in [
         ("Local", format!("http://{addr}/v1")),
         ("Broken", "http://127.0.0.1:1/v1".to_owned()),
     ] {
-        let mut body = create_body(&w, name, "OTHER");
-        body["endpoint"] = json!(endpoint);
-        let (_, created) = rest(
-            &app,
-            &w.ws_admin,
-            reqwest::Method::POST,
-            "/ai/llm",
-            Some(body),
-        )
-        .await;
-        let id = created["aiLlmId"].as_str().expect("id").to_owned();
-        let (status, _) = rest(
-            &app,
-            &w.ws_admin,
-            reqwest::Method::POST,
-            &format!("/ai/llm/{id}/repos"),
-            Some(json!({ "repoId": w.repo })),
-        )
-        .await;
-        assert_eq!(status, 200);
+        let id = connect_repo(&app, &w, name, "OTHER", &endpoint).await;
         ids.push(id);
     }
     let (local, broken) = (&ids[0], &ids[1]);

@@ -9,11 +9,8 @@ use crate::on_both_backends;
 /// A prompt's model goes to the repository's configuration that offers it,
 /// with the configuration's secret; the stored answer says who answered.
 async fn prompts_go_to_the_repository_provider(db: TestDb) {
-    use conversation_service::server::Config;
     let (addr, seen) = fake_openai().await;
-    let mut config = Config::local();
-    config.secrets.provider_allow_private = true;
-    let app = TestApp::spawn_config(db, config).await;
+    let app = app_allowing_private(db).await;
     let w = World::build(&app).await;
     let mut body = create_body(&w, "Local", "OTHER");
     body["endpoint"] = json!(format!("http://{addr}/v1"));
@@ -150,27 +147,13 @@ async fn private_endpoints_are_not_called(db: TestDb) {
     let app = TestApp::spawn(db).await;
     let w = World::build(&app).await;
     let port = addr.rsplit(':').next().expect("port");
-    let mut body = create_body(&w, "Sneaky", "OPENAI");
-    body["endpoint"] = json!(format!("http://localhost:{port}/v1"));
-    let (status, created) = rest(
+    // A name is checked when it is called, not when it is stored.
+    connect_repo(
         &app,
-        &w.ws_admin,
-        reqwest::Method::POST,
-        "/ai/llm",
-        Some(body),
-    )
-    .await;
-    assert_eq!(
-        status, 200,
-        "a name is checked when it is called: {created}"
-    );
-    let llm = created["aiLlmId"].as_str().expect("id").to_owned();
-    rest(
-        &app,
-        &w.ws_admin,
-        reqwest::Method::POST,
-        &format!("/ai/llm/{llm}/repos"),
-        Some(json!({ "repoId": w.repo })),
+        &w,
+        "Sneaky",
+        "OPENAI",
+        &format!("http://localhost:{port}/v1"),
     )
     .await;
     let conversation = app.create_as(&w.reader, w.repo).await;
