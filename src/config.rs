@@ -34,6 +34,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Longest a request may take: REST answers 504, gRPC DEADLINE_EXCEEDED.
+    /// Requests that call a model provider (prompts, validating a
+    /// configuration, listing models) may take --provider-timeout and 5 s more.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub request_timeout: Duration,
     /// API requests in flight at most (both transports together); more are
@@ -105,7 +107,8 @@ pub struct ProviderArgs {
     /// The models callers may ask for, comma-separated [default: any].
     #[arg(long, env = "PROVIDER_MODELS", value_delimiter = ',')]
     pub provider_models: Vec<String>,
-    /// Longest a completion may take (then 504).
+    /// Longest a model provider's answer may take (then 504), the operator's
+    /// and tenants' alike.
     #[arg(long, env = "PROVIDER_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub provider_timeout: Duration,
 }
@@ -202,7 +205,27 @@ impl ServeArgs {
     }
 }
 
+/// How long requests may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Most requests (`--request-timeout`).
+    pub request: Duration,
+    /// Requests that call a model provider (prompts, validate, models):
+    /// the provider's time and a little more, never less than `request`.
+    pub provider_calls: Duration,
+}
+
 impl Config {
+    /// The time limits of requests.
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            request: self.request_timeout,
+            provider_calls: self
+                .request_timeout
+                .max(self.provider.timeout + Duration::from_secs(5)),
+        }
+    }
+
     /// The defaults of `serve`, on loopback ports the OS picks and with no
     /// shutdown delay (tests, tools).
     pub fn local() -> Self {
@@ -292,6 +315,13 @@ mod tests {
         assert_eq!(c.max_concurrent_requests, 256);
         assert_eq!(c.shutdown_delay, Duration::ZERO);
         assert_eq!(c.provider.timeout, Duration::from_secs(60));
+        assert_eq!(
+            c.timeouts(),
+            Timeouts {
+                request: Duration::from_secs(15),
+                provider_calls: Duration::from_secs(65)
+            }
+        );
         assert!(c.provider.base_url.is_none() && !c.jwt.enabled());
     }
 }

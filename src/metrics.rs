@@ -15,6 +15,11 @@
 //!   the database pool, read at scrape time.
 //! - `conversation_service_conversations_created_total`.
 //! - `conversation_service_requests_in_flight`: API requests being served.
+//! - `conversation_service_provider_failures_total{ai_type, operation, reason}`:
+//!   model provider calls that failed. `ai_type` is the configuration's type
+//!   (`operator` for the operator's provider); `operation` one of `models`,
+//!   `prompt`, `validate`, `connect` (endpoint refused, secret unreadable);
+//!   `reason` a fixed name (`timeout`, `failed`, `unknown_model`, ...).
 
 use std::time::Duration;
 
@@ -44,6 +49,13 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    ai_type: &'static str,
+    operation: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     state: &'static str,
 }
@@ -58,6 +70,7 @@ pub struct Metrics {
     pool_max: Gauge,
     created: Counter,
     in_flight: Gauge,
+    provider_failures: Family<ProviderLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -114,8 +127,15 @@ impl Metrics {
             "API requests being served now, both transports (limited by --max-concurrent-requests)",
             in_flight.clone(),
         );
+        let provider_failures = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "provider_failures",
+            "Model provider calls that failed, by configuration type, operation and reason",
+            provider_failures.clone(),
+        );
         Self {
             registry,
+            provider_failures,
             requests,
             latency,
             pool,
@@ -146,6 +166,22 @@ impl Metrics {
     /// The gauge of API requests in flight, kept by the admission limit.
     pub fn in_flight(&self) -> Gauge {
         self.in_flight.clone()
+    }
+
+    /// Records a model provider call that failed.
+    pub fn provider_failed(
+        &self,
+        ai_type: &'static str,
+        operation: &'static str,
+        reason: &'static str,
+    ) {
+        self.provider_failures
+            .get_or_create(&ProviderLabels {
+                ai_type,
+                operation,
+                reason,
+            })
+            .inc();
     }
 
     /// Records a conversation created.

@@ -20,8 +20,9 @@ use axum::response::Response;
 use prost::Message as _;
 use tonic::Code;
 
+use crate::config::Timeouts;
 use crate::metrics::Metrics;
-use crate::protocol::REQUEST_ID;
+use crate::protocol::{PROVIDER_RPCS, REQUEST_ID};
 
 /// What an unknown route or rpc is counted as.
 const OTHER: &str = "other";
@@ -113,13 +114,14 @@ pub fn known_rpcs(descriptor_sets: &[&[u8]]) -> HashSet<String> {
 }
 
 /// A tower layer for the gRPC server doing what [`http`] does for REST, and
-/// bounding each rpc's time to its response head: past `timeout` the caller
+/// bounding each rpc's time to its response head: past its limit (the
+/// provider's for [`PROVIDER_RPCS`], else the request timeout) the caller
 /// gets DEADLINE_EXCEEDED (a client's own shorter `grpc-timeout` still wins).
 #[derive(Clone)]
 pub struct GrpcLayer {
     metrics: Arc<Metrics>,
     known: Arc<HashSet<String>>,
-    timeout: Duration,
+    timeouts: Timeouts,
     admission: Admission,
 }
 
@@ -127,13 +129,13 @@ impl GrpcLayer {
     pub fn new(
         metrics: Arc<Metrics>,
         known: HashSet<String>,
-        timeout: Duration,
+        timeouts: Timeouts,
         admission: Admission,
     ) -> Self {
         Self {
             metrics,
             known: Arc::new(known),
-            timeout,
+            timeouts,
             admission,
         }
     }
@@ -229,11 +231,16 @@ where
             Some(None)
         };
         let future = permit.is_some().then(|| self.inner.call(request));
+        let limit = if PROVIDER_RPCS.contains(&path.as_str()) {
+            layer.timeouts.provider_calls
+        } else {
+            layer.timeouts.request
+        };
         Box::pin(async move {
             let _permit = permit;
             let result = match future {
                 None => Ok(tonic::Status::resource_exhausted(BUSY).into_http()),
-                Some(future) => match tokio::time::timeout(layer.timeout, future).await {
+                Some(future) => match tokio::time::timeout(limit, future).await {
                     Ok(result) => result,
                     Err(_) => Ok(tonic::Status::deadline_exceeded("Request timed out").into_http()),
                 },

@@ -14,6 +14,15 @@ pub const AUTHORIZATION: &str = "authorization";
 /// The largest request body (REST) or message (gRPC) accepted, in bytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
+/// The rpcs that call a model provider, limited by the provider's time
+/// rather than the request timeout (REST: `http::routes::provider_calls`).
+pub const PROVIDER_RPCS: [&str; 4] = [
+    "/flashback.conversation.v1.ConversationService/PromptConversation",
+    "/flashback.conversation.v1.ConversationService/StreamPromptConversation",
+    "/flashback.ai.v1.ProviderService/ValidateProvider",
+    "/flashback.ai.v1.ProviderService/ListModels",
+];
+
 /// The default page size of a list.
 pub const DEFAULT_TAKE: i64 = 50;
 

@@ -3,8 +3,10 @@
 //!
 //! - Each value gets a fresh random 96-bit nonce; the stored form is
 //!   `nonce || ciphertext || tag`, beside the id of the key that sealed it.
-//! - The caller names what the value belongs to (a configuration's id) as
-//!   associated data, so a sealed value copied onto another row does not open.
+//! - The caller names what the value belongs to (a configuration's id) and
+//!   which of its fields it is (`key`, `secret`) as associated data, so a
+//!   sealed value copied onto another row, or into the row's other field,
+//!   does not open.
 //! - A key's id is the first 8 bytes of its SHA-256, in hex: it says which key
 //!   sealed a value without saying anything about the key.
 //! - Rotation: the keyring opens values sealed by the current key or any
@@ -137,6 +139,31 @@ pub struct Sealed {
     pub bytes: Vec<u8>,
 }
 
+/// Which of its record's fields a sealed value is (part of the associated
+/// data: a value sealed as one field does not open as another).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// A provider configuration's `key` (an access key id).
+    Key,
+    /// A provider configuration's `secret` (its API key).
+    Secret,
+}
+
+impl Field {
+    fn name(self) -> &'static [u8] {
+        match self {
+            Field::Key => b"key",
+            Field::Secret => b"secret",
+        }
+    }
+}
+
+/// The associated data of `owner`'s `field`: the id's 16 bytes, then the
+/// field's name.
+fn associated(owner: Uuid, field: Field) -> Vec<u8> {
+    [owner.as_bytes().as_slice(), field.name()].concat()
+}
+
 /// The current key (seals and opens) and the previous ones (open only).
 #[derive(Debug, Clone)]
 pub struct Keyring {
@@ -149,15 +176,15 @@ impl Keyring {
         Keyring { current, previous }
     }
 
-    /// Seals `value` for the record `owner` with the current key.
-    pub fn seal(&self, value: &SecretString, owner: Uuid) -> Sealed {
+    /// Seals `value` as `owner`'s `field` with the current key.
+    pub fn seal(&self, value: &SecretString, owner: Uuid, field: Field) -> Sealed {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rngs::OsRng
             .try_fill_bytes(&mut nonce)
             .expect("the operating system's random number generator failed");
         let payload = Payload {
             msg: value.expose_secret().as_bytes(),
-            aad: owner.as_bytes(),
+            aad: &associated(owner, field),
         };
         let sealed = self
             .current
@@ -172,8 +199,13 @@ impl Keyring {
         }
     }
 
-    /// Opens a value sealed for `owner` by the current or a previous key.
-    pub fn open(&self, sealed: &Sealed, owner: Uuid) -> Result<SecretString, SecretsError> {
+    /// Opens `owner`'s `field`, sealed by the current or a previous key.
+    pub fn open(
+        &self,
+        sealed: &Sealed,
+        owner: Uuid,
+        field: Field,
+    ) -> Result<SecretString, SecretsError> {
         let key = std::iter::once(&self.current)
             .chain(&self.previous)
             .find(|k| k.id == sealed.key_id)
@@ -184,7 +216,7 @@ impl Keyring {
         let (nonce, ciphertext) = sealed.bytes.split_at(NONCE_LEN);
         let payload = Payload {
             msg: ciphertext,
-            aad: owner.as_bytes(),
+            aad: &associated(owner, field),
         };
         let plain = key
             .cipher
@@ -214,8 +246,8 @@ mod tests {
         let (key, _) = MasterKey::generate();
         let ring = Keyring::new(key, Vec::new());
         let owner = Uuid::now_v7();
-        let a = ring.seal(&secret("sk-live-123"), owner);
-        let b = ring.seal(&secret("sk-live-123"), owner);
+        let a = ring.seal(&secret("sk-live-123"), owner, Field::Secret);
+        let b = ring.seal(&secret("sk-live-123"), owner, Field::Secret);
         assert_ne!(a.bytes, b.bytes, "a fresh nonce each time");
         assert!(
             !a.bytes
@@ -224,18 +256,24 @@ mod tests {
             "no plain text in the sealed form"
         );
         assert_eq!(
-            ring.open(&a, owner).expect("opens").expose_secret(),
+            ring.open(&a, owner, Field::Secret)
+                .expect("opens")
+                .expose_secret(),
             "sk-live-123"
         );
         assert!(matches!(
-            ring.open(&a, Uuid::now_v7()),
+            ring.open(&a, Uuid::now_v7(), Field::Secret),
             Err(SecretsError::Corrupt)
         ));
+        assert!(
+            matches!(ring.open(&a, owner, Field::Key), Err(SecretsError::Corrupt)),
+            "a secret moved into the key column does not open"
+        );
         let mut damaged = a.clone();
         let last = damaged.bytes.len() - 1;
         damaged.bytes[last] ^= 1;
         assert!(matches!(
-            ring.open(&damaged, owner),
+            ring.open(&damaged, owner, Field::Secret),
             Err(SecretsError::Corrupt)
         ));
     }
@@ -245,22 +283,23 @@ mod tests {
         let (old, _) = MasterKey::generate();
         let (new, _) = MasterKey::generate();
         let owner = Uuid::now_v7();
-        let sealed_old = Keyring::new(old.clone(), Vec::new()).seal(&secret("v"), owner);
+        let sealed_old =
+            Keyring::new(old.clone(), Vec::new()).seal(&secret("v"), owner, Field::Key);
         let rotated = Keyring::new(new.clone(), vec![old]);
         assert!(rotated.is_stale(&sealed_old));
         assert_eq!(
             rotated
-                .open(&sealed_old, owner)
+                .open(&sealed_old, owner, Field::Key)
                 .expect("old opens")
                 .expose_secret(),
             "v"
         );
-        let resealed = rotated.seal(&secret("v"), owner);
+        let resealed = rotated.seal(&secret("v"), owner, Field::Key);
         assert_eq!(resealed.key_id, new.id());
         assert!(!rotated.is_stale(&resealed));
         let forgotten = Keyring::new(new, Vec::new());
         assert!(matches!(
-            forgotten.open(&sealed_old, owner),
+            forgotten.open(&sealed_old, owner, Field::Key),
             Err(SecretsError::UnknownKey(_))
         ));
     }

@@ -71,11 +71,12 @@ pub async fn start(store: Store, config: Config) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new());
     let admission = Admission::new(config.max_concurrent_requests, &metrics);
     let keyring = keyring(&store, &config.secrets).await?;
-    let (service, request_timeout) = build_service(store.clone(), &config, jwt, metrics, keyring)?;
+    let service = build_service(store.clone(), &config, jwt, metrics, keyring)?;
+    let timeouts = config.timeouts();
     let (grpc_router, health) =
-        crate::grpc::router(service.clone(), request_timeout, admission.clone()).await?;
+        crate::grpc::router(service.clone(), timeouts, admission.clone()).await?;
     let http_options = HttpOptions {
-        request_timeout,
+        timeouts,
         metrics: listeners.metrics.is_none(),
         admission,
     };
@@ -135,26 +136,17 @@ fn check(config: &Config) -> anyhow::Result<(Option<Arc<JwtVerifier>>, Option<Tl
     Ok((jwt, tls))
 }
 
-/// The service over `store`, and the request timeout it needs: a prompt may
-/// take as long as the provider may (the operator's or a tenant's, which
-/// share `--provider-timeout`), and a little more.
+/// The service over `store`.
 fn build_service(
     store: Store,
     config: &Config,
     jwt: Option<Arc<JwtVerifier>>,
     metrics: Arc<Metrics>,
     keyring: Option<Keyring>,
-) -> anyhow::Result<(Arc<Service>, Duration)> {
+) -> anyhow::Result<Arc<Service>> {
     let ttl = chrono::TimeDelta::from_std(config.idempotency_ttl)
         .context("the idempotency key lifetime is too long")?;
     let provider = Provider::new(&config.provider)?;
-    let request_timeout = if provider.is_some() {
-        config
-            .request_timeout
-            .max(config.provider.timeout + Duration::from_secs(5))
-    } else {
-        config.request_timeout
-    };
     let allow_private = config.secrets.provider_allow_private;
     let service = Service::new(store, jwt, metrics)
         .with_idempotency_ttl(ttl)
@@ -165,7 +157,7 @@ fn build_service(
             config.provider.timeout,
             allow_private,
         )?);
-    Ok((Arc::new(service), request_timeout))
+    Ok(Arc::new(service))
 }
 
 /// The keys that seal tenants' secrets: `SECRETS_KEY`, else

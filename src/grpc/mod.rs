@@ -12,13 +12,13 @@ pub mod status;
 pub use conversations::GrpcApi;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tonic::transport::Server;
 use tonic::transport::server::Router;
 use tonic_health::server::HealthReporter;
 use tower::layer::util::{Identity, Stack};
 
+use crate::config::Timeouts;
 use crate::observe::{Admission, GrpcLayer, known_rpcs};
 
 use crate::pb::FILE_DESCRIPTOR_SET;
@@ -50,7 +50,7 @@ const DESCRIPTOR_SETS: [&[u8]; 4] = [
 /// (serving for "" and for the service once built).
 pub async fn router(
     service: Arc<Service>,
-    request_timeout: Duration,
+    timeouts: Timeouts,
     admission: Admission,
 ) -> anyhow::Result<(GrpcRouter, HealthReporter)> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -70,7 +70,7 @@ pub async fn router(
     let observe = GrpcLayer::new(
         service.metrics().clone(),
         known_rpcs(&DESCRIPTOR_SETS),
-        request_timeout,
+        timeouts,
         admission,
     );
     let api = GrpcApi::new(service);
@@ -85,4 +85,19 @@ pub async fn router(
         .add_service(api)
         .add_service(providers);
     Ok((router, reporter))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rpcs given the provider's time limit are rpcs we serve (a renamed
+    /// rpc would otherwise silently fall back to the request timeout).
+    #[test]
+    fn provider_rpcs_are_served() {
+        let known = known_rpcs(&DESCRIPTOR_SETS);
+        for rpc in crate::protocol::PROVIDER_RPCS {
+            assert!(known.contains(rpc), "{rpc}");
+        }
+    }
 }

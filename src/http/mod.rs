@@ -19,7 +19,6 @@ mod routes;
 pub mod serve;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -27,6 +26,7 @@ use axum::http::StatusCode;
 use axum::middleware as mw;
 use tower_http::timeout::TimeoutLayer;
 
+use crate::config::Timeouts;
 use crate::observe::Admission;
 use crate::protocol::BODY_LIMIT;
 use crate::service::Service;
@@ -37,8 +37,8 @@ pub type AppState = Arc<Service>;
 /// How the gateway is set up.
 #[derive(Clone)]
 pub struct HttpOptions {
-    /// Longest a request may take before a 504.
-    pub request_timeout: Duration,
+    /// How long a request may take before a 504.
+    pub timeouts: Timeouts,
     /// Serve `GET /metrics` here (else on a listener of its own).
     pub metrics: bool,
     /// The limit on API requests in flight, shared with gRPC.
@@ -48,24 +48,24 @@ pub struct HttpOptions {
 /// The gateway's routes over the shared service.
 pub fn router(service: AppState, opts: &HttpOptions) -> Router {
     let metrics = service.metrics().clone();
-    let (api, _) = routes::api().split_for_parts();
+    // Store work runs on tasks of its own, so a transaction under way
+    // still finishes (or rolls back) on its own; only the wait is cut.
+    let limit = |d| TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, d);
+    let (quick, _) = routes::quick().split_for_parts();
+    let (provider_calls, _) = routes::provider_calls().split_for_parts();
     let (operations, _) = routes::operations(opts.metrics).split_for_parts();
-    api
+    quick
+        .route_layer(limit(opts.timeouts.request))
+        .merge(provider_calls.route_layer(limit(opts.timeouts.provider_calls)))
         // Only the API routes are limited; the probes never are.
         .route_layer(mw::from_fn_with_state(
             opts.admission.clone(),
             middleware::admit,
         ))
-        .merge(operations)
+        .merge(operations.route_layer(limit(opts.timeouts.request)))
         .method_not_allowed_fallback(|| async { StatusCode::METHOD_NOT_ALLOWED })
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        // Store work runs on tasks of its own, so a transaction under way
-        // still finishes (or rolls back) on its own; only the wait is cut.
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::GATEWAY_TIMEOUT,
-            opts.request_timeout,
-        ))
         .layer(mw::map_response(middleware::json_errors))
         .layer(mw::from_fn(middleware::request_id))
         .layer(mw::from_fn_with_state(metrics, crate::observe::http))

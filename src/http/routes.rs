@@ -8,6 +8,20 @@ use super::{AppState, conversations, messages, openapi, operations, providers};
 
 /// The API routes (limited by admission).
 pub fn api() -> OpenApiRouter<AppState> {
+    quick().merge(provider_calls())
+}
+
+/// The API routes that call a model provider, limited by the provider's time
+/// rather than the request timeout (gRPC: `protocol::PROVIDER_RPCS`).
+pub fn provider_calls() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(messages::prompt_conversation))
+        .routes(routes!(providers::validate_ai_llm))
+        .routes(routes!(providers::ai_models))
+}
+
+/// The other API routes.
+pub fn quick() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(
             conversations::create_conversation,
@@ -17,15 +31,12 @@ pub fn api() -> OpenApiRouter<AppState> {
             conversations::get_conversation,
             conversations::delete_conversation
         ))
-        .routes(routes!(messages::prompt_conversation))
         .routes(routes!(messages::list_messages))
         .routes(routes!(providers::create_ai_llm, providers::list_ai_llms))
         .routes(routes!(providers::update_ai_llm, providers::delete_ai_llm))
         .routes(routes!(providers::attach_repo))
         .routes(routes!(providers::detach_repo))
         .routes(routes!(providers::available_ai_llms))
-        .routes(routes!(providers::validate_ai_llm))
-        .routes(routes!(providers::ai_models))
 }
 
 /// The operators' routes (never limited); `/metrics` only when `metrics`.

@@ -59,6 +59,23 @@ pub enum ProviderError {
     /// Whoever wanted the streamed reply went away.
     #[error("The reply is no longer wanted")]
     Cancelled,
+    /// The endpoint serves no model list (its 404 or 405 to `GET /models`,
+    /// as Bedrock's `bedrock-runtime` OpenAI-compatible endpoint answers).
+    #[error("The model provider lists no models")]
+    NoModelList,
+}
+
+impl ProviderError {
+    /// A short, bounded name of the failure, for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProviderError::Timeout => "timeout",
+            ProviderError::Failed(_) => "failed",
+            ProviderError::UnknownModel => "unknown_model",
+            ProviderError::Cancelled => "cancelled",
+            ProviderError::NoModelList => "no_model_list",
+        }
+    }
 }
 
 mod anthropic;
@@ -68,8 +85,22 @@ mod anthropic;
 pub enum Wire {
     /// OpenAI's Chat Completions (and every OpenAI-compatible endpoint).
     OpenAi,
+    /// Chat Completions at Gemini's OpenAI-compatible endpoint, whose model
+    /// list names models `models/<id>` while its completions take `<id>`.
+    Gemini,
+    /// Chat Completions at Bedrock's OpenAI-compatible endpoint, with a
+    /// Bedrock API key; `bedrock-runtime` serves no model list (404), and
+    /// errors come AWS-style (`{"Message": ...}`).
+    Bedrock,
     /// Anthropic's Messages API.
     Anthropic,
+}
+
+impl Wire {
+    /// Whether this is OpenAI's Chat Completions, in any dialect.
+    fn chat_completions(self) -> bool {
+        self != Wire::Anthropic
+    }
 }
 
 /// A configured provider.
@@ -144,15 +175,28 @@ struct Usage {
     completion_tokens: Option<u64>,
 }
 
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: Option<ErrorDetail>,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    message: Option<String>,
-    r#type: Option<String>,
+/// What a provider's error body says, in a line of at most 200 characters
+/// of message: OpenAI's and Anthropic's `{"error": {"type", "message"}}`,
+/// Gemini's `{"error": {"status", "message"}}` (also inside a one-element
+/// array), AWS's `{"message"}` or `{"Message"}`; empty for anything else.
+fn error_detail(body: &[u8]) -> String {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return String::new();
+    };
+    let value = value.get(0).unwrap_or(&value);
+    let error = value
+        .get("error")
+        .filter(|e| e.is_object())
+        .unwrap_or(value);
+    let text = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| error.get(*n).and_then(|v| v.as_str()))
+            .unwrap_or_default()
+    };
+    let kind = text(&["type", "status", "__type"]);
+    let message: String = text(&["message", "Message"]).chars().take(200).collect();
+    format!("{kind} {message}").trim().to_owned()
 }
 
 impl Provider {
@@ -187,9 +231,10 @@ impl Provider {
         http: reqwest::Client,
     ) -> Provider {
         let base = base.trim_end_matches('/').to_owned();
-        let url = match wire {
-            Wire::OpenAi => format!("{base}/chat/completions"),
-            Wire::Anthropic => format!("{base}/v1/messages"),
+        let url = if wire.chat_completions() {
+            format!("{base}/chat/completions")
+        } else {
+            format!("{base}/v1/messages")
         };
         Provider {
             http,
@@ -208,24 +253,64 @@ impl Provider {
             .and_then(|u| u.host_str().map(str::to_owned))
     }
 
-    /// The models the provider offers (`GET {base}/models`).
+    /// The models the provider offers (`GET {base}/models`, Anthropic's
+    /// `GET {base}/v1/models`), as its completions take them.
     pub async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
         let url = match self.wire {
-            Wire::OpenAi => format!("{}/models", self.base),
             Wire::Anthropic => format!("{}/v1/models", self.base),
+            _ => format!("{}/models", self.base),
         };
         let request = self.authorized(self.http.get(url));
         let response = request.send().await.map_err(transport_error)?;
-        if !response.status().is_success() {
-            return Err(ProviderError::Failed(format!(
-                "HTTP {} listing models",
-                response.status().as_u16()
-            )));
+        let status = response.status();
+        if matches!(status.as_u16(), 404 | 405) {
+            return Err(ProviderError::NoModelList);
+        }
+        if !status.is_success() {
+            return Err(self.failure(status, response, "listing models").await);
         }
         let body = read_capped(response).await?;
         let list: ModelList = serde_json::from_slice(&body)
             .map_err(|e| ProviderError::Failed(format!("unreadable model list ({e})")))?;
-        Ok(list.data.into_iter().map(|m| m.id).collect())
+        Ok(list
+            .data
+            .into_iter()
+            .map(|m| match self.wire {
+                Wire::Gemini => {
+                    m.id.strip_prefix("models/")
+                        .map(str::to_owned)
+                        .unwrap_or(m.id)
+                }
+                _ => m.id,
+            })
+            .collect())
+    }
+
+    /// Checks the credentials of an endpoint that lists no models: an empty
+    /// completion request, which a provider refuses as invalid (a 4xx other
+    /// than 401, 403 or 429) once it has accepted the key, and as
+    /// unauthorized when it has not.
+    pub async fn probe(&self) -> Result<(), ProviderError> {
+        let request = self.http.post(&self.url).json(&ChatRequest {
+            model: "",
+            messages: &[],
+            stream: false,
+            stream_options: None,
+        });
+        let response = self
+            .authorized(request)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        let accepted = status.is_success()
+            || (status.is_client_error() && !matches!(status.as_u16(), 401 | 403 | 429));
+        if accepted {
+            return Ok(());
+        }
+        Err(self
+            .failure(status, response, "checking the credentials")
+            .await)
     }
 
     /// Whether callers may ask for `model`.
@@ -241,7 +326,7 @@ impl Provider {
     ) -> Result<Completion, ProviderError> {
         let response = self.send(model, messages, false).await?;
         let body = read_capped(response).await?;
-        if self.wire == Wire::Anthropic {
+        if !self.wire.chat_completions() {
             return anthropic::completion(&body, model);
         }
         let reply: ChatResponse = serde_json::from_slice(&body)
@@ -273,10 +358,10 @@ impl Provider {
     fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match (&self.api_key, self.wire) {
             (None, _) => request,
-            (Some(key), Wire::OpenAi) => request.bearer_auth(key.expose_secret()),
             (Some(key), Wire::Anthropic) => request
                 .header("x-api-key", key.expose_secret())
                 .header("anthropic-version", anthropic::VERSION),
+            (Some(key), _) => request.bearer_auth(key.expose_secret()),
         }
     }
 
@@ -287,19 +372,20 @@ impl Provider {
         messages: &[ChatMessage],
         stream: bool,
     ) -> Result<reqwest::Response, ProviderError> {
-        let request = match self.wire {
-            Wire::OpenAi => self.http.post(&self.url).json(&ChatRequest {
+        let request = if self.wire.chat_completions() {
+            self.http.post(&self.url).json(&ChatRequest {
                 model,
                 messages,
                 stream,
                 stream_options: stream.then(|| serde_json::json!({ "include_usage": true })),
-            }),
-            Wire::Anthropic => self.http.post(&self.url).json(&anthropic::Request {
+            })
+        } else {
+            self.http.post(&self.url).json(&anthropic::Request {
                 model,
                 max_tokens: anthropic::MAX_TOKENS,
                 messages,
                 stream,
-            }),
+            })
         };
         let response = self
             .authorized(request)
@@ -313,22 +399,35 @@ impl Provider {
         if status == reqwest::StatusCode::NOT_FOUND {
             return Err(ProviderError::UnknownModel);
         }
-        let body = read_capped(response).await?;
-        let detail = serde_json::from_slice::<ErrorBody>(&body)
-            .ok()
-            .and_then(|b| b.error)
-            .map(|e| {
-                let kind = e.r#type.unwrap_or_default();
-                let message: String = e.message.unwrap_or_default().chars().take(200).collect();
-                format!("{kind} {message}").trim().to_owned()
-            })
-            .unwrap_or_default();
+        Err(self.failure(status, response, "").await)
+    }
+
+    /// A reply other than 2xx as a failure naming the provider's status and
+    /// error (read from any of the shapes providers answer in), never the
+    /// key, even where a provider quotes it back.
+    async fn failure(
+        &self,
+        status: reqwest::StatusCode,
+        response: reqwest::Response,
+        doing: &str,
+    ) -> ProviderError {
+        let detail = match read_capped(response).await {
+            Ok(body) => error_detail(&body),
+            Err(e) => return e,
+        };
+        let detail = match &self.api_key {
+            Some(key) if !key.expose_secret().is_empty() => {
+                detail.replace(key.expose_secret(), "[redacted]")
+            }
+            _ => detail,
+        };
         tracing::warn!(status = status.as_u16(), detail = %detail, "model provider error");
-        Err(ProviderError::Failed(
-            format!("HTTP {} {detail}", status.as_u16())
-                .trim()
-                .to_owned(),
-        ))
+        ProviderError::Failed(
+            format!("HTTP {} {doing} {detail}", status.as_u16())
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
     }
 
     /// Asks `model` to continue `messages`, streaming: each piece of the reply
@@ -357,8 +456,8 @@ impl Provider {
             };
             let Some(event) = event else {
                 let end = match self.wire {
-                    Wire::OpenAi => "[DONE]",
                     Wire::Anthropic => "message_stop",
+                    _ => "[DONE]",
                 };
                 return Err(ProviderError::Failed(format!(
                     "the reply ended before {end}"
@@ -369,13 +468,13 @@ impl Provider {
                 other => ProviderError::Failed(format!("unreadable event stream ({other})")),
             })?;
             let pieces = match self.wire {
-                Wire::OpenAi if event.data.trim() == "[DONE]" => break,
-                Wire::OpenAi => openai_event(&event.data, &mut state)?,
                 Wire::Anthropic => match anthropic::event(&event.data, &mut state)? {
                     anthropic::Step::Done => break,
                     anthropic::Step::Piece(piece) => vec![piece],
                     anthropic::Step::Nothing => Vec::new(),
                 },
+                _ if event.data.trim() == "[DONE]" => break,
+                _ => openai_event(&event.data, &mut state)?,
             };
             for piece in pieces {
                 if content.len() + piece.len() > MAX_REPLY_BYTES {
@@ -531,6 +630,35 @@ mod tests {
             matches!(&failed, Err(ProviderError::Failed(why)) if why.contains("larger than 8 MiB")),
             "{failed:?}"
         );
+    }
+
+    #[test]
+    fn error_bodies_are_read_in_every_shape_providers_use() {
+        for (body, read) in [
+            (
+                r#"{"error":{"message":"Incorrect API key","type":"invalid_request_error"}}"#,
+                "invalid_request_error Incorrect API key",
+            ),
+            (
+                r#"[{"error":{"code":429,"message":"Resource exhausted","status":"RESOURCE_EXHAUSTED"}}]"#,
+                "RESOURCE_EXHAUSTED Resource exhausted",
+            ),
+            (
+                r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+                "overloaded_error Overloaded",
+            ),
+            (
+                r#"{"Message":"Authentication failed"}"#,
+                "Authentication failed",
+            ),
+            (r#"{"message":"Too many requests"}"#, "Too many requests"),
+            ("<html>Bad gateway</html>", ""),
+            (r#"{"error":"just a string"}"#, ""),
+        ] {
+            assert_eq!(error_detail(body.as_bytes()), read, "{body}");
+        }
+        let long = format!(r#"{{"message":"{}"}}"#, "x".repeat(500));
+        assert_eq!(error_detail(long.as_bytes()).len(), 200);
     }
 
     #[tokio::test]

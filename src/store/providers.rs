@@ -438,26 +438,31 @@ impl Store {
     }
 
     /// Replaces a configuration's sealed values (key rotation; the values
-    /// themselves do not change, so no event).
+    /// themselves do not change, so no event), only if its stored secret is
+    /// still `seen` (each sealing is unique: a fresh nonce), so a concurrent
+    /// change of credentials is never overwritten with the old ones. Whether
+    /// it was replaced.
     pub async fn reseal_ai_llm(
         &self,
         id: Uuid,
+        seen: Vec<u8>,
         key_sealed: Option<Vec<u8>>,
         secret_sealed: Vec<u8>,
         secrets_key_id: String,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         self.run(move |conn| {
             async move {
-                let update = diesel::update(ai_llms::table.filter(ai_llms::id.eq(SqlUuid(id))))
-                    .set((
-                        ai_llms::key_sealed.eq(key_sealed),
-                        ai_llms::secret_sealed.eq(secret_sealed),
-                        ai_llms::secrets_key_id.eq(secrets_key_id),
-                    ));
-                write_tx!(&mut *conn, |c| {
-                    update.execute(c).await?;
-                    Ok(())
-                })
+                let update = diesel::update(
+                    ai_llms::table
+                        .filter(ai_llms::id.eq(SqlUuid(id)))
+                        .filter(ai_llms::secret_sealed.eq(seen)),
+                )
+                .set((
+                    ai_llms::key_sealed.eq(key_sealed),
+                    ai_llms::secret_sealed.eq(secret_sealed),
+                    ai_llms::secrets_key_id.eq(secrets_key_id),
+                ));
+                write_tx!(&mut *conn, |c| Ok(update.execute(c).await? == 1))
             }
             .boxed()
         })

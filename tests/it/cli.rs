@@ -366,6 +366,26 @@ async fn llm_commands_and_key_rotation(db: TestDb) {
         err.contains("neither the current nor a previous secrets key"),
         "{err}"
     );
+    // Rotation replaces sealed values only if they are still those it read:
+    // a credential changed meanwhile is never overwritten with the old one.
+    let store = conversation_service::store::Store::open(&db.url, &crate::harness::test_options())
+        .expect("store");
+    let row = store.find_ai_llm(llm).await.expect("read").expect("stored");
+    let stale = [row.secret_sealed.clone(), vec![0]].concat();
+    let swapped = store
+        .reseal_ai_llm(row.id, stale, None, vec![1, 2, 3], "other".into())
+        .await
+        .expect("runs");
+    assert!(!swapped);
+    let after = store
+        .find_ai_llm(row.id)
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(
+        (after.secret_sealed, after.secrets_key_id),
+        (row.secret_sealed, row.secrets_key_id)
+    );
 
     // In use: not deleted; detached: deleted.
     let delete = format!("admin llm delete --as {admin} --id {llm}");

@@ -262,25 +262,33 @@ pub async fn rotate(store: &Store, cmd: SecretsCommand) -> anyhow::Result<()> {
         })?;
     let mut resealed = 0;
     for row in store.all_ai_llms().await? {
-        let sealed = |bytes: Vec<u8>| Sealed {
-            key_id: row.secrets_key_id.clone(),
-            bytes,
-        };
-        if !keyring.is_stale(&sealed(Vec::new())) {
-            continue;
+        // A configuration changed meanwhile is read again (and is then
+        // usually sealed with the current key already); one deleted is done.
+        let mut row = Some(row);
+        while let Some(current) = row.take() {
+            if !keyring.is_stale(&Sealed {
+                key_id: current.secrets_key_id.clone(),
+                bytes: Vec::new(),
+            }) {
+                break;
+            }
+            let (key, secret) = providers::open_pair(&keyring, &current)?;
+            let (key, secret) = providers::seal_pair(&keyring, current.id, key.as_ref(), &secret);
+            let swapped = store
+                .reseal_ai_llm(
+                    current.id,
+                    current.secret_sealed,
+                    key.map(|k| k.bytes),
+                    secret.bytes,
+                    secret.key_id,
+                )
+                .await?;
+            if swapped {
+                resealed += 1;
+            } else {
+                row = store.find_ai_llm(current.id).await?;
+            }
         }
-        let secret = keyring.open(&sealed(row.secret_sealed.clone()), row.id)?;
-        let key = row
-            .key_sealed
-            .clone()
-            .map(|k| keyring.open(&sealed(k), row.id))
-            .transpose()?;
-        let key = key.map(|k| keyring.seal(&k, row.id));
-        let secret = keyring.seal(&secret, row.id);
-        store
-            .reseal_ai_llm(row.id, key.map(|k| k.bytes), secret.bytes, secret.key_id)
-            .await?;
-        resealed += 1;
     }
     emit(resealed)
 }

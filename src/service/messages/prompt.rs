@@ -2,6 +2,8 @@
 //! stored in one transaction once the model is done. Nothing is stored when
 //! the model fails or a streaming caller leaves first.
 
+use std::sync::Arc;
+
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -9,6 +11,7 @@ use super::{Message, may_prompt, title_of};
 use crate::domain::Caller;
 use crate::domain::MessageRole;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::provider::{ChatMessage, Completion, ProviderError};
 use crate::service::Service;
 use crate::service::conversations::conversation_not_found;
@@ -62,7 +65,7 @@ impl Service {
             .provider
             .complete(&prepared.model, &prepared.turns)
             .await
-            .map_err(provider_error)?;
+            .map_err(|e| prepared.failed(e))?;
         prepared.record(completion).await
     }
 
@@ -88,7 +91,7 @@ impl Service {
             let outcome = match completion {
                 Err(ProviderError::Cancelled) => return,
                 Ok(_) if !delivered => return,
-                Err(e) => Err(provider_error(e)),
+                Err(e) => Err(prepared.failed(e)),
                 Ok(completion) => prepared
                     .record(completion)
                     .await
@@ -134,6 +137,7 @@ impl Service {
         Ok(PreparedPrompt {
             route,
             store: self.store.clone(),
+            metrics: self.metrics().clone(),
             id,
             model: input.model,
             prompt: input.prompt,
@@ -190,6 +194,7 @@ async fn forward(
 struct PreparedPrompt {
     route: Route,
     store: Store,
+    metrics: Arc<Metrics>,
     id: Uuid,
     model: String,
     prompt: String,
@@ -197,6 +202,13 @@ struct PreparedPrompt {
 }
 
 impl PreparedPrompt {
+    /// The model call failed: counted, and answered as the caller sees it.
+    fn failed(&self, e: ProviderError) -> ApiError {
+        let ai_type = self.route.ai_type.map_or("operator", |t| t.as_str());
+        self.metrics.provider_failed(ai_type, "prompt", e.reason());
+        provider_error(e)
+    }
+
     /// Stores the turn the model completed, and returns it.
     async fn record(&self, mut completion: Completion) -> Result<Turn, ApiError> {
         // Who answered: the configuration (its id, type and host), or the
@@ -270,6 +282,8 @@ fn provider_error(e: ProviderError) -> ApiError {
     match e {
         ProviderError::Timeout => ApiError::UpstreamTimeout(e.to_string()),
         ProviderError::UnknownModel => ApiError::InvalidArgument(e.to_string()),
-        ProviderError::Failed(_) | ProviderError::Cancelled => ApiError::Upstream(e.to_string()),
+        ProviderError::Failed(_) | ProviderError::Cancelled | ProviderError::NoModelList => {
+            ApiError::Upstream(e.to_string())
+        }
     }
 }

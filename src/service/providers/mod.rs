@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::domain::{Access, AiType, Caller};
 use crate::egress;
 use crate::error::ApiError;
-use crate::secrets::{Keyring, Sealed};
+use crate::secrets::{Field, Keyring, Sealed, SecretsError};
 use crate::service::Service;
 use crate::store::providers::{AiLlmRow, AttachedRepo, WorkspaceRow};
 
@@ -194,14 +194,32 @@ impl Service {
 }
 
 /// Seals an access key and an API key together (one key id for both).
-fn seal_pair(
+pub(crate) fn seal_pair(
     keyring: &Keyring,
     owner: Uuid,
     key: Option<&SecretString>,
     secret: &SecretString,
 ) -> (Option<Sealed>, Sealed) {
     (
-        key.map(|k| keyring.seal(k, owner)),
-        keyring.seal(secret, owner),
+        key.map(|k| keyring.seal(k, owner, Field::Key)),
+        keyring.seal(secret, owner, Field::Secret),
     )
+}
+
+/// Opens a stored configuration's access key (if any) and API key.
+pub(crate) fn open_pair(
+    keyring: &Keyring,
+    row: &AiLlmRow,
+) -> Result<(Option<SecretString>, SecretString), SecretsError> {
+    let sealed = |bytes: Vec<u8>| Sealed {
+        key_id: row.secrets_key_id.clone(),
+        bytes,
+    };
+    let key = row
+        .key_sealed
+        .clone()
+        .map(|k| keyring.open(&sealed(k), row.id, Field::Key))
+        .transpose()?;
+    let secret = keyring.open(&sealed(row.secret_sealed.clone()), row.id, Field::Secret)?;
+    Ok((key, secret))
 }

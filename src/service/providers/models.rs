@@ -6,6 +6,7 @@ use uuid::Uuid;
 use super::{ProviderView, may_manage_providers};
 use crate::domain::{AiType, Caller};
 use crate::error::ApiError;
+use crate::provider::ProviderError;
 use crate::service::Service;
 use crate::store::types::now;
 
@@ -59,11 +60,9 @@ impl Service {
             .await
             .map_err(ApiError::from_store(FAILED))?;
         let mut models = Vec::new();
-        for row in attached.into_iter().filter(|r| wanted(r.ai_type)) {
-            let Some(provider) = self.connect(&row) else {
-                continue;
-            };
-            for id in self.models_of(&row, &provider).await.iter() {
+        let wanted = attached.into_iter().filter(|r| wanted(r.ai_type)).collect();
+        for (row, _, offer) in self.offers(wanted).await {
+            for id in offer.listed() {
                 models.push(ModelView {
                     id: id.clone(),
                     ai_type: row.ai_type,
@@ -76,8 +75,9 @@ impl Service {
     }
 
     /// Makes a real call with a configuration's stored credentials (its model
-    /// list) and records when it last succeeded; the provider's error, never
-    /// the secret, if it fails.
+    /// list; for an AWS endpoint that lists none, a request that only checks
+    /// the key) and records when it last succeeded; the provider's error,
+    /// never the secret, if it fails.
     pub async fn validate_provider(&self, caller: &Caller, id: Uuid) -> Result<String, ApiError> {
         let (row, access) = self.visible_provider(caller, id).await?;
         may_manage_providers(caller, access)?;
@@ -85,20 +85,29 @@ impl Service {
             public: "Failed to validate the AI configuration",
             detail: format!("the secrets of AI configuration {} do not open", row.id),
         })?;
-        let models = provider
-            .list_models()
-            .await
-            .map_err(|e| ApiError::Upstream(e.to_string()))?;
+        let answer = match provider.list_models().await {
+            Ok(models) => Ok(format!(
+                "The provider answered: {} model(s) available",
+                models.len()
+            )),
+            Err(ProviderError::NoModelList) if row.ai_type == AiType::Aws => provider
+                .probe()
+                .await
+                .map(|()| "The provider accepted the credentials (it lists no models)".to_owned()),
+            Err(e) => Err(e),
+        };
+        let answer = answer.map_err(|e| {
+            self.metrics()
+                .provider_failed(row.ai_type.as_str(), "validate", e.reason());
+            ApiError::Upstream(e.to_string())
+        })?;
         self.store
             .mark_validated(row.id, row.updated_at, now())
             .await
             .map_err(ApiError::from_store(
                 "Failed to validate the AI configuration",
             ))?;
-        Ok(format!(
-            "The provider answered: {} model(s) available",
-            models.len()
-        ))
+        Ok(answer)
     }
 
     /// The configurations the caller may see that validated and can be used.

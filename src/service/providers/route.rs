@@ -11,37 +11,67 @@ use uuid::Uuid;
 
 use crate::domain::AiType;
 use crate::error::ApiError;
-use crate::provider::{Provider, Wire};
-use crate::secrets::Sealed;
+use crate::provider::{Provider, ProviderError, Wire};
+use crate::secrets::{Field, Sealed};
 use crate::service::Service;
 use crate::store::providers::AiLlmRow;
 
 /// How long a configuration's model list is trusted.
 const MODELS_TTL: Duration = Duration::from_secs(60);
 
+/// How long a provider that failed to list its models is left out before it
+/// is asked again (so a dead provider is not asked on every prompt).
+const FAILED_TTL: Duration = Duration::from_secs(15);
+
 /// A configuration, at one version (a changed one is listed again).
 type Version = (Uuid, DateTime<Utc>);
 
-/// A model list and when it was read.
-type Listed = (Instant, Arc<Vec<String>>);
+/// What a configuration offers, as its provider last said.
+#[derive(Clone, Debug)]
+pub enum Offer {
+    /// The models its provider listed.
+    Models(Arc<Vec<String>>),
+    /// Any model: the endpoint lists none (Bedrock's `bedrock-runtime`);
+    /// the provider itself refuses a model it does not serve.
+    Any,
+    /// Nothing for now: listing failed.
+    Failed,
+}
 
-/// Each configuration's models as last listed.
+impl Offer {
+    /// The models it names (none for [`Offer::Any`] and [`Offer::Failed`]).
+    pub fn listed(&self) -> &[String] {
+        match self {
+            Offer::Models(models) => models,
+            Offer::Any | Offer::Failed => &[],
+        }
+    }
+
+    fn ttl(&self) -> Duration {
+        match self {
+            Offer::Failed => FAILED_TTL,
+            Offer::Models(_) | Offer::Any => MODELS_TTL,
+        }
+    }
+}
+
+/// Each configuration's offer as last asked, and when.
 #[derive(Clone, Default)]
-pub struct ModelCache(Arc<Mutex<HashMap<Version, Listed>>>);
+pub struct ModelCache(Arc<Mutex<HashMap<Version, (Instant, Offer)>>>);
 
 impl ModelCache {
-    fn get(&self, row: &AiLlmRow) -> Option<Arc<Vec<String>>> {
+    fn get(&self, row: &AiLlmRow) -> Option<Offer> {
         let cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
         cache
             .get(&(row.id, row.updated_at))
-            .filter(|(at, _)| at.elapsed() < MODELS_TTL)
-            .map(|(_, models)| models.clone())
+            .filter(|(at, offer)| at.elapsed() < offer.ttl())
+            .map(|(_, offer)| offer.clone())
     }
 
-    fn put(&self, row: &AiLlmRow, models: Arc<Vec<String>>) {
+    fn put(&self, row: &AiLlmRow, offer: Offer) {
         let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        cache.retain(|_, (at, _)| at.elapsed() < MODELS_TTL);
-        cache.insert((row.id, row.updated_at), (Instant::now(), models));
+        cache.retain(|_, (at, offer)| at.elapsed() < offer.ttl());
+        cache.insert((row.id, row.updated_at), (Instant::now(), offer));
     }
 }
 
@@ -79,28 +109,43 @@ impl Service {
                 host,
             });
         }
-        for row in attached {
-            let Some(provider) = self.connect(&row) else {
-                continue;
-            };
-            if self
-                .models_of(&row, &provider)
-                .await
+        // Every attached provider is asked at once (a dead one costs its
+        // timeout once, not once per configuration before it).
+        let mut offers = self.offers(attached).await;
+        let listing = offers
+            .iter()
+            .position(|(_, _, offer)| offer.listed().iter().any(|m| m == model));
+        // A configuration that lists no models takes what none lists.
+        let chosen = listing.or_else(|| {
+            offers
                 .iter()
-                .any(|m| m == model)
-            {
-                let host = provider.host();
-                return Ok(Route {
-                    provider: Arc::new(provider),
-                    ai_llm_id: Some(row.id),
-                    ai_type: Some(row.ai_type),
-                    host,
-                });
-            }
-        }
-        Err(ApiError::InvalidArgument(format!(
-            "Model \"{model}\" is not available for this repository"
-        )))
+                .position(|(_, _, offer)| matches!(offer, Offer::Any))
+        });
+        let Some((row, provider, _)) = chosen.map(|i| offers.swap_remove(i)) else {
+            return Err(ApiError::InvalidArgument(format!(
+                "Model \"{model}\" is not available for this repository"
+            )));
+        };
+        let host = provider.host();
+        Ok(Route {
+            provider: Arc::new(provider),
+            ai_llm_id: Some(row.id),
+            ai_type: Some(row.ai_type),
+            host,
+        })
+    }
+
+    /// The usable configurations among `rows`, each with its client and
+    /// what it offers, in the same order; all providers asked concurrently.
+    pub(super) async fn offers(&self, rows: Vec<AiLlmRow>) -> Vec<(AiLlmRow, Provider, Offer)> {
+        let asked = rows.into_iter().filter_map(|row| {
+            let provider = self.connect(&row)?;
+            Some(async move {
+                let offer = self.offer_of(&row, &provider).await;
+                (row, provider, offer)
+            })
+        });
+        futures_util::future::join_all(asked).await
     }
 
     /// A client for configuration `row`, or `None` (logged) if its endpoint
@@ -110,13 +155,15 @@ impl Service {
         // Stored while private endpoints were allowed, perhaps: checked again.
         if let Err(e) = crate::egress::check_url(&row.endpoint, self.allow_private) {
             tracing::warn!(ai_llm_id = %row.id, reason = %e, "configuration's endpoint refused");
+            self.metrics()
+                .provider_failed(row.ai_type.as_str(), "connect", "endpoint_refused");
             return None;
         }
         let sealed = Sealed {
             key_id: row.secrets_key_id.clone(),
             bytes: row.secret_sealed.clone(),
         };
-        match keyring.open(&sealed, row.id) {
+        match keyring.open(&sealed, row.id, Field::Secret) {
             Ok(secret) => Some(Provider::connect(
                 wire_of(row.ai_type),
                 &row.endpoint,
@@ -125,37 +172,46 @@ impl Service {
             )),
             Err(e) => {
                 tracing::error!(ai_llm_id = %row.id, error = %e, "a configuration's secret does not open");
+                self.metrics().provider_failed(
+                    row.ai_type.as_str(),
+                    "connect",
+                    "secret_unreadable",
+                );
                 None
             }
         }
     }
 
-    /// The models configuration `row` offers (cached a minute); none if its
-    /// provider fails (logged: one failing provider is not an error for all).
-    pub(super) async fn models_of(&self, row: &AiLlmRow, provider: &Provider) -> Arc<Vec<String>> {
-        if let Some(models) = self.models.get(row) {
-            return models;
+    /// What configuration `row` offers (cached: a minute when its provider
+    /// answered, less when it failed, which is logged and counted: one
+    /// failing provider is not an error for all).
+    async fn offer_of(&self, row: &AiLlmRow, provider: &Provider) -> Offer {
+        if let Some(offer) = self.models.get(row) {
+            return offer;
         }
-        match provider.list_models().await {
-            Ok(models) => {
-                let models = Arc::new(models);
-                self.models.put(row, models.clone());
-                models
-            }
+        let offer = match provider.list_models().await {
+            Ok(models) => Offer::Models(Arc::new(models)),
+            Err(ProviderError::NoModelList) if row.ai_type == AiType::Aws => Offer::Any,
             Err(e) => {
                 tracing::warn!(ai_llm_id = %row.id, error = %e, "a provider's model list failed; left out");
-                Arc::default()
+                self.metrics()
+                    .provider_failed(row.ai_type.as_str(), "models", e.reason());
+                Offer::Failed
             }
-        }
+        };
+        self.models.put(row, offer.clone());
+        offer
     }
 }
 
 /// The API each kind of configuration speaks: Anthropic its own Messages
 /// API; the others OpenAI's Chat Completions (Gemini and Bedrock through their
-/// OpenAI-compatible endpoints).
+/// OpenAI-compatible endpoints, each with its dialect).
 pub fn wire_of(kind: AiType) -> Wire {
     match kind {
         AiType::Anthropic => Wire::Anthropic,
-        AiType::OpenAi | AiType::Google | AiType::Aws | AiType::Other => Wire::OpenAi,
+        AiType::Google => Wire::Gemini,
+        AiType::Aws => Wire::Bedrock,
+        AiType::OpenAi | AiType::Other => Wire::OpenAi,
     }
 }

@@ -127,25 +127,18 @@ impl Service {
         changes: &mut AiLlmChanges,
     ) -> Result<(), ApiError> {
         let keyring = self.keyring()?;
-        let open = |bytes: Vec<u8>| {
-            let sealed = crate::secrets::Sealed {
-                key_id: row.secrets_key_id.clone(),
-                bytes,
-            };
-            keyring
-                .open(&sealed, row.id)
-                .map_err(|e| ApiError::Internal {
-                    public: "Failed to update the AI configuration",
-                    detail: e.to_string(),
-                })
-        };
-        let key = match new_key {
-            Some(key) => Some(key),
-            None => row.key_sealed.clone().map(open).transpose()?,
-        };
-        let secret = match new_secret {
-            Some(secret) => secret,
-            None => open(row.secret_sealed.clone())?,
+        // The stored values are opened only when one of them is kept (so
+        // giving both anew mends a configuration whose values no longer open).
+        let (key, secret) = match (new_key, new_secret) {
+            (key, Some(secret)) if key.is_some() || row.key_sealed.is_none() => (key, secret),
+            (new_key, new_secret) => {
+                let (old_key, old_secret) =
+                    super::open_pair(keyring, row).map_err(|e| ApiError::Internal {
+                        public: "Failed to update the AI configuration",
+                        detail: e.to_string(),
+                    })?;
+                (new_key.or(old_key), new_secret.unwrap_or(old_secret))
+            }
         };
         let (key, secret) = super::seal_pair(keyring, row.id, key.as_ref(), &secret);
         changes.key_sealed = Some(key.map(|k| k.bytes));

@@ -3,13 +3,12 @@
 use serde_json::json;
 
 use super::*;
-use crate::harness::{TestDb, World, as_actor};
+use crate::harness::{TestDb, World};
 use crate::on_both_backends;
 
 /// An ANTHROPIC configuration speaks the Messages API: its key in
 /// `x-api-key`, its usage counted, its streamed events passed on.
 async fn anthropic_configurations_speak_the_messages_api(db: TestDb) {
-    use conversation_service::pb::stream_prompt_conversation_response::Event;
     let (addr, seen) = fake_anthropic().await;
     let app = app_allowing_private(db).await;
     let w = World::build(&app).await;
@@ -43,29 +42,8 @@ async fn anthropic_configurations_speak_the_messages_api(db: TestDb) {
     );
     assert_eq!(reply["usage"], json!({ "tokensIn": 7, "tokensOut": 4 }));
 
-    let mut events = app
-        .grpc()
-        .await
-        .stream_prompt_conversation(as_actor(
-            conversation_service::pb::StreamPromptConversationRequest {
-                conversation_id: conversation.to_string(),
-                prompt: "stream".into(),
-                model: "claude-test".into(),
-            },
-            &w.reader,
-        ))
-        .await
-        .expect("stream")
-        .into_inner();
-    let (mut deltas, mut done) = (Vec::new(), None);
-    while let Some(event) = events.message().await.expect("event") {
-        match event.event.expect("event") {
-            Event::Delta(piece) => deltas.push(piece),
-            Event::Done(turn) => done = Some(turn),
-        }
-    }
+    let (deltas, done) = stream_over_grpc(&app, &w.reader, conversation, "claude-test").await;
     assert_eq!(deltas, ["Hello", " from Claude"]);
-    let done = done.expect("done");
     assert_eq!(
         done.assistant_message.expect("message").content,
         "Hello from Claude"

@@ -6,6 +6,7 @@
 //! each API as documented) are here.
 
 mod anthropic;
+mod dialects;
 mod manage;
 mod models;
 mod routing;
@@ -163,6 +164,41 @@ async fn connect_repo(
     .await;
     assert_eq!(status, 200);
     id
+}
+
+/// A prompt streamed over gRPC as `who`: the pieces, and the stored turn.
+async fn stream_over_grpc(
+    app: &TestApp,
+    who: &Actor,
+    conversation: uuid::Uuid,
+    model: &str,
+) -> (
+    Vec<String>,
+    conversation_service::pb::PromptConversationResponse,
+) {
+    use conversation_service::pb::stream_prompt_conversation_response::Event;
+    let mut events = app
+        .grpc()
+        .await
+        .stream_prompt_conversation(crate::harness::as_actor(
+            conversation_service::pb::StreamPromptConversationRequest {
+                conversation_id: conversation.to_string(),
+                prompt: "stream".into(),
+                model: model.into(),
+            },
+            who,
+        ))
+        .await
+        .expect("stream")
+        .into_inner();
+    let (mut deltas, mut done) = (Vec::new(), None);
+    while let Some(event) = events.message().await.expect("event") {
+        match event.event.expect("event") {
+            Event::Delta(piece) => deltas.push(piece),
+            Event::Done(turn) => done = Some(turn),
+        }
+    }
+    (deltas, done.expect("the stored turn"))
 }
 
 /// Serves `app` on 127.0.0.1; its address.
