@@ -245,6 +245,9 @@ impl ProviderService for GrpcApi {
                             ai_type: m.ai_type.as_str().to_owned(),
                             ai_llm_id: m.ai_llm_id.to_string(),
                             llm_provider: m.provider,
+                            created: m
+                                .created
+                                .map(|seconds| prost_types::Timestamp { seconds, nanos: 0 }),
                         })
                         .collect(),
                 })

@@ -82,11 +82,33 @@ static DOCUMENT: LazyLock<Bytes> = LazyLock::new(|| {
     doc.merge(super::routes::document());
     // After the merge: the body's schema comes with its route.
     UpdateNeedsAField.modify(&mut doc);
-    Bytes::from(
-        doc.to_json()
-            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")),
-    )
+    let mut doc = serde_json::to_value(&doc).unwrap_or_default();
+    endpoint_needed_for_aws_and_other(&mut doc);
+    Bytes::from(doc.to_string())
 });
+
+/// A create's `endpoint` may be left out only where the provider has a
+/// public API: a condition utoipa's schema types cannot say, so it is
+/// written into the rendered document.
+fn endpoint_needed_for_aws_and_other(doc: &mut serde_json::Value) {
+    let body = doc.pointer_mut("/components/schemas/CreateAiLlmBody");
+    if let Some(serde_json::Value::Object(body)) = body {
+        body.insert(
+            "if".into(),
+            serde_json::json!({
+                "properties": { "aiType": { "enum": ["AWS", "OTHER"] } },
+                "required": ["aiType"],
+            }),
+        );
+        body.insert(
+            "then".into(),
+            serde_json::json!({
+                "properties": { "endpoint": { "type": "string" } },
+                "required": ["endpoint"],
+            }),
+        );
+    }
+}
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",

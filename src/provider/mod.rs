@@ -123,6 +123,19 @@ struct ModelList {
 #[derive(Deserialize)]
 struct ModelEntry {
     id: String,
+    /// OpenAI's: Unix seconds.
+    created: Option<i64>,
+    /// Anthropic's: RFC 3339.
+    created_at: Option<String>,
+}
+
+/// A model a provider offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// As completions take it.
+    pub id: String,
+    /// When the provider made it available (Unix seconds), if it says.
+    pub created: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -255,7 +268,7 @@ impl Provider {
 
     /// The models the provider offers (`GET {base}/models`, Anthropic's
     /// `GET {base}/v1/models`), as its completions take them.
-    pub async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
+    pub async fn list_models(&self) -> Result<Vec<ModelInfo>, ProviderError> {
         let url = match self.wire {
             Wire::Anthropic => format!("{}/v1/models", self.base),
             _ => format!("{}/models", self.base),
@@ -275,13 +288,19 @@ impl Provider {
         Ok(list
             .data
             .into_iter()
-            .map(|m| match self.wire {
-                Wire::Gemini => {
-                    m.id.strip_prefix("models/")
-                        .map(str::to_owned)
-                        .unwrap_or(m.id)
-                }
-                _ => m.id,
+            .map(|m| ModelInfo {
+                created: m.created.or_else(|| {
+                    let at = chrono::DateTime::parse_from_rfc3339(m.created_at.as_deref()?);
+                    at.ok().map(|at| at.timestamp())
+                }),
+                id: match self.wire {
+                    Wire::Gemini => {
+                        m.id.strip_prefix("models/")
+                            .map(str::to_owned)
+                            .unwrap_or(m.id)
+                    }
+                    _ => m.id,
+                },
             })
             .collect())
     }

@@ -40,8 +40,10 @@ pub struct CreateArgs {
     /// OPENAI, GOOGLE, ANTHROPIC, AWS or OTHER.
     #[arg(long = "type")]
     ai_type: String,
+    /// The API base; by default the provider's public one (OPENAI,
+    /// ANTHROPIC, GOOGLE); AWS and OTHER need one.
     #[arg(long)]
-    endpoint: String,
+    endpoint: Option<String>,
     /// The variable holding the API key.
     #[arg(long, default_value = "PROVIDER_SECRET")]
     secret_env: String,
@@ -215,7 +217,7 @@ async fn create(store: &Store, args: CreateArgs, ctx: &RequestContext) -> anyhow
         workspace_id: workspace,
         name: providers::provider_name(Some(name))?,
         ai_type: providers::ai_type(Some(&ai_type))?,
-        endpoint,
+        endpoint: endpoint.unwrap_or_default(),
         key: key_env.as_deref().map(from_env).transpose()?,
         secret: from_env(&secret_env)?,
     };

@@ -32,9 +32,11 @@ pub struct CreateAiLlmBody {
     #[schema(value_type = AiTypeName, required = true)]
     pub ai_type: JsonText,
     /// The provider's API base: http(s) with a host name (IP literals are
-    /// refused unless the operator allows private endpoints).
+    /// refused unless the operator allows private endpoints). Absent or null:
+    /// the provider's public API (OPENAI, ANTHROPIC, GOOGLE; AWS and OTHER
+    /// need one).
     #[serde(default)]
-    #[schema(value_type = String, pattern = r"^https?://[A-Za-z][A-Za-z0-9.-]*[A-Za-z0-9](:[0-9]{1,4})?(/\S*)?$", required = true)]
+    #[schema(value_type = Option<String>, pattern = r"^https?://[A-Za-z][A-Za-z0-9.-]*[A-Za-z0-9](:[0-9]{1,4})?(/\S*)?$")]
     pub endpoint: JsonText,
     /// An access key, where the provider has one (AWS).
     #[serde(default)]
@@ -203,7 +205,8 @@ pub struct ModelDto {
     /// The model, as the prompt's `model` names it.
     pub id: String,
     pub name: String,
-    /// When the provider made it available, if it says (not yet read: null).
+    /// When the provider made it available (Unix seconds), if it says.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub created: Option<i64>,
     /// The configuration's kind.
     pub ai_type: String,
@@ -218,7 +221,7 @@ impl From<ModelView> for ModelDto {
         ModelDto {
             name: m.id.clone(),
             id: m.id,
-            created: None,
+            created: m.created,
             ai_type: m.ai_type.as_str().to_owned(),
             llm_type: m.ai_type.as_str().to_owned(),
             llm_provider: m.provider,

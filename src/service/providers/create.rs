@@ -3,7 +3,7 @@
 use secrecy::SecretString;
 use uuid::Uuid;
 
-use super::{may_manage_providers, seal_pair};
+use super::{default_endpoint, may_manage_providers, seal_pair};
 use crate::domain::{AiType, Caller};
 use crate::error::ApiError;
 use crate::service::audit::{self, Action, Context, Scope};
@@ -18,6 +18,7 @@ pub struct CreateProvider {
     pub workspace_id: Uuid,
     pub name: String,
     pub ai_type: AiType,
+    /// The API base; empty for the public API of `ai_type`.
     pub endpoint: String,
     /// An access key, where the provider has one (AWS).
     pub key: Option<SecretString>,
@@ -33,7 +34,15 @@ impl Service {
         input: CreateProvider,
         ctx: &RequestContext,
     ) -> Result<Uuid, ApiError> {
-        let endpoint = self.endpoint(&input.endpoint)?;
+        let endpoint = match input.endpoint.trim() {
+            "" => default_endpoint(input.ai_type).ok_or_else(|| {
+                ApiError::InvalidArgument(
+                    "endpoint is required for AWS and OTHER configurations".into(),
+                )
+            })?,
+            given => given,
+        };
+        let endpoint = self.endpoint(endpoint)?;
         let (workspace, access) = self.workspace_access(caller, input.workspace_id).await?;
         may_manage_providers(caller, access)?;
         let keyring = self.keyring()?;

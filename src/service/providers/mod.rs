@@ -193,6 +193,17 @@ impl Service {
     }
 }
 
+/// The public API of a kind of provider, for a configuration created without
+/// an endpoint (AWS's is regional and OTHER's anyone's: they need one).
+pub fn default_endpoint(kind: AiType) -> Option<&'static str> {
+    match kind {
+        AiType::OpenAi => Some("https://api.openai.com/v1"),
+        AiType::Anthropic => Some("https://api.anthropic.com"),
+        AiType::Google => Some("https://generativelanguage.googleapis.com/v1beta/openai"),
+        AiType::Aws | AiType::Other => None,
+    }
+}
+
 /// Seals an access key and an API key together (one key id for both).
 pub(crate) fn seal_pair(
     keyring: &Keyring,

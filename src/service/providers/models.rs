@@ -24,6 +24,8 @@ pub struct ListModels {
 #[derive(Debug, Clone)]
 pub struct ModelView {
     pub id: String,
+    /// When the provider made it available (Unix seconds), if it says.
+    pub created: Option<i64>,
     pub ai_type: AiType,
     pub ai_llm_id: Uuid,
     /// The configuration's name.
@@ -62,9 +64,10 @@ impl Service {
         let mut models = Vec::new();
         let wanted = attached.into_iter().filter(|r| wanted(r.ai_type)).collect();
         for (row, _, offer) in self.offers(wanted).await {
-            for id in offer.listed() {
+            for model in offer.listed() {
                 models.push(ModelView {
-                    id: id.clone(),
+                    id: model.id.clone(),
+                    created: model.created,
                     ai_type: row.ai_type,
                     ai_llm_id: row.id,
                     provider: row.name.clone(),

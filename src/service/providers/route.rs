@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::domain::AiType;
 use crate::error::ApiError;
-use crate::provider::{Provider, ProviderError, Wire};
+use crate::provider::{ModelInfo, Provider, ProviderError, Wire};
 use crate::secrets::{Field, Sealed};
 use crate::service::Service;
 use crate::store::providers::AiLlmRow;
@@ -30,7 +30,7 @@ type Version = (Uuid, DateTime<Utc>);
 #[derive(Clone, Debug)]
 pub enum Offer {
     /// The models its provider listed.
-    Models(Arc<Vec<String>>),
+    Models(Arc<Vec<ModelInfo>>),
     /// Any model: the endpoint lists none (Bedrock's `bedrock-runtime`);
     /// the provider itself refuses a model it does not serve.
     Any,
@@ -40,7 +40,7 @@ pub enum Offer {
 
 impl Offer {
     /// The models it names (none for [`Offer::Any`] and [`Offer::Failed`]).
-    pub fn listed(&self) -> &[String] {
+    pub fn listed(&self) -> &[ModelInfo] {
         match self {
             Offer::Models(models) => models,
             Offer::Any | Offer::Failed => &[],
@@ -114,7 +114,7 @@ impl Service {
         let mut offers = self.offers(attached).await;
         let listing = offers
             .iter()
-            .position(|(_, _, offer)| offer.listed().iter().any(|m| m == model));
+            .position(|(_, _, offer)| offer.listed().iter().any(|m| m.id == model));
         // A configuration that lists no models takes what none lists.
         let chosen = listing.or_else(|| {
             offers

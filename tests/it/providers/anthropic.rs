@@ -23,6 +23,10 @@ async fn anthropic_configurations_speak_the_messages_api(db: TestDb) {
     .await;
     assert_eq!(models["models"][0]["id"], "claude-test");
     assert_eq!(models["models"][0]["aiType"], "ANTHROPIC");
+    assert_eq!(
+        models["models"][0]["created"], 1739923200,
+        "created_at, in Unix seconds"
+    );
     let conversation = app.create_as(&w.reader, w.repo).await;
     let path = format!("/conversation/{conversation}/prompt");
 

@@ -128,7 +128,7 @@ async fn gemini_and_bedrock(db: TestDb) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["models"],
-        json!([{ "id": "gemini-test", "name": "gemini-test", "created": null, "aiType": "GOOGLE", "llmType": "GOOGLE", "llmProvider": "Gemini" }])
+        json!([{ "id": "gemini-test", "name": "gemini-test", "aiType": "GOOGLE", "llmType": "GOOGLE", "llmProvider": "Gemini" }])
     );
 
     let conversation = app.create_as(&w.reader, w.repo).await;

@@ -295,7 +295,16 @@ async fn bad_input_stores_nothing(db: TestDb) {
             400,
             "endpoint reaches a private, loopback, link-local or otherwise internal address",
         ),
-        (json!({ "endpoint": null }), 400, "endpoint is required"),
+        (
+            json!({ "endpoint": null, "aiType": "OTHER" }),
+            400,
+            "endpoint is required for AWS and OTHER configurations",
+        ),
+        (
+            json!({ "endpoint": "", "aiType": "AWS" }),
+            400,
+            "endpoint is required for AWS and OTHER configurations",
+        ),
         (
             json!({ "workspaceId": "ws-1" }),
             400,

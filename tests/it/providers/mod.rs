@@ -6,6 +6,7 @@
 //! each API as documented) are here.
 
 mod anthropic;
+mod client;
 mod dialects;
 mod manage;
 mod models;
@@ -235,7 +236,7 @@ async fn fake_openai() -> (String, Seen) {
         move |headers: HeaderMap| async move {
             record(headers);
             axum::Json(
-                json!({ "object": "list", "data": [{ "id": "gpt-test", "object": "model" }] }),
+                json!({ "object": "list", "data": [{ "id": "gpt-test", "object": "model", "created": 1686935002, "owned_by": "organization-owner" }] }),
             )
         }
     };

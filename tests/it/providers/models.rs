@@ -35,7 +35,7 @@ async fn models_validation_and_availability(db: TestDb) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["models"],
-        json!([{ "id": "gpt-test", "name": "gpt-test", "created": null, "aiType": "OTHER", "llmType": "OTHER", "llmProvider": "Local" }])
+        json!([{ "id": "gpt-test", "name": "gpt-test", "created": 1686935002, "aiType": "OTHER", "llmType": "OTHER", "llmProvider": "Local" }])
     );
     let (_, body) = rest(
         &app,
