@@ -322,6 +322,23 @@ async fn fake_anthropic() -> (String, std::sync::Arc<std::sync::Mutex<Vec<[Strin
             body["max_tokens"].as_u64().is_some(),
             "max_tokens is required"
         );
+        // "overload" in the prompt: Anthropic's 529, or mid-stream its
+        // `error` event, as its documentation shows them.
+        let overloaded = body["messages"].to_string().contains("overload");
+        if overloaded && body["stream"] == true {
+            let events = concat!(
+                "event: message_start\n",
+                "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_2\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-test\",\"usage\":{\"input_tokens\":7,\"output_tokens\":1}}}\n\n",
+                "event: content_block_delta\n",
+                "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hel\"}}\n\n",
+                "event: error\n",
+                "data: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
+            );
+            return ([("content-type", "text/event-stream")], events).into_response();
+        }
+        if overloaded {
+            return (StatusCode::from_u16(529).expect("529"), axum::Json(json!({ "type": "error", "error": { "type": "overloaded_error", "message": "Overloaded" } }))).into_response();
+        }
         if body["stream"] == true {
             let events = concat!(
                 "event: message_start\n",
