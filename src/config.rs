@@ -62,6 +62,8 @@ pub struct ServeArgs {
     pub provider: ProviderArgs,
     #[command(flatten)]
     pub secrets: SecretsArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// Create a demo organization (once) and print a fresh token and ready-to-paste commands.
     #[arg(long, env = "DEMO")]
     pub demo: bool,
@@ -134,6 +136,47 @@ pub struct SecretsArgs {
     pub provider_allow_private: bool,
 }
 
+/// How governance policies are judged, and alerts delivered.
+#[derive(Debug, Clone, Args)]
+pub struct PolicyArgs {
+    /// The judge: an OpenAI-compatible Chat Completions API base [default:
+    /// each conversation's own provider].
+    #[arg(long, env = "POLICY_JUDGE_URL")]
+    pub policy_judge_url: Option<String>,
+    /// The judge's model [default: the prompt's model].
+    #[arg(long, env = "POLICY_JUDGE_MODEL")]
+    pub policy_judge_model: Option<String>,
+    /// The judge's API key, sent as a bearer token.
+    #[arg(long, env = "POLICY_JUDGE_API_KEY", hide_env_values = true, value_parser = secret)]
+    pub policy_judge_api_key: Option<SecretString>,
+    /// Longest a judge call may take; then blocking policies fail closed
+    /// (503) and the others open.
+    #[arg(long, env = "POLICY_JUDGE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub policy_judge_timeout: Duration,
+    /// While a reply streams and a blocking policy applies, check it each
+    /// time this many more characters have arrived (and hold them back
+    /// until then).
+    #[arg(long, env = "POLICY_STREAM_INTERVAL", default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..))]
+    pub policy_stream_interval: u32,
+    /// The first retry of a failed webhook delivery waits this long; each
+    /// next one twice as long (at most an hour; 10 attempts).
+    #[arg(long, env = "WEBHOOK_RETRY_BASE", default_value = "5s", value_parser = parse_duration)]
+    pub webhook_retry_base: Duration,
+}
+
+impl PolicyArgs {
+    /// The policy settings these arguments describe.
+    pub fn config(&self) -> crate::service::policies::PolicyConfig {
+        crate::service::policies::PolicyConfig {
+            judge_url: self.policy_judge_url.clone(),
+            judge_model: self.policy_judge_model.clone(),
+            judge_api_key: self.policy_judge_api_key.clone(),
+            judge_timeout: self.policy_judge_timeout,
+            stream_interval: self.policy_stream_interval as usize,
+        }
+    }
+}
+
 /// How the service is run, resolved from [`ServeArgs`].
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -166,6 +209,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// The master key's sources, and whether tenants' endpoints may be private.
     pub secrets: SecretsArgs,
+    /// The policy judge and the webhook deliverer.
+    pub policy: PolicyArgs,
 }
 
 impl ServeArgs {
@@ -201,6 +246,7 @@ impl ServeArgs {
             shutdown_delay: self.shutdown_delay,
             shutdown_grace: self.shutdown_grace,
             secrets: self.secrets,
+            policy: self.policy,
         }
     }
 }

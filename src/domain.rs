@@ -145,6 +145,67 @@ impl fmt::Display for AiType {
     }
 }
 
+/// How serious a policy's violation is (a violation's severity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RiskType {
+    Low,
+    Medium,
+    High,
+}
+
+impl RiskType {
+    /// Every level, lowest first.
+    pub const ALL: [RiskType; 3] = [RiskType::Low, RiskType::Medium, RiskType::High];
+
+    /// The platform's name, as stored and sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RiskType::Low => "LOW",
+            RiskType::Medium => "MEDIUM",
+            RiskType::High => "HIGH",
+        }
+    }
+}
+
+impl FromStr for RiskType {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_named("riskType", &RiskType::ALL, RiskType::as_str, s)
+    }
+}
+
+/// What a policy's violation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ActionType {
+    /// `0`: the violation is recorded; the turn goes on.
+    Log,
+    /// `1`: recorded, an alert raised and administrators notified; the turn goes on.
+    Alert,
+    /// `2`: recorded and alerted, and the turn stops.
+    Block,
+}
+
+impl ActionType {
+    /// The platform's number.
+    pub fn number(self) -> i32 {
+        match self {
+            ActionType::Log => 0,
+            ActionType::Alert => 1,
+            ActionType::Block => 2,
+        }
+    }
+
+    /// The action a number names.
+    pub fn from_number(n: i64) -> Option<ActionType> {
+        match n {
+            0 => Some(ActionType::Log),
+            1 => Some(ActionType::Alert),
+            2 => Some(ActionType::Block),
+            _ => None,
+        }
+    }
+}
+
 /// A role or access level name that is not one of the known ones.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {kind} {value:?} (expected one of: {expected})")]

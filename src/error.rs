@@ -36,6 +36,11 @@ pub enum ApiError {
     /// The model provider did not answer in time (gRPC DEADLINE_EXCEEDED, HTTP 504).
     #[error("{0}")]
     UpstreamTimeout(String),
+    /// Something the operation depends on (other than the database and the
+    /// model provider) cannot answer now, such as the policy judge; the
+    /// message says what (gRPC UNAVAILABLE, HTTP 503).
+    #[error("{0}")]
+    DependencyUnavailable(String),
     /// The database cannot be reached or is saturated; retrying later may work.
     #[error("Service temporarily unavailable")]
     Unavailable { detail: String },

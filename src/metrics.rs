@@ -20,6 +20,10 @@
 //!   (`operator` for the operator's provider); `operation` one of `models`,
 //!   `prompt`, `validate`, `connect` (endpoint refused, secret unreadable);
 //!   `reason` a fixed name (`timeout`, `failed`, `unknown_model`, ...).
+//! - `conversation_service_policy_tokens_total`: tokens the policy judge spent.
+//! - `conversation_service_policy_judge_failures_total{outcome}`: judge calls
+//!   that failed; `fail_closed` (a blocking policy applied: the turn got 503)
+//!   or `fail_open` (log and alert policies only: the turn went on).
 
 use std::time::Duration;
 
@@ -56,6 +60,11 @@ struct ProviderLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     state: &'static str,
 }
@@ -71,6 +80,8 @@ pub struct Metrics {
     created: Counter,
     in_flight: Gauge,
     provider_failures: Family<ProviderLabels, Counter>,
+    policy_tokens: Counter,
+    judge_failures: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -133,9 +144,23 @@ impl Metrics {
             "Model provider calls that failed, by configuration type, operation and reason",
             provider_failures.clone(),
         );
+        let policy_tokens = Counter::default();
+        registry.register(
+            "policy_tokens",
+            "Tokens the policy judge spent (never counted in conversations' totals)",
+            policy_tokens.clone(),
+        );
+        let judge_failures = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "policy_judge_failures",
+            "Judge calls that failed, by outcome: fail_closed (a blocking policy: the turn stopped) or fail_open",
+            judge_failures.clone(),
+        );
         Self {
             registry,
             provider_failures,
+            policy_tokens,
+            judge_failures,
             requests,
             latency,
             pool,
@@ -181,6 +206,18 @@ impl Metrics {
                 operation,
                 reason,
             })
+            .inc();
+    }
+
+    /// Records tokens the policy judge spent.
+    pub fn policy_tokens(&self, tokens: u64) {
+        self.policy_tokens.inc_by(tokens);
+    }
+
+    /// Records a failed judge call and what it did to the turn.
+    pub fn policy_judge_failed(&self, outcome: &'static str) {
+        self.judge_failures
+            .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }
 

@@ -147,6 +147,8 @@ pub enum Field {
     Key,
     /// A provider configuration's `secret` (its API key).
     Secret,
+    /// An organization's webhook signing secret.
+    WebhookSecret,
 }
 
 impl Field {
@@ -154,6 +156,7 @@ impl Field {
         match self {
             Field::Key => b"key",
             Field::Secret => b"secret",
+            Field::WebhookSecret => b"webhook-secret",
         }
     }
 }

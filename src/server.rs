@@ -92,6 +92,21 @@ pub async fn start(store: Store, config: Config) -> anyhow::Result<Running> {
         config.idempotency_ttl,
         stop.clone(),
     ));
+    tokio::spawn(crate::service::policies::deliver_webhooks(
+        store.clone(),
+        service.keyring_handle(),
+        crate::egress::client(
+            Duration::from_secs(10),
+            config.secrets.provider_allow_private,
+        )?,
+        config.secrets.provider_allow_private,
+        crate::service::policies::Deliverer {
+            poll: config.policy.webhook_retry_base.min(Duration::from_secs(1)),
+            retry_base: config.policy.webhook_retry_base,
+            timeout: Duration::from_secs(10),
+        },
+        stop.clone(),
+    ));
     let watcher = tokio::spawn(watch_database(store, health.clone(), stop.clone()));
     let shutdown = Shutdown {
         stop: stop.clone(),
@@ -156,7 +171,8 @@ fn build_service(
         .with_tenant_client(crate::egress::client(
             config.provider.timeout,
             allow_private,
-        )?);
+        )?)
+        .with_policies(config.policy.config())?;
     Ok(Arc::new(service))
 }
 

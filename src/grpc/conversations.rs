@@ -204,8 +204,10 @@ impl ConversationService for GrpcApi {
         self.call(
             request.metadata(),
             input,
-            async |service, caller, input, _| {
-                Ok(messages::turn_pb(service.prompt(&caller, input).await?))
+            async |service, caller, input, ctx| {
+                Ok(messages::turn_pb(
+                    service.prompt(&caller, input, &ctx).await?,
+                ))
             },
         )
         .await
@@ -239,8 +241,8 @@ impl ConversationService for GrpcApi {
         self.call(
             request.metadata(),
             input,
-            async |service, caller, input, _| {
-                let events = service.prompt_stream(&caller, input).await?;
+            async |service, caller, input, ctx| {
+                let events = service.prompt_stream(&caller, input, &ctx).await?;
                 Ok(messages::event_stream(events))
             },
         )

@@ -16,7 +16,7 @@ fn code(e: &ApiError) -> Code {
         ApiError::Unimplemented(_) => Code::Unimplemented,
         ApiError::Upstream(_) => Code::Unavailable,
         ApiError::UpstreamTimeout(_) => Code::DeadlineExceeded,
-        ApiError::Unavailable { .. } => Code::Unavailable,
+        ApiError::Unavailable { .. } | ApiError::DependencyUnavailable(_) => Code::Unavailable,
         ApiError::Internal { .. } => Code::Internal,
     }
 }
@@ -80,6 +80,11 @@ mod tests {
                 ApiError::UpstreamTimeout("late".into()),
                 Code::DeadlineExceeded,
                 "late",
+            ),
+            (
+                ApiError::DependencyUnavailable("Policy evaluation unavailable".into()),
+                Code::Unavailable,
+                "Policy evaluation unavailable",
             ),
             (
                 ApiError::Unavailable {

@@ -30,7 +30,9 @@ fn status_of(e: &ApiError) -> StatusCode {
         ApiError::Unimplemented(_) => StatusCode::NOT_IMPLEMENTED,
         ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
         ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-        ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        ApiError::Unavailable { .. } | ApiError::DependencyUnavailable(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -109,6 +111,11 @@ mod tests {
             ),
             (ApiError::Upstream("failed".into()), 502, "failed"),
             (ApiError::UpstreamTimeout("late".into()), 504, "late"),
+            (
+                ApiError::DependencyUnavailable("Policy evaluation unavailable".into()),
+                503,
+                "Policy evaluation unavailable",
+            ),
             (
                 ApiError::Unavailable {
                     detail: "connection refused to 10.0.0.1".into(),

@@ -14,6 +14,7 @@ mod messages;
 mod middleware;
 pub mod openapi;
 pub mod operations;
+mod policies;
 mod providers;
 mod routes;
 pub mod serve;

@@ -4,7 +4,7 @@
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, conversations, messages, openapi, operations, providers};
+use super::{AppState, conversations, messages, openapi, operations, policies, providers};
 
 /// The API routes (limited by admission).
 pub fn api() -> OpenApiRouter<AppState> {
@@ -37,6 +37,22 @@ pub fn quick() -> OpenApiRouter<AppState> {
         .routes(routes!(providers::attach_repo))
         .routes(routes!(providers::detach_repo))
         .routes(routes!(providers::available_ai_llms))
+        .routes(routes!(policies::create_policy, policies::list_policies))
+        .routes(routes!(policies::list_violations))
+        .routes(routes!(policies::list_alerts))
+        .routes(routes!(
+            policies::get_policy,
+            policies::update_policy,
+            policies::delete_policy
+        ))
+        .routes(routes!(policies::list_policy_violations))
+        .routes(routes!(policies::list_policy_alerts))
+        .routes(routes!(
+            policies::set_webhook,
+            policies::get_webhook,
+            policies::delete_webhook
+        ))
+        .routes(routes!(policies::list_deliveries))
 }
 
 /// The operators' routes (never limited); `/metrics` only when `metrics`.

@@ -145,6 +145,8 @@ struct ChatRequest<'a> {
     stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<&'a serde_json::Value>,
 }
 
 /// One `data:` event of a streamed completion.
@@ -315,6 +317,7 @@ impl Provider {
             messages: &[],
             stream: false,
             stream_options: None,
+            response_format: None,
         });
         let response = self
             .authorized(request)
@@ -343,7 +346,19 @@ impl Provider {
         model: &str,
         messages: &[ChatMessage],
     ) -> Result<Completion, ProviderError> {
-        let response = self.send(model, messages, false).await?;
+        self.complete_as(model, messages, None).await
+    }
+
+    /// Asks `model` to continue `messages` with a reply of the JSON
+    /// `response_format` names (Chat Completions' structured outputs; the
+    /// Messages API has none, and gets the instructions alone).
+    pub async fn complete_as(
+        &self,
+        model: &str,
+        messages: &[ChatMessage],
+        response_format: Option<&serde_json::Value>,
+    ) -> Result<Completion, ProviderError> {
+        let response = self.send(model, messages, false, response_format).await?;
         let body = read_capped(response).await?;
         if !self.wire.chat_completions() {
             return anthropic::completion(&body, model);
@@ -390,6 +405,7 @@ impl Provider {
         model: &str,
         messages: &[ChatMessage],
         stream: bool,
+        response_format: Option<&serde_json::Value>,
     ) -> Result<reqwest::Response, ProviderError> {
         let request = if self.wire.chat_completions() {
             self.http.post(&self.url).json(&ChatRequest {
@@ -397,6 +413,7 @@ impl Provider {
                 messages,
                 stream,
                 stream_options: stream.then(|| serde_json::json!({ "include_usage": true })),
+                response_format,
             })
         } else {
             self.http.post(&self.url).json(&anthropic::Request {
@@ -462,7 +479,7 @@ impl Provider {
         deltas: tokio::sync::mpsc::Sender<String>,
     ) -> Result<Completion, ProviderError> {
         let mut events = self
-            .send(model, messages, true)
+            .send(model, messages, true, None)
             .await?
             .bytes_stream()
             .eventsource();

@@ -14,6 +14,14 @@ pub enum Context {
     Conversation,
     /// A model provider configuration.
     AiLlm,
+    /// A governance policy.
+    Policy,
+    /// A policy's violation.
+    PolicyViolation,
+    /// An alert a violation raised.
+    PolicyAlert,
+    /// An organization's webhook.
+    Webhook,
 }
 
 impl Context {
@@ -22,6 +30,10 @@ impl Context {
         match self {
             Context::Conversation => "conversation",
             Context::AiLlm => "aillm",
+            Context::Policy => "policy",
+            Context::PolicyViolation => "policyviolation",
+            Context::PolicyAlert => "policyalert",
+            Context::Webhook => "webhook",
         }
     }
 }

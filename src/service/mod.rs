@@ -17,6 +17,7 @@ pub mod conversations;
 pub mod idempotency;
 pub mod messages;
 pub mod params;
+pub mod policies;
 pub mod providers;
 
 use std::sync::Arc;
@@ -67,6 +68,12 @@ pub struct Service {
     tenant_http: Option<reqwest::Client>,
     /// Each configuration's model list, for a short while.
     models: providers::ModelCache,
+    /// Each repository's policies, for a short while.
+    policy_cache: policies::PolicyCache,
+    /// How policies are judged.
+    policy_config: policies::PolicyConfig,
+    /// The judge's provider (`--policy-judge-url`); the turn's own when `None`.
+    judge_provider: Option<Arc<Provider>>,
 }
 
 impl Service {
@@ -83,7 +90,25 @@ impl Service {
             allow_private: false,
             tenant_http: None,
             models: providers::ModelCache::default(),
+            policy_cache: policies::PolicyCache::default(),
+            policy_config: policies::PolicyConfig::default(),
+            judge_provider: None,
         }
+    }
+
+    /// How policies are judged: the judge's endpoint, model and key (the
+    /// turn's own provider and model when none), its time limit, and how
+    /// often a streamed reply is checked.
+    pub fn with_policies(mut self, config: policies::PolicyConfig) -> anyhow::Result<Self> {
+        self.judge_provider = Provider::new(&crate::provider::ProviderConfig {
+            base_url: config.judge_url.clone(),
+            api_key: config.judge_api_key.clone(),
+            models: Vec::new(),
+            timeout: config.judge_timeout,
+        })?
+        .map(Arc::new);
+        self.policy_config = config;
+        Ok(self)
     }
 
     /// The client prompts reach tenants' providers with.
@@ -115,6 +140,12 @@ impl Service {
     pub fn with_idempotency_ttl(mut self, ttl: chrono::TimeDelta) -> Self {
         self.idempotency_ttl = ttl;
         self
+    }
+
+    /// The keys that seal tenants' secrets, for what works beside the
+    /// operations (the webhook deliverer).
+    pub fn keyring_handle(&self) -> Option<Keyring> {
+        self.keyring.as_deref().cloned()
     }
 
     /// Marks the service as shutting down: readiness fails from now on.

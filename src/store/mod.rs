@@ -18,9 +18,11 @@ pub mod auth;
 pub mod conversations;
 pub mod idempotency;
 pub mod messages;
+pub mod policies;
 pub mod providers;
 pub mod schema;
 pub mod types;
+pub mod webhooks;
 pub mod writer;
 
 use std::panic::AssertUnwindSafe;

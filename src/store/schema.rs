@@ -212,7 +212,105 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::store::types::DbUuid;
+    use crate::store::types::DbTime;
+
+    policies (id) {
+        id -> DbUuid,
+        org_id -> DbUuid,
+        workspace_id -> Nullable<DbUuid>,
+        repo_id -> Nullable<DbUuid>,
+        name -> Text,
+        content -> Text,
+        patterns -> Text,
+        risk_type -> Text,
+        action_type -> Integer,
+        created_by -> DbUuid,
+        created_at -> DbTime,
+        updated_by -> DbUuid,
+        updated_at -> DbTime,
+        deleted_at -> Nullable<DbTime>,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::store::types::DbUuid;
+    use crate::store::types::DbTime;
+
+    policy_violations (id) {
+        id -> DbUuid,
+        org_id -> DbUuid,
+        workspace_id -> DbUuid,
+        repo_id -> DbUuid,
+        policy_id -> DbUuid,
+        conversation_id -> Nullable<DbUuid>,
+        user_id -> DbUuid,
+        stage -> Text,
+        explanation -> Text,
+        severity -> Text,
+        block -> Bool,
+        ai_llm_id -> Nullable<DbUuid>,
+        llm_type -> Text,
+        llm_model -> Text,
+        host -> Text,
+        created_at -> DbTime,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::store::types::DbUuid;
+    use crate::store::types::DbTime;
+
+    policy_alerts (id) {
+        id -> DbUuid,
+        violation_id -> DbUuid,
+        message -> Text,
+        created_at -> DbTime,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::store::types::DbUuid;
+    use crate::store::types::DbTime;
+
+    org_webhooks (org_id) {
+        org_id -> DbUuid,
+        url -> Text,
+        secret_sealed -> Binary,
+        secrets_key_id -> Text,
+        created_at -> DbTime,
+        updated_at -> DbTime,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::store::types::DbUuid;
+    use crate::store::types::DbTime;
+
+    webhook_deliveries (id) {
+        id -> DbUuid,
+        org_id -> DbUuid,
+        alert_id -> DbUuid,
+        body -> Text,
+        status -> Text,
+        attempts -> Integer,
+        next_attempt_at -> DbTime,
+        last_status -> Nullable<Integer>,
+        last_error -> Nullable<Text>,
+        created_at -> DbTime,
+        delivered_at -> Nullable<DbTime>,
+    }
+}
+
 diesel::joinable!(ai_llm_repos -> ai_llms (ai_llm_id));
+diesel::joinable!(policy_alerts -> policy_violations (violation_id));
+diesel::joinable!(policy_violations -> policies (policy_id));
 diesel::joinable!(ai_llm_repos -> repos (repo_id));
 diesel::joinable!(messages -> conversations (conversation_id));
 diesel::joinable!(users -> organizations (org_id));
@@ -235,4 +333,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     messages,
     ai_llms,
     ai_llm_repos,
+    policies,
+    policy_violations,
+    policy_alerts,
+    org_webhooks,
+    webhook_deliveries,
 );

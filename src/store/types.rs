@@ -202,7 +202,8 @@ text_enum!(
     crate::domain::OrgRole,
     crate::domain::Access,
     crate::domain::MessageRole,
-    crate::domain::AiType
+    crate::domain::AiType,
+    crate::domain::RiskType
 );
 
 #[cfg(test)]

@@ -15,9 +15,9 @@ use super::AppState;
 use super::error::{ApiErrors, ErrorReply};
 use super::extract::{Authenticated, JsonBody, Query};
 use crate::error::ApiError;
-use crate::service::Credentials;
 use crate::service::messages::{ListMessages, Prompt, PromptEvent, PromptEvents};
 use crate::service::params::{self, Page};
+use crate::service::{Credentials, RequestContext};
 use dto::{MessageDto, MessagesQuery, MessagesReply, PromptBody, PromptReply};
 
 /// Send a prompt to a model, with the conversation's earlier turns.
@@ -49,6 +49,7 @@ pub async fn prompt_conversation(
     Path(id): Path<String>,
     State(service): State<AppState>,
     credentials: Credentials,
+    ctx: RequestContext,
     headers: HeaderMap,
     JsonBody(body): JsonBody<PromptBody>,
 ) -> Result<Response, ApiError> {
@@ -69,10 +70,10 @@ pub async fn prompt_conversation(
     if streamed {
         // Refusals before the model is asked are plain JSON errors with their
         // status, as without streaming.
-        let events = service.prompt_stream(&caller, input).await?;
+        let events = service.prompt_stream(&caller, input, &ctx).await?;
         return Ok(server_sent(events));
     }
-    let turn = service.prompt(&caller, input).await?;
+    let turn = service.prompt(&caller, input, &ctx).await?;
     Ok(Json(PromptReply::from(turn)).into_response())
 }
 

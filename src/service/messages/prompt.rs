@@ -13,9 +13,10 @@ use crate::domain::MessageRole;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::provider::{ChatMessage, Completion, ProviderError};
-use crate::service::Service;
 use crate::service::conversations::conversation_not_found;
+use crate::service::policies::{Stage, TurnChecks, TurnFacts};
 use crate::service::providers::Route;
+use crate::service::{RequestContext, Service};
 use crate::store::Store;
 use crate::store::messages::{NewMessage, NewTurn};
 use crate::store::types::now;
@@ -57,16 +58,27 @@ pub enum PromptEvent {
 pub type PromptEvents = mpsc::Receiver<Result<PromptEvent, ApiError>>;
 
 impl Service {
-    /// Asks the model and stores the turn.
-    pub async fn prompt(&self, caller: &Caller, input: Prompt) -> Result<Turn, ApiError> {
-        let prepared = self.prepare_prompt(caller, input).await?;
+    /// Checks the prompt against the policies that apply, asks the model,
+    /// checks its reply, and stores the turn.
+    pub async fn prompt(
+        &self,
+        caller: &Caller,
+        input: Prompt,
+        ctx: &RequestContext,
+    ) -> Result<Turn, ApiError> {
+        let prepared = self.prepare_prompt(caller, input, ctx).await?;
+        let checks = &prepared.checks;
+        let mut policy_tokens = checks.check(&prepared.prompt, Stage::Prompt, false).await?;
         let completion = prepared
             .route
             .provider
             .complete(&prepared.model, &prepared.turns)
             .await
             .map_err(|e| prepared.failed(e))?;
-        prepared.record(completion).await
+        policy_tokens += checks
+            .check(&completion.content, Stage::Reply, false)
+            .await?;
+        prepared.record(completion, policy_tokens).await
     }
 
     /// A prompt whose reply is streamed: the rules first (their refusal is
@@ -78,8 +90,13 @@ impl Service {
         &self,
         caller: &Caller,
         input: Prompt,
+        ctx: &RequestContext,
     ) -> Result<PromptEvents, ApiError> {
-        let prepared = self.prepare_prompt(caller, input).await?;
+        let prepared = self.prepare_prompt(caller, input, ctx).await?;
+        let prompt_tokens = prepared
+            .checks
+            .check(&prepared.prompt, Stage::Prompt, false)
+            .await?;
         let (events, receiver) = mpsc::channel(32);
         tokio::spawn(async move {
             let (deltas, pieces) = mpsc::channel::<String>(32);
@@ -87,15 +104,19 @@ impl Service {
                 .route
                 .provider
                 .stream(&prepared.model, &prepared.turns, deltas);
-            let (completion, delivered) = tokio::join!(generate, forward(pieces, &events));
+            let forwarding = forward(pieces, &events, &prepared.checks);
+            let (completion, forwarded) = tokio::join!(generate, forwarding);
+            let Forwarded::Finished { held, tokens } = forwarded else {
+                return;
+            };
             let outcome = match completion {
                 Err(ProviderError::Cancelled) => return,
-                Ok(_) if !delivered => return,
                 Err(e) => Err(prepared.failed(e)),
-                Ok(completion) => prepared
-                    .record(completion)
-                    .await
-                    .map(|turn| PromptEvent::Done(Box::new(turn))),
+                Ok(completion) => {
+                    prepared
+                        .finish_stream(completion, held, prompt_tokens + tokens, &events)
+                        .await
+                }
             };
             let _ = events.send(outcome).await;
         });
@@ -108,6 +129,7 @@ impl Service {
         &self,
         caller: &Caller,
         input: Prompt,
+        ctx: &RequestContext,
     ) -> Result<PreparedPrompt, ApiError> {
         // Only an empty prompt or model is refused (as the OpenAPI
         // document's minLength says).
@@ -129,6 +151,20 @@ impl Service {
         };
         may_prompt(caller, membership)?;
         let route = self.route(conversation.repo_id, &input.model).await?;
+        let facts = TurnFacts {
+            org_id: conversation.org_id,
+            workspace_id: conversation.workspace_id,
+            repo_id: conversation.repo_id,
+            conversation_id: id,
+            user_id: caller.user_id,
+            ai_llm_id: route.ai_llm_id,
+            llm_type: route.ai_type.map_or("OTHER", |t| t.as_str()).to_owned(),
+            llm_model: input.model.clone(),
+            host: route.host.clone().unwrap_or_default(),
+        };
+        let checks = self
+            .turn_checks(facts, route.provider.clone(), ctx.clone())
+            .await?;
         let mut turns = self.context_of(id).await?;
         turns.push(ChatMessage {
             role: MessageRole::User.as_str().into(),
@@ -136,6 +172,7 @@ impl Service {
         });
         Ok(PreparedPrompt {
             route,
+            checks,
             store: self.store.clone(),
             metrics: self.metrics().clone(),
             id,
@@ -172,20 +209,57 @@ impl Service {
     }
 }
 
-/// Hands the model's pieces on until it is done; false if the caller left
-/// first (then dropping `pieces` stops the model).
+/// How handing the model's pieces on ended.
+enum Forwarded {
+    /// The model is done; what is still held back (checked with the whole
+    /// reply), and the policy tokens the checks on the way spent.
+    Finished { held: String, tokens: u64 },
+    /// The caller left, or a blocking policy stopped the reply (its error
+    /// sent): dropping the pieces stops the model; nothing is stored.
+    Stopped,
+}
+
+/// Hands the model's pieces on until it is done. When a blocking policy
+/// applies, pieces are held back and released only after the reply so far
+/// passed a check (each `stream_interval` characters), so that no caller
+/// sees text a blocking policy stops.
 async fn forward(
     mut pieces: mpsc::Receiver<String>,
     events: &mpsc::Sender<Result<PromptEvent, ApiError>>,
-) -> bool {
+    checks: &TurnChecks,
+) -> Forwarded {
+    let hold = checks.blocks();
+    let (mut text, mut held, mut checked, mut tokens) = (String::new(), String::new(), 0, 0);
     loop {
         let piece = tokio::select! {
             piece = pieces.recv() => piece,
-            () = events.closed() => return false,
+            () = events.closed() => return Forwarded::Stopped,
         };
-        let Some(piece) = piece else { return true };
-        if events.send(Ok(PromptEvent::Delta(piece))).await.is_err() {
-            return false;
+        let Some(piece) = piece else {
+            return Forwarded::Finished { held, tokens };
+        };
+        if !hold {
+            if events.send(Ok(PromptEvent::Delta(piece))).await.is_err() {
+                return Forwarded::Stopped;
+            }
+            continue;
+        }
+        text.push_str(&piece);
+        held.push_str(&piece);
+        if text.len() - checked < checks.stream_interval {
+            continue;
+        }
+        checked = text.len();
+        match checks.check(&text, Stage::Reply, true).await {
+            Ok(spent) => tokens += spent,
+            Err(e) => {
+                let _ = events.send(Err(e)).await;
+                return Forwarded::Stopped;
+            }
+        }
+        let release = std::mem::take(&mut held);
+        if events.send(Ok(PromptEvent::Delta(release))).await.is_err() {
+            return Forwarded::Stopped;
         }
     }
 }
@@ -193,6 +267,7 @@ async fn forward(
 /// A prompt that passed the rules, ready for the model.
 struct PreparedPrompt {
     route: Route,
+    checks: TurnChecks,
     store: Store,
     metrics: Arc<Metrics>,
     id: Uuid,
@@ -202,6 +277,26 @@ struct PreparedPrompt {
 }
 
 impl PreparedPrompt {
+    /// A streamed reply is complete: the whole of it is checked, what was
+    /// held back released, and the turn stored.
+    async fn finish_stream(
+        &self,
+        completion: Completion,
+        held: String,
+        policy_tokens: u64,
+        events: &mpsc::Sender<Result<PromptEvent, ApiError>>,
+    ) -> Result<PromptEvent, ApiError> {
+        let checked = self
+            .checks
+            .check(&completion.content, Stage::Reply, false)
+            .await?;
+        if !held.is_empty() && events.send(Ok(PromptEvent::Delta(held))).await.is_err() {
+            return Err(ApiError::FailedPrecondition("The caller left".into()));
+        }
+        let turn = self.record(completion, policy_tokens + checked).await?;
+        Ok(PromptEvent::Done(Box::new(turn)))
+    }
+
     /// The model call failed: counted, and answered as the caller sees it.
     fn failed(&self, e: ProviderError) -> ApiError {
         let ai_type = self.route.ai_type.map_or("operator", |t| t.as_str());
@@ -210,10 +305,17 @@ impl PreparedPrompt {
     }
 
     /// Stores the turn the model completed, and returns it.
-    async fn record(&self, mut completion: Completion) -> Result<Turn, ApiError> {
+    async fn record(
+        &self,
+        mut completion: Completion,
+        policy_tokens: u64,
+    ) -> Result<Turn, ApiError> {
         // Who answered: the configuration (its id, type and host), or the
-        // operator's provider (no id).
+        // operator's provider (no id); and what judging the turn cost.
         if let serde_json::Value::Object(meta) = &mut completion.metadata {
+            if policy_tokens > 0 {
+                meta.insert("policyTokens".into(), policy_tokens.into());
+            }
             meta.insert(
                 "aiLlmId".into(),
                 self.route.ai_llm_id.map(|id| id.to_string()).into(),

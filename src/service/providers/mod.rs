@@ -126,7 +126,7 @@ fn provider_not_found() -> ApiError {
 
 impl Service {
     /// The keyring, or why configurations cannot be stored.
-    fn keyring(&self) -> Result<&Keyring, ApiError> {
+    pub(crate) fn keyring(&self) -> Result<&Keyring, ApiError> {
         self.keyring.as_deref().ok_or_else(|| {
             ApiError::Unimplemented(
                 "No secrets key is configured on this service (--secrets-key-file or SECRETS_KEY)"
@@ -147,7 +147,7 @@ impl Service {
 
     /// Workspace `id` of the caller's organization and the caller's access to
     /// it; 404 for one that is not there (or not theirs).
-    async fn workspace_access(
+    pub(crate) async fn workspace_access(
         &self,
         caller: &Caller,
         id: Uuid,
