@@ -17,6 +17,7 @@ mod idempotency;
 mod messages;
 mod openapi;
 mod operations;
+mod policies;
 mod providers;
 mod resilience;
 mod surface;

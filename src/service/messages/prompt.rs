@@ -220,22 +220,25 @@ enum Forwarded {
 }
 
 /// Hands the model's pieces on until it is done. When a blocking policy
-/// applies, pieces are held back and released only after the reply so far
-/// passed a check (each `stream_interval` characters), so that no caller
-/// sees text a blocking policy stops.
+/// applies, pieces are held back: the reply so far is checked each time
+/// `stream_interval` more characters arrived, and only what lies more than
+/// `stream_interval` characters before its end is released, so no match of
+/// a pattern up to that long is ever partly shown.
 async fn forward(
     mut pieces: mpsc::Receiver<String>,
     events: &mpsc::Sender<Result<PromptEvent, ApiError>>,
     checks: &TurnChecks,
 ) -> Forwarded {
     let hold = checks.blocks();
-    let (mut text, mut held, mut checked, mut tokens) = (String::new(), String::new(), 0, 0);
+    let interval = checks.stream_interval;
+    let (mut text, mut released, mut checked, mut tokens) = (String::new(), 0, 0, 0);
     loop {
         let piece = tokio::select! {
             piece = pieces.recv() => piece,
             () = events.closed() => return Forwarded::Stopped,
         };
         let Some(piece) = piece else {
+            let held = text.split_off(released);
             return Forwarded::Finished { held, tokens };
         };
         if !hold {
@@ -245,8 +248,7 @@ async fn forward(
             continue;
         }
         text.push_str(&piece);
-        held.push_str(&piece);
-        if text.len() - checked < checks.stream_interval {
+        if text.len() - checked < interval {
             continue;
         }
         checked = text.len();
@@ -257,9 +259,16 @@ async fn forward(
                 return Forwarded::Stopped;
             }
         }
-        let release = std::mem::take(&mut held);
-        if events.send(Ok(PromptEvent::Delta(release))).await.is_err() {
-            return Forwarded::Stopped;
+        let mut upto = checked.saturating_sub(interval).max(released);
+        while !text.is_char_boundary(upto) {
+            upto -= 1;
+        }
+        if upto > released {
+            let release = text[released..upto].to_owned();
+            released = upto;
+            if events.send(Ok(PromptEvent::Delta(release))).await.is_err() {
+                return Forwarded::Stopped;
+            }
         }
     }
 }

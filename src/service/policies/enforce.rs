@@ -104,10 +104,14 @@ pub struct PolicySet {
 /// through another replica is seen within this).
 const POLICY_TTL: Duration = Duration::from_secs(5);
 
+/// A repository's policies, when they were read, and the cache's
+/// generation then.
+type Cached = (Instant, u64, Arc<PolicySet>);
+
 /// Each repository's policies, for a short while.
 #[derive(Clone, Default)]
 pub struct PolicyCache {
-    entries: Arc<Mutex<HashMap<Uuid, (Instant, u64, Arc<PolicySet>)>>>,
+    entries: Arc<Mutex<HashMap<Uuid, Cached>>>,
     generation: Arc<AtomicU64>,
 }
 

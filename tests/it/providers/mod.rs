@@ -18,12 +18,12 @@ use serde_json::{Value, json};
 use crate::harness::{Actor, TestApp, TestDb, World};
 
 /// The API key the tests store; it must appear nowhere but in the provider's requests.
-const SECRET: &str = "sk-provider-secret-7f3a9c";
+pub(crate) const SECRET: &str = "sk-provider-secret-7f3a9c";
 /// An access key.
 const ACCESS_KEY: &str = "AKIA-access-key-51d2";
 
 /// A REST call as `who` with an optional JSON body.
-async fn rest(
+pub(crate) async fn rest(
     app: &TestApp,
     who: &Actor,
     method: reqwest::Method,
@@ -48,7 +48,7 @@ async fn grpc(app: &TestApp) -> ProviderServiceClient<tonic::transport::Channel>
     ProviderServiceClient::new(app.channel().await)
 }
 
-fn create_body(w: &World, name: &str, ai_type: &str) -> Value {
+pub(crate) fn create_body(w: &World, name: &str, ai_type: &str) -> Value {
     json!({
         "name": name,
         "aiType": ai_type,
@@ -127,7 +127,7 @@ async fn secret_not_stored(app: &TestApp) {
 
 /// The service with `--provider-allow-private`, so configurations may point
 /// at the fake providers on 127.0.0.1.
-async fn app_allowing_private(db: TestDb) -> TestApp {
+pub(crate) async fn app_allowing_private(db: TestDb) -> TestApp {
     let mut config = conversation_service::server::Config::local();
     config.secrets.provider_allow_private = true;
     TestApp::spawn_config(db, config).await
@@ -135,7 +135,7 @@ async fn app_allowing_private(db: TestDb) -> TestApp {
 
 /// A configuration of the world's workspace, created over REST by its
 /// administrator and attached to its repository; its id.
-async fn connect_repo(
+pub(crate) async fn connect_repo(
     app: &TestApp,
     w: &World,
     name: &str,
@@ -168,7 +168,7 @@ async fn connect_repo(
 }
 
 /// A prompt streamed over gRPC as `who`: the pieces, and the stored turn.
-async fn stream_over_grpc(
+pub(crate) async fn stream_over_grpc(
     app: &TestApp,
     who: &Actor,
     conversation: uuid::Uuid,
@@ -203,7 +203,7 @@ async fn stream_over_grpc(
 }
 
 /// Serves `app` on 127.0.0.1; its address.
-async fn serve(app: axum::Router) -> String {
+pub(crate) async fn serve(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
