@@ -63,15 +63,15 @@ struct UpdateNeedsAField;
 impl Modify for UpdateNeedsAField {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::{RefOr, schema::Schema};
-        let schema = openapi
-            .components
-            .as_mut()
-            .and_then(|c| c.schemas.get_mut("UpdateAiLlmBody"));
-        if let Some(RefOr::T(Schema::Object(body))) = schema {
-            body.min_properties = Some(1);
-            body.additional_properties = Some(Box::new(
-                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
-            ));
+        let schema = openapi.components.as_mut().map(|c| &mut c.schemas);
+        let Some(schemas) = schema else { return };
+        for name in ["UpdateAiLlmBody", "UpdatePolicyBody"] {
+            if let Some(RefOr::T(Schema::Object(body))) = schemas.get_mut(name) {
+                body.min_properties = Some(1);
+                body.additional_properties = Some(Box::new(
+                    utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+                ));
+            }
         }
     }
 }
@@ -84,8 +84,30 @@ static DOCUMENT: LazyLock<Bytes> = LazyLock::new(|| {
     UpdateNeedsAField.modify(&mut doc);
     let mut doc = serde_json::to_value(&doc).unwrap_or_default();
     endpoint_needed_for_aws_and_other(&mut doc);
+    repository_needs_its_workspace(&mut doc);
     Bytes::from(doc.to_string())
 });
+
+/// A repository policy names its workspace too.
+fn repository_needs_its_workspace(doc: &mut serde_json::Value) {
+    let body = doc.pointer_mut("/components/schemas/CreatePolicyBody");
+    if let Some(serde_json::Value::Object(body)) = body {
+        body.insert(
+            "if".into(),
+            serde_json::json!({
+                "properties": { "repoId": { "type": "string" } },
+                "required": ["repoId"],
+            }),
+        );
+        body.insert(
+            "then".into(),
+            serde_json::json!({
+                "properties": { "workspaceId": { "type": "string" } },
+                "required": ["workspaceId"],
+            }),
+        );
+    }
+}
 
 /// A create's `endpoint` may be left out only where the provider has a
 /// public API: a condition utoipa's schema types cannot say, so it is

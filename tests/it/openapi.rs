@@ -15,7 +15,7 @@ use crate::on_both_backends;
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 
 /// Every route the gateway serves, with its methods.
-const ROUTES: [(&str, &[&str]); 15] = [
+const ROUTES: [(&str, &[&str]); 23] = [
     ("/ai/llm", &["get", "post"]),
     ("/ai/llm/available", &["get"]),
     ("/ai/llm/{id}", &["delete", "put"]),
@@ -30,6 +30,14 @@ const ROUTES: [(&str, &[&str]); 15] = [
     ("/healthz", &["get"]),
     ("/metrics", &["get"]),
     ("/openapi.json", &["get"]),
+    ("/org/webhook", &["delete", "get", "put"]),
+    ("/org/webhook/deliveries", &["get"]),
+    ("/policy", &["get", "post"]),
+    ("/policy/alerts", &["get"]),
+    ("/policy/violations", &["get"]),
+    ("/policy/{id}", &["delete", "get", "put"]),
+    ("/policy/{id}/alerts", &["get"]),
+    ("/policy/{id}/violations", &["get"]),
     ("/readyz", &["get"]),
 ];
 
@@ -95,7 +103,9 @@ async fn the_document_lists_exactly_the_routes_served() {
             let secured = op.get("security").is_some();
             assert_eq!(
                 secured,
-                path.starts_with("/conversation") || path.starts_with("/ai/"),
+                ["/conversation", "/ai/", "/policy", "/org/"]
+                    .iter()
+                    .any(|p| path.starts_with(p)),
                 "{method} {path}"
             );
             if secured {

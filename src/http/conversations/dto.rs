@@ -191,7 +191,7 @@ impl From<Conversation> for ConversationDto {
 }
 
 /// An RFC 3339 date-time or a full date.
-fn time_bound() -> utoipa::openapi::schema::Schema {
+pub(crate) fn time_bound() -> utoipa::openapi::schema::Schema {
     use utoipa::openapi::schema::{
         KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
     };

@@ -29,6 +29,9 @@ use dto::{MessageDto, MessagesQuery, MessagesReply, PromptBody, PromptReply};
 /// the conversation's totals, all in one transaction; nothing is stored if the
 /// provider fails. The first prompt titles an untitled conversation. Needs read
 /// access to the workspace; regular users prompt only their own conversations.
+/// The policies of the conversation's organization, workspace and repository
+/// check the prompt before the model and the reply after it (and while it
+/// streams): a blocking one answers 400 `Blocked by policy "<name>": ...`.
 #[utoipa::path(post, path = "/conversation/{id}/prompt", tag = "conversations",
     request_body = PromptBody,
     params(("id" = String, Path, format = Uuid, description = "The conversation")),
@@ -36,12 +39,13 @@ use dto::{MessageDto, MessagesQuery, MessagesReply, PromptBody, PromptReply};
         ApiErrors,
         (status = 200, description = "The assistant's reply (JSON, or server-sent events when asked for)",
             content((PromptReply = "application/json"), (String = "text/event-stream"))),
-        (status = 400, description = "Invalid body: empty prompt, missing, disallowed or unknown model; no provider for the repository", body = ErrorReply),
+        (status = 400, description = "Invalid body: empty prompt, missing, disallowed or unknown model; no provider for the repository; blocked by a policy", body = ErrorReply),
         (status = 403, description = "No access to the conversation's workspace", body = ErrorReply),
         (status = 404, description = "Conversation not found", body = ErrorReply),
         (status = 413, description = "Body over 64 KiB", body = ErrorReply),
         (status = 415, description = "Content-Type is not application/json", body = ErrorReply),
         (status = 502, description = "The model provider failed", body = ErrorReply),
+        (status = 503, description = "Policy evaluation unavailable (a blocking policy could not be judged)", body = ErrorReply),
         (status = 504, description = "The model provider, or the request, timed out", body = ErrorReply),
     ),
     security(("bearer" = [])))]

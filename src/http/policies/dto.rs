@@ -20,7 +20,7 @@ pub struct CreatePolicyBody {
     /// What is prohibited or required, why, examples, exceptions (judged by
     /// the model). May be empty when `patterns` decide the policy.
     #[serde(default)]
-    #[schema(value_type = String, max_length = 10000, required = true)]
+    #[schema(value_type = String, min_length = 1, max_length = 10000, required = true)]
     pub content: JsonText,
     #[serde(default)]
     #[schema(value_type = RiskTypeName, required = true)]
@@ -34,16 +34,17 @@ pub struct CreatePolicyBody {
     pub org_id: JsonText,
     /// A workspace policy's workspace (and a repository policy's).
     #[serde(default)]
-    #[schema(value_type = Option<String>, format = Uuid)]
+    #[schema(value_type = Option<String>, format = Uuid, pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     pub workspace_id: JsonText,
     /// A repository policy's repository; it must belong to `workspaceId`.
     #[serde(default)]
-    #[schema(value_type = Option<String>, format = Uuid)]
+    #[schema(value_type = Option<String>, format = Uuid, pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     pub repo_id: JsonText,
-    /// Our extension: regular expressions (at most 20) that decide the
-    /// policy without a model.
+    /// Our extension: regular expressions (at most 20, Rust `regex` syntax;
+    /// the document shows literal words only) that decide the policy without
+    /// a model.
     #[serde(default)]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(value_type = Option<Vec<PatternText>>, max_items = 20)]
     pub patterns: Value,
 }
 
@@ -52,31 +53,36 @@ pub struct CreatePolicyBody {
 #[serde(rename_all = "camelCase")]
 pub struct UpdatePolicyBody {
     #[serde(default)]
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 200)]
+    #[schema(value_type = String, min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: JsonText,
     #[serde(default)]
-    #[schema(value_type = Option<String>, max_length = 10000)]
+    #[schema(value_type = String, min_length = 1, max_length = 10000)]
     pub content: JsonText,
     #[serde(default)]
-    #[schema(value_type = Option<RiskTypeName>)]
+    #[schema(value_type = RiskTypeName)]
     pub risk_type: JsonText,
     #[serde(default)]
-    #[schema(value_type = Option<i32>, minimum = 0, maximum = 2)]
+    #[schema(value_type = i32, minimum = 0, maximum = 2)]
     pub action_type: Value,
     #[serde(default)]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(value_type = Vec<PatternText>, max_items = 20)]
     pub patterns: Value,
-    /// Refused: a policy's scope never changes.
+    /// Refused (400): a policy's scope never changes.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(ignore)]
     pub org_id: Value,
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(ignore)]
     pub workspace_id: Value,
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(ignore)]
     pub repo_id: Value,
 }
+
+/// A pattern, as the document shows it (any regular expression is taken).
+#[derive(ToSchema)]
+#[schema(value_type = String, pattern = r"^[A-Za-z0-9 _.-]{1,100}$")]
+pub struct PatternText(#[allow(dead_code)] String);
 
 /// The risk levels, for the document.
 #[derive(ToSchema)]
@@ -93,6 +99,11 @@ pub fn integer(name: &str, value: &Value) -> Result<Option<i64>, ApiError> {
         Value::Null => Ok(None),
         v => v
             .as_i64()
+            .or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+                    .map(|f| f as i64)
+            })
             .map(Some)
             .ok_or_else(|| ApiError::InvalidArgument(format!("{name} must be an integer"))),
     }
@@ -143,8 +154,10 @@ pub struct ViolationsQuery {
     #[param(format = Uuid)]
     pub policy_id: Option<String>,
     /// ISO 8601 date or date-time, inclusive.
+    #[param(schema_with = crate::http::conversations::dto::time_bound)]
     pub from: Option<String>,
-    /// ISO 8601 date or date-time, inclusive.
+    /// ISO 8601 date or date-time, inclusive; not before `from`.
+    #[param(schema_with = crate::http::conversations::dto::time_bound)]
     pub to: Option<String>,
     /// 1 to 100; default 50.
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
@@ -152,29 +165,37 @@ pub struct ViolationsQuery {
     #[param(value_type = Option<i64>, minimum = 0)]
     pub skip: Option<QueryInt>,
     /// Comma-separated provider types.
+    #[param(pattern = r"^[^\x00]+$")]
     pub llm_type: Option<String>,
     /// Comma-separated models.
+    #[param(pattern = r"^[^\x00]+$")]
     pub llm_model: Option<String>,
     /// Comma-separated hosts.
+    #[param(pattern = r"^[^\x00]+$")]
     pub host: Option<String>,
     /// Comma-separated LOW, MEDIUM, HIGH (violations only).
+    #[param(pattern = "^(LOW|MEDIUM|HIGH)(,(LOW|MEDIUM|HIGH))*$")]
     pub severity: Option<String>,
     /// true or false (violations only).
     #[param(value_type = Option<bool>)]
     pub block: Option<QueryBool>,
 }
 
-/// A comma list: its non-empty items.
-pub fn comma_list(value: Option<&str>) -> Vec<String> {
-    value
-        .map(|v| {
-            v.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
+/// A comma list: its non-empty items (a NUL character, which no stored
+/// text holds, is refused).
+pub fn comma_list(name: &str, value: Option<&str>) -> Result<Vec<String>, ApiError> {
+    let value = value.unwrap_or_default();
+    if value.contains('\0') {
+        return Err(ApiError::InvalidArgument(format!(
+            "{name} must not contain NUL characters"
+        )));
+    }
+    Ok(value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect())
 }
 
 /// Who created or last changed a policy.
@@ -386,7 +407,7 @@ pub struct AlertsReply {
 pub struct WebhookBody {
     /// Where alerts are posted: http(s), not an internal address.
     #[serde(default)]
-    #[schema(value_type = String, required = true)]
+    #[schema(value_type = String, pattern = r"^https?://[A-Za-z][A-Za-z0-9.-]*[A-Za-z0-9](:[0-9]{1,4})?(/\S*)?$", required = true)]
     pub url: JsonText,
 }
 

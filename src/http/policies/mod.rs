@@ -204,7 +204,7 @@ pub async fn delete_policy(
 /// The filters of a violations or alerts query (`policy` from the path).
 fn violations_input(q: ViolationsQuery, policy: Option<&str>) -> Result<ListViolations, ApiError> {
     let page = Page::new(q.take.map(|t| t.0), q.skip.map(|s| s.0))?;
-    let severities = comma_list(q.severity.as_deref())
+    let severities = comma_list("severity", q.severity.as_deref())?
         .iter()
         .map(|s| {
             s.parse().map_err(|_| {
@@ -212,9 +212,10 @@ fn violations_input(q: ViolationsQuery, policy: Option<&str>) -> Result<ListViol
             })
         })
         .collect::<Result<_, _>>()?;
+    let in_query = params::optional_uuid("policyId", q.policy_id.as_deref())?;
     let policy_id = match policy {
         Some(id) => Some(params::uuid("id", id)?),
-        None => params::optional_uuid("policyId", q.policy_id.as_deref())?,
+        None => in_query,
     };
     Ok(ListViolations {
         workspace_id: params::optional_uuid("workspaceId", q.workspace_id.as_deref())?,
@@ -222,9 +223,9 @@ fn violations_input(q: ViolationsQuery, policy: Option<&str>) -> Result<ListViol
         policy_id,
         from: params::time_bound("from", q.from.as_deref(), Bound::Start)?,
         to: params::time_bound("to", q.to.as_deref(), Bound::End)?,
-        llm_types: comma_list(q.llm_type.as_deref()),
-        llm_models: comma_list(q.llm_model.as_deref()),
-        hosts: comma_list(q.host.as_deref()),
+        llm_types: comma_list("llmType", q.llm_type.as_deref())?,
+        llm_models: comma_list("llmModel", q.llm_model.as_deref())?,
+        hosts: comma_list("host", q.host.as_deref())?,
         severities,
         block: q.block.map(|b| b.0),
         take: page.take,
@@ -351,6 +352,8 @@ async fn alerts(
         (status = 200, description = "Set", body = WebhookSetReply),
         (status = 400, description = "Invalid or refused URL", body = ErrorReply),
         (status = 403, description = "Not an organization administrator", body = ErrorReply),
+        (status = 413, description = "Body over 64 KiB", body = ErrorReply),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorReply),
         (status = 501, description = "No secrets key is configured", body = ErrorReply),
     ),
     security(("bearer" = [])))]

@@ -36,7 +36,7 @@ pub struct CreateAiLlmBody {
     /// the provider's public API (OPENAI, ANTHROPIC, GOOGLE; AWS and OTHER
     /// need one).
     #[serde(default)]
-    #[schema(value_type = Option<String>, pattern = r"^https?://[A-Za-z][A-Za-z0-9.-]*[A-Za-z0-9](:[0-9]{1,4})?(/\S*)?$")]
+    #[schema(value_type = Option<String>, pattern = r"^https?://[A-Za-z][A-Za-z0-9.-]*[A-Za-z0-9](:[0-9]{1,4})?(/[^\s?#]*)?$")]
     pub endpoint: JsonText,
     /// An access key, where the provider has one (AWS).
     #[serde(default)]
@@ -64,7 +64,7 @@ pub struct UpdateAiLlmBody {
     #[schema(value_type = AiTypeName)]
     pub ai_type: JsonText,
     #[serde(default)]
-    #[schema(value_type = String, pattern = r"^https?://[A-Za-z][A-Za-z0-9.-]*[A-Za-z0-9](:[0-9]{1,4})?(/\S*)?$")]
+    #[schema(value_type = String, pattern = r"^https?://[A-Za-z][A-Za-z0-9.-]*[A-Za-z0-9](:[0-9]{1,4})?(/[^\s?#]*)?$")]
     pub endpoint: JsonText,
     #[serde(default)]
     #[schema(value_type = String, pattern = r"\S")]

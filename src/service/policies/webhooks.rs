@@ -139,6 +139,17 @@ impl Service {
         ctx: &RequestContext,
     ) -> Result<(WebhookView, String), ApiError> {
         admins_only(caller)?;
+        let host = url.split_once("://").map_or("", |(_, rest)| rest);
+        let host = host.split(['/', ':', '?', '#']).next().unwrap_or_default();
+        if host.is_empty()
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        {
+            return Err(ApiError::InvalidArgument(
+                "url is not a valid http(s) URL".into(),
+            ));
+        }
         let url = crate::egress::check_url(url, self.allow_private)
             .map_err(|e| ApiError::InvalidArgument(e.to_string().replace("endpoint", "url")))?
             .to_string();
