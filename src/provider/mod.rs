@@ -79,6 +79,11 @@ impl ProviderError {
 }
 
 mod anthropic;
+mod openai;
+mod reply;
+
+use openai::ChatRequest;
+use reply::{MAX_REPLY_BYTES, error_detail, read_capped, too_large, transport_error};
 
 /// The API a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,82 +141,6 @@ pub struct ModelInfo {
     pub id: String,
     /// When the provider made it available (Unix seconds), if it says.
     pub created: Option<i64>,
-}
-
-#[derive(Serialize)]
-struct ChatRequest<'a> {
-    model: &'a str,
-    messages: &'a [ChatMessage],
-    stream: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stream_options: Option<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    response_format: Option<&'a serde_json::Value>,
-}
-
-/// One `data:` event of a streamed completion.
-#[derive(Deserialize)]
-struct ChatChunk {
-    id: Option<String>,
-    model: Option<String>,
-    #[serde(default)]
-    choices: Vec<ChunkChoice>,
-    usage: Option<Usage>,
-}
-
-#[derive(Deserialize)]
-struct ChunkChoice {
-    delta: Option<ChoiceMessage>,
-    finish_reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ChatResponse {
-    id: Option<String>,
-    model: Option<String>,
-    choices: Vec<Choice>,
-    usage: Option<Usage>,
-}
-
-#[derive(Deserialize)]
-struct Choice {
-    message: Option<ChoiceMessage>,
-    finish_reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ChoiceMessage {
-    content: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Usage {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-}
-
-/// What a provider's error body says, in a line of at most 200 characters
-/// of message: OpenAI's and Anthropic's `{"error": {"type", "message"}}`,
-/// Gemini's `{"error": {"status", "message"}}` (also inside a one-element
-/// array), AWS's `{"message"}` or `{"Message"}`; empty for anything else.
-fn error_detail(body: &[u8]) -> String {
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return String::new();
-    };
-    let value = value.get(0).unwrap_or(&value);
-    let error = value
-        .get("error")
-        .filter(|e| e.is_object())
-        .unwrap_or(value);
-    let text = |names: &[&str]| {
-        names
-            .iter()
-            .find_map(|n| error.get(*n).and_then(|v| v.as_str()))
-            .unwrap_or_default()
-    };
-    let kind = text(&["type", "status", "__type"]);
-    let message: String = text(&["message", "Message"]).chars().take(200).collect();
-    format!("{kind} {message}").trim().to_owned()
 }
 
 impl Provider {
@@ -363,27 +292,7 @@ impl Provider {
         if !self.wire.chat_completions() {
             return anthropic::completion(&body, model);
         }
-        let reply: ChatResponse = serde_json::from_slice(&body)
-            .map_err(|e| ProviderError::Failed(format!("unreadable reply ({e})")))?;
-        let choice = reply
-            .choices
-            .into_iter()
-            .next()
-            .ok_or_else(|| ProviderError::Failed("no choices in the reply".into()))?;
-        let usage = reply.usage.unwrap_or(Usage {
-            prompt_tokens: None,
-            completion_tokens: None,
-        });
-        Ok(Completion {
-            content: choice.message.and_then(|m| m.content).unwrap_or_default(),
-            model: reply.model.unwrap_or_else(|| model.to_owned()),
-            tokens_in: usage.prompt_tokens.unwrap_or(0),
-            tokens_out: usage.completion_tokens.unwrap_or(0),
-            metadata: serde_json::json!({
-                "providerId": reply.id,
-                "finishReason": choice.finish_reason,
-            }),
-        })
+        openai::completion(&body, model)
     }
 }
 
@@ -510,7 +419,7 @@ impl Provider {
                     anthropic::Step::Nothing => Vec::new(),
                 },
                 _ if event.data.trim() == "[DONE]" => break,
-                _ => openai_event(&event.data, &mut state)?,
+                _ => openai::event(&event.data, &mut state)?,
             };
             for piece in pieces {
                 if content.len() + piece.len() > MAX_REPLY_BYTES {
@@ -540,64 +449,6 @@ struct Streamed {
     finish: Option<String>,
     tokens_in: u64,
     tokens_out: u64,
-}
-
-/// Reads one streamed Chat Completions chunk into `state`; its pieces.
-fn openai_event(data: &str, state: &mut Streamed) -> Result<Vec<String>, ProviderError> {
-    let chunk: ChatChunk = serde_json::from_str(data)
-        .map_err(|e| ProviderError::Failed(format!("unreadable event ({e})")))?;
-    state.id = state.id.take().or(chunk.id);
-    state.model = state.model.take().or(chunk.model);
-    if let Some(usage) = chunk.usage {
-        state.tokens_in = usage.prompt_tokens.unwrap_or(state.tokens_in);
-        state.tokens_out = usage.completion_tokens.unwrap_or(state.tokens_out);
-    }
-    let mut pieces = Vec::new();
-    for choice in chunk.choices {
-        state.finish = state.finish.take().or(choice.finish_reason);
-        if let Some(piece) = choice.delta.and_then(|d| d.content)
-            && !piece.is_empty()
-        {
-            pieces.push(piece);
-        }
-    }
-    Ok(pieces)
-}
-
-/// The most a provider's reply may hold (a tenant's endpoint is untrusted:
-/// it must not be able to fill the service's memory).
-const MAX_REPLY_BYTES: usize = 8 * 1024 * 1024;
-
-fn too_large() -> ProviderError {
-    ProviderError::Failed("the reply is larger than 8 MiB".into())
-}
-
-/// A reply's body, read up to [`MAX_REPLY_BYTES`].
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, ProviderError> {
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_REPLY_BYTES as u64)
-    {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-        if body.len() + chunk.len() > MAX_REPLY_BYTES {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-fn transport_error(e: reqwest::Error) -> ProviderError {
-    if e.is_timeout() {
-        ProviderError::Timeout
-    } else {
-        // Not `e` itself: its text carries the provider's URL.
-        tracing::warn!(error = %e.without_url(), "model provider unreachable");
-        ProviderError::Failed("unreachable".into())
-    }
 }
 
 #[cfg(test)]
@@ -666,35 +517,6 @@ mod tests {
             matches!(&failed, Err(ProviderError::Failed(why)) if why.contains("larger than 8 MiB")),
             "{failed:?}"
         );
-    }
-
-    #[test]
-    fn error_bodies_are_read_in_every_shape_providers_use() {
-        for (body, read) in [
-            (
-                r#"{"error":{"message":"Incorrect API key","type":"invalid_request_error"}}"#,
-                "invalid_request_error Incorrect API key",
-            ),
-            (
-                r#"[{"error":{"code":429,"message":"Resource exhausted","status":"RESOURCE_EXHAUSTED"}}]"#,
-                "RESOURCE_EXHAUSTED Resource exhausted",
-            ),
-            (
-                r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
-                "overloaded_error Overloaded",
-            ),
-            (
-                r#"{"Message":"Authentication failed"}"#,
-                "Authentication failed",
-            ),
-            (r#"{"message":"Too many requests"}"#, "Too many requests"),
-            ("<html>Bad gateway</html>", ""),
-            (r#"{"error":"just a string"}"#, ""),
-        ] {
-            assert_eq!(error_detail(body.as_bytes()), read, "{body}");
-        }
-        let long = format!(r#"{{"message":"{}"}}"#, "x".repeat(500));
-        assert_eq!(error_detail(long.as_bytes()).len(), 200);
     }
 
     #[tokio::test]
