@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/flashback/conversation/v1/conversation.proto",
         "proto/flashback/ai/v1/provider.proto",
+        "proto/flashback/ai/v1/policy.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
 

@@ -6,6 +6,7 @@ mod call;
 pub mod codec;
 mod conversations;
 mod messages;
+mod policies;
 mod providers;
 pub mod status;
 
@@ -22,6 +23,7 @@ use crate::config::Timeouts;
 use crate::observe::{Admission, GrpcLayer, known_rpcs};
 
 use crate::pb::FILE_DESCRIPTOR_SET;
+use crate::pb::ai::policy_service_server::PolicyServiceServer;
 use crate::pb::ai::provider_service_server::ProviderServiceServer;
 use crate::pb::conversation_service_server::ConversationServiceServer;
 use crate::service::Service;
@@ -60,6 +62,7 @@ pub async fn router(
     reporter
         .set_serving::<ProviderServiceServer<GrpcApi>>()
         .await;
+    reporter.set_serving::<PolicyServiceServer<GrpcApi>>().await;
     // Both reflection endpoints describe everything served, each other included.
     let reflection = || {
         DESCRIPTOR_SETS.iter().fold(
@@ -76,6 +79,8 @@ pub async fn router(
     let api = GrpcApi::new(service);
     let providers =
         ProviderServiceServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE_SIZE);
+    let policies =
+        PolicyServiceServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE_SIZE);
     let api = ConversationServiceServer::new(api).max_decoding_message_size(MAX_MESSAGE_SIZE);
     let router = Server::builder()
         .layer(observe)
@@ -83,7 +88,8 @@ pub async fn router(
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(api)
-        .add_service(providers);
+        .add_service(providers)
+        .add_service(policies);
     Ok((router, reporter))
 }
 

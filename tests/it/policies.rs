@@ -950,8 +950,276 @@ async fn alerts_reach_the_webhook(db: TestDb) {
     app.shutdown().await;
 }
 
+/// The same rules over gRPC: managing policies, the webhook, listing
+/// violations and alerts, with the same messages and codes.
+async fn policies_over_grpc(db: TestDb) {
+    use conversation_service::pb::ai::policy_service_client::PolicyServiceClient;
+    use conversation_service::pb::ai::{
+        CreatePolicyRequest, DeletePolicyRequest, GetPolicyRequest, GetWebhookRequest,
+        ListAlertsRequest, ListDeliveriesRequest, ListPoliciesRequest, ListViolationsRequest,
+        SetWebhookRequest, UpdatePolicyRequest, ViolationFilter,
+    };
+    let (judge, _) = fake_judge().await;
+    let (model, asked) = fake_model("fine").await;
+    let app = app_with_judge(db, &judge).await;
+    let w = World::build(&app).await;
+    connect_repo(&app, &w, "Local", "OTHER", &format!("http://{model}/v1")).await;
+    let mut client = PolicyServiceClient::new(app.channel().await);
+    let create = |name: &str, action: i32, workspace: bool| CreatePolicyRequest {
+        org_id: w.org.to_string(),
+        workspace_id: if workspace {
+            w.workspace.to_string()
+        } else {
+            String::new()
+        },
+        name: name.into(),
+        content: String::new(),
+        risk_type: "MEDIUM".into(),
+        action_type: action,
+        patterns: vec!["TOP-SECRET".into()],
+        ..Default::default()
+    };
+    let refused = client
+        .create_policy(as_actor(create("Org", 2, false), &w.ws_admin))
+        .await
+        .expect_err("workspace admins do not manage organization policies");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    for (mut bad, code, message) in [
+        (
+            create("Bad", 3, false),
+            tonic::Code::InvalidArgument,
+            "actionType must be 0 (log), 1 (alert) or 2 (block)",
+        ),
+        (
+            create("Bad", 0, false),
+            tonic::Code::InvalidArgument,
+            "riskType must be one of LOW, MEDIUM, HIGH",
+        ),
+        (
+            create("Bad", 0, false),
+            tonic::Code::InvalidArgument,
+            "pattern \"(\" is not a valid regular expression: error: unclosed group",
+        ),
+    ] {
+        if message.starts_with("riskType") {
+            bad.risk_type = "SEVERE".into();
+        }
+        if message.starts_with("pattern") {
+            bad.patterns = vec!["(".into()];
+        }
+        let status = client
+            .create_policy(as_actor(bad, &w.org_admin))
+            .await
+            .expect_err("refused");
+        assert_eq!((status.code(), status.message()), (code, message));
+    }
+    let created = client
+        .create_policy(as_actor(create("Secrets", 1, true), &w.ws_admin))
+        .await
+        .expect("created")
+        .into_inner()
+        .policy
+        .expect("policy");
+    assert_eq!(
+        (created.workspace_id.as_str(), created.action_type),
+        (w.workspace.to_string().as_str(), 1)
+    );
+    let listed = client
+        .list_policies(as_actor(
+            ListPoliciesRequest {
+                org_id: w.org.to_string(),
+                workspace_id: w.workspace.to_string(),
+                repo_id: String::new(),
+            },
+            &w.reader,
+        ))
+        .await
+        .expect("listed")
+        .into_inner()
+        .policies;
+    assert_eq!(
+        listed.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        ["Secrets"]
+    );
+    let hidden = client
+        .get_policy(as_actor(
+            GetPolicyRequest {
+                id: created.id.clone(),
+            },
+            &w.other_org_user,
+        ))
+        .await
+        .expect_err("another organization");
+    assert_eq!(hidden.code(), tonic::Code::NotFound);
+    let updated = client
+        .update_policy(as_actor(
+            UpdatePolicyRequest {
+                id: created.id.clone(),
+                action_type: Some(2),
+                ..Default::default()
+            },
+            &w.ws_admin,
+        ))
+        .await
+        .expect("updated")
+        .into_inner()
+        .policy
+        .expect("policy");
+    assert_eq!(updated.action_type, 2);
+    let empty = client
+        .update_policy(as_actor(
+            UpdatePolicyRequest {
+                id: created.id.clone(),
+                ..Default::default()
+            },
+            &w.ws_admin,
+        ))
+        .await
+        .expect_err("nothing to update");
+    assert_eq!(empty.code(), tonic::Code::InvalidArgument);
+
+    // A webhook, then a blocked prompt: its violation and alert, listed.
+    let set = client
+        .set_webhook(as_actor(
+            SetWebhookRequest {
+                url: "http://127.0.0.1:1/hook".into(),
+            },
+            &w.org_admin,
+        ))
+        .await
+        .expect("set")
+        .into_inner();
+    assert!(set.secret.starts_with("whsec_"));
+    let shown = client
+        .get_webhook(as_actor(GetWebhookRequest {}, &w.org_admin))
+        .await
+        .expect("shown")
+        .into_inner();
+    assert_eq!(
+        shown.webhook.expect("webhook").url,
+        "http://127.0.0.1:1/hook"
+    );
+    let denied = client
+        .get_webhook(as_actor(GetWebhookRequest {}, &w.reader))
+        .await
+        .expect_err("admins only");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    let conversation = app.create_as(&w.reader, w.repo).await;
+    let (status, _) = rest(
+        &app,
+        &w.reader,
+        Method::POST,
+        &format!("/conversation/{conversation}/prompt"),
+        Some(json!({ "prompt": "the TOP-SECRET plan", "model": "gpt-test" })),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(*asked.lock().expect("lock"), 0);
+    let violations = client
+        .list_violations(as_actor(
+            ListViolationsRequest {
+                filter: Some(ViolationFilter {
+                    workspace_id: w.workspace.to_string(),
+                    ..Default::default()
+                }),
+                severities: vec!["MEDIUM".into()],
+                block: Some(true),
+            },
+            &w.reader,
+        ))
+        .await
+        .expect("violations")
+        .into_inner();
+    assert_eq!(violations.total, 1);
+    assert_eq!(
+        (
+            violations.violations[0].policy_name.as_str(),
+            violations.violations[0].block
+        ),
+        ("Secrets", true)
+    );
+    let none = client
+        .list_violations(as_actor(
+            ListViolationsRequest {
+                severities: vec!["HIGH".into()],
+                ..Default::default()
+            },
+            &w.org_admin,
+        ))
+        .await
+        .expect("violations")
+        .into_inner();
+    assert_eq!(none.total, 0);
+    let bad = client
+        .list_violations(as_actor(
+            ListViolationsRequest {
+                severities: vec!["SEVERE".into()],
+                ..Default::default()
+            },
+            &w.org_admin,
+        ))
+        .await
+        .expect_err("bad severity");
+    assert_eq!(
+        (bad.code(), bad.message()),
+        (
+            tonic::Code::InvalidArgument,
+            "severity must list LOW, MEDIUM or HIGH"
+        )
+    );
+    let alerts = client
+        .list_alerts(as_actor(ListAlertsRequest { filter: None }, &w.org_admin))
+        .await
+        .expect("alerts")
+        .into_inner();
+    assert_eq!(alerts.total, 1);
+    assert!(
+        alerts.alerts[0]
+            .message
+            .starts_with("Policy \"Secrets\" violated by the prompt")
+    );
+    assert_eq!(alerts.alerts[0].violation_id, violations.violations[0].id);
+    let theirs = client
+        .list_alerts(as_actor(
+            ListAlertsRequest { filter: None },
+            &w.other_org_user,
+        ))
+        .await
+        .expect("alerts")
+        .into_inner();
+    assert_eq!(theirs.total, 0);
+    let deliveries = client
+        .list_deliveries(as_actor(
+            ListDeliveriesRequest { take: 0, skip: 0 },
+            &w.org_admin,
+        ))
+        .await
+        .expect("deliveries")
+        .into_inner();
+    assert_eq!(
+        (deliveries.total, deliveries.deliveries[0].alert_id.as_str()),
+        (1, alerts.alerts[0].id.as_str())
+    );
+    client
+        .delete_policy(as_actor(
+            DeletePolicyRequest {
+                id: created.id.clone(),
+            },
+            &w.ws_admin,
+        ))
+        .await
+        .expect("deleted");
+    let gone = client
+        .get_policy(as_actor(GetPolicyRequest { id: created.id }, &w.ws_admin))
+        .await
+        .expect_err("deleted");
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+    app.shutdown().await;
+}
+
 on_both_backends!(
     managing_policies,
+    policies_over_grpc,
     prompts_are_judged,
     replies_are_cut_while_they_stream,
     judges_fail_safe,

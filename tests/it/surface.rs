@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use crate::harness::{TestApp, TestDb, World};
 use crate::on_both_backends;
 
-const EXPECTED_SERVICES: [&str; 5] = [
+const EXPECTED_SERVICES: [&str; 6] = [
+    "flashback.ai.v1.PolicyService",
     "flashback.ai.v1.ProviderService",
     "flashback.conversation.v1.ConversationService",
     "grpc.health.v1.Health",

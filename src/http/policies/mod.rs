@@ -204,13 +204,9 @@ pub async fn delete_policy(
 /// The filters of a violations or alerts query (`policy` from the path).
 fn violations_input(q: ViolationsQuery, policy: Option<&str>) -> Result<ListViolations, ApiError> {
     let page = Page::new(q.take.map(|t| t.0), q.skip.map(|s| s.0))?;
-    let severities = comma_list("severity", q.severity.as_deref())?
+    let severities = comma_list(q.severity.as_deref())
         .iter()
-        .map(|s| {
-            s.parse().map_err(|_| {
-                ApiError::InvalidArgument("severity must list LOW, MEDIUM or HIGH".into())
-            })
-        })
+        .map(|s| policies::severity(s))
         .collect::<Result<_, _>>()?;
     let in_query = params::optional_uuid("policyId", q.policy_id.as_deref())?;
     let policy_id = match policy {
@@ -223,9 +219,9 @@ fn violations_input(q: ViolationsQuery, policy: Option<&str>) -> Result<ListViol
         policy_id,
         from: params::time_bound("from", q.from.as_deref(), Bound::Start)?,
         to: params::time_bound("to", q.to.as_deref(), Bound::End)?,
-        llm_types: comma_list("llmType", q.llm_type.as_deref())?,
-        llm_models: comma_list("llmModel", q.llm_model.as_deref())?,
-        hosts: comma_list("host", q.host.as_deref())?,
+        llm_types: comma_list(q.llm_type.as_deref()),
+        llm_models: comma_list(q.llm_model.as_deref()),
+        hosts: comma_list(q.host.as_deref()),
         severities,
         block: q.block.map(|b| b.0),
         take: page.take,

@@ -81,6 +81,13 @@ pub fn risk_type(value: Option<&str>) -> Result<RiskType, ApiError> {
         .map_err(|_| ApiError::InvalidArgument("riskType must be one of LOW, MEDIUM, HIGH".into()))
 }
 
+/// A violation's severity, as a filter names it.
+pub fn severity(value: &str) -> Result<RiskType, ApiError> {
+    value
+        .parse()
+        .map_err(|_| ApiError::InvalidArgument("severity must list LOW, MEDIUM or HIGH".into()))
+}
+
 /// A policy's action: 0 log, 1 alert, 2 block.
 pub fn action_type(value: Option<i64>) -> Result<ActionType, ApiError> {
     let value = value.ok_or_else(|| ApiError::InvalidArgument("actionType is required".into()))?;

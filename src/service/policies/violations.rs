@@ -63,7 +63,20 @@ impl Service {
         input: ListViolations,
         alerts: bool,
     ) -> Result<(Vec<ViolationView>, i64), ApiError> {
-        // An inverted range matches nothing (as the conversations' list).
+        // An inverted range matches nothing (as the conversations' list). A
+        // NUL character, which no stored text holds (and PostgreSQL refuses
+        // in text), is refused.
+        for (name, values) in [
+            ("llmType", &input.llm_types),
+            ("llmModel", &input.llm_models),
+            ("host", &input.hosts),
+        ] {
+            if values.iter().any(|v| v.contains('\0')) {
+                return Err(ApiError::InvalidArgument(format!(
+                    "{name} must not contain NUL characters"
+                )));
+            }
+        }
         let filter = ViolationFilter {
             org_id: caller.org_id,
             member: (!caller.role.is_org_admin()).then_some(caller.user_id),
