@@ -11,10 +11,16 @@ use crate::harness::{TestApp, TestDb, keys};
 use crate::on_both_backends;
 
 async fn cli(db: &TestDb, args: &[&str]) -> Output {
+    cli_with(db, args, &[]).await
+}
+
+/// A command with `envs` set.
+async fn cli_with(db: &TestDb, args: &[&str], envs: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_conversation-service"))
         .args(args)
         .env("DATABASE_URL", &db.url)
         .env_remove("RUST_LOG")
+        .envs(envs.iter().copied())
         .output()
         .await
         .expect("binary runs")
@@ -278,14 +284,7 @@ on_both_backends!(admin_workflow, admin_errors);
 /// A command with `envs` set; its status, stdout and stderr.
 async fn cli_env(db: &TestDb, line: &str, envs: &[(&str, &str)]) -> (bool, String, String) {
     let args: Vec<&str> = line.split(' ').collect();
-    let out = Command::new(env!("CARGO_BIN_EXE_conversation-service"))
-        .args(&args)
-        .env("DATABASE_URL", &db.url)
-        .env_remove("RUST_LOG")
-        .envs(envs.iter().copied())
-        .output()
-        .await
-        .expect("binary runs");
+    let out = cli_with(db, &args, envs).await;
     let text = |b: Vec<u8>| String::from_utf8(b).expect("utf-8").trim().to_owned();
     (out.status.success(), text(out.stdout), text(out.stderr))
 }
@@ -349,13 +348,18 @@ async fn llm_commands_and_key_rotation(db: TestDb) {
     assert_eq!(line["key"], Value::Null);
     assert!(!listed.contains("sk-cli-secret"));
 
-    // Rotate from A to B: one re-sealed, then none left; A alone no longer opens.
+    // A webhook's signing secret is sealed too.
+    let set = format!("admin webhook set --org {org} --url https://hooks.acme.test/x");
+    let (done, webhook_secret, err) = cli_env(&db, &set, &[("SECRETS_KEY", a.as_str())]).await;
+    assert!(done, "{err}");
+
+    // Rotate from A to B: both re-sealed, then none left; A alone no longer opens.
     let rotate = "admin secrets rotate";
     let to_b = [
         ("SECRETS_KEY", b.as_str()),
         ("SECRETS_PREVIOUS_KEYS", a.as_str()),
     ];
-    assert_eq!(cli_env(&db, rotate, &to_b).await.1, "1");
+    assert_eq!(cli_env(&db, rotate, &to_b).await.1, "2");
     assert_eq!(
         cli_env(&db, rotate, &[("SECRETS_KEY", b.as_str())]).await.1,
         "0"
@@ -377,6 +381,27 @@ async fn llm_commands_and_key_rotation(db: TestDb) {
         .await
         .expect("runs");
     assert!(!swapped);
+    let hook = store
+        .find_webhook(id(&org))
+        .await
+        .expect("read")
+        .expect("stored");
+    let ring_b = conversation_service::secrets::Keyring::new(
+        conversation_service::secrets::MasterKey::from_base64(&b.clone().into(), "B").expect("key"),
+        Vec::new(),
+    );
+    let sealed = conversation_service::secrets::Sealed {
+        key_id: hook.secrets_key_id,
+        bytes: hook.secret_sealed,
+    };
+    let opened = ring_b
+        .open(
+            &sealed,
+            hook.org_id,
+            conversation_service::secrets::Field::WebhookSecret,
+        )
+        .expect("the webhook's secret opens with the new key alone");
+    assert_eq!(opened.expose_secret(), webhook_secret);
     let after = store
         .find_ai_llm(row.id)
         .await
@@ -404,3 +429,106 @@ async fn llm_commands_and_key_rotation(db: TestDb) {
 }
 
 on_both_backends!(llm_commands_and_key_rotation);
+
+/// `admin policy` manages policies as a user, with the API's rules;
+/// `admin webhook` sets, shows and removes an organization's webhook.
+async fn policy_and_webhook_commands(db: TestDb) {
+    use secrecy::ExposeSecret as _;
+    let org = ok(&db, "admin org create --name Acme").await;
+    let admin = ok(
+        &db,
+        &format!("admin user create --org {org} --email ops@acme.test --role admin"),
+    )
+    .await;
+    let member = ok(
+        &db,
+        &format!("admin user create --org {org} --email dev@acme.test"),
+    )
+    .await;
+    let create = format!(
+        "admin policy create --as {admin} --org {org} --name NoKeys --risk HIGH --action 2 --pattern sk-[a-z]{{20,}}"
+    );
+    let id = id(&ok(&db, &create).await);
+    let list = format!("admin policy list --as {admin} --org {org}");
+    let line: Value = serde_json::from_str(&ok(&db, &list).await).expect("one JSON line");
+    assert_eq!(
+        (
+            line["id"].clone(),
+            line["name"].clone(),
+            line["actionType"].clone(),
+            line["patterns"].clone()
+        ),
+        (
+            json!(id),
+            json!("NoKeys"),
+            json!(2),
+            json!(["sk-[a-z]{20,}"])
+        )
+    );
+    ok(
+        &db,
+        &format!("admin policy update --as {admin} --id {id} --action 1"),
+    )
+    .await;
+    let line: Value = serde_json::from_str(&ok(&db, &list).await).expect("one JSON line");
+    assert_eq!(line["actionType"], 1);
+    for (line, reason) in [
+        (
+            create.replace("HIGH", "SEVERE"),
+            "error: riskType must be one of LOW, MEDIUM, HIGH".to_owned(),
+        ),
+        (
+            create.replace("sk-[a-z]{20,}", "("),
+            "error: pattern \"(\" is not a valid regular expression: error: unclosed group"
+                .to_owned(),
+        ),
+        (
+            create.replace(&admin, &member),
+            "error: Insufficient permissions to manage policies of this scope".to_owned(),
+        ),
+    ] {
+        let args: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fails(&db, &args).await, reason, "{line}");
+    }
+    ok(&db, &format!("admin policy delete --as {admin} --id {id}")).await;
+    assert_eq!(ok(&db, &list).await, "");
+
+    let key = conversation_service::secrets::MasterKey::generate().1;
+    let with_key = [("SECRETS_KEY", key.expose_secret())];
+    let set = format!("admin webhook set --org {org} --url https://hooks.acme.test/alerts");
+    let (done, secret, err) = cli_env(&db, &set, &with_key).await;
+    assert!(done, "{err}");
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let show = format!("admin webhook show --org {org}");
+    let shown: Value = serde_json::from_str(&ok(&db, &show).await).expect("JSON");
+    assert_eq!(shown["url"], "https://hooks.acme.test/alerts");
+    assert!(!shown.to_string().contains(&secret));
+    let (done, _, err) = cli_env(
+        &db,
+        &format!("admin webhook set --org {org} --url http://169.254.169.254/latest"),
+        &with_key,
+    )
+    .await;
+    assert!(!done);
+    assert_eq!(
+        err,
+        "error: url reaches a private, loopback, link-local or otherwise internal address"
+    );
+    let missing = Uuid::now_v7();
+    let (done, _, err) = cli_env(
+        &db,
+        &format!("admin webhook set --org {missing} --url https://hooks.acme.test/x"),
+        &with_key,
+    )
+    .await;
+    assert!(!done);
+    assert_eq!(err, format!("error: organization {missing} not found"));
+    assert_eq!(
+        ok(&db, &format!("admin webhook deliveries --org {org}")).await,
+        ""
+    );
+    ok(&db, &format!("admin webhook delete --org {org}")).await;
+    assert_eq!(ok(&db, &show).await, "null");
+}
+
+on_both_backends!(policy_and_webhook_commands);

@@ -4,6 +4,7 @@
 mod events;
 mod llm;
 mod org;
+mod policy;
 mod repo;
 mod token;
 pub mod user;
@@ -36,6 +37,12 @@ pub enum AdminCommand {
     /// Model provider configurations of a workspace.
     #[command(subcommand)]
     Llm(Box<llm::LlmCommand>),
+    /// Governance policies.
+    #[command(subcommand)]
+    Policy(Box<policy::PolicyCommand>),
+    /// An organization's alert webhook.
+    #[command(subcommand)]
+    Webhook(Box<policy::WebhookCommand>),
     /// The master key of tenants' secrets.
     #[command(subcommand)]
     Secrets(Box<llm::SecretsCommand>),
@@ -52,6 +59,8 @@ pub async fn run(store: &Store, cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Events(cmd) => events::run(store, cmd).await,
         AdminCommand::Llm(cmd) => llm::run(store, *cmd).await,
         AdminCommand::Secrets(cmd) => llm::rotate(store, *cmd).await,
+        AdminCommand::Policy(cmd) => policy::run(store, *cmd).await,
+        AdminCommand::Webhook(cmd) => policy::webhook(store, *cmd).await,
     }
 }
 
