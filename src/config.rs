@@ -35,7 +35,8 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
     /// Longest a request may take: REST answers 504, gRPC DEADLINE_EXCEEDED.
     /// Requests that call a model provider (prompts, validating a
-    /// configuration, listing models) may take --provider-timeout and 5 s more.
+    /// configuration, listing models) may take twice --provider-timeout and
+    /// twice --policy-judge-timeout, and 5 s more.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub request_timeout: Duration,
     /// API requests in flight at most (both transports together); more are
@@ -257,7 +258,9 @@ pub struct Timeouts {
     /// Most requests (`--request-timeout`).
     pub request: Duration,
     /// Requests that call a model provider (prompts, validate, models):
-    /// the provider's time and a little more, never less than `request`.
+    /// what a prompt may spend at most (listing models and the completion,
+    /// each up to the provider's time; judging the prompt and the reply,
+    /// each up to the judge's) and a little more, never less than `request`.
     pub provider_calls: Duration,
 }
 
@@ -266,9 +269,11 @@ impl Config {
     pub fn timeouts(&self) -> Timeouts {
         Timeouts {
             request: self.request_timeout,
-            provider_calls: self
-                .request_timeout
-                .max(self.provider.timeout + Duration::from_secs(5)),
+            provider_calls: self.request_timeout.max(
+                self.provider.timeout * 2
+                    + self.policy.policy_judge_timeout * 2
+                    + Duration::from_secs(5),
+            ),
         }
     }
 
@@ -365,7 +370,7 @@ mod tests {
             c.timeouts(),
             Timeouts {
                 request: Duration::from_secs(15),
-                provider_calls: Duration::from_secs(65)
+                provider_calls: Duration::from_secs(145)
             }
         );
         assert!(c.provider.base_url.is_none() && !c.jwt.enabled());

@@ -17,18 +17,44 @@ use std::time::Duration;
 use reqwest::Url;
 
 /// Why an endpoint is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EndpointError {
-    #[error("endpoint must be an http or https URL")]
     NotHttp,
-    #[error("endpoint is not a valid URL")]
     Malformed,
-    #[error("endpoint must not carry a user name or password")]
     Credentials,
-    #[error("endpoint must not carry a query or fragment (give secrets in secret or key)")]
     Query,
-    #[error("endpoint reaches a private, loopback, link-local or otherwise internal address")]
     Internal,
+}
+
+/// Said of a provider configuration's `endpoint`.
+impl std::fmt::Display for EndpointError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndpointError::Query => f.write_str(
+                "endpoint must not carry a query or fragment (give secrets in secret or key)",
+            ),
+            other => f.write_str(&other.of("endpoint")),
+        }
+    }
+}
+
+impl std::error::Error for EndpointError {}
+
+impl EndpointError {
+    /// The error as said of the field `field` (`endpoint`, a webhook's `url`).
+    pub fn of(&self, field: &str) -> String {
+        match self {
+            EndpointError::NotHttp => format!("{field} must be an http or https URL"),
+            EndpointError::Malformed => format!("{field} is not a valid URL"),
+            EndpointError::Credentials => {
+                format!("{field} must not carry a user name or password")
+            }
+            EndpointError::Query => format!("{field} must not carry a query or fragment"),
+            EndpointError::Internal => format!(
+                "{field} reaches a private, loopback, link-local or otherwise internal address"
+            ),
+        }
+    }
 }
 
 /// Whether a tenant's endpoint may reach `ip`: a public unicast address.
@@ -113,7 +139,17 @@ pub fn check_url(endpoint: &str, allow_private: bool) -> Result<Url, EndpointErr
     let literal = match host {
         url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
         url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
-        url::Host::Domain(_) => None,
+        // A name DNS can hold: letters, digits, hyphens and dots (a
+        // non-ASCII name arrives here as punycode).
+        url::Host::Domain(name) => {
+            if !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            {
+                return Err(EndpointError::Malformed);
+            }
+            None
+        }
     };
     if !allow_private && literal.is_some_and(|ip| !is_public(ip)) {
         return Err(EndpointError::Internal);

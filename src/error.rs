@@ -65,6 +65,16 @@ impl ApiError {
         }
     }
 
+    /// A not-found as `with` says it (the resource the caller asked for,
+    /// rather than the one a rule looked up); other errors unchanged, so an
+    /// unavailable database is never passed off as "not found".
+    pub fn or_not_found(self, with: impl FnOnce() -> ApiError) -> ApiError {
+        match self {
+            ApiError::NotFound(_) => with(),
+            other => other,
+        }
+    }
+
     /// Writes what the caller is not told to the log: the detail of an
     /// internal error or of an unavailable database. Each adapter calls it in
     /// its one mapping, so every failure passes here.

@@ -200,10 +200,10 @@ pub async fn keyring(store: &Store, secrets: &SecretsArgs) -> anyhow::Result<Opt
     match current {
         Some(current) => Ok(Some(Keyring::new(current, previous))),
         None => {
-            let stored = store.count_ai_llms().await?;
+            let stored = store.count_sealed().await?;
             anyhow::ensure!(
                 stored == 0,
-                "{stored} AI configuration(s) hold sealed secrets, but no secrets key is configured: give --secrets-key-file or SECRETS_KEY"
+                "{stored} sealed secret(s) (AI configurations, webhooks) are stored, but no secrets key is configured: give --secrets-key-file or SECRETS_KEY"
             );
             Ok(None)
         }

@@ -83,7 +83,7 @@ mod openai;
 mod reply;
 
 use openai::ChatRequest;
-use reply::{MAX_REPLY_BYTES, error_detail, read_capped, too_large, transport_error};
+use reply::{MAX_REPLY_BYTES, error_detail, read_capped, redact, too_large, transport_error};
 
 /// The API a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,6 +297,11 @@ impl Provider {
 }
 
 impl Provider {
+    /// The API key's text, to keep it out of what a provider's errors say.
+    fn key(&self) -> Option<&str> {
+        self.api_key.as_ref().map(|k| k.expose_secret())
+    }
+
     /// The request with the provider's credential, as its API wants it.
     fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match (&self.api_key, self.wire) {
@@ -357,14 +362,8 @@ impl Provider {
         doing: &str,
     ) -> ProviderError {
         let detail = match read_capped(response).await {
-            Ok(body) => error_detail(&body),
+            Ok(body) => error_detail(&body, self.key()),
             Err(e) => return e,
-        };
-        let detail = match &self.api_key {
-            Some(key) if !key.expose_secret().is_empty() => {
-                detail.replace(key.expose_secret(), "[redacted]")
-            }
-            _ => detail,
         };
         tracing::warn!(status = status.as_u16(), detail = %detail, "model provider error");
         ProviderError::Failed(
@@ -413,11 +412,18 @@ impl Provider {
                 other => ProviderError::Failed(format!("unreadable event stream ({other})")),
             })?;
             let pieces = match self.wire {
-                Wire::Anthropic => match anthropic::event(&event.data, &mut state)? {
-                    anthropic::Step::Done => break,
-                    anthropic::Step::Piece(piece) => vec![piece],
-                    anthropic::Step::Nothing => Vec::new(),
-                },
+                Wire::Anthropic => {
+                    match anthropic::event(&event.data, &mut state).map_err(|e| match e {
+                        ProviderError::Failed(why) => {
+                            ProviderError::Failed(redact(&why, self.key()))
+                        }
+                        other => other,
+                    })? {
+                        anthropic::Step::Done => break,
+                        anthropic::Step::Piece(piece) => vec![piece],
+                        anthropic::Step::Nothing => Vec::new(),
+                    }
+                }
                 _ if event.data.trim() == "[DONE]" => break,
                 _ => openai::event(&event.data, &mut state)?,
             };

@@ -43,7 +43,9 @@ pub fn transport_error(e: reqwest::Error) -> ProviderError {
 /// of message: OpenAI's and Anthropic's `{"error": {"type", "message"}}`,
 /// Gemini's `{"error": {"status", "message"}}` (also inside a one-element
 /// array), AWS's `{"message"}` or `{"Message"}`; empty for anything else.
-pub fn error_detail(body: &[u8]) -> String {
+/// `key`, where the message quotes it, becomes `[redacted]` (before the
+/// message is cut, so no part of it survives the cut).
+pub fn error_detail(body: &[u8], key: Option<&str>) -> String {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
         return String::new();
     };
@@ -59,8 +61,17 @@ pub fn error_detail(body: &[u8]) -> String {
             .unwrap_or_default()
     };
     let kind = text(&["type", "status", "__type"]);
-    let message: String = text(&["message", "Message"]).chars().take(200).collect();
+    let message = redact(text(&["message", "Message"]), key);
+    let message: String = message.chars().take(200).collect();
     format!("{kind} {message}").trim().to_owned()
+}
+
+/// `text` without `key` in it.
+pub fn redact(text: &str, key: Option<&str>) -> String {
+    match key {
+        Some(key) if !key.is_empty() => text.replace(key, "[redacted]"),
+        _ => text.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -90,9 +101,17 @@ mod tests {
             ("<html>Bad gateway</html>", ""),
             (r#"{"error":"just a string"}"#, ""),
         ] {
-            assert_eq!(error_detail(body.as_bytes()), read, "{body}");
+            assert_eq!(error_detail(body.as_bytes(), None), read, "{body}");
         }
         let long = format!(r#"{{"message":"{}"}}"#, "x".repeat(500));
-        assert_eq!(error_detail(long.as_bytes()).len(), 200);
+        assert_eq!(error_detail(long.as_bytes(), None).len(), 200);
+        // A key that straddles the cut is redacted before it.
+        let quoted = format!(r#"{{"message":"{}sk-secret-key"}}"#, "x".repeat(195));
+        let read = error_detail(quoted.as_bytes(), Some("sk-secret-key"));
+        assert!(
+            read.ends_with("xx[redacted]") || !read.contains("sk-"),
+            "{read}"
+        );
+        assert!(!read.contains("sk-sec"), "{read}");
     }
 }

@@ -100,6 +100,15 @@ impl Service {
     /// turn's own provider and model when none), its time limit, and how
     /// often a streamed reply is checked.
     pub fn with_policies(mut self, config: policies::PolicyConfig) -> anyhow::Result<Self> {
+        if let Some(url) = &config.judge_url {
+            // The prompt's model is a tenant's: the operator's judge needs its own.
+            anyhow::ensure!(
+                config.judge_model.is_some(),
+                "--policy-judge-url needs --policy-judge-model"
+            );
+            reqwest::Url::parse(url)
+                .map_err(|e| anyhow::anyhow!("--policy-judge-url {url:?} is not a URL: {e}"))?;
+        }
         self.judge_provider = Provider::new(&crate::provider::ProviderConfig {
             base_url: config.judge_url.clone(),
             api_key: config.judge_api_key.clone(),

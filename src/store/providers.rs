@@ -469,15 +469,17 @@ impl Store {
         .await
     }
 
-    /// How many configurations are stored (the service refuses to start
-    /// without a secrets key once there are any).
-    pub async fn count_ai_llms(&self) -> Result<i64, StoreError> {
+    /// How many sealed secrets are stored: configurations and webhooks (the
+    /// service refuses to start without a secrets key once there are any).
+    pub async fn count_sealed(&self) -> Result<i64, StoreError> {
+        use super::schema::org_webhooks;
         self.run(move |conn| {
             async move {
-                Ok(with_conn!(&mut *conn, |c| ai_llms::table
-                    .count()
-                    .get_result::<i64>(c)
-                    .await)?)
+                Ok(with_conn!(&mut *conn, |c| {
+                    let llms = ai_llms::table.count().get_result::<i64>(c).await?;
+                    let hooks = org_webhooks::table.count().get_result::<i64>(c).await?;
+                    Ok::<_, diesel::result::Error>(llms + hooks)
+                })?)
             }
             .boxed()
         })

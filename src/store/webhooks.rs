@@ -88,19 +88,24 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.run(move |conn| {
             async move {
+                // One row per organization: a new URL and secret replace
+                // the old ones (created_at kept), also under concurrent sets.
                 write_tx!(&mut *conn, |c| {
-                    diesel::delete(
-                        org_webhooks::table.filter(org_webhooks::org_id.eq(SqlUuid(org_id))),
-                    )
-                    .execute(c)
-                    .await?;
                     diesel::insert_into(org_webhooks::table)
                         .values((
                             org_webhooks::org_id.eq(SqlUuid(org_id)),
-                            org_webhooks::url.eq(url),
-                            org_webhooks::secret_sealed.eq(secret_sealed),
-                            org_webhooks::secrets_key_id.eq(secrets_key_id),
+                            org_webhooks::url.eq(&url),
+                            org_webhooks::secret_sealed.eq(&secret_sealed),
+                            org_webhooks::secrets_key_id.eq(&secrets_key_id),
                             org_webhooks::created_at.eq(SqlTime(at)),
+                            org_webhooks::updated_at.eq(SqlTime(at)),
+                        ))
+                        .on_conflict(org_webhooks::org_id)
+                        .do_update()
+                        .set((
+                            org_webhooks::url.eq(&url),
+                            org_webhooks::secret_sealed.eq(&secret_sealed),
+                            org_webhooks::secrets_key_id.eq(&secrets_key_id),
                             org_webhooks::updated_at.eq(SqlTime(at)),
                         ))
                         .execute(c)
@@ -111,6 +116,45 @@ impl Store {
                         .await?;
                     Ok(())
                 })
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Every webhook (for re-sealing their secrets with a new key).
+    pub async fn all_webhooks(&self) -> Result<Vec<WebhookRow>, StoreError> {
+        self.run(move |conn| {
+            async move {
+                Ok(with_conn!(&mut *conn, |c| org_webhooks::table
+                    .select(WebhookRow::as_select())
+                    .load(c)
+                    .await)?)
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Replaces a webhook's sealed secret if it is still `seen` (see
+    /// `reseal_ai_llm`); whether it was replaced.
+    pub async fn reseal_webhook(
+        &self,
+        org_id: Uuid,
+        seen: Vec<u8>,
+        secret_sealed: Vec<u8>,
+        secrets_key_id: String,
+    ) -> Result<bool, StoreError> {
+        self.run(move |conn| {
+            async move {
+                let row = org_webhooks::table
+                    .filter(org_webhooks::org_id.eq(SqlUuid(org_id)))
+                    .filter(org_webhooks::secret_sealed.eq(seen));
+                let update = diesel::update(row).set((
+                    org_webhooks::secret_sealed.eq(secret_sealed),
+                    org_webhooks::secrets_key_id.eq(secrets_key_id),
+                ));
+                write_tx!(&mut *conn, |c| Ok(update.execute(c).await? == 1))
             }
             .boxed()
         })
@@ -181,7 +225,7 @@ impl Store {
 
     /// Takes up to `limit` pending deliveries that are due, leasing each
     /// until `lease_until` (a delivery another replica leased first is
-    /// left to it).
+    /// left to it). Nothing due: one read, no write.
     pub async fn lease_due_deliveries(
         &self,
         now: DateTime<Utc>,
@@ -190,20 +234,25 @@ impl Store {
     ) -> Result<Vec<DeliveryRow>, StoreError> {
         self.run(move |conn| {
             async move {
+                let due = webhook_deliveries::table
+                    .filter(webhook_deliveries::status.eq("pending"))
+                    .filter(webhook_deliveries::next_attempt_at.le(SqlTime(now)))
+                    .order(webhook_deliveries::next_attempt_at.asc())
+                    .limit(limit);
+                let due: Vec<DeliveryRow> = with_conn!(&mut *conn, |c| due
+                    .select(DeliveryRow::as_select())
+                    .load(c)
+                    .await)?;
+                if due.is_empty() {
+                    return Ok(due);
+                }
                 write_tx!(&mut *conn, |c| {
-                    let due: Vec<DeliveryRow> = webhook_deliveries::table
-                        .filter(webhook_deliveries::status.eq("pending"))
-                        .filter(webhook_deliveries::next_attempt_at.le(SqlTime(now)))
-                        .order(webhook_deliveries::next_attempt_at.asc())
-                        .limit(limit)
-                        .select(DeliveryRow::as_select())
-                        .load(c)
-                        .await?;
                     let mut leased = Vec::with_capacity(due.len());
-                    for row in due {
+                    for mut row in due {
                         let taken = diesel::update(
                             webhook_deliveries::table
                                 .filter(webhook_deliveries::id.eq(SqlUuid(row.id)))
+                                .filter(webhook_deliveries::status.eq("pending"))
                                 .filter(
                                     webhook_deliveries::next_attempt_at
                                         .eq(SqlTime(row.next_attempt_at)),
@@ -213,6 +262,7 @@ impl Store {
                         .execute(c)
                         .await?;
                         if taken == 1 {
+                            row.next_attempt_at = lease_until;
                             leased.push(row);
                         }
                     }
@@ -224,16 +274,22 @@ impl Store {
         .await
     }
 
-    /// Records how an attempt at delivery `id` ended.
+    /// Records how an attempt at delivery `id`, leased until `lease`,
+    /// ended; nothing if the lease was lost meanwhile (another replica then
+    /// owns the row).
     pub async fn record_attempt(
         &self,
         id: Uuid,
+        lease: DateTime<Utc>,
         attempt: Attempt,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         self.run(move |conn| {
             async move {
-                let row = webhook_deliveries::table.filter(webhook_deliveries::id.eq(SqlUuid(id)));
+                let row = webhook_deliveries::table
+                    .filter(webhook_deliveries::id.eq(SqlUuid(id)))
+                    .filter(webhook_deliveries::status.eq("pending"))
+                    .filter(webhook_deliveries::next_attempt_at.eq(SqlTime(lease)));
                 let attempts = webhook_deliveries::attempts.eq(webhook_deliveries::attempts + 1);
                 write_tx!(&mut *conn, |c| {
                     match attempt {

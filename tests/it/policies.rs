@@ -551,7 +551,10 @@ async fn prompts_are_judged(db: TestDb) {
     assert_eq!(v[1]["llmModel"], "gpt-test");
     assert_eq!(v[1]["host"], "127.0.0.1");
     assert_eq!(v[1]["conversationId"], conversation.to_string());
-    assert_eq!(v[1]["repoName"], v[0]["repoName"]);
+    assert_eq!(
+        (v[0]["repoName"].as_str(), v[1]["repoName"].as_str()),
+        (Some("app"), Some("app"))
+    );
     let query = |q: &str| {
         let app = &app;
         let who = &w.org_admin;
@@ -569,6 +572,9 @@ async fn prompts_are_judged(db: TestDb) {
     };
     assert_eq!(query("block=true").await.1["total"], 2);
     assert_eq!(query("severity=LOW,MEDIUM").await.1["total"], 0);
+    assert_eq!(query("severity=HIGH,LOW").await.1["total"], 3);
+    assert_eq!(query("from=2000-01-01").await.1["total"], 3);
+    assert_eq!(query("block=false").await.1["total"], 1);
     assert_eq!(
         query("take=1&skip=1").await.1["violations"][0]["policyName"],
         "No keys"
@@ -589,6 +595,7 @@ async fn prompts_are_judged(db: TestDb) {
             "from must be an ISO 8601 date or date-time (e.g. 2026-01-31 or 2026-01-31T12:00:00Z)",
         ),
         ("repoId=nope", "repoId must be a UUID"),
+        ("llmModel=a%00b", "llmModel must not contain NUL characters"),
     ] {
         let (status, body) = query(q).await;
         assert_eq!(
@@ -627,6 +634,25 @@ async fn prompts_are_judged(db: TestDb) {
         outsider["total"], 0,
         "an unreachable workspace gives an empty page"
     );
+    // A conversation deleted for good leaves its violations, unlinked.
+    let (status, _) = rest(
+        &app,
+        &w.reader,
+        Method::DELETE,
+        &format!("/conversation/{conversation}?hardDelete=true"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, page) = rest(&app, &w.org_admin, Method::GET, "/policy/violations", None).await;
+    assert_eq!(page["total"], 3);
+    assert!(
+        page["violations"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .all(|v| v["conversationId"].is_null())
+    );
     assert_eq!(events(&app, "policyviolation").await, 3);
     assert_eq!(events(&app, "policyalert").await, 2);
     app.shutdown().await;
@@ -654,23 +680,32 @@ async fn replies_are_cut_while_they_stream(db: TestDb) {
     let conversation = app.create_as(&w.reader, w.repo).await;
 
     // REST, streamed: deltas then an error event; the code never sent.
-    let sse = app
-        .http
-        .post(format!("{}/conversation/{conversation}/prompt", app.base))
-        .header("authorization", format!("Bearer {}", w.reader.token))
-        .header("accept", "text/event-stream")
-        .json(&json!({ "prompt": "the code?", "model": "gpt-test" }))
-        .send()
-        .await
-        .expect("stream")
-        .text()
-        .await
-        .expect("events");
-    assert!(!sse.contains("RED-42"), "{sse}");
-    assert!(sse.contains("event: error"), "{sse}");
+    let res = crate::messages::stream::prompt_events(
+        &app,
+        &w.reader,
+        conversation,
+        json!({ "prompt": "the code?", "model": "gpt-test" }),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let events = crate::messages::stream::sse_events(&res.text().await.expect("events"));
+    let (last, deltas) = events.split_last().expect("events");
+    assert!(!deltas.is_empty(), "pieces before the block: {events:?}");
+    let shown: String = deltas
+        .iter()
+        .map(|(kind, data)| {
+            assert_eq!(kind, "delta");
+            data["content"].as_str().expect("content").to_owned()
+        })
+        .collect();
+    assert!(!shown.contains("RED-"), "{shown}");
+    assert_eq!(last.0, "error");
     assert!(
-        sse.contains("Blocked by policy \\\"Launch codes\\\""),
-        "{sse}"
+        last.1["message"]
+            .as_str()
+            .expect("message")
+            .starts_with("Blocked by policy \"Launch codes\""),
+        "{last:?}"
     );
     // gRPC, streamed: the status ends it.
     let mut events = app
@@ -703,7 +738,7 @@ async fn replies_are_cut_while_they_stream(db: TestDb) {
         }
     };
     assert_eq!(end.code(), tonic::Code::FailedPrecondition, "{end:?}");
-    assert!(!text.contains("RED-42"), "{text}");
+    assert!(!text.is_empty() && !text.contains("RED-"), "{text}");
     assert_eq!(
         conversation_state(&app, &w, conversation).await,
         (0, json!("0"), json!("0"))
@@ -717,6 +752,7 @@ async fn replies_are_cut_while_they_stream(db: TestDb) {
     )
     .await;
     assert_eq!(page["total"], 2);
+    // Deleted, the policy no longer applies: the same reply streams whole.
     let id = created["policy"]["id"].as_str().expect("id");
     let (status, _) = rest(
         &app,
@@ -727,7 +763,11 @@ async fn replies_are_cut_while_they_stream(db: TestDb) {
     )
     .await;
     assert_eq!(status, 200);
-
+    let (deltas, done) =
+        crate::providers::stream_over_grpc(&app, &w.reader, conversation, "gpt-test").await;
+    assert!(deltas.concat().contains("RED-42-ALPHA"));
+    assert!(done.assistant_message.is_some());
+    assert_eq!(conversation_state(&app, &w, conversation).await.0, 2);
     app.shutdown().await;
 }
 
@@ -761,6 +801,23 @@ async fn judges_fail_safe(db: TestDb) {
     assert_eq!(
         (status, body["message"].as_str()),
         (503, Some("Policy evaluation unavailable"))
+    );
+    let closed = app
+        .grpc()
+        .await
+        .prompt_conversation(as_actor(
+            conversation_service::pb::PromptConversationRequest {
+                conversation_id: conversation.to_string(),
+                prompt: "hello".into(),
+                model: "gpt-test".into(),
+            },
+            &w.reader,
+        ))
+        .await
+        .expect_err("fails closed");
+    assert_eq!(
+        (closed.code(), closed.message()),
+        (tonic::Code::Unavailable, "Policy evaluation unavailable")
     );
     assert_eq!(*asked.lock().expect("lock"), 0, "nothing sent to the model");
     assert_eq!(
@@ -801,7 +858,7 @@ async fn judges_fail_safe(db: TestDb) {
         .expect("text");
     assert!(
         metrics.contains(
-            "conversation_service_policy_judge_failures_total{outcome=\"fail_closed\"} 1"
+            "conversation_service_policy_judge_failures_total{outcome=\"fail_closed\"} 2"
         ),
         "{metrics}"
     );
@@ -908,10 +965,13 @@ async fn alerts_reach_the_webhook(db: TestDb) {
             .expect("t")
             .parse()
             .expect("time");
-        assert_eq!(
-            signature,
-            conversation_service::service::policies::sign(&secret, t, body)
-        );
+        use hmac::Mac as _;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+        mac.update(format!("{t}.{body}").as_bytes());
+        let expected = format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(signature, expected);
+        let age = chrono::Utc::now().timestamp() - t;
+        assert!((0..60).contains(&age), "a fresh timestamp: {age} s old");
         let event: Value = serde_json::from_str(body).expect("JSON");
         assert_eq!(
             (

@@ -17,7 +17,9 @@ CREATE TABLE policies (
     updated_by    uuid NOT NULL REFERENCES users (id),
     updated_at    timestamptz NOT NULL,
     deleted_at    timestamptz,
-    CHECK (repo_id IS NULL OR workspace_id IS NOT NULL)
+    CHECK (repo_id IS NULL OR workspace_id IS NOT NULL),
+    -- Judged by its content or decided by its patterns: one of them.
+    CHECK (trim(content) <> '' OR patterns <> '[]')
 );
 CREATE INDEX policies_live_by_org ON policies (org_id, created_at) WHERE deleted_at IS NULL;
 
@@ -29,7 +31,7 @@ CREATE TABLE policy_violations (
     workspace_id     uuid NOT NULL REFERENCES workspaces (id),
     repo_id          uuid NOT NULL REFERENCES repos (id),
     policy_id        uuid NOT NULL REFERENCES policies (id),
-    conversation_id  uuid REFERENCES conversations (id),
+    conversation_id  uuid REFERENCES conversations (id) ON DELETE SET NULL,
     user_id          uuid NOT NULL REFERENCES users (id),
     stage            text NOT NULL CHECK (stage IN ('prompt', 'reply')),
     explanation      text NOT NULL,

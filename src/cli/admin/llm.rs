@@ -132,23 +132,36 @@ fn from_env(name: &str) -> anyhow::Result<SecretString> {
 }
 
 /// The service as `acting.user`, with the keys.
-async fn service_as(
+pub(super) async fn service_as(
     store: &Store,
     acting: &Acting,
 ) -> anyhow::Result<(Service, crate::domain::Caller)> {
-    let keyring = crate::server::keyring(store, &acting.secrets).await?;
-    let service = Service::new(
-        store.clone(),
-        None,
-        Arc::new(crate::metrics::Metrics::new()),
-    )
-    .with_keyring(keyring)
-    .with_private_endpoints(acting.secrets.provider_allow_private);
+    let service = service_with_keys(store, &acting.secrets).await?;
     let caller = service.user_caller(acting.user).await?;
     Ok((service, caller))
 }
 
-fn cli_context() -> RequestContext {
+/// The service with the keys `secrets` names.
+pub(super) async fn service_with_keys(
+    store: &Store,
+    secrets: &SecretsArgs,
+) -> anyhow::Result<Service> {
+    let keyring = crate::server::keyring(store, secrets).await?;
+    Ok(plain_service(store)
+        .with_keyring(keyring)
+        .with_private_endpoints(secrets.provider_allow_private))
+}
+
+/// The service for what needs no key.
+pub(super) fn plain_service(store: &Store) -> Service {
+    Service::new(
+        store.clone(),
+        None,
+        Arc::new(crate::metrics::Metrics::new()),
+    )
+}
+
+pub(super) fn cli_context() -> RequestContext {
     RequestContext {
         request_id: Uuid::now_v7().to_string(),
         transport: Transport::Cli,
@@ -292,5 +305,40 @@ pub async fn rotate(store: &Store, cmd: SecretsCommand) -> anyhow::Result<()> {
             }
         }
     }
+    resealed += rotate_webhooks(store, &keyring).await?;
     emit(resealed)
+}
+
+/// Re-seals every webhook secret not sealed with the current key; how many.
+async fn rotate_webhooks(store: &Store, keyring: &crate::secrets::Keyring) -> anyhow::Result<u64> {
+    use crate::secrets::Field;
+    let mut resealed = 0;
+    for row in store.all_webhooks().await? {
+        let mut row = Some(row);
+        while let Some(current) = row.take() {
+            let sealed = Sealed {
+                key_id: current.secrets_key_id.clone(),
+                bytes: current.secret_sealed.clone(),
+            };
+            if !keyring.is_stale(&sealed) {
+                break;
+            }
+            let secret = keyring.open(&sealed, current.org_id, Field::WebhookSecret)?;
+            let fresh = keyring.seal(&secret, current.org_id, Field::WebhookSecret);
+            let swapped = store
+                .reseal_webhook(
+                    current.org_id,
+                    current.secret_sealed,
+                    fresh.bytes,
+                    fresh.key_id,
+                )
+                .await?;
+            if swapped {
+                resealed += 1;
+            } else {
+                row = store.find_webhook(current.org_id).await?;
+            }
+        }
+    }
+    Ok(resealed)
 }

@@ -401,7 +401,7 @@ pub struct AlertsReply {
 pub struct WebhookBody {
     /// Where alerts are posted: http(s), not an internal address.
     #[serde(default)]
-    #[schema(value_type = String, pattern = r"^https?://[A-Za-z][A-Za-z0-9.-]*[A-Za-z0-9](:[0-9]{1,4})?(/\S*)?$", required = true)]
+    #[schema(value_type = String, pattern = r"^https?://[A-Za-z][A-Za-z0-9.-]*[A-Za-z0-9](:[0-9]{1,4})?(/[^\s?#]*)?$", required = true)]
     pub url: JsonText,
 }
 

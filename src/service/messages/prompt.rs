@@ -223,15 +223,17 @@ enum Forwarded {
 /// applies, pieces are held back: the reply so far is checked each time
 /// `stream_interval` more characters arrived, and only what lies more than
 /// `stream_interval` characters before its end is released, so no match of
-/// a pattern up to that long is ever partly shown.
+/// a pattern up to that long is ever partly shown. When a blocking policy is
+/// judged by the model, the whole reply is held for the final check (one
+/// judge call, not one per interval over an ever longer text).
 async fn forward(
     mut pieces: mpsc::Receiver<String>,
     events: &mpsc::Sender<Result<PromptEvent, ApiError>>,
     checks: &TurnChecks,
 ) -> Forwarded {
-    let hold = checks.blocks();
+    let (hold, judged) = (checks.blocks(), checks.judges_blocking());
     let interval = checks.stream_interval;
-    let (mut text, mut released, mut checked, mut tokens) = (String::new(), 0, 0, 0);
+    let (mut text, mut released, mut unchecked, mut tokens) = (String::new(), 0, 0, 0);
     loop {
         let piece = tokio::select! {
             piece = pieces.recv() => piece,
@@ -247,11 +249,12 @@ async fn forward(
             }
             continue;
         }
+        unchecked += piece.chars().count();
         text.push_str(&piece);
-        if text.len() - checked < interval {
+        if judged || unchecked < interval {
             continue;
         }
-        checked = text.len();
+        unchecked = 0;
         match checks.check(&text, Stage::Reply, true).await {
             Ok(spent) => tokens += spent,
             Err(e) => {
@@ -259,10 +262,12 @@ async fn forward(
                 return Forwarded::Stopped;
             }
         }
-        let mut upto = checked.saturating_sub(interval).max(released);
-        while !text.is_char_boundary(upto) {
-            upto -= 1;
-        }
+        // Up to the `interval`-th character from the end.
+        let upto = text
+            .char_indices()
+            .rev()
+            .nth(interval - 1)
+            .map_or(0, |(i, _)| i);
         if upto > released {
             let release = text[released..upto].to_owned();
             released = upto;

@@ -7,7 +7,7 @@ use crate::domain::{ActionType, Caller, RiskType};
 use crate::error::ApiError;
 use crate::service::audit::{self, Action, Context, Scope};
 use crate::service::{RequestContext, Service};
-use crate::store::policies::NewPolicy;
+use crate::store::policies::{NewPolicy, PolicyRow};
 use crate::store::types::{SqlTime, SqlUuid, now};
 
 /// `CreatePolicy`'s input, each field already valid on its own.
@@ -44,9 +44,25 @@ impl Service {
         let access = self
             .scope_access(caller, input.workspace_id, input.repo_id)
             .await?;
-        may_manage(caller, input.workspace_id, access)?;
+        may_manage(caller, access)?;
         let id = Uuid::now_v7();
         let at = now();
+        let stored = PolicyRow {
+            id,
+            org_id: input.org_id,
+            workspace_id: input.workspace_id,
+            repo_id: input.repo_id,
+            name: input.name.clone(),
+            content: input.content.clone(),
+            patterns: serde_json::to_string(&input.patterns).unwrap_or_else(|_| "[]".into()),
+            risk_type: input.risk_type,
+            action_type: input.action_type.number(),
+            created_by: caller.user_id,
+            created_at: at,
+            updated_by: caller.user_id,
+            updated_at: at,
+            deleted_at: None,
+        };
         let row = NewPolicy {
             id: SqlUuid(id),
             org_id: SqlUuid(input.org_id),
@@ -54,7 +70,7 @@ impl Service {
             repo_id: input.repo_id.map(SqlUuid),
             name: input.name.clone(),
             content: input.content,
-            patterns: serde_json::to_string(&input.patterns).unwrap_or_else(|_| "[]".into()),
+            patterns: stored.patterns.clone(),
             risk_type: input.risk_type.as_str().into(),
             action_type: input.action_type.number(),
             created_by: SqlUuid(caller.user_id),
@@ -79,7 +95,7 @@ impl Service {
             .await
             .map_err(ApiError::from_store("Failed to create the policy"))?;
         self.policy_cache.changed();
-        self.get_policy(caller, id).await
+        self.policy_view(stored).await
     }
 
     /// The caller's access to a policy scope's workspace, after checking the
@@ -100,13 +116,7 @@ impl Service {
         };
         let (_, access) = self.workspace_access(caller, workspace_id).await?;
         if let Some(repo_id) = repo_id {
-            let repo = self
-                .store
-                .find_repo(repo_id)
-                .await
-                .map_err(ApiError::from_store("Failed to read the repository"))?
-                .filter(|r| r.org_id == caller.org_id && r.deleted_at.is_none())
-                .ok_or_else(|| ApiError::NotFound("Repository not found".into()))?;
+            let repo = self.live_repo(caller, repo_id).await?;
             if repo.workspace_id != Some(workspace_id) {
                 return Err(ApiError::InvalidArgument(
                     "The repository does not belong to the workspace".into(),

@@ -66,12 +66,24 @@ pub struct Rule {
 
 impl Rule {
     fn from_row(row: PolicyRow) -> Rule {
-        let patterns: Vec<String> = serde_json::from_str(&row.patterns).unwrap_or_default();
+        // Patterns were checked when written; one that no longer reads or
+        // compiles (a store edited by hand) is logged, never silently judged.
+        let patterns: Vec<String> = serde_json::from_str(&row.patterns).unwrap_or_else(|e| {
+            tracing::error!(policy_id = %row.id, error = %e, "a policy's patterns do not read");
+            Vec::new()
+        });
+        let patterns = patterns
+            .into_iter()
+            .filter_map(|p| match super::compile(&p) {
+                Ok(re) => Some((p, re)),
+                Err(e) => {
+                    tracing::error!(policy_id = %row.id, error = %e, "a policy's pattern does not compile");
+                    None
+                }
+            })
+            .collect();
         Rule {
-            patterns: patterns
-                .into_iter()
-                .filter_map(|p| super::compile(&p).ok().map(|r| (p, r)))
-                .collect(),
+            patterns,
             id: row.id,
             name: row.name,
             content: row.content,
@@ -206,15 +218,19 @@ struct Finding<'a> {
 const EVALUATION_UNAVAILABLE: &str = "Policy evaluation unavailable";
 
 impl TurnChecks {
-    /// Whether no policy applies (then a turn costs what it did without them).
-    pub fn is_empty(&self) -> bool {
-        self.set.rules.is_empty()
-    }
-
     /// Whether a blocking policy applies (then a streamed reply is held back
     /// until checked).
     pub fn blocks(&self) -> bool {
         self.set.rules.iter().any(|r| r.action == ActionType::Block)
+    }
+
+    /// Whether a blocking policy is judged by the model (then a streamed
+    /// reply is held whole until its final check).
+    pub fn judges_blocking(&self) -> bool {
+        self.set
+            .rules
+            .iter()
+            .any(|r| r.action == ActionType::Block && r.patterns.is_empty())
     }
 
     /// Checks `text` against the policies (only the blocking ones when

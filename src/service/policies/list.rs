@@ -50,7 +50,6 @@ impl Service {
     /// One live policy the caller may see.
     pub async fn get_policy(&self, caller: &Caller, id: Uuid) -> Result<PolicyView, ApiError> {
         let (row, _) = self.visible_policy(caller, id).await?;
-        let mut views = self.policy_views(vec![row]).await?;
-        views.pop().ok_or_else(super::policy_not_found)
+        self.policy_view(row).await
     }
 }

@@ -144,14 +144,10 @@ fn compile(pattern: &str) -> Result<regex::Regex, regex::Error> {
 /// Who may manage a policy of a scope: organization administrators and
 /// owners everywhere; a workspace's ADMIN members its workspace's and its
 /// repositories' policies.
-fn may_manage(
-    caller: &Caller,
-    workspace: Option<Uuid>,
-    access: Option<Access>,
-) -> Result<(), ApiError> {
-    let allowed =
-        caller.role.is_org_admin() || (workspace.is_some() && access == Some(Access::Admin));
-    if allowed {
+/// (`access` is the caller's to the policy's workspace: none for an
+/// organization policy, which only organization administrators manage.)
+fn may_manage(caller: &Caller, access: Option<Access>) -> Result<(), ApiError> {
+    if caller.role.is_org_admin() || access == Some(Access::Admin) {
         Ok(())
     } else {
         Err(ApiError::PermissionDenied(
@@ -180,16 +176,25 @@ impl Service {
             Some(w) => {
                 self.workspace_access(caller, w)
                     .await
-                    .map_err(|_| policy_not_found())?
+                    .map_err(|e| e.or_not_found(policy_not_found))?
                     .1
             }
         };
         Ok((row, access))
     }
 
+    /// The view of one policy.
+    async fn policy_view(&self, row: PolicyRow) -> Result<PolicyView, ApiError> {
+        let mut views = self.policy_views(vec![row]).await?;
+        views.pop().ok_or_else(policy_not_found)
+    }
+
     /// The views of `rows`, with the people and scopes they name.
     async fn policy_views(&self, rows: Vec<PolicyRow>) -> Result<Vec<PolicyView>, ApiError> {
         const FAILED: &str = "Failed to read policies";
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut people: Vec<Uuid> = rows
             .iter()
             .flat_map(|r| [r.created_by, r.updated_by])

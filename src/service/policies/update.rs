@@ -45,7 +45,7 @@ impl Service {
             ));
         }
         let (row, access) = self.visible_policy(caller, input.id).await?;
-        may_manage(caller, row.workspace_id, access)?;
+        may_manage(caller, access)?;
         let kept_patterns = serde_json::from_str::<Vec<String>>(&row.patterns).unwrap_or_default();
         let patterns = input.patterns.as_ref().unwrap_or(&kept_patterns);
         let content = input.content.as_ref().unwrap_or(&row.content);
@@ -89,7 +89,13 @@ impl Service {
             return Err(policy_not_found());
         }
         self.policy_cache.changed();
-        self.get_policy(caller, row.id).await
+        let updated = self
+            .store
+            .find_policy(row.id)
+            .await
+            .map_err(ApiError::from_store("Failed to read the policy"))?
+            .ok_or_else(policy_not_found)?;
+        self.policy_view(updated).await
     }
 
     /// Deletes a live policy the caller manages (softly: no longer enforced
@@ -101,7 +107,7 @@ impl Service {
         ctx: &RequestContext,
     ) -> Result<(), ApiError> {
         let (row, access) = self.visible_policy(caller, id).await?;
-        may_manage(caller, row.workspace_id, access)?;
+        may_manage(caller, access)?;
         let at = now();
         let mut data = serde_json::Map::new();
         data.insert("name".into(), row.name.clone().into());

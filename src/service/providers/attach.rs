@@ -32,13 +32,7 @@ impl Service {
     ) -> Result<(), ApiError> {
         let (row, access) = self.visible_provider(caller, input.id).await?;
         may_manage_providers(caller, access)?;
-        let repo = self
-            .store
-            .find_repo(input.repo_id)
-            .await
-            .map_err(ApiError::from_store("Failed to attach the repository"))?
-            .filter(|r| r.org_id == caller.org_id && r.deleted_at.is_none())
-            .ok_or_else(|| ApiError::NotFound("Repository not found".into()))?;
+        let repo = self.live_repo(caller, input.repo_id).await?;
         if repo.workspace_id != Some(row.workspace_id) {
             return Err(ApiError::FailedPrecondition(
                 "Repository does not belong to the AI configuration's workspace".into(),

@@ -26,7 +26,7 @@ use crate::egress;
 use crate::error::ApiError;
 use crate::secrets::{Field, Keyring, Sealed, SecretsError};
 use crate::service::Service;
-use crate::store::providers::{AiLlmRow, AttachedRepo, WorkspaceRow};
+use crate::store::providers::{AiLlmRow, AttachedRepo, RepoRow, WorkspaceRow};
 
 /// A configuration as the operations return it: never its secrets.
 #[derive(Debug, Clone)]
@@ -171,6 +171,17 @@ impl Service {
         Ok((workspace, access))
     }
 
+    /// Repository `id` of the caller's organization, not deleted; 404
+    /// otherwise (ids of other tenants reveal nothing).
+    pub(crate) async fn live_repo(&self, caller: &Caller, id: Uuid) -> Result<RepoRow, ApiError> {
+        self.store
+            .find_repo(id)
+            .await
+            .map_err(ApiError::from_store("Failed to read the repository"))?
+            .filter(|r| r.org_id == caller.org_id && r.deleted_at.is_none())
+            .ok_or_else(|| ApiError::NotFound("Repository not found".into()))
+    }
+
     /// Configuration `id` as `caller` may see it, with their access to its
     /// workspace.
     async fn visible_provider(
@@ -188,7 +199,7 @@ impl Service {
         let (_, access) = self
             .workspace_access(caller, row.workspace_id)
             .await
-            .map_err(|_| provider_not_found())?;
+            .map_err(|e| e.or_not_found(provider_not_found))?;
         Ok((row, access))
     }
 }

@@ -42,17 +42,11 @@ impl Service {
     ) -> Result<Vec<ModelView>, ApiError> {
         const FAILED: &str = "Failed to list models";
         let not_found = || ApiError::NotFound("Repository not found".into());
-        let repo = self
-            .store
-            .find_repo(input.repo_id)
-            .await
-            .map_err(ApiError::from_store(FAILED))?
-            .filter(|r| r.org_id == caller.org_id && r.deleted_at.is_none())
-            .ok_or_else(not_found)?;
+        let repo = self.live_repo(caller, input.repo_id).await?;
         let workspace = repo.workspace_id.ok_or_else(not_found)?;
         self.workspace_access(caller, workspace)
             .await
-            .map_err(|_| not_found())?;
+            .map_err(|e| e.or_not_found(not_found))?;
         let wanted = |t: AiType| {
             input.ai_type.is_none_or(|w| w == t) && input.llm_type.is_none_or(|w| w == t)
         };
@@ -63,7 +57,7 @@ impl Service {
             .map_err(ApiError::from_store(FAILED))?;
         let mut models = Vec::new();
         let wanted = attached.into_iter().filter(|r| wanted(r.ai_type)).collect();
-        for (row, _, offer) in self.offers(wanted).await {
+        for (row, offer) in self.offers(wanted).await {
             for model in offer.listed() {
                 models.push(ModelView {
                     id: model.id.clone(),

@@ -114,14 +114,17 @@ impl Service {
         let mut offers = self.offers(attached).await;
         let listing = offers
             .iter()
-            .position(|(_, _, offer)| offer.listed().iter().any(|m| m.id == model));
+            .position(|(_, offer)| offer.listed().iter().any(|m| m.id == model));
         // A configuration that lists no models takes what none lists.
         let chosen = listing.or_else(|| {
             offers
                 .iter()
-                .position(|(_, _, offer)| matches!(offer, Offer::Any))
+                .position(|(_, offer)| matches!(offer, Offer::Any))
         });
-        let Some((row, provider, _)) = chosen.map(|i| offers.swap_remove(i)) else {
+        // Only the chosen configuration's secret is opened (the others'
+        // offers may all come from the cache).
+        let row = chosen.map(|i| offers.swap_remove(i).0);
+        let Some((provider, row)) = row.and_then(|row| Some((self.connect(&row)?, row))) else {
             return Err(ApiError::InvalidArgument(format!(
                 "Model \"{model}\" is not available for this repository"
             )));
@@ -135,17 +138,24 @@ impl Service {
         })
     }
 
-    /// The usable configurations among `rows`, each with its client and
-    /// what it offers, in the same order; all providers asked concurrently.
-    pub(super) async fn offers(&self, rows: Vec<AiLlmRow>) -> Vec<(AiLlmRow, Provider, Offer)> {
-        let asked = rows.into_iter().filter_map(|row| {
+    /// What each of `rows` offers, in the same order: from the cache, or
+    /// asked of its provider (all that are not cached at once); a
+    /// configuration that cannot be reached (endpoint refused, secret
+    /// unreadable) is left out.
+    pub(super) async fn offers(&self, rows: Vec<AiLlmRow>) -> Vec<(AiLlmRow, Offer)> {
+        let asked = rows.into_iter().map(|row| async move {
+            if let Some(offer) = self.models.get(&row) {
+                return Some((row, offer));
+            }
             let provider = self.connect(&row)?;
-            Some(async move {
-                let offer = self.offer_of(&row, &provider).await;
-                (row, provider, offer)
-            })
+            let offer = self.list_offer(&row, &provider).await;
+            Some((row, offer))
         });
-        futures_util::future::join_all(asked).await
+        futures_util::future::join_all(asked)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// A client for configuration `row`, or `None` (logged) if its endpoint
@@ -185,10 +195,7 @@ impl Service {
     /// What configuration `row` offers (cached: a minute when its provider
     /// answered, less when it failed, which is logged and counted: one
     /// failing provider is not an error for all).
-    async fn offer_of(&self, row: &AiLlmRow, provider: &Provider) -> Offer {
-        if let Some(offer) = self.models.get(row) {
-            return offer;
-        }
+    async fn list_offer(&self, row: &AiLlmRow, provider: &Provider) -> Offer {
         let offer = match provider.list_models().await {
             Ok(models) => Offer::Models(Arc::new(models)),
             Err(ProviderError::NoModelList) if row.ai_type == AiType::Aws => Offer::Any,

@@ -12,7 +12,7 @@ use crate::harness::{TestApp, TestDb, as_actor};
 use crate::on_both_backends;
 
 /// The events of a server-sent-event body: (event, data as JSON).
-fn sse_events(body: &str) -> Vec<(String, Value)> {
+pub(crate) fn sse_events(body: &str) -> Vec<(String, Value)> {
     body.split("\n\n")
         .filter_map(|block| {
             let mut event = String::new();
@@ -29,7 +29,12 @@ fn sse_events(body: &str) -> Vec<(String, Value)> {
         .collect()
 }
 
-async fn prompt_events(app: &TestApp, who: &Actor, id: Uuid, body: Value) -> reqwest::Response {
+pub(crate) async fn prompt_events(
+    app: &TestApp,
+    who: &Actor,
+    id: Uuid,
+    body: Value,
+) -> reqwest::Response {
     app.http
         .post(format!("{}/conversation/{id}/prompt", app.base))
         .header("authorization", format!("Bearer {}", who.token))

@@ -235,6 +235,26 @@ async fn gemini_and_bedrock(db: TestDb) {
         )
     );
     assert!(!body.to_string().contains(wrong));
+    // Over gRPC as over REST: moving a stored key elsewhere takes it again.
+    let moved = grpc(&app)
+        .await
+        .update_provider(crate::harness::as_actor(
+            conversation_service::pb::ai::UpdateProviderRequest {
+                id: aws.clone(),
+                endpoint: Some("https://elsewhere.example.test/v1".into()),
+                ..Default::default()
+            },
+            &w.ws_admin,
+        ))
+        .await
+        .expect_err("needs the secret");
+    assert_eq!(
+        (moved.code(), moved.message()),
+        (
+            tonic::Code::InvalidArgument,
+            "Changing endpoint or aiType needs the secret again"
+        )
+    );
     let (status, body) = rest(
         &app,
         &w.ws_admin,
@@ -313,7 +333,7 @@ async fn provider_calls_have_the_providers_time(db: TestDb) {
             )
         };
         let chat = |axum::Json(body): axum::Json<Value>| async move {
-            tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
             completion(&body, "worth the wait")
         };
         serve(
@@ -325,7 +345,7 @@ async fn provider_calls_have_the_providers_time(db: TestDb) {
     };
     let mut config = conversation_service::server::Config::local();
     config.secrets.provider_allow_private = true;
-    config.request_timeout = std::time::Duration::from_millis(300);
+    config.request_timeout = std::time::Duration::from_secs(1);
     config.provider.timeout = std::time::Duration::from_secs(10);
     let app = crate::harness::TestApp::spawn_config(db, config).await;
     let w = World::build(&app).await;

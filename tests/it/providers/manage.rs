@@ -543,7 +543,7 @@ async fn postgres_needs_a_secrets_key_once_configurations_exist() {
         .expect("no key, but sealed secrets: refused");
     assert_eq!(
         refused.to_string(),
-        "1 AI configuration(s) hold sealed secrets, but no secrets key is configured: give --secrets-key-file or SECRETS_KEY"
+        "1 sealed secret(s) (AI configurations, webhooks) are stored, but no secrets key is configured: give --secrets-key-file or SECRETS_KEY"
     );
     drop(db);
 
