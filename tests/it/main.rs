@@ -18,6 +18,7 @@ mod messages;
 mod openapi;
 mod operations;
 mod policies;
+mod policies_client;
 mod providers;
 mod resilience;
 mod surface;

@@ -18,7 +18,7 @@ use crate::harness::{TestDb, World};
 use crate::on_both_backends;
 
 /// One call as the client's `makeRequest` sends it; the status and reply.
-async fn call(
+pub(crate) async fn call(
     app: &TestApp,
     who: &Actor,
     method: &str,
@@ -57,7 +57,7 @@ async fn call(
 }
 
 /// The reply's fields are exactly `required` plus any of `optional`.
-fn fields(v: &Value, required: &[&str], optional: &[&str]) {
+pub(crate) fn fields(v: &Value, required: &[&str], optional: &[&str]) {
     let got: BTreeSet<&str> = v
         .as_object()
         .expect("an object")
@@ -70,7 +70,7 @@ fn fields(v: &Value, required: &[&str], optional: &[&str]) {
     assert!(got.is_subset(&may), "{v} has fields beyond {may:?}");
 }
 
-fn string(v: &Value) -> &str {
+pub(crate) fn string(v: &Value) -> &str {
     v.as_str().unwrap_or_else(|| panic!("{v} is not a string"))
 }
 

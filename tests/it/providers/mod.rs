@@ -6,7 +6,7 @@
 //! each API as documented) are here.
 
 mod anthropic;
-mod client;
+pub(crate) mod client;
 mod dialects;
 mod manage;
 mod models;
