@@ -84,26 +84,29 @@ static DOCUMENT: LazyLock<Bytes> = LazyLock::new(|| {
     UpdateNeedsAField.modify(&mut doc);
     let mut doc = serde_json::to_value(&doc).unwrap_or_default();
     endpoint_needed_for_aws_and_other(&mut doc);
-    repository_needs_its_workspace(&mut doc);
+    moving_a_configuration_takes_its_secret(&mut doc);
     Bytes::from(doc.to_string())
 });
 
-/// A repository policy names its workspace too.
-fn repository_needs_its_workspace(doc: &mut serde_json::Value) {
-    let body = doc.pointer_mut("/components/schemas/CreatePolicyBody");
+/// Changing a configuration's `endpoint` or `aiType` takes its `secret`
+/// again (so a stored key is never sent elsewhere).
+fn moving_a_configuration_takes_its_secret(doc: &mut serde_json::Value) {
+    let body = doc.pointer_mut("/components/schemas/UpdateAiLlmBody");
     if let Some(serde_json::Value::Object(body)) = body {
         body.insert(
             "if".into(),
             serde_json::json!({
-                "properties": { "repoId": { "type": "string" } },
-                "required": ["repoId"],
+                "anyOf": [
+                    { "properties": { "endpoint": { "type": "string" } }, "required": ["endpoint"] },
+                    { "properties": { "aiType": { "type": "string" } }, "required": ["aiType"] },
+                ],
             }),
         );
         body.insert(
             "then".into(),
             serde_json::json!({
-                "properties": { "workspaceId": { "type": "string" } },
-                "required": ["workspaceId"],
+                "properties": { "secret": { "type": "string" } },
+                "required": ["secret"],
             }),
         );
     }

@@ -40,6 +40,13 @@ pub struct PolicyRow {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
+impl PolicyRow {
+    /// Its patterns, as stored (a JSON array of strings).
+    pub fn pattern_list(&self) -> Result<Vec<String>, serde_json::Error> {
+        serde_json::from_str(&self.patterns)
+    }
+}
+
 /// A policy to insert.
 #[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = policies, treat_none_as_default_value = false)]
@@ -90,7 +97,7 @@ pub struct PolicyFilter {
     /// the organization's and those of the workspaces this user belongs to.
     pub member: Option<Uuid>,
     /// The scope listed: the organization's own (both `None`), a
-    /// workspace's, or a repository's.
+    /// workspace's, or a repository's (its workspace optional).
     pub workspace_id: Option<Uuid>,
     pub repo_id: Option<Uuid>,
 }
@@ -312,13 +319,17 @@ impl Store {
                         .filter(policies::deleted_at.is_null())
                         .into_boxed();
                     q = match (filter.workspace_id, filter.repo_id) {
-                        (None, _) => q.filter(policies::workspace_id.is_null()),
+                        (None, None) => q.filter(policies::workspace_id.is_null()),
                         (Some(w), None) => q
                             .filter(policies::workspace_id.eq(SqlUuid(w)))
                             .filter(policies::repo_id.is_null()),
-                        (Some(w), Some(r)) => q
-                            .filter(policies::workspace_id.eq(SqlUuid(w)))
-                            .filter(policies::repo_id.eq(SqlUuid(r))),
+                        (w, Some(r)) => {
+                            let q = q.filter(policies::repo_id.eq(SqlUuid(r)));
+                            match w {
+                                Some(w) => q.filter(policies::workspace_id.eq(SqlUuid(w))),
+                                None => q,
+                            }
+                        }
                     };
                     if let Some(user_id) = filter.member {
                         let reachable = workspace_members::table

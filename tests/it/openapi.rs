@@ -83,24 +83,27 @@ async fn the_document_lists_exactly_the_routes_served() {
             "{}{}",
             app.base,
             path.replace("{id}", "0193a000-0000-7000-8000-000000000001")
+                .replace("{repoId}", "0193a000-0000-7000-8000-000000000002")
         );
         for method in methods {
             let method =
                 reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
-            let status = app
-                .http
-                .request(method.clone(), &url)
-                .send()
-                .await
-                .expect("answers")
-                .status();
+            // No token; a body (an empty object) where the route takes one.
+            let mut request = app.http.request(method.clone(), &url);
+            if [reqwest::Method::POST, reqwest::Method::PUT].contains(&method) {
+                request = request.json(&serde_json::json!({}));
+            }
+            let status = request.send().await.expect("answers").status();
+            let op = &paths[path][method.as_str().to_lowercase()];
+            let secured = op.get("security").is_some();
+            // Served (not the 404/405 of an unknown route): a route that
+            // needs a token answers 401 without one, the others do not.
+            assert_eq!(status == 401, secured, "{method} {path}: {status}");
             assert!(
-                status != 404 || path.contains("{id}"),
+                secured || status != 404,
                 "{method} {path} is served, got {status}"
             );
             assert_ne!(status, 405, "{method} {path}");
-            let op = &paths[path][method.as_str().to_lowercase()];
-            let secured = op.get("security").is_some();
             assert_eq!(
                 secured,
                 ["/conversation", "/ai/", "/policy", "/org/"]
@@ -179,22 +182,65 @@ async fn schemathesis_finds_nothing(db: TestDb) {
     let Some(schemathesis) = schemathesis().await else {
         return;
     };
-    let (provider, _) = crate::messages::fake_provider().await;
-    let config = conversation_service::server::Config {
+    let (provider_url, _) = crate::messages::fake_provider().await;
+    let mut config = conversation_service::server::Config {
         provider: conversation_service::provider::ProviderConfig {
-            base_url: Some(provider),
+            base_url: Some(provider_url.clone()),
             api_key: None,
             models: Vec::new(),
             timeout: std::time::Duration::from_secs(2),
         },
         ..conversation_service::server::Config::local()
     };
+    config.secrets.provider_allow_private = true;
     let app = TestApp::spawn_config(db, config).await;
     let w = World::build(&app).await;
-    let mut conversations = Vec::new();
+    let mut ids = Vec::new();
     for _ in 0..20 {
-        conversations.push(app.create_as(&w.owner, w.repo).await);
+        ids.push(app.create_as(&w.owner, w.repo).await);
     }
+    // A configuration and a policy, so their routes reach past "not found".
+    let (status, created) = crate::providers::rest(
+        &app,
+        &w.owner,
+        reqwest::Method::POST,
+        "/ai/llm",
+        Some({
+            // AWS at an endpoint with no model list: it takes any model, so
+            // prompts routed to it (once fuzzing attaches it) are answered.
+            let mut body = crate::providers::create_body(&w, "Fuzzed", "AWS");
+            body["endpoint"] = serde_json::json!(provider_url);
+            body
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    ids.push(
+        created["aiLlmId"]
+            .as_str()
+            .expect("id")
+            .parse()
+            .expect("uuid"),
+    );
+    let policy = serde_json::json!({
+        "name": "Fuzzed", "content": "Be kind.", "riskType": "LOW", "actionType": 0, "orgId": w.org,
+    });
+    let (status, created) = crate::providers::rest(
+        &app,
+        &w.owner,
+        reqwest::Method::POST,
+        "/policy",
+        Some(policy),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    ids.push(
+        created["policy"]["id"]
+            .as_str()
+            .expect("id")
+            .parse()
+            .expect("uuid"),
+    );
     let quoted = |ids: &[uuid::Uuid]| {
         ids.iter()
             .map(|id| format!("\"{id}\""))
@@ -207,15 +253,34 @@ async fn schemathesis_finds_nothing(db: TestDb) {
         &config,
         format!(
             "[dictionaries.repos]\nvalues = [{}]\n\n\
-             [dictionaries.conversations]\nvalues = [{}]\n\n\
+             [dictionaries.ids]\nvalues = [{}]\n\n\
+             [dictionaries.orgs]\nvalues = [{}]\n\n\
+             [dictionaries.workspaces]\nvalues = [{}]\n\n\
              [parameters]\n\
              \"body.repoId\" = {{ dictionary = \"repos\", probability = 0.5 }}\n\
              \"query.repoId\" = {{ dictionary = \"repos\", probability = 0.3 }}\n\
-             \"path.id\" = {{ dictionary = \"conversations\", probability = 0.5 }}\n",
+             \"path.id\" = {{ dictionary = \"ids\", probability = 0.5 }}\n\
+             \"body.orgId\" = {{ dictionary = \"orgs\", probability = 0.5 }}\n\
+             \"query.orgId\" = {{ dictionary = \"orgs\", probability = 0.5 }}\n\
+             \"body.workspaceId\" = {{ dictionary = \"workspaces\", probability = 0.5 }}\n\
+             \"query.workspaceId\" = {{ dictionary = \"workspaces\", probability = 0.3 }}\n\n\
+             [[operations]]\n\
+             include-path = \"/ai/llm/{{id}}/validate\"\n\
+             checks.not_a_server_error.expected-statuses = {upstream}\n\n\
+             [[operations]]\n\
+             include-path = \"/conversation/{{id}}/prompt\"\n\
+             checks.not_a_server_error.expected-statuses = {upstream}\n",
             // Not the orphaned or disabled repositories: their 400 (a state
             // the document cannot show) would read as valid data refused.
             quoted(&[w.repo, w.deleted_repo, w.other_org_repo]),
-            quoted(&conversations),
+            quoted(&ids),
+            quoted(&[w.org]),
+            quoted(&[w.workspace]),
+            // What these routes answer, as documented, when what they depend
+            // on fails: a configuration fuzzing points at a host that does
+            // not exist (502), a judged policy fuzzing writes, which the
+            // echoing test model cannot judge (503), a slow model (504).
+            upstream = r#"["2xx", "3xx", "4xx", "502", "503", "504"]"#,
         ),
     )
     .expect("config");

@@ -308,14 +308,14 @@ async fn managing_policies(db: TestDb) {
             "patterns must be a list of strings",
         ),
         (
-            json!({ "repoId": w.repo }),
+            json!({ "repoId": w.orphan_repo }),
             400,
-            "A repository policy names its workspace too (workspaceId)",
+            "The repository belongs to no workspace",
         ),
         (
             json!({ "workspaceId": w.workspace, "repoId": w.orphan_repo }),
             400,
-            "The repository does not belong to the workspace",
+            "The repository belongs to no workspace",
         ),
         (
             json!({ "workspaceId": w.workspace, "repoId": other_ws_repo }),
@@ -353,6 +353,23 @@ async fn managing_policies(db: TestDb) {
         names(&app, &w.org_admin, format!("orgId={}", w.org)).await,
         ["Org"]
     );
+    // A repository policy may leave its workspace out: the repository's.
+    let (status, body) = post(
+        &w.ws_admin,
+        policy(&w, "Repo only", 0, json!({ "repoId": w.repo })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["policy"]["workspaceId"], w.workspace.to_string());
+    assert_eq!(
+        names(
+            &app,
+            &w.reader,
+            format!("orgId={}&repoId={}", w.org, w.repo)
+        )
+        .await,
+        ["Repo", "Repo only"]
+    );
 
     // Delete is soft: gone from lists and reads; events for each change.
     let (status, _) = rest(&app, &w.reader, Method::DELETE, &path, None).await;
@@ -372,8 +389,8 @@ async fn managing_policies(db: TestDb) {
     );
     assert_eq!(
         events(&app, "policy").await,
-        5,
-        "3 created, 1 updated, 1 deleted"
+        6,
+        "4 created, 1 updated, 1 deleted"
     );
     app.shutdown().await;
 }

@@ -36,7 +36,8 @@ pub struct CreatePolicyBody {
     #[serde(default)]
     #[schema(value_type = Option<String>, format = Uuid, pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     pub workspace_id: JsonText,
-    /// A repository policy's repository; it must belong to `workspaceId`.
+    /// A repository policy's repository; it belongs to `workspaceId`, which
+    /// may be left out (the repository's).
     #[serde(default)]
     #[schema(value_type = Option<String>, format = Uuid, pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     pub repo_id: JsonText,

@@ -41,10 +41,14 @@ impl Service {
         if input.org_id != caller.org_id {
             return Err(ApiError::NotFound("Organization not found".into()));
         }
-        let access = self
+        let (workspace_id, access) = self
             .scope_access(caller, input.workspace_id, input.repo_id)
             .await?;
         may_manage(caller, access)?;
+        let input = CreatePolicy {
+            workspace_id,
+            ..input
+        };
         let id = Uuid::now_v7();
         let at = now();
         let stored = PolicyRow {
@@ -98,31 +102,38 @@ impl Service {
         self.policy_view(stored).await
     }
 
-    /// The caller's access to a policy scope's workspace, after checking the
-    /// scope: a repository names its workspace and belongs to it.
+    /// A policy scope's workspace (a repository policy's may be left out:
+    /// the repository's) and the caller's access to it, after checking the
+    /// scope: a repository belongs to the workspace named.
     pub(super) async fn scope_access(
         &self,
         caller: &Caller,
         workspace_id: Option<Uuid>,
         repo_id: Option<Uuid>,
-    ) -> Result<Option<crate::domain::Access>, ApiError> {
-        let Some(workspace_id) = workspace_id else {
-            if repo_id.is_some() {
-                return Err(ApiError::InvalidArgument(
-                    "A repository policy names its workspace too (workspaceId)".into(),
-                ));
+    ) -> Result<(Option<Uuid>, Option<crate::domain::Access>), ApiError> {
+        let workspace_id = match repo_id {
+            None => workspace_id,
+            Some(repo_id) => {
+                let repo = self.live_repo(caller, repo_id).await?;
+                match (repo.workspace_id, workspace_id) {
+                    (None, _) => {
+                        return Err(ApiError::InvalidArgument(
+                            "The repository belongs to no workspace".into(),
+                        ));
+                    }
+                    (Some(of_repo), Some(named)) if of_repo != named => {
+                        return Err(ApiError::InvalidArgument(
+                            "The repository does not belong to the workspace".into(),
+                        ));
+                    }
+                    (Some(of_repo), _) => Some(of_repo),
+                }
             }
-            return Ok(None);
+        };
+        let Some(workspace_id) = workspace_id else {
+            return Ok((None, None));
         };
         let (_, access) = self.workspace_access(caller, workspace_id).await?;
-        if let Some(repo_id) = repo_id {
-            let repo = self.live_repo(caller, repo_id).await?;
-            if repo.workspace_id != Some(workspace_id) {
-                return Err(ApiError::InvalidArgument(
-                    "The repository does not belong to the workspace".into(),
-                ));
-            }
-        }
-        Ok(access)
+        Ok((Some(workspace_id), access))
     }
 }

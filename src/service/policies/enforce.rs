@@ -68,7 +68,7 @@ impl Rule {
     fn from_row(row: PolicyRow) -> Rule {
         // Patterns were checked when written; one that no longer reads or
         // compiles (a store edited by hand) is logged, never silently judged.
-        let patterns: Vec<String> = serde_json::from_str(&row.patterns).unwrap_or_else(|e| {
+        let patterns: Vec<String> = row.pattern_list().unwrap_or_else(|e| {
             tracing::error!(policy_id = %row.id, error = %e, "a policy's patterns do not read");
             Vec::new()
         });

@@ -28,11 +28,6 @@ impl Service {
         if input.org_id != caller.org_id {
             return Ok(Vec::new());
         }
-        if input.repo_id.is_some() && input.workspace_id.is_none() {
-            return Err(ApiError::InvalidArgument(
-                "repoId needs its workspaceId".into(),
-            ));
-        }
         let filter = PolicyFilter {
             org_id: caller.org_id,
             member: (!caller.role.is_org_admin()).then_some(caller.user_id),

@@ -236,11 +236,9 @@ impl Service {
                 Ok(PolicyView {
                     id: r.id,
                     org_id: r.org_id,
-                    patterns: serde_json::from_str(&r.patterns).map_err(|e| {
-                        ApiError::Internal {
-                            public: FAILED,
-                            detail: format!("policy {}: patterns unreadable: {e}", r.id),
-                        }
+                    patterns: r.pattern_list().map_err(|e| ApiError::Internal {
+                        public: FAILED,
+                        detail: format!("policy {}: patterns unreadable: {e}", r.id),
                     })?,
                     action_type: ActionType::from_number(r.action_type.into())
                         .unwrap_or(ActionType::Log),

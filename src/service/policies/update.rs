@@ -46,7 +46,7 @@ impl Service {
         }
         let (row, access) = self.visible_policy(caller, input.id).await?;
         may_manage(caller, access)?;
-        let kept_patterns = serde_json::from_str::<Vec<String>>(&row.patterns).unwrap_or_default();
+        let kept_patterns = row.pattern_list().unwrap_or_default();
         let patterns = input.patterns.as_ref().unwrap_or(&kept_patterns);
         let content = input.content.as_ref().unwrap_or(&row.content);
         if content.trim().is_empty() && patterns.is_empty() {

@@ -107,7 +107,27 @@ async fn secret_not_stored(app: &TestApp) {
             assert!(!contains(key, ACCESS_KEY));
         }
     }
+    if app.store.sqlite_path().is_none() {
+        // PostgreSQL: no row of any table that could carry it holds it.
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        for table in ["ai_llms", "system_events", "messages", "org_webhooks"] {
+            for needle in [SECRET, ACCESS_KEY] {
+                let query = diesel::sql_query(format!(
+                    "SELECT count(*) AS n FROM {table} t WHERE t::text LIKE '%{needle}%'"
+                ));
+                let found =
+                    with_conn!(&mut conn, |c| query.get_result::<Count>(c).await).expect("scan");
+                assert_eq!(found.n, 0, "{table} holds a secret");
+            }
+        }
+    }
     if let Some(path) = app.store.sqlite_path() {
+        let main = std::fs::read(path).expect("the database file reads");
+        assert!(!contains(&main, SECRET) && !contains(&main, ACCESS_KEY));
         for file in [path.to_path_buf(), path.with_extension("db-wal")] {
             if let Ok(bytes) = std::fs::read(&file) {
                 assert!(
