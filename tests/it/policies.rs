@@ -788,6 +788,94 @@ async fn replies_are_cut_while_they_stream(db: TestDb) {
     app.shutdown().await;
 }
 
+/// A judged blocking policy also cuts a streamed reply: checks come at 1,
+/// 2, 4, ... intervals, the violating text is never shown, nothing is stored.
+async fn judged_replies_are_cut_while_they_stream(db: TestDb) {
+    let (judge, judged) = fake_judge().await;
+    let reply = "Here is the summary you asked for. This part is confidential and must not leave. The rest is filler text that goes on for a while longer.";
+    let (model, _) = fake_model(reply).await;
+    let app = app_with_judge(db, &judge).await;
+    let w = World::build(&app).await;
+    connect_repo(&app, &w, "Local", "OTHER", &format!("http://{model}/v1")).await;
+    let body = policy(&w, "Confidential", 2, json!({ "workspaceId": w.workspace }));
+    let (status, _) = rest(&app, &w.ws_admin, Method::POST, "/policy", Some(body)).await;
+    assert_eq!(status, 200);
+    let conversation = app.create_as(&w.reader, w.repo).await;
+    let res = crate::messages::stream::prompt_events(
+        &app,
+        &w.reader,
+        conversation,
+        json!({ "prompt": "summarize", "model": "gpt-test" }),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let events = crate::messages::stream::sse_events(&res.text().await.expect("events"));
+    let (last, deltas) = events.split_last().expect("events");
+    let shown: String = deltas
+        .iter()
+        .map(|(_, d)| d["content"].as_str().expect("content").to_owned())
+        .collect();
+    assert!(!shown.contains("confidential"), "{shown}");
+    assert!(
+        reply.starts_with(&shown),
+        "only checked text, in order: {shown}"
+    );
+    assert_eq!(last.0, "error", "{events:?}");
+    assert!(
+        last.1["message"]
+            .as_str()
+            .expect("message")
+            .starts_with("Blocked by policy \"Confidential\"")
+    );
+    assert_eq!(
+        conversation_state(&app, &w, conversation).await,
+        (0, json!("0"), json!("0"))
+    );
+    // The prompt, then the reply at 10, 20 (+10), 40 (+20) and 80 (+40)
+    // characters: not one call per 10 characters.
+    let calls = judged.lock().expect("lock").len();
+    assert!((2..=6).contains(&calls), "{calls} judge calls");
+    app.shutdown().await;
+}
+
+/// A judge that answers something other than a judgment has failed: a
+/// blocking policy fails closed.
+async fn malformed_judgments_fail_closed(db: TestDb) {
+    // The "judge" is a model that answers prose.
+    let (model, asked) = fake_model("I think it is fine.").await;
+    let app = app_with_judge(db, &model).await;
+    let w = World::build(&app).await;
+    connect_repo(&app, &w, "Local", "OTHER", &format!("http://{model}/v1")).await;
+    let (status, _) = rest(
+        &app,
+        &w.org_admin,
+        Method::POST,
+        "/policy",
+        Some(policy(&w, "Judged", 2, json!({}))),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let conversation = app.create_as(&w.reader, w.repo).await;
+    let (status, body) = rest(
+        &app,
+        &w.reader,
+        Method::POST,
+        &format!("/conversation/{conversation}/prompt"),
+        Some(json!({ "prompt": "hello", "model": "gpt-test" })),
+    )
+    .await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (503, Some("Policy evaluation unavailable"))
+    );
+    assert_eq!(
+        *asked.lock().expect("lock"),
+        1,
+        "the judge call only; the model was not asked"
+    );
+    app.shutdown().await;
+}
+
 /// When the judge is unreachable, a judged blocking policy fails closed
 /// (503, nothing sent to the model or stored) and a logging one open (the
 /// turn goes on); both are counted.
@@ -1299,6 +1387,8 @@ on_both_backends!(
     policies_over_grpc,
     prompts_are_judged,
     replies_are_cut_while_they_stream,
+    judged_replies_are_cut_while_they_stream,
+    malformed_judgments_fail_closed,
     judges_fail_safe,
     alerts_reach_the_webhook
 );

@@ -224,8 +224,10 @@ enum Forwarded {
 /// `stream_interval` more characters arrived, and only what lies more than
 /// `stream_interval` characters before its end is released, so no match of
 /// a pattern up to that long is ever partly shown. When a blocking policy is
-/// judged by the model, the whole reply is held for the final check (one
-/// judge call, not one per interval over an ever longer text).
+/// judged by the model, each check waits twice as long as the one before
+/// (the judge reads the whole reply so far: checks at 1, 2, 4, ... intervals
+/// judge at most twice the reply's length in all, instead of growing with its
+/// square).
 async fn forward(
     mut pieces: mpsc::Receiver<String>,
     events: &mpsc::Sender<Result<PromptEvent, ApiError>>,
@@ -234,6 +236,7 @@ async fn forward(
     let (hold, judged) = (checks.blocks(), checks.judges_blocking());
     let interval = checks.stream_interval;
     let (mut text, mut released, mut unchecked, mut tokens) = (String::new(), 0, 0, 0);
+    let mut step = interval;
     loop {
         let piece = tokio::select! {
             piece = pieces.recv() => piece,
@@ -251,10 +254,13 @@ async fn forward(
         }
         unchecked += piece.chars().count();
         text.push_str(&piece);
-        if judged || unchecked < interval {
+        if unchecked < step {
             continue;
         }
         unchecked = 0;
+        if judged {
+            step = step.saturating_mul(2);
+        }
         match checks.check(&text, Stage::Reply, true).await {
             Ok(spent) => tokens += spent,
             Err(e) => {

@@ -225,7 +225,7 @@ impl TurnChecks {
     }
 
     /// Whether a blocking policy is judged by the model (then a streamed
-    /// reply is held whole until its final check).
+    /// reply's checks grow further apart).
     pub fn judges_blocking(&self) -> bool {
         self.set
             .rules
