@@ -1382,7 +1382,101 @@ async fn policies_over_grpc(db: TestDb) {
     app.shutdown().await;
 }
 
+/// Deliveries live in the database: one pending when the service stops is
+/// delivered by the next start.
+async fn webhook_deliveries_survive_a_restart(db: TestDb) {
+    let (judge, _) = fake_judge().await;
+    let (model, _) = fake_model("ok").await;
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let received: Arc<Mutex<u32>> = Arc::default();
+    let receiver = {
+        let (open, received) = (open.clone(), received.clone());
+        let hook = move || async move {
+            *received.lock().expect("lock") += 1;
+            if open.load(std::sync::atomic::Ordering::SeqCst) {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        };
+        serve(axum::Router::new().route("/hook", axum::routing::post(hook))).await
+    };
+    let key = conversation_service::secrets::MasterKey::generate().1;
+    let config = |judge: &str| {
+        let mut config = conversation_service::server::Config::local();
+        config.secrets.provider_allow_private = true;
+        config.secrets.secrets_key = Some(key.clone());
+        config.policy.policy_judge_url = Some(format!("http://{judge}/v1"));
+        config.policy.policy_judge_model = Some("judge-model".into());
+        config.policy.webhook_retry_base = Duration::from_millis(100);
+        config
+    };
+    let app = TestApp::spawn_config(db, config(&judge)).await;
+    let w = World::build(&app).await;
+    connect_repo(&app, &w, "Local", "OTHER", &format!("http://{model}/v1")).await;
+    let url = format!("http://{receiver}/hook");
+    let (status, _) = rest(
+        &app,
+        &w.org_admin,
+        Method::PUT,
+        "/org/webhook",
+        Some(json!({ "url": url })),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let alerting = json!({ "patterns": ["(?i)password"], "content": "" });
+    let (status, _) = rest(
+        &app,
+        &w.org_admin,
+        Method::POST,
+        "/policy",
+        Some(policy(&w, "Passwords", 1, alerting)),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let conversation = app.create_as(&w.reader, w.repo).await;
+    let (status, _) = rest(
+        &app,
+        &w.reader,
+        Method::POST,
+        &format!("/conversation/{conversation}/prompt"),
+        Some(json!({ "prompt": "the password", "model": "gpt-test" })),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while *received.lock().expect("lock") == 0 {
+        assert!(std::time::Instant::now() < deadline, "no attempt was made");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let db = app.shutdown().await;
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    let app = TestApp::spawn_config(db, config(&judge)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, page) = rest(
+            &app,
+            &w.org_admin,
+            Method::GET,
+            "/org/webhook/deliveries",
+            None,
+        )
+        .await;
+        if page["deliveries"][0]["status"] == "delivered" {
+            assert_eq!(page["total"], 1);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not delivered after the restart: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.shutdown().await;
+}
+
 on_both_backends!(
+    webhook_deliveries_survive_a_restart,
     managing_policies,
     policies_over_grpc,
     prompts_are_judged,
