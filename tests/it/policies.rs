@@ -975,6 +975,20 @@ async fn judges_fail_safe(db: TestDb) {
     app.shutdown().await;
 }
 
+/// An alerting pattern policy ("Passwords") and a prompt that breaks it: the
+/// turn goes on, an alert is raised.
+async fn raise_an_alert(app: &TestApp, w: &World) {
+    let alerting = json!({ "patterns": ["(?i)password"], "content": "" });
+    let body = policy(w, "Passwords", 1, alerting);
+    let (status, _) = rest(app, &w.org_admin, Method::POST, "/policy", Some(body)).await;
+    assert_eq!(status, 200);
+    let conversation = app.create_as(&w.reader, w.repo).await;
+    let path = format!("/conversation/{conversation}/prompt");
+    let prompt = json!({ "prompt": "my Password is hunter2", "model": "gpt-test" });
+    let (status, _) = rest(app, &w.reader, Method::POST, &path, Some(prompt)).await;
+    assert_eq!(status, 200, "an alert lets the turn go on");
+}
+
 /// An alert reaches the organization's webhook as a signed JSON POST,
 /// retried until the receiver answers 2xx; deliveries can be listed.
 async fn alerts_reach_the_webhook(db: TestDb) {
@@ -1023,26 +1037,7 @@ async fn alerts_reach_the_webhook(db: TestDb) {
         !shown.to_string().contains(&secret),
         "the secret is shown once"
     );
-    let alerting = json!({ "patterns": ["(?i)password"], "content": "" });
-    let (status, _) = rest(
-        &app,
-        &w.org_admin,
-        Method::POST,
-        "/policy",
-        Some(policy(&w, "Passwords", 1, alerting)),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let conversation = app.create_as(&w.reader, w.repo).await;
-    let (status, _) = rest(
-        &app,
-        &w.reader,
-        Method::POST,
-        &format!("/conversation/{conversation}/prompt"),
-        Some(json!({ "prompt": "my Password is hunter2", "model": "gpt-test" })),
-    )
-    .await;
-    assert_eq!(status, 200, "an alert lets the turn go on");
+    raise_an_alert(&app, &w).await;
 
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while received.lock().expect("lock").len() < 3 {
@@ -1424,26 +1419,7 @@ async fn webhook_deliveries_survive_a_restart(db: TestDb) {
     )
     .await;
     assert_eq!(status, 200);
-    let alerting = json!({ "patterns": ["(?i)password"], "content": "" });
-    let (status, _) = rest(
-        &app,
-        &w.org_admin,
-        Method::POST,
-        "/policy",
-        Some(policy(&w, "Passwords", 1, alerting)),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let conversation = app.create_as(&w.reader, w.repo).await;
-    let (status, _) = rest(
-        &app,
-        &w.reader,
-        Method::POST,
-        &format!("/conversation/{conversation}/prompt"),
-        Some(json!({ "prompt": "the password", "model": "gpt-test" })),
-    )
-    .await;
-    assert_eq!(status, 200);
+    raise_an_alert(&app, &w).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while *received.lock().expect("lock") == 0 {
         assert!(std::time::Instant::now() < deadline, "no attempt was made");
