@@ -137,7 +137,8 @@ pub struct SecretsArgs {
     pub provider_allow_private: bool,
 }
 
-/// How governance policies are judged, and alerts delivered.
+/// How governance policies are judged, alerts delivered, and token budgets
+/// held.
 #[derive(Debug, Clone, Args)]
 pub struct PolicyArgs {
     /// The judge: an OpenAI-compatible Chat Completions API base [default:
@@ -163,6 +164,11 @@ pub struct PolicyArgs {
     /// next one twice as long (at most an hour; 10 attempts).
     #[arg(long, env = "WEBHOOK_RETRY_BASE", default_value = "5s", value_parser = parse_duration)]
     pub webhook_retry_base: Duration,
+    /// Tokens a prompt holds on its budgets for the model's reply, beside
+    /// its estimated prompt and context (Anthropic's replies are capped at
+    /// 4096; a longer reply from another provider is counted when settled).
+    #[arg(long, env = "BUDGET_REPLY_TOKENS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub budget_reply_tokens: u32,
 }
 
 impl PolicyArgs {

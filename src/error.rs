@@ -42,6 +42,13 @@ pub enum ApiError {
     #[error("{0}")]
     DependencyUnavailable(String),
     /// The database cannot be reached or is saturated; retrying later may work.
+    /// A budget has no room for the request: the caller may retry after
+    /// `retry_after_secs` (when the budget's period ends).
+    #[error("{message}")]
+    ResourceExhausted {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("Service temporarily unavailable")]
     Unavailable { detail: String },
     /// Anything else. `public` is all the caller sees; `detail` goes to the log.

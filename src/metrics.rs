@@ -24,6 +24,13 @@
 //! - `conversation_service_policy_judge_failures_total{outcome}`: judge calls
 //!   that failed; `fail_closed` (a blocking policy applied: the turn got 503)
 //!   or `fail_open` (log and alert policies only: the turn went on).
+//! - `conversation_service_budget_limit_tokens{budget, scope, period}`,
+//!   `conversation_service_budget_used_tokens{...}` and
+//!   `conversation_service_budget_reserved_tokens{...}`: each budget's limit,
+//!   what its current period spent and what prompts in flight hold, as this
+//!   replica last saw them (at each reservation, and as its turns settle).
+//! - `conversation_service_budget_refusals_total{budget}`: prompts refused
+//!   (429) because the budget had no room.
 
 use std::time::Duration;
 
@@ -65,6 +72,18 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabels {
+    budget: String,
+    scope: &'static str,
+    period: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetIdLabels {
+    budget: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     state: &'static str,
 }
@@ -82,6 +101,12 @@ pub struct Metrics {
     provider_failures: Family<ProviderLabels, Counter>,
     policy_tokens: Counter,
     judge_failures: Family<OutcomeLabels, Counter>,
+    budget_limit: Family<BudgetLabels, Gauge>,
+    budget_used: Family<BudgetLabels, Gauge>,
+    budget_reserved: Family<BudgetLabels, Gauge>,
+    /// Each budget's labels, as last seen (to move its gauges by id).
+    budget_labels: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, BudgetLabels>>,
+    budget_refusals: Family<BudgetIdLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -156,8 +181,37 @@ impl Metrics {
             "Judge calls that failed, by outcome: fail_closed (a blocking policy: the turn stopped) or fail_open",
             judge_failures.clone(),
         );
+        let budget_limit = Family::<BudgetLabels, Gauge>::default();
+        registry.register(
+            "budget_limit_tokens",
+            "Each token budget's limit",
+            budget_limit.clone(),
+        );
+        let budget_used = Family::<BudgetLabels, Gauge>::default();
+        registry.register(
+            "budget_used_tokens",
+            "Tokens each budget's current period spent, as this replica last saw it",
+            budget_used.clone(),
+        );
+        let budget_reserved = Family::<BudgetLabels, Gauge>::default();
+        registry.register(
+            "budget_reserved_tokens",
+            "Tokens prompts in flight hold on each budget, as this replica last saw it",
+            budget_reserved.clone(),
+        );
+        let budget_refusals = Family::<BudgetIdLabels, Counter>::default();
+        registry.register(
+            "budget_refusals",
+            "Prompts refused because a budget had no room",
+            budget_refusals.clone(),
+        );
         Self {
             registry,
+            budget_limit,
+            budget_used,
+            budget_reserved,
+            budget_labels: Default::default(),
+            budget_refusals,
             provider_failures,
             policy_tokens,
             judge_failures,
@@ -207,6 +261,64 @@ impl Metrics {
                 reason,
             })
             .inc();
+    }
+
+    /// A budget as just read: its limit, spend and holds.
+    pub fn budget(&self, view: &crate::service::usage::budgets::BudgetView) {
+        let labels = BudgetLabels {
+            budget: view.id.to_string(),
+            scope: if view.workspace_id.is_some() {
+                "workspace"
+            } else {
+                "org"
+            },
+            period: view.period.as_str(),
+        };
+        self.budget_limit.get_or_create(&labels).set(view.tokens);
+        self.budget_used.get_or_create(&labels).set(view.used);
+        self.budget_reserved
+            .get_or_create(&labels)
+            .set(view.reserved);
+        self.budget_labels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(view.id, labels);
+    }
+
+    /// A turn settled `tokens` on a budget.
+    pub fn budget_spent(&self, id: uuid::Uuid, tokens: i64) {
+        let labels = self
+            .budget_labels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned();
+        if let Some(labels) = labels {
+            self.budget_used.get_or_create(&labels).inc_by(tokens);
+        }
+    }
+
+    /// A prompt refused for want of room in a budget.
+    pub fn budget_refused(&self, id: uuid::Uuid) {
+        self.budget_refusals
+            .get_or_create(&BudgetIdLabels {
+                budget: id.to_string(),
+            })
+            .inc();
+    }
+
+    /// A budget is gone: its gauges go too.
+    pub fn budget_cleared(&self, id: uuid::Uuid) {
+        let labels = self
+            .budget_labels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        if let Some(labels) = labels {
+            self.budget_limit.remove(&labels);
+            self.budget_used.remove(&labels);
+            self.budget_reserved.remove(&labels);
+        }
     }
 
     /// Records tokens the policy judge spent.

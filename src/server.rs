@@ -172,7 +172,13 @@ fn build_service(
             config.provider.timeout,
             allow_private,
         )?)
-        .with_policies(config.policy.config())?;
+        .with_policies(config.policy.config())?
+        .with_budgets(crate::service::usage::budgets::BudgetConfig {
+            reply_tokens: config.policy.budget_reply_tokens.into(),
+            // A turn settles within its time limit; a hold outlives it
+            // only when its replica died.
+            hold: config.timeouts().provider_calls + std::time::Duration::from_secs(60),
+        });
     Ok(Arc::new(service))
 }
 

@@ -17,6 +17,7 @@ fn code(e: &ApiError) -> Code {
         ApiError::Upstream(_) => Code::Unavailable,
         ApiError::UpstreamTimeout(_) => Code::DeadlineExceeded,
         ApiError::Unavailable { .. } | ApiError::DependencyUnavailable(_) => Code::Unavailable,
+        ApiError::ResourceExhausted { .. } => Code::ResourceExhausted,
         ApiError::Internal { .. } => Code::Internal,
     }
 }
@@ -25,7 +26,16 @@ impl From<ApiError> for Status {
     /// The caller gets the public message only; the detail is logged.
     fn from(e: ApiError) -> Self {
         e.log();
-        Status::new(code(&e), e.to_string())
+        let mut status = Status::new(code(&e), e.to_string());
+        if let ApiError::ResourceExhausted {
+            retry_after_secs, ..
+        } = &e
+        {
+            status
+                .metadata_mut()
+                .insert("retry-after", (*retry_after_secs).into());
+        }
+        status
     }
 }
 
@@ -85,6 +95,14 @@ mod tests {
                 ApiError::DependencyUnavailable("Policy evaluation unavailable".into()),
                 Code::Unavailable,
                 "Policy evaluation unavailable",
+            ),
+            (
+                ApiError::ResourceExhausted {
+                    message: "spent".into(),
+                    retry_after_secs: 60,
+                },
+                Code::ResourceExhausted,
+                "spent",
             ),
             (
                 ApiError::Unavailable {

@@ -33,6 +33,7 @@ fn status_of(e: &ApiError) -> StatusCode {
         ApiError::Unavailable { .. } | ApiError::DependencyUnavailable(_) => {
             StatusCode::SERVICE_UNAVAILABLE
         }
+        ApiError::ResourceExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
         ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -41,7 +42,16 @@ impl IntoResponse for ApiError {
     /// The caller gets the public message only; the detail is logged.
     fn into_response(self) -> Response {
         self.log();
-        error_response(status_of(&self), &self.to_string())
+        let mut response = error_response(status_of(&self), &self.to_string());
+        if let ApiError::ResourceExhausted {
+            retry_after_secs, ..
+        } = &self
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, (*retry_after_secs).into());
+        }
+        response
     }
 }
 
@@ -115,6 +125,14 @@ mod tests {
                 ApiError::DependencyUnavailable("Policy evaluation unavailable".into()),
                 503,
                 "Policy evaluation unavailable",
+            ),
+            (
+                ApiError::ResourceExhausted {
+                    message: "spent".into(),
+                    retry_after_secs: 60,
+                },
+                429,
+                "spent",
             ),
             (
                 ApiError::Unavailable {

@@ -14,11 +14,13 @@
 pub mod audit;
 pub mod auth;
 pub mod conversations;
+pub mod events;
 pub mod idempotency;
 pub mod messages;
 pub mod params;
 pub mod policies;
 pub mod providers;
+pub mod usage;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,6 +76,8 @@ pub struct Service {
     policy_config: policies::PolicyConfig,
     /// The judge's provider (`--policy-judge-url`); the turn's own when `None`.
     judge_provider: Option<Arc<Provider>>,
+    /// How prompts hold tokens on budgets.
+    budget_config: usage::budgets::BudgetConfig,
 }
 
 impl Service {
@@ -93,7 +97,15 @@ impl Service {
             policy_cache: policies::PolicyCache::default(),
             policy_config: policies::PolicyConfig::default(),
             judge_provider: None,
+            budget_config: usage::budgets::BudgetConfig::default(),
         }
+    }
+
+    /// How prompts hold tokens on budgets: the reply's allowance and how
+    /// long a hold lasts at most.
+    pub fn with_budgets(mut self, config: usage::budgets::BudgetConfig) -> Self {
+        self.budget_config = config;
+        self
     }
 
     /// How policies are judged: the judge's endpoint, model and key (the

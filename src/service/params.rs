@@ -100,6 +100,30 @@ pub fn time_bound(
     Ok(Some(bound.min(last)))
 }
 
+/// A comma-separated list: its non-empty items, trimmed.
+pub fn comma_list(value: Option<&str>) -> Vec<String> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A comma-separated list of ids; the first that is no UUID is refused,
+/// naming the parameter.
+pub fn uuid_list(name: &str, value: Option<&str>) -> Result<Vec<Uuid>, ApiError> {
+    comma_list(value)
+        .iter()
+        .map(|v| {
+            uuid(name, v).map_err(|_| {
+                ApiError::InvalidArgument(format!("{name} must be a comma-separated list of UUIDs"))
+            })
+        })
+        .collect()
+}
+
 /// A required text field: present and not empty.
 pub fn required_text(name: &str, value: Option<String>) -> Result<String, ApiError> {
     match value {

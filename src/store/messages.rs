@@ -49,6 +49,9 @@ pub struct NewTurn {
     /// Set as the title if the conversation has none.
     pub title: Option<String>,
     pub at: DateTime<Utc>,
+    /// The turn's model calls, for the ledger and its rollups, and the
+    /// settlement of its budget reservation.
+    pub usage: super::usage::UsageWrite,
 }
 
 impl Store {
@@ -151,6 +154,7 @@ impl Store {
                             .execute(c)
                             .await?;
                     }
+                    crate::write_usage!(c, &turn.usage);
                     Ok(true)
                 })
             }

@@ -15,13 +15,16 @@
 
 pub mod admin;
 pub mod auth;
+pub mod budgets;
 pub mod conversations;
+pub mod events;
 pub mod idempotency;
 pub mod messages;
 pub mod policies;
 pub mod providers;
 pub mod schema;
 pub mod types;
+pub mod usage;
 pub mod webhooks;
 pub mod writer;
 
@@ -176,6 +179,9 @@ pub enum StoreError {
     /// The request contradicts the data (e.g. entities of different organizations).
     #[error("{0}")]
     Invalid(String),
+    /// A budget has no room for a reservation (which rolled back).
+    #[error("the budget {} has no room", .0.budget.id)]
+    BudgetExceeded(Box<budgets::BudgetState>),
     /// Anything else: a bug, a broken schema, bad data.
     #[error("database error: {0}")]
     Internal(String),

@@ -159,6 +159,8 @@ pub struct Findings {
     pub alerts: Vec<NewAlert>,
     pub events: Vec<NewEvent>,
     pub deliveries: Vec<NewDelivery>,
+    /// A blocked turn's usage, and the violations' rollups.
+    pub usage: crate::store::usage::UsageWrite,
 }
 
 /// Which violations (or alerts) a list shows.
@@ -527,6 +529,7 @@ impl Store {
                             .execute(c)
                             .await?;
                     }
+                    crate::write_usage!(c, &findings.usage);
                     Ok(())
                 })
             }

@@ -308,7 +308,122 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::store::types::DbUuid;
+    use crate::store::types::DbTime;
+
+    usage_ledger (id) {
+        id -> DbUuid,
+        org_id -> DbUuid,
+        workspace_id -> DbUuid,
+        repo_id -> DbUuid,
+        conversation_id -> DbUuid,
+        user_id -> DbUuid,
+        ai_llm_id -> Nullable<DbUuid>,
+        kind -> Text,
+        llm_type -> Text,
+        llm_model -> Text,
+        host -> Text,
+        tokens_in -> BigInt,
+        tokens_out -> BigInt,
+        policy_tokens -> BigInt,
+        latency_ms -> BigInt,
+        outcome -> Text,
+        created_at -> DbTime,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::store::types::DbUuid;
+    use crate::store::types::DbTime;
+
+    usage_rollups (conversation_id, user_id, grain, bucket, ai_llm_id, llm_type, llm_model, host) {
+        grain -> Text,
+        bucket -> DbTime,
+        org_id -> DbUuid,
+        workspace_id -> DbUuid,
+        repo_id -> DbUuid,
+        conversation_id -> DbUuid,
+        user_id -> DbUuid,
+        ai_llm_id -> DbUuid,
+        llm_type -> Text,
+        llm_model -> Text,
+        host -> Text,
+        tokens_in -> BigInt,
+        tokens_out -> BigInt,
+        llm_tokens_in -> BigInt,
+        llm_tokens_out -> BigInt,
+        api_calls -> BigInt,
+        latency_ms -> BigInt,
+        violations -> BigInt,
+        alerts -> BigInt,
+        blocks -> BigInt,
+        severity_low -> BigInt,
+        severity_medium -> BigInt,
+        severity_high -> BigInt,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::store::types::DbUuid;
+    use crate::store::types::DbTime;
+
+    budgets (id) {
+        id -> DbUuid,
+        org_id -> DbUuid,
+        scope -> Text,
+        scope_id -> DbUuid,
+        period -> Text,
+        tokens -> BigInt,
+        updated_by -> DbUuid,
+        created_at -> DbTime,
+        updated_at -> DbTime,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::store::types::DbUuid;
+    use crate::store::types::DbTime;
+
+    budget_spend (budget_id, period_start) {
+        budget_id -> DbUuid,
+        period_start -> DbTime,
+        used -> BigInt,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::store::types::DbUuid;
+    use crate::store::types::DbTime;
+
+    budget_reservations (id) {
+        id -> DbUuid,
+        budget_id -> DbUuid,
+        period_start -> DbTime,
+        tokens -> BigInt,
+        expires_at -> DbTime,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::store::types::DbUuid;
+    use crate::store::types::DbTime;
+
+    system_event_reads (user_id, event_id) {
+        user_id -> DbUuid,
+        event_id -> DbUuid,
+        read_at -> DbTime,
+    }
+}
+
 diesel::joinable!(ai_llm_repos -> ai_llms (ai_llm_id));
+diesel::joinable!(system_events -> users (user_id));
 diesel::joinable!(policy_alerts -> policy_violations (violation_id));
 diesel::joinable!(policy_violations -> policies (policy_id));
 diesel::joinable!(ai_llm_repos -> repos (repo_id));
@@ -338,4 +453,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     policy_alerts,
     org_webhooks,
     webhook_deliveries,
+    usage_ledger,
+    usage_rollups,
+    budgets,
+    budget_spend,
+    budget_reservations,
+    system_event_reads,
 );

@@ -182,16 +182,7 @@ pub struct ViolationsQuery {
     pub block: Option<QueryBool>,
 }
 
-/// A comma list: its non-empty items.
-pub fn comma_list(value: Option<&str>) -> Vec<String> {
-    value
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
+pub use crate::service::params::comma_list;
 
 /// Who created or last changed a policy.
 #[derive(Serialize, ToSchema)]

@@ -3,6 +3,7 @@
 //! the model fails or a streaming caller leaves first.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -16,6 +17,8 @@ use crate::provider::{ChatMessage, Completion, ProviderError};
 use crate::service::conversations::conversation_not_found;
 use crate::service::policies::{Stage, TurnChecks, TurnFacts};
 use crate::service::providers::Route;
+use crate::service::usage::budgets::expected_tokens;
+use crate::service::usage::{self, Outcome};
 use crate::service::{RequestContext, Service};
 use crate::store::Store;
 use crate::store::messages::{NewMessage, NewTurn};
@@ -67,18 +70,27 @@ impl Service {
         ctx: &RequestContext,
     ) -> Result<Turn, ApiError> {
         let prepared = self.prepare_prompt(caller, input, ctx).await?;
-        let checks = &prepared.checks;
-        let mut policy_tokens = checks.check(&prepared.prompt, Stage::Prompt, false).await?;
-        let completion = prepared
-            .route
-            .provider
-            .complete(&prepared.model, &prepared.turns)
-            .await
-            .map_err(|e| prepared.failed(e))?;
-        policy_tokens += checks
-            .check(&completion.content, Stage::Reply, false)
-            .await?;
-        prepared.record(completion, policy_tokens).await
+        let turn = async {
+            let checks = &prepared.checks;
+            let mut policy_tokens = checks.check(&prepared.prompt, Stage::Prompt, false).await?;
+            let started = Instant::now();
+            let completion = prepared
+                .route
+                .provider
+                .complete(&prepared.model, &prepared.turns)
+                .await;
+            prepared.answered(completion.as_ref().ok(), started);
+            let completion = completion.map_err(|e| prepared.failed(e))?;
+            policy_tokens += checks
+                .check(&completion.content, Stage::Reply, false)
+                .await?;
+            prepared.record(completion, policy_tokens).await
+        }
+        .await;
+        if turn.is_err() {
+            prepared.abandon(Outcome::Failed).await;
+        }
+        turn
     }
 
     /// A prompt whose reply is streamed: the rules first (their refusal is
@@ -93,24 +105,38 @@ impl Service {
         ctx: &RequestContext,
     ) -> Result<PromptEvents, ApiError> {
         let prepared = self.prepare_prompt(caller, input, ctx).await?;
-        let prompt_tokens = prepared
+        let prompt_tokens = match prepared
             .checks
             .check(&prepared.prompt, Stage::Prompt, false)
-            .await?;
+            .await
+        {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                prepared.abandon(Outcome::Failed).await;
+                return Err(e);
+            }
+        };
         let (events, receiver) = mpsc::channel(32);
         tokio::spawn(async move {
             let (deltas, pieces) = mpsc::channel::<String>(32);
+            let started = Instant::now();
             let generate = prepared
                 .route
                 .provider
                 .stream(&prepared.model, &prepared.turns, deltas);
             let forwarding = forward(pieces, &events, &prepared.checks);
             let (completion, forwarded) = tokio::join!(generate, forwarding);
+            prepared.answered(completion.as_ref().ok(), started);
             let Forwarded::Finished { held, tokens } = forwarded else {
+                // The caller left, or a blocking policy cut the reply.
+                prepared.abandon(Outcome::Cancelled).await;
                 return;
             };
             let outcome = match completion {
-                Err(ProviderError::Cancelled) => return,
+                Err(ProviderError::Cancelled) => {
+                    prepared.abandon(Outcome::Cancelled).await;
+                    return;
+                }
                 Err(e) => Err(prepared.failed(e)),
                 Ok(completion) => {
                     prepared
@@ -118,6 +144,9 @@ impl Service {
                         .await
                 }
             };
+            if outcome.is_err() {
+                prepared.abandon(Outcome::Failed).await;
+            }
             let _ = events.send(outcome).await;
         });
         Ok(receiver)
@@ -170,6 +199,15 @@ impl Service {
             role: MessageRole::User.as_str().into(),
             content: input.prompt.clone(),
         });
+        // Held before any model call (the judge's included): a budget
+        // without room refuses the prompt here.
+        let expected = expected_tokens(&turns, self.budget_config.reply_tokens);
+        if let Some(reservation) = self
+            .reserve_tokens(conversation.org_id, conversation.workspace_id, expected)
+            .await?
+        {
+            checks.ledger.reserved(reservation);
+        }
         Ok(PreparedPrompt {
             route,
             checks,
@@ -317,6 +355,33 @@ impl PreparedPrompt {
         Ok(PromptEvent::Done(Box::new(turn)))
     }
 
+    /// The model call is over: its usage (none when it failed) goes to the
+    /// turn's ledger.
+    fn answered(&self, completion: Option<&Completion>, started: Instant) {
+        let (tokens_in, tokens_out) = completion.map_or((0, 0), |c| (c.tokens_in, c.tokens_out));
+        self.checks
+            .ledger
+            .answered(tokens_in, tokens_out, started.elapsed());
+    }
+
+    /// The turn ends without being stored: what its calls used is written
+    /// alone (with `outcome`, or `blocked` if a policy stopped it), and its
+    /// budget reservation settled. A failure to write is logged: the
+    /// caller's answer stays the turn's own.
+    async fn abandon(&self, outcome: Outcome) {
+        let usage = self.checks.ledger.take(outcome, now());
+        if usage.is_empty() {
+            return;
+        }
+        let settled = usage.clone();
+        match self.store.record_usage(usage).await {
+            Ok(()) => usage::settled(&self.metrics, &settled),
+            Err(e) => {
+                tracing::error!(error = %e, conversation_id = %self.id, "failed to record a turn's usage")
+            }
+        }
+    }
+
     /// The model call failed: counted, and answered as the caller sees it.
     fn failed(&self, e: ProviderError) -> ApiError {
         let ai_type = self.route.ai_type.map_or("operator", |t| t.as_str());
@@ -348,6 +413,8 @@ impl PreparedPrompt {
         }
         let tokens_in = i64::try_from(completion.tokens_in).unwrap_or(i64::MAX);
         let tokens_out = i64::try_from(completion.tokens_out).unwrap_or(i64::MAX);
+        let at = now();
+        let usage = self.checks.ledger.take(Outcome::Completed, at);
         let turn = NewTurn {
             conversation_id: self.id,
             user: NewMessage {
@@ -369,7 +436,8 @@ impl PreparedPrompt {
             tokens_in,
             tokens_out,
             title: title_of(&self.prompt),
-            at: now(),
+            at,
+            usage: usage.clone(),
         };
         if !self
             .store
@@ -377,9 +445,18 @@ impl PreparedPrompt {
             .await
             .map_err(ApiError::from_store(PROMPT_FAILED))?
         {
-            // Deleted while the model was answering: nothing is kept.
+            // Deleted while the model was answering: nothing is kept but
+            // what the model calls used.
+            let mut usage = usage;
+            for row in &mut usage.ledger {
+                row.outcome = Outcome::Cancelled.as_str();
+            }
+            if let Err(e) = self.store.record_usage(usage).await {
+                tracing::error!(error = %e, "failed to record a turn's usage");
+            }
             return Err(conversation_not_found());
         }
+        usage::settled(&self.metrics, &turn.usage);
         let message = |m: NewMessage| Message {
             id: m.id,
             conversation_id: self.id,

@@ -20,6 +20,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::service::RequestContext;
 use crate::service::audit::{self, Action, Context, Scope};
+use crate::service::usage::{Outcome, TurnLedger, ViolationCounts};
 use crate::store::Store;
 use crate::store::policies::{Findings, NewAlert, NewViolation, PolicyRow};
 use crate::store::types::{SqlTime, SqlUuid, now};
@@ -206,6 +207,8 @@ pub struct TurnChecks {
     pub(crate) facts: TurnFacts,
     pub(crate) request: RequestContext,
     pub(crate) stream_interval: usize,
+    /// The turn's model calls, for the usage ledger.
+    pub(crate) ledger: TurnLedger,
 }
 
 /// A policy a check found violated, and why.
@@ -262,11 +265,14 @@ impl TurnChecks {
             .collect();
         let blocked = findings.iter().any(|f| f.rule.action == ActionType::Block);
         if !judged.is_empty() && !blocked {
-            match self.judge.judge(&judged, text, stage).await {
-                Ok(judgment) => {
-                    tokens = judgment.tokens;
-                    self.metrics.policy_tokens(tokens);
-                    for verdict in judgment.verdicts.into_iter().filter(|v| v.violated) {
+            let judgment = self.judge.judge(&judged, text, stage).await;
+            self.ledger
+                .judged(judgment.tokens_in, judgment.tokens_out, judgment.latency);
+            tokens = judgment.tokens();
+            self.metrics.policy_tokens(tokens);
+            match judgment.verdicts {
+                Ok(verdicts) => {
+                    for verdict in verdicts.into_iter().filter(|v| v.violated) {
                         if let Some(rule) = judged.iter().find(|r| r.id == verdict.policy_id) {
                             findings.push(Finding {
                                 rule,
@@ -321,8 +327,23 @@ impl TurnChecks {
         };
         let at = now();
         let mut out = Findings::default();
+        let mut counts = ViolationCounts::default();
         for finding in findings {
             let violation = self.violation(finding, stage, at);
+            counts.violations += 1;
+            match finding.rule.risk {
+                RiskType::Low => counts.low += 1,
+                RiskType::Medium => counts.medium += 1,
+                RiskType::High => counts.high += 1,
+            }
+            match finding.rule.action {
+                ActionType::Log => {}
+                ActionType::Alert => counts.alerts += 1,
+                ActionType::Block => {
+                    counts.alerts += 1;
+                    counts.blocks += 1;
+                }
+            }
             out.events
                 .push(self.event(Context::PolicyViolation, &violation, finding, at));
             if finding.rule.action != ActionType::Log {
@@ -350,10 +371,21 @@ impl TurnChecks {
             }
             out.violations.push(violation);
         }
+        // A blocked turn ends here: its calls are written with its violations.
+        if counts.blocks > 0 {
+            self.ledger.block();
+            out.usage = self.ledger.take(Outcome::Blocked, at);
+        }
+        out.usage
+            .rollups
+            .extend(self.ledger.violation_rollups(counts, at));
+        let usage = out.usage.clone();
         self.store
             .record_findings(out)
             .await
-            .map_err(ApiError::from_store(FAILED))
+            .map_err(ApiError::from_store(FAILED))?;
+        crate::service::usage::settled(&self.metrics, &usage);
+        Ok(())
     }
 
     fn violation(
@@ -477,6 +509,7 @@ impl crate::service::Service {
             timeout: config.judge_timeout,
         };
         Ok(TurnChecks {
+            ledger: TurnLedger::new(facts.clone()),
             store: self.store.clone(),
             metrics: self.metrics.clone(),
             set,

@@ -30,12 +30,22 @@ pub struct Verdict {
     pub explanation: String,
 }
 
-/// What a judgment cost, and its verdicts.
-#[derive(Debug, Clone)]
+/// A judge call: its verdicts (or why there are none) and what it cost,
+/// which counts even when its reply is no judgment.
+#[derive(Debug)]
 pub struct Judgment {
-    pub verdicts: Vec<Verdict>,
-    /// The judge call's tokens, in and out together: policy tokens.
-    pub tokens: u64,
+    pub verdicts: Result<Vec<Verdict>, JudgeError>,
+    /// The judge call's tokens as its provider reported them (policy tokens).
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub latency: Duration,
+}
+
+impl Judgment {
+    /// The call's tokens, in and out together.
+    pub fn tokens(&self) -> u64 {
+        self.tokens_in + self.tokens_out
+    }
 }
 
 /// Why no judgment came (logged; never shown to callers).
@@ -130,12 +140,30 @@ fn instructions(rules: &[&Rule], text: &str, stage: Stage) -> String {
 
 impl Judge {
     /// Judges `text` against `rules`.
-    pub async fn judge(
+    pub async fn judge(&self, rules: &[&Rule], text: &str, stage: Stage) -> Judgment {
+        let started = std::time::Instant::now();
+        let (verdicts, tokens_in, tokens_out) = match self.call(rules, text, stage).await {
+            Ok(completion) => {
+                let verdicts = verdicts(rules, &completion.content);
+                (verdicts, completion.tokens_in, completion.tokens_out)
+            }
+            Err(e) => (Err(e), 0, 0),
+        };
+        Judgment {
+            verdicts,
+            tokens_in,
+            tokens_out,
+            latency: started.elapsed(),
+        }
+    }
+
+    /// The judge call itself.
+    async fn call(
         &self,
         rules: &[&Rule],
         text: &str,
         stage: Stage,
-    ) -> Result<Judgment, JudgeError> {
+    ) -> Result<crate::provider::Completion, JudgeError> {
         let messages = [ChatMessage {
             role: "user".into(),
             content: instructions(rules, text, stage),
@@ -144,32 +172,31 @@ impl Judge {
         let call = self
             .provider
             .complete_as(&self.model, &messages, Some(&format));
-        let completion = tokio::time::timeout(self.timeout, call)
+        tokio::time::timeout(self.timeout, call)
             .await
             .map_err(|_| JudgeError::Timeout)?
-            .map_err(|e| JudgeError::Failed(e.to_string()))?;
-        let reply: Reply = serde_json::from_str(strip_fence(&completion.content))
-            .map_err(|e| JudgeError::Malformed(e.to_string()))?;
-        let mut verdicts = Vec::with_capacity(rules.len());
-        for rule in rules {
-            let result = reply
-                .results
-                .iter()
-                .find(|r| r.policy_id.eq_ignore_ascii_case(&rule.id.to_string()))
-                .ok_or_else(|| {
-                    JudgeError::Malformed(format!("no result for policy {}", rule.id))
-                })?;
-            verdicts.push(Verdict {
-                policy_id: rule.id,
-                violated: result.violated,
-                explanation: result.explanation.chars().take(1000).collect(),
-            });
-        }
-        Ok(Judgment {
-            verdicts,
-            tokens: completion.tokens_in + completion.tokens_out,
-        })
+            .map_err(|e| JudgeError::Failed(e.to_string()))
     }
+}
+
+/// The verdicts a judge's reply gives, one per rule.
+fn verdicts(rules: &[&Rule], content: &str) -> Result<Vec<Verdict>, JudgeError> {
+    let reply: Reply = serde_json::from_str(strip_fence(content))
+        .map_err(|e| JudgeError::Malformed(e.to_string()))?;
+    let mut verdicts = Vec::with_capacity(rules.len());
+    for rule in rules {
+        let result = reply
+            .results
+            .iter()
+            .find(|r| r.policy_id.eq_ignore_ascii_case(&rule.id.to_string()))
+            .ok_or_else(|| JudgeError::Malformed(format!("no result for policy {}", rule.id)))?;
+        verdicts.push(Verdict {
+            policy_id: rule.id,
+            violated: result.violated,
+            explanation: result.explanation.chars().take(1000).collect(),
+        });
+    }
+    Ok(verdicts)
 }
 
 /// The JSON inside a Markdown code fence, as models without structured

@@ -1,0 +1,107 @@
+-- The usage ledger: one row per model call (a prompt turn, or a judge call
+-- on a turn's behalf), written in the transaction of what it accounts for.
+-- `ai_llm_id` NULL is the operator's provider. Tokens are as the provider
+-- reported them; a judge call's are also its `policy_tokens`.
+CREATE TABLE usage_ledger (
+    id               uuid PRIMARY KEY,
+    org_id           uuid NOT NULL REFERENCES organizations (id),
+    workspace_id     uuid NOT NULL,
+    repo_id          uuid NOT NULL,
+    conversation_id  uuid NOT NULL,
+    user_id          uuid NOT NULL,
+    ai_llm_id        uuid,
+    kind             text NOT NULL CHECK (kind IN ('prompt', 'judge')),
+    llm_type         text NOT NULL,
+    llm_model        text NOT NULL,
+    host             text NOT NULL,
+    tokens_in        bigint NOT NULL CHECK (tokens_in >= 0),
+    tokens_out       bigint NOT NULL CHECK (tokens_out >= 0),
+    policy_tokens    bigint NOT NULL CHECK (policy_tokens >= 0),
+    latency_ms       bigint NOT NULL CHECK (latency_ms >= 0),
+    outcome          text NOT NULL CHECK (outcome IN ('completed', 'blocked', 'failed', 'cancelled')),
+    created_at       timestamptz NOT NULL
+);
+CREATE INDEX usage_ledger_by_org ON usage_ledger (org_id, created_at);
+CREATE INDEX usage_ledger_by_conversation ON usage_ledger (conversation_id, created_at);
+
+-- The ledger and the violations summed per time bucket (`grain` 'day' or
+-- 'minute', `bucket` its UTC start) and dimension set, kept in the same
+-- transactions: statistics read these rows as they are. `ai_llm_id` is the
+-- nil UUID for the operator's provider (a key column cannot be NULL).
+CREATE TABLE usage_rollups (
+    grain            text NOT NULL CHECK (grain IN ('day', 'minute')),
+    bucket           timestamptz NOT NULL,
+    org_id           uuid NOT NULL,
+    workspace_id     uuid NOT NULL,
+    repo_id          uuid NOT NULL,
+    conversation_id  uuid NOT NULL,
+    user_id          uuid NOT NULL,
+    ai_llm_id        uuid NOT NULL,
+    llm_type         text NOT NULL,
+    llm_model        text NOT NULL,
+    host             text NOT NULL,
+    tokens_in        bigint NOT NULL,
+    tokens_out       bigint NOT NULL,
+    llm_tokens_in    bigint NOT NULL,
+    llm_tokens_out   bigint NOT NULL,
+    api_calls        bigint NOT NULL,
+    latency_ms       bigint NOT NULL,
+    violations       bigint NOT NULL,
+    alerts           bigint NOT NULL,
+    blocks           bigint NOT NULL,
+    severity_low     bigint NOT NULL,
+    severity_medium  bigint NOT NULL,
+    severity_high    bigint NOT NULL,
+    PRIMARY KEY (conversation_id, user_id, grain, bucket, ai_llm_id, llm_type, llm_model, host)
+);
+CREATE INDEX usage_rollups_by_org ON usage_rollups (org_id, grain, bucket);
+CREATE INDEX usage_rollups_by_workspace ON usage_rollups (workspace_id, grain, bucket);
+CREATE INDEX usage_rollups_by_user ON usage_rollups (user_id, grain, bucket);
+CREATE INDEX usage_rollups_by_ai_llm ON usage_rollups (ai_llm_id, grain);
+
+-- Token budgets: an organization's (`scope_id` = org_id) or a workspace's
+-- (`scope_id` = workspace_id), per UTC day or month.
+CREATE TABLE budgets (
+    id          uuid PRIMARY KEY,
+    org_id      uuid NOT NULL REFERENCES organizations (id),
+    scope       text NOT NULL CHECK (scope IN ('org', 'workspace')),
+    scope_id    uuid NOT NULL,
+    period      text NOT NULL CHECK (period IN ('day', 'month')),
+    tokens      bigint NOT NULL CHECK (tokens > 0),
+    updated_by  uuid NOT NULL,
+    created_at  timestamptz NOT NULL,
+    updated_at  timestamptz NOT NULL,
+    UNIQUE (scope_id, period)
+);
+CREATE INDEX budgets_by_org ON budgets (org_id);
+
+-- What each budget's period has spent (settled turns). No foreign key here
+-- or below: a budget cleared while a turn is in flight must not fail the
+-- turn's settlement; clearing a budget deletes its rows.
+CREATE TABLE budget_spend (
+    budget_id     uuid NOT NULL,
+    period_start  timestamptz NOT NULL,
+    used          bigint NOT NULL,
+    PRIMARY KEY (budget_id, period_start)
+);
+
+-- Tokens held for prompts in flight; settled (deleted) with their turn, and
+-- ignored once expired (a replica that died mid-prompt holds nothing).
+CREATE TABLE budget_reservations (
+    id            uuid PRIMARY KEY,
+    budget_id     uuid NOT NULL,
+    period_start  timestamptz NOT NULL,
+    tokens        bigint NOT NULL CHECK (tokens >= 0),
+    expires_at    timestamptz NOT NULL
+);
+CREATE INDEX budget_reservations_by_budget ON budget_reservations (budget_id, period_start, expires_at);
+
+-- Which events each user has read.
+CREATE TABLE system_event_reads (
+    user_id   uuid NOT NULL,
+    event_id  uuid NOT NULL REFERENCES system_events (id) ON DELETE CASCADE,
+    read_at   timestamptz NOT NULL,
+    PRIMARY KEY (user_id, event_id)
+);
+CREATE INDEX system_events_by_user ON system_events (user_id, created_at);
+CREATE INDEX system_events_by_workspace ON system_events (workspace_id, created_at);

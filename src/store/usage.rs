@@ -1,0 +1,344 @@
+//! The usage ledger and its rollups: written in the transaction of what they
+//! account for (a turn, a blocked turn's violations, a failed turn), and read
+//! by the statistics.
+
+use chrono::{DateTime, Utc};
+use diesel::dsl::sql;
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
+use diesel_async::RunQueryDsl;
+use futures_util::FutureExt as _;
+use uuid::Uuid;
+
+use super::schema::{usage_rollups, workspace_members};
+use super::types::{SqlTime, SqlUuid};
+use super::{Store, StoreError};
+use crate::{with_conn, write_tx};
+
+/// One model call, for the ledger.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = super::schema::usage_ledger)]
+pub struct NewUsage {
+    pub id: SqlUuid,
+    pub org_id: SqlUuid,
+    pub workspace_id: SqlUuid,
+    pub repo_id: SqlUuid,
+    pub conversation_id: SqlUuid,
+    pub user_id: SqlUuid,
+    pub ai_llm_id: Option<SqlUuid>,
+    /// `prompt` (the conversation's own call) or `judge`.
+    pub kind: &'static str,
+    pub llm_type: String,
+    pub llm_model: String,
+    pub host: String,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub policy_tokens: i64,
+    pub latency_ms: i64,
+    /// `completed`, `blocked`, `failed` or `cancelled`: the turn's fate.
+    pub outcome: &'static str,
+    pub created_at: SqlTime,
+}
+
+/// What one time bucket of one dimension set adds up to (a row of
+/// `usage_rollups`; written as a delta, read as a total).
+#[derive(Debug, Clone, Insertable, Queryable, Selectable)]
+#[diesel(table_name = usage_rollups, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct Rollup {
+    pub grain: String,
+    #[diesel(serialize_as = SqlTime)]
+    pub bucket: DateTime<Utc>,
+    #[diesel(serialize_as = SqlUuid)]
+    pub org_id: Uuid,
+    #[diesel(serialize_as = SqlUuid)]
+    pub workspace_id: Uuid,
+    #[diesel(serialize_as = SqlUuid)]
+    pub repo_id: Uuid,
+    #[diesel(serialize_as = SqlUuid)]
+    pub conversation_id: Uuid,
+    #[diesel(serialize_as = SqlUuid)]
+    pub user_id: Uuid,
+    /// The nil UUID for the operator's provider.
+    #[diesel(serialize_as = SqlUuid)]
+    pub ai_llm_id: Uuid,
+    pub llm_type: String,
+    pub llm_model: String,
+    pub host: String,
+    /// The conversation's own tokens (prompt calls).
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    /// Every token the providers reported (prompt and judge calls).
+    pub llm_tokens_in: i64,
+    pub llm_tokens_out: i64,
+    pub api_calls: i64,
+    /// The calls' latencies, summed.
+    pub latency_ms: i64,
+    pub violations: i64,
+    pub alerts: i64,
+    pub blocks: i64,
+    pub severity_low: i64,
+    pub severity_medium: i64,
+    pub severity_high: i64,
+}
+
+/// A budget reservation settled with a turn: its rows go, and what the turn
+/// used is added to each budget's period.
+#[derive(Debug, Clone)]
+pub struct Settlement {
+    pub reservations: Vec<SqlUuid>,
+    /// Each budget reserved against, and the period it was reserved in.
+    pub spend: Vec<(SqlUuid, SqlTime)>,
+    pub tokens: i64,
+}
+
+/// What a turn's end writes about its usage, with the turn or its violations.
+#[derive(Debug, Clone, Default)]
+pub struct UsageWrite {
+    pub ledger: Vec<NewUsage>,
+    pub rollups: Vec<Rollup>,
+    pub settle: Option<Settlement>,
+}
+
+impl UsageWrite {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.ledger.is_empty() && self.rollups.is_empty() && self.settle.is_none()
+    }
+}
+
+/// Writes a [`UsageWrite`] on `$c`, inside the caller's transaction: the
+/// ledger rows, the rollups (added to), the budget settlement.
+#[macro_export]
+macro_rules! write_usage {
+    ($c:ident, $usage:expr) => {{
+        use $crate::store::schema::{
+            budget_reservations, budget_spend, usage_ledger, usage_rollups as r,
+        };
+        let usage: &$crate::store::usage::UsageWrite = $usage;
+        for row in &usage.ledger {
+            diesel::insert_into(usage_ledger::table)
+                .values(row)
+                .execute($c)
+                .await?;
+        }
+        for row in &usage.rollups {
+            diesel::insert_into(r::table)
+                .values(row.clone())
+                .on_conflict((
+                    r::conversation_id,
+                    r::user_id,
+                    r::grain,
+                    r::bucket,
+                    r::ai_llm_id,
+                    r::llm_type,
+                    r::llm_model,
+                    r::host,
+                ))
+                .do_update()
+                .set((
+                    r::tokens_in.eq(r::tokens_in + row.tokens_in),
+                    r::tokens_out.eq(r::tokens_out + row.tokens_out),
+                    r::llm_tokens_in.eq(r::llm_tokens_in + row.llm_tokens_in),
+                    r::llm_tokens_out.eq(r::llm_tokens_out + row.llm_tokens_out),
+                    r::api_calls.eq(r::api_calls + row.api_calls),
+                    r::latency_ms.eq(r::latency_ms + row.latency_ms),
+                    r::violations.eq(r::violations + row.violations),
+                    r::alerts.eq(r::alerts + row.alerts),
+                    r::blocks.eq(r::blocks + row.blocks),
+                    r::severity_low.eq(r::severity_low + row.severity_low),
+                    r::severity_medium.eq(r::severity_medium + row.severity_medium),
+                    r::severity_high.eq(r::severity_high + row.severity_high),
+                ))
+                .execute($c)
+                .await?;
+        }
+        if let Some(s) = &usage.settle {
+            for id in &s.reservations {
+                diesel::delete(budget_reservations::table.filter(budget_reservations::id.eq(*id)))
+                    .execute($c)
+                    .await?;
+            }
+            if s.tokens > 0 {
+                for (budget, start) in &s.spend {
+                    diesel::insert_into(budget_spend::table)
+                        .values((
+                            budget_spend::budget_id.eq(*budget),
+                            budget_spend::period_start.eq(*start),
+                            budget_spend::used.eq(s.tokens),
+                        ))
+                        .on_conflict((budget_spend::budget_id, budget_spend::period_start))
+                        .do_update()
+                        .set(budget_spend::used.eq(budget_spend::used + s.tokens))
+                        .execute($c)
+                        .await?;
+                }
+            }
+        }
+    }};
+}
+
+/// Whose usage a statistics query may see, within one organization.
+#[derive(Debug, Clone)]
+pub enum UsageScope {
+    /// The whole organization (its administrators).
+    Org,
+    /// The caller's own usage and that of the workspaces they administer.
+    Member(Uuid),
+}
+
+/// Which rollups a statistics query reads.
+#[derive(Debug, Clone)]
+pub struct StatsFilter {
+    pub grain: &'static str,
+    pub org_id: Uuid,
+    pub scope: UsageScope,
+    /// Buckets starting at or after `from` and before `to`.
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub repo_ids: Vec<Uuid>,
+    pub ai_llm_ids: Vec<Uuid>,
+    pub hosts: Vec<String>,
+    pub llm_types: Vec<String>,
+    pub llm_models: Vec<String>,
+    pub user_ids: Vec<Uuid>,
+    pub conversation_ids: Vec<Uuid>,
+}
+
+fn sql_ids(ids: &[Uuid]) -> Vec<SqlUuid> {
+    ids.iter().copied().map(SqlUuid).collect()
+}
+
+/// The rollups a [`StatsFilter`] selects, as a boxed query.
+macro_rules! rollups_query {
+    ($f:expr) => {{
+        let f: &StatsFilter = $f;
+        let mut q = usage_rollups::table
+            .filter(usage_rollups::org_id.eq(SqlUuid(f.org_id)))
+            .filter(usage_rollups::grain.eq(f.grain))
+            .filter(usage_rollups::bucket.ge(SqlTime(f.from)))
+            .filter(usage_rollups::bucket.lt(SqlTime(f.to)))
+            .into_boxed();
+        if let UsageScope::Member(user_id) = f.scope {
+            let administered = workspace_members::table
+                .filter(workspace_members::user_id.eq(SqlUuid(user_id)))
+                .filter(workspace_members::access.eq("admin"))
+                .select(workspace_members::workspace_id);
+            q = q.filter(
+                usage_rollups::user_id
+                    .eq(SqlUuid(user_id))
+                    .or(usage_rollups::workspace_id.eq_any(administered)),
+            );
+        }
+        if !f.repo_ids.is_empty() {
+            q = q.filter(usage_rollups::repo_id.eq_any(sql_ids(&f.repo_ids)));
+        }
+        if !f.ai_llm_ids.is_empty() {
+            q = q.filter(usage_rollups::ai_llm_id.eq_any(sql_ids(&f.ai_llm_ids)));
+        }
+        if !f.user_ids.is_empty() {
+            q = q.filter(usage_rollups::user_id.eq_any(sql_ids(&f.user_ids)));
+        }
+        if !f.conversation_ids.is_empty() {
+            q = q.filter(usage_rollups::conversation_id.eq_any(sql_ids(&f.conversation_ids)));
+        }
+        if !f.hosts.is_empty() {
+            q = q.filter(usage_rollups::host.eq_any(f.hosts.clone()));
+        }
+        if !f.llm_types.is_empty() {
+            q = q.filter(usage_rollups::llm_type.eq_any(f.llm_types.clone()));
+        }
+        if !f.llm_models.is_empty() {
+            q = q.filter(usage_rollups::llm_model.eq_any(f.llm_models.clone()));
+        }
+        q
+    }};
+}
+
+/// A provider configuration's usage, all time.
+#[derive(Debug, Clone, Queryable)]
+pub struct AiLlmTotals {
+    pub ai_llm_id: Uuid,
+    pub api_calls: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub llm_tokens_in: i64,
+    pub llm_tokens_out: i64,
+    pub violations: i64,
+    pub alerts: i64,
+    pub blocks: i64,
+}
+
+/// `SUM(column)` as a 64-bit integer on both backends (PostgreSQL sums
+/// bigints into numerics).
+fn total(column: &'static str) -> diesel::expression::SqlLiteral<BigInt> {
+    sql::<BigInt>(&format!("CAST(COALESCE(SUM({column}), 0) AS BIGINT)"))
+}
+
+impl Store {
+    /// The rollups of one grain that match, oldest bucket first.
+    pub async fn usage_stats(&self, filter: StatsFilter) -> Result<Vec<Rollup>, StoreError> {
+        self.run(move |conn| {
+            async move {
+                Ok(with_conn!(&mut *conn, |c| {
+                    rollups_query!(&filter)
+                        .order((usage_rollups::bucket.asc(), usage_rollups::conversation_id))
+                        .select(Rollup::as_select())
+                        .load(c)
+                        .await
+                })?)
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Each of `ai_llm_ids`' usage, all time (configurations never used are
+    /// left out).
+    pub async fn ai_llm_totals(
+        &self,
+        ai_llm_ids: Vec<Uuid>,
+    ) -> Result<Vec<AiLlmTotals>, StoreError> {
+        self.run(move |conn| {
+            async move {
+                let query = usage_rollups::table
+                    .filter(usage_rollups::ai_llm_id.eq_any(sql_ids(&ai_llm_ids)))
+                    .filter(usage_rollups::grain.eq("day"))
+                    .group_by(usage_rollups::ai_llm_id)
+                    .select((
+                        usage_rollups::ai_llm_id,
+                        total("api_calls"),
+                        total("tokens_in"),
+                        total("tokens_out"),
+                        total("llm_tokens_in"),
+                        total("llm_tokens_out"),
+                        total("violations"),
+                        total("alerts"),
+                        total("blocks"),
+                    ));
+                Ok(with_conn!(&mut *conn, |c| query
+                    .load::<AiLlmTotals>(c)
+                    .await)?)
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Writes usage on its own (a turn that failed or was cancelled, so
+    /// nothing else is written).
+    pub async fn record_usage(&self, usage: UsageWrite) -> Result<(), StoreError> {
+        if usage.is_empty() {
+            return Ok(());
+        }
+        self.run(move |conn| {
+            async move {
+                write_tx!(&mut *conn, |c| {
+                    crate::write_usage!(c, &usage);
+                    Ok(())
+                })
+            }
+            .boxed()
+        })
+        .await
+    }
+}
