@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/flashback/conversation/v1/conversation.proto",
         "proto/flashback/ai/v1/provider.proto",
         "proto/flashback/ai/v1/policy.proto",
+        "proto/flashback/ai/v1/usage.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
 

@@ -9,6 +9,7 @@ mod messages;
 mod policies;
 mod providers;
 pub mod status;
+mod usage;
 
 pub use conversations::GrpcApi;
 
@@ -25,6 +26,8 @@ use crate::observe::{Admission, GrpcLayer, known_rpcs};
 use crate::pb::FILE_DESCRIPTOR_SET;
 use crate::pb::ai::policy_service_server::PolicyServiceServer;
 use crate::pb::ai::provider_service_server::ProviderServiceServer;
+use crate::pb::ai::system_event_service_server::SystemEventServiceServer;
+use crate::pb::ai::usage_service_server::UsageServiceServer;
 use crate::pb::conversation_service_server::ConversationServiceServer;
 use crate::service::Service;
 
@@ -63,6 +66,10 @@ pub async fn router(
         .set_serving::<ProviderServiceServer<GrpcApi>>()
         .await;
     reporter.set_serving::<PolicyServiceServer<GrpcApi>>().await;
+    reporter.set_serving::<UsageServiceServer<GrpcApi>>().await;
+    reporter
+        .set_serving::<SystemEventServiceServer<GrpcApi>>()
+        .await;
     // Both reflection endpoints describe everything served, each other included.
     let reflection = || {
         DESCRIPTOR_SETS.iter().fold(
@@ -81,6 +88,9 @@ pub async fn router(
         ProviderServiceServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE_SIZE);
     let policies =
         PolicyServiceServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE_SIZE);
+    let usage = UsageServiceServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE_SIZE);
+    let events =
+        SystemEventServiceServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE_SIZE);
     let api = ConversationServiceServer::new(api).max_decoding_message_size(MAX_MESSAGE_SIZE);
     let router = Server::builder()
         .layer(observe)
@@ -89,7 +99,9 @@ pub async fn router(
         .add_service(reflection().build_v1alpha()?)
         .add_service(api)
         .add_service(providers)
-        .add_service(policies);
+        .add_service(policies)
+        .add_service(usage)
+        .add_service(events);
     Ok((router, reporter))
 }
 

@@ -9,6 +9,7 @@
 
 pub mod conversations;
 pub mod error;
+mod events;
 pub mod extract;
 mod messages;
 mod middleware;
@@ -18,6 +19,7 @@ mod policies;
 mod providers;
 mod routes;
 pub mod serve;
+mod usage;
 
 use std::sync::Arc;
 

@@ -4,7 +4,9 @@
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, conversations, messages, openapi, operations, policies, providers};
+use super::{
+    AppState, conversations, events, messages, openapi, operations, policies, providers, usage,
+};
 
 /// The API routes (limited by admission).
 pub fn api() -> OpenApiRouter<AppState> {
@@ -53,6 +55,16 @@ pub fn quick() -> OpenApiRouter<AppState> {
             policies::delete_webhook
         ))
         .routes(routes!(policies::list_deliveries))
+        .routes(routes!(usage::ai_stats_daily))
+        .routes(routes!(usage::ai_stats_minute))
+        .routes(routes!(usage::ai_llm_stats))
+        .routes(routes!(
+            usage::set_budget,
+            usage::list_budgets,
+            usage::clear_budget
+        ))
+        .routes(routes!(events::list_system_events))
+        .routes(routes!(events::mark_read, events::mark_unread))
 }
 
 /// The operators' routes (never limited); `/metrics` only when `metrics`.

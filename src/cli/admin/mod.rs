@@ -1,6 +1,7 @@
 //! `admin`: one module per command group; each prints only its result on
 //! stdout.
 
+mod budget;
 mod events;
 mod llm;
 mod org;
@@ -43,6 +44,9 @@ pub enum AdminCommand {
     /// An organization's alert webhook.
     #[command(subcommand)]
     Webhook(Box<policy::WebhookCommand>),
+    /// Token budgets of organizations and workspaces.
+    #[command(subcommand)]
+    Budget(budget::BudgetCommand),
     /// The master key of tenants' secrets.
     #[command(subcommand)]
     Secrets(Box<llm::SecretsCommand>),
@@ -61,6 +65,7 @@ pub async fn run(store: &Store, cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Secrets(cmd) => llm::rotate(store, *cmd).await,
         AdminCommand::Policy(cmd) => policy::run(store, *cmd).await,
         AdminCommand::Webhook(cmd) => policy::webhook(store, *cmd).await,
+        AdminCommand::Budget(cmd) => budget::run(store, cmd).await,
     }
 }
 
