@@ -85,8 +85,36 @@ static DOCUMENT: LazyLock<Bytes> = LazyLock::new(|| {
     let mut doc = serde_json::to_value(&doc).unwrap_or_default();
     endpoint_needed_for_aws_and_other(&mut doc);
     moving_a_configuration_takes_its_secret(&mut doc);
+    read_marks_need_ids(&mut doc);
     Bytes::from(doc.to_string())
 });
+
+/// A UUID in its canonical form (a `format` alone asserts nothing).
+const UUID_PATTERN: &str =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+/// Marking events read or unread takes `id` or `ids` (one to 100 UUIDs).
+fn read_marks_need_ids(doc: &mut serde_json::Value) {
+    let body = doc.pointer_mut("/components/schemas/ReadIdsBody");
+    if let Some(serde_json::Value::Object(body)) = body {
+        body.insert(
+            "properties".into(),
+            serde_json::json!({
+                "id": { "type": "string", "format": "uuid", "pattern": UUID_PATTERN },
+                "ids": {
+                    "type": "array",
+                    "items": { "type": "string", "format": "uuid", "pattern": UUID_PATTERN },
+                    "minItems": 1,
+                    "maxItems": 100,
+                },
+            }),
+        );
+        body.insert(
+            "anyOf".into(),
+            serde_json::json!([{ "required": ["id"] }, { "required": ["ids"] }]),
+        );
+    }
+}
 
 /// Changing a configuration's `endpoint` or `aiType` takes its `secret`
 /// again (so a stored key is never sent elsewhere).

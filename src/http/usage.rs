@@ -380,17 +380,26 @@ pub struct BudgetsReply {
     pub budgets: Vec<BudgetDto>,
 }
 
-/// `GET /budget` and `DELETE /budget`.
+/// `GET /budget`.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query, rename_all = "camelCase")]
 #[serde(rename_all = "camelCase")]
-pub struct BudgetParams {
-    /// A workspace's budgets [default: GET lists all of the organization's,
-    /// DELETE clears the organization's own].
+pub struct ListBudgetsParams {
+    /// Only this workspace's budgets [default: all of the organization's].
     #[param(format = Uuid)]
     pub workspace_id: Option<String>,
-    /// Which budget to clear (DELETE: required).
-    #[param(value_type = Option<PeriodName>)]
+}
+
+/// `DELETE /budget`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
+pub struct ClearBudgetParams {
+    /// A workspace's budget [default: the organization's own].
+    #[param(format = Uuid)]
+    pub workspace_id: Option<String>,
+    /// Which of its budgets.
+    #[param(value_type = PeriodName, required = true)]
     pub period: Option<String>,
 }
 
@@ -438,7 +447,7 @@ pub async fn set_budget(
 /// The organization's budgets (or a workspace's), with what their current
 /// periods spent (organization administrators).
 #[utoipa::path(get, path = "/budget", tag = "usage",
-    params(BudgetParams),
+    params(ListBudgetsParams),
     responses(
         ApiErrors,
         (status = 200, description = "The budgets", body = BudgetsReply),
@@ -450,7 +459,7 @@ pub async fn set_budget(
 pub async fn list_budgets(
     State(service): State<AppState>,
     Authenticated(caller): Authenticated,
-    Query(q): Query<BudgetParams>,
+    Query(q): Query<ListBudgetsParams>,
 ) -> Result<Json<BudgetsReply>, ApiError> {
     let scope = q
         .workspace_id
@@ -466,7 +475,7 @@ pub async fn list_budgets(
 
 /// Clear a budget (organization administrators).
 #[utoipa::path(delete, path = "/budget", tag = "usage",
-    params(BudgetParams),
+    params(ClearBudgetParams),
     responses(
         ApiErrors,
         (status = 200, description = "Cleared", body = SuccessReply),
@@ -478,7 +487,7 @@ pub async fn list_budgets(
 pub async fn clear_budget(
     State(service): State<AppState>,
     Authenticated(caller): Authenticated,
-    Query(q): Query<BudgetParams>,
+    Query(q): Query<ClearBudgetParams>,
 ) -> Result<Json<SuccessReply>, ApiError> {
     let scope = scope_of(q.workspace_id.as_deref())?;
     let period = Period::parse(&params::required_text("period", q.period)?)?;

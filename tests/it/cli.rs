@@ -532,3 +532,204 @@ async fn policy_and_webhook_commands(db: TestDb) {
 }
 
 on_both_backends!(policy_and_webhook_commands);
+
+/// `admin events list` streams every matching event (here more than
+/// 10,000), resumes after an event, filters by time and context, and
+/// `admin events export` writes them as NDJSON, oldest first.
+async fn events_are_streamed_without_a_cap(db: TestDb) {
+    let org = ok(&db, "admin org create --name Acme").await;
+    let n = 10_050;
+    let org_literal = db.uuid_literal(id(&org));
+    let sql = if db.url.starts_with("postgres") {
+        format!(
+            "INSERT INTO system_events (id, org_id, context, event, created_at) \
+             SELECT gen_random_uuid(), {org_literal}, CASE WHEN g % 2 = 0 THEN 'conversation' ELSE 'aillm' END, \
+             'created', now() - g * interval '1 second' FROM generate_series(1, {n}) g"
+        )
+    } else {
+        format!(
+            "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {n}) \
+             INSERT INTO system_events (id, org_id, context, event, created_at) \
+             SELECT randomblob(16), {org_literal}, CASE WHEN n % 2 = 0 THEN 'conversation' ELSE 'aillm' END, \
+             'created', strftime('%Y-%m-%dT%H:%M:%S', 'now', '-' || n || ' seconds') || '.000000Z' FROM g"
+        )
+    };
+    db.exec(&sql).await;
+    let lines = |out: String| -> Vec<serde_json::Value> {
+        out.lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    };
+    let all = lines(ok(&db, &format!("admin events list --org {org}")).await);
+    assert_eq!(all.len(), n);
+    let times: Vec<&str> = all
+        .iter()
+        .map(|e| e["timestamp"].as_str().expect("time"))
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first");
+    let ten = lines(ok(&db, &format!("admin events list --org {org} --limit 10")).await);
+    assert_eq!(ten, all[..10]);
+    // Resuming after the 5,000th gives exactly the rest.
+    let after = all[4_999]["id"].as_str().expect("id");
+    let rest = lines(
+        ok(
+            &db,
+            &format!("admin events list --org {org} --after {after}"),
+        )
+        .await,
+    );
+    assert_eq!(rest, all[5_000..]);
+    let oldest = lines(
+        ok(
+            &db,
+            &format!("admin events list --org {org} --oldest-first --limit 1"),
+        )
+        .await,
+    );
+    assert_eq!(oldest[0], all[n - 1]);
+    let aillm = lines(
+        ok(
+            &db,
+            &format!("admin events list --org {org} --context aillm"),
+        )
+        .await,
+    );
+    assert_eq!(aillm.len(), n / 2);
+    let since = all[99]["timestamp"].as_str().expect("time");
+    let recent = lines(
+        ok(
+            &db,
+            &format!("admin events list --org {org} --since {since}"),
+        )
+        .await,
+    );
+    assert_eq!(recent, all[..100]);
+
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("events.ndjson");
+    let out = ok(
+        &db,
+        &format!(
+            "admin events export --org {org} --since 2000-01-01 --output {}",
+            file.display()
+        ),
+    )
+    .await;
+    assert!(out.is_empty(), "{out}");
+    let exported = lines(std::fs::read_to_string(&file).expect("written"));
+    let mut oldest_first = all.clone();
+    oldest_first.reverse();
+    assert_eq!(exported, oldest_first);
+
+    let missing = Uuid::now_v7();
+    for (line, reason) in [
+        (
+            format!("admin events list --org {org} --since yesterday"),
+            "--since must be an ISO 8601 date",
+        ),
+        (
+            format!("admin events list --org {org} --since 2026-11-02 --until 2026-11-01"),
+            "--since must be before --until",
+        ),
+        (
+            format!("admin events list --org {org} --after {missing}"),
+            "not found",
+        ),
+        (format!("admin events export --org {missing}"), "not found"),
+    ] {
+        let args: Vec<&str> = line.split(' ').collect();
+        let err = fails(&db, &args).await;
+        assert!(err.contains(reason), "{line}: {err}");
+    }
+}
+
+/// `admin budget set|show|clear` for an organization and a workspace.
+async fn budget_commands(db: TestDb) {
+    let org = ok(&db, "admin org create --name Acme").await;
+    let ws = ok(
+        &db,
+        &format!("admin workspace create --org {org} --name Main"),
+    )
+    .await;
+    let set = ok(
+        &db,
+        &format!("admin budget set --workspace {ws} --period day --tokens 500"),
+    )
+    .await;
+    let set: serde_json::Value = serde_json::from_str(&set).expect("JSON");
+    assert_eq!(
+        (
+            set["orgId"].as_str(),
+            set["workspaceId"].as_str(),
+            set["period"].as_str(),
+            set["tokens"].as_i64(),
+            set["used"].as_i64()
+        ),
+        (
+            Some(org.as_str()),
+            Some(ws.as_str()),
+            Some("day"),
+            Some(500),
+            Some(0)
+        )
+    );
+    ok(
+        &db,
+        &format!("admin budget set --org {org} --period month --tokens 9000"),
+    )
+    .await;
+    // Setting again replaces the limit.
+    ok(
+        &db,
+        &format!("admin budget set --org {org} --period month --tokens 8000"),
+    )
+    .await;
+    let shown = ok(&db, &format!("admin budget show --org {org}")).await;
+    assert_eq!(shown.lines().count(), 2, "{shown}");
+    assert!(shown.contains("8000") && !shown.contains("9000"), "{shown}");
+    let one = ok(&db, &format!("admin budget show --workspace {ws}")).await;
+    assert_eq!(one.lines().count(), 1, "{one}");
+    ok(
+        &db,
+        &format!("admin budget clear --org {org} --period month"),
+    )
+    .await;
+    let missing = Uuid::now_v7();
+    for (line, reason) in [
+        (
+            format!("admin budget clear --org {org} --period month"),
+            "Budget not found",
+        ),
+        (
+            format!("admin budget set --org {org} --period week --tokens 5"),
+            "period must be",
+        ),
+        (
+            format!("admin budget set --org {org} --period day --tokens -5"),
+            "tokens must be between 1 and",
+        ),
+        (
+            format!("admin budget set --org {org} --period day --tokens 0"),
+            "tokens must be between 1 and",
+        ),
+        (
+            format!("admin budget set --org {org} --period day --tokens 10000000000000000"),
+            "tokens must be between 1 and",
+        ),
+        (
+            format!("admin budget set --workspace {missing} --period day --tokens 5"),
+            "not found",
+        ),
+        (
+            format!("admin budget set --org {org} --workspace {ws} --period day --tokens 5"),
+            "cannot be used with",
+        ),
+        (format!("admin budget show --org {missing}"), "not found"),
+    ] {
+        let args: Vec<&str> = line.split(' ').collect();
+        let err = fails(&db, &args).await;
+        assert!(err.contains(reason), "{line}: {err}");
+    }
+}
+
+on_both_backends!(events_are_streamed_without_a_cap, budget_commands);

@@ -125,6 +125,33 @@ impl TestDb {
         }
     }
 
+    /// The one integer a query selects (NULL is 0), over a connection of
+    /// its own.
+    pub async fn scalar(&self, select: &str) -> i64 {
+        use diesel::sql_types::BigInt;
+        use diesel_async::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = BigInt)]
+            v: i64,
+        }
+        let sql = format!("SELECT CAST(COALESCE(({select}), 0) AS BIGINT) AS v");
+        let query = diesel::sql_query(sql);
+        let row: Row = match self.backend {
+            Backend::Postgres => {
+                let mut c = AsyncPgConnection::establish(&self.url)
+                    .await
+                    .expect("connect");
+                query.get_result(&mut c).await.expect("SQL runs")
+            }
+            Backend::Sqlite => {
+                let mut c = sqlite_conn(self).await;
+                query.get_result(&mut c).await.expect("SQL runs")
+            }
+        };
+        row.v
+    }
+
     /// Runs SQL on the PostgreSQL server's admin database.
     pub async fn pg_admin_exec(sql: &str) {
         let mut c = AsyncPgConnection::establish(&pg_admin_url())

@@ -22,3 +22,5 @@ mod policies_client;
 mod providers;
 mod resilience;
 mod surface;
+mod usage;
+mod usage_client;

@@ -15,14 +15,18 @@ use crate::on_both_backends;
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 
 /// Every route the gateway serves, with its methods.
-const ROUTES: [(&str, &[&str]); 23] = [
+const ROUTES: [(&str, &[&str]); 29] = [
     ("/ai/llm", &["get", "post"]),
     ("/ai/llm/available", &["get"]),
+    ("/ai/llm/stats", &["get"]),
     ("/ai/llm/{id}", &["delete", "put"]),
     ("/ai/llm/{id}/repos", &["post"]),
     ("/ai/llm/{id}/repos/{repoId}", &["delete"]),
     ("/ai/llm/{id}/validate", &["post"]),
     ("/ai/models", &["post"]),
+    ("/aistats/daily", &["get"]),
+    ("/aistats/minute", &["get"]),
+    ("/budget", &["delete", "get", "put"]),
     ("/conversation", &["get", "post"]),
     ("/conversation/{id}", &["delete", "get"]),
     ("/conversation/{id}/messages", &["get"]),
@@ -39,6 +43,8 @@ const ROUTES: [(&str, &[&str]); 23] = [
     ("/policy/{id}/alerts", &["get"]),
     ("/policy/{id}/violations", &["get"]),
     ("/readyz", &["get"]),
+    ("/systemevent", &["post"]),
+    ("/systemevent/read", &["delete", "post"]),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,7 +275,10 @@ async fn schemathesis_finds_nothing(db: TestDb) {
              checks.not_a_server_error.expected-statuses = {upstream}\n\n\
              [[operations]]\n\
              include-path = \"/conversation/{{id}}/prompt\"\n\
-             checks.not_a_server_error.expected-statuses = {upstream}\n",
+             checks.not_a_server_error.expected-statuses = {upstream}\n\n\
+             [[operations]]\n\
+             include-path-regex = \"^/(aistats/|systemevent$)\"\n\
+             checks.positive_data_acceptance.expected-statuses = {ranges}\n",
             // Not the orphaned or disabled repositories: their 400 (a state
             // the document cannot show) would read as valid data refused.
             quoted(&[w.repo, w.deleted_repo, w.other_org_repo]),
@@ -281,6 +290,9 @@ async fn schemathesis_finds_nothing(db: TestDb) {
             // not exist (502), a judged policy fuzzing writes, which the
             // echoing test model cannot judge (503), a slow model (504).
             upstream = r#"["2xx", "3xx", "4xx", "502", "503", "504"]"#,
+            // Ranges a schema cannot bound: a start after the end, or a
+            // statistics range longer than allowed, are 400.
+            ranges = r#"["2xx", "400", "401", "403", "404"]"#,
         ),
     )
     .expect("config");

@@ -18,7 +18,7 @@ use crate::providers::{connect_repo, rest, serve};
 
 /// A model on 127.0.0.1 offering `gpt-test` that answers `reply` (streamed
 /// in pieces of 8 characters); counts the completions it was asked for.
-async fn fake_model(reply: &'static str) -> (String, Arc<Mutex<u32>>) {
+pub(crate) async fn fake_model(reply: &'static str) -> (String, Arc<Mutex<u32>>) {
     let asked = Arc::new(Mutex::new(0u32));
     let models = || async {
         axum::Json(json!({ "object": "list", "data": [{ "id": "gpt-test", "object": "model" }] }))
@@ -60,7 +60,7 @@ async fn fake_model(reply: &'static str) -> (String, Arc<Mutex<u32>>) {
 /// A judge on 127.0.0.1: for every policy id in the request, violated when
 /// the content between the markers says "confidential"; 4 tokens in, 2 out.
 /// Records the requests.
-async fn fake_judge() -> (String, Arc<Mutex<Vec<Value>>>) {
+pub(crate) async fn fake_judge() -> (String, Arc<Mutex<Vec<Value>>>) {
     let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
     let chat = {
         let seen = seen.clone();
@@ -90,7 +90,7 @@ async fn fake_judge() -> (String, Arc<Mutex<Vec<Value>>>) {
 
 /// The service allowing private endpoints, judging with `judge`, checking
 /// streamed replies every 10 characters, retrying webhooks after 100 ms.
-async fn app_with_judge(db: TestDb, judge: &str) -> TestApp {
+pub(crate) async fn app_with_judge(db: TestDb, judge: &str) -> TestApp {
     let mut config = conversation_service::server::Config::local();
     config.secrets.provider_allow_private = true;
     config.policy.policy_judge_url = Some(format!("http://{judge}/v1"));
@@ -101,7 +101,7 @@ async fn app_with_judge(db: TestDb, judge: &str) -> TestApp {
     TestApp::spawn_config(db, config).await
 }
 
-fn policy(w: &World, name: &str, action: i64, scope: Value) -> Value {
+pub(crate) fn policy(w: &World, name: &str, action: i64, scope: Value) -> Value {
     let mut body = json!({
         "name": name, "content": format!("{name}: never share confidential data."),
         "riskType": "HIGH", "actionType": action, "orgId": w.org,

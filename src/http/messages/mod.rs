@@ -44,6 +44,7 @@ use dto::{MessageDto, MessagesQuery, MessagesReply, PromptBody, PromptReply};
         (status = 404, description = "Conversation not found", body = ErrorReply),
         (status = 413, description = "Body over 64 KiB", body = ErrorReply),
         (status = 415, description = "Content-Type is not application/json", body = ErrorReply),
+        (status = 429, description = "A token budget has no room for the prompt (with Retry-After: seconds until its period ends); no model was called", body = ErrorReply),
         (status = 502, description = "The model provider failed", body = ErrorReply),
         (status = 503, description = "Policy evaluation unavailable (a blocking policy could not be judged)", body = ErrorReply),
         (status = 504, description = "The model provider, or the request, timed out", body = ErrorReply),
