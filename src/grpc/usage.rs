@@ -16,7 +16,7 @@ use crate::pb::ai::{
     MarkSystemEventsReadRequest, MarkSystemEventsReadResponse, MarkSystemEventsUnreadRequest,
     MarkSystemEventsUnreadResponse, SetBudgetRequest, SetBudgetResponse,
 };
-use crate::service::events::{FeedEvent, FeedQuery};
+use crate::service::events::{FeedEvent, FeedQuery, mark_ids_count};
 use crate::service::params;
 use crate::service::usage::Grain;
 use crate::service::usage::budgets::{BudgetScope, BudgetView, Period};
@@ -281,7 +281,8 @@ impl SystemEventService for GrpcApi {
         &self,
         request: Request<MarkSystemEventsReadRequest>,
     ) -> Result<Response<MarkSystemEventsReadResponse>, Status> {
-        let input = Ok(request.get_ref().ids.clone());
+        let ids = &request.get_ref().ids;
+        let input = mark_ids_count(ids.len()).map(|()| ids.clone());
         self.call(
             request.metadata(),
             input,
@@ -297,7 +298,8 @@ impl SystemEventService for GrpcApi {
         &self,
         request: Request<MarkSystemEventsUnreadRequest>,
     ) -> Result<Response<MarkSystemEventsUnreadResponse>, Status> {
-        let input = Ok(request.get_ref().ids.clone());
+        let ids = &request.get_ref().ids;
+        let input = mark_ids_count(ids.len()).map(|()| ids.clone());
         self.call(
             request.metadata(),
             input,

@@ -13,7 +13,7 @@ use super::error::{ApiErrors, ErrorReply};
 use super::extract::{Authenticated, JsonBody, JsonText};
 use super::policies::dto::integer;
 use crate::error::ApiError;
-use crate::service::events::{FeedEvent, FeedQuery};
+use crate::service::events::{FeedEvent, FeedQuery, mark_ids_count};
 
 /// `POST /systemevent`: the platform's SystemEventQueryRequest.
 #[derive(Deserialize, ToSchema)]
@@ -193,7 +193,13 @@ fn read_ids(body: ReadIdsBody) -> Result<Vec<String>, ApiError> {
     }
     match body.ids {
         Value::Null => {}
+        Value::Array(items) if items.is_empty() => {
+            return Err(ApiError::InvalidArgument(
+                "ids must hold at least one id".into(),
+            ));
+        }
         Value::Array(items) => {
+            mark_ids_count(items.len())?;
             for item in items {
                 match item {
                     Value::String(s) => out.push(s),

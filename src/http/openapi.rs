@@ -93,25 +93,31 @@ static DOCUMENT: LazyLock<Bytes> = LazyLock::new(|| {
 const UUID_PATTERN: &str =
     "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 
-/// Marking events read or unread takes `id` or `ids` (one to 100 UUIDs).
+/// Marking events read or unread takes `id` or `ids` (one to 100 UUIDs);
+/// the other may be null.
 fn read_marks_need_ids(doc: &mut serde_json::Value) {
     let body = doc.pointer_mut("/components/schemas/ReadIdsBody");
     if let Some(serde_json::Value::Object(body)) = body {
+        let id = serde_json::json!({ "type": "string", "format": "uuid", "pattern": UUID_PATTERN });
+        let ids = serde_json::json!({
+            "type": "array",
+            "items": { "type": "string", "format": "uuid", "pattern": UUID_PATTERN },
+            "minItems": 1,
+            "maxItems": 100,
+        });
         body.insert(
             "properties".into(),
             serde_json::json!({
-                "id": { "type": "string", "format": "uuid", "pattern": UUID_PATTERN },
-                "ids": {
-                    "type": "array",
-                    "items": { "type": "string", "format": "uuid", "pattern": UUID_PATTERN },
-                    "minItems": 1,
-                    "maxItems": 100,
-                },
+                "id": { "oneOf": [id, { "type": "null" }] },
+                "ids": { "oneOf": [ids, { "type": "null" }] },
             }),
         );
         body.insert(
             "anyOf".into(),
-            serde_json::json!([{ "required": ["id"] }, { "required": ["ids"] }]),
+            serde_json::json!([
+                { "required": ["id"], "properties": { "id": id } },
+                { "required": ["ids"], "properties": { "ids": ids } },
+            ]),
         );
     }
 }

@@ -199,11 +199,6 @@ impl Service {
         if ids.is_empty() {
             return Err(ApiError::InvalidArgument("id or ids is required".into()));
         }
-        if ids.len() > MAX_MARK_IDS {
-            return Err(ApiError::InvalidArgument(format!(
-                "ids must hold at most {MAX_MARK_IDS} ids"
-            )));
-        }
         let ids = ids
             .iter()
             .map(|id| {
@@ -224,6 +219,17 @@ impl Service {
             .map_err(ApiError::from_store("Failed to mark system events"))?;
         Ok(())
     }
+}
+
+/// A list of ids to mark holds at most [`MAX_MARK_IDS`] (REST's `id` may
+/// come beside it).
+pub fn mark_ids_count(ids: usize) -> Result<(), ApiError> {
+    if ids > MAX_MARK_IDS {
+        return Err(ApiError::InvalidArgument(format!(
+            "ids must hold at most {MAX_MARK_IDS} ids"
+        )));
+    }
+    Ok(())
 }
 
 /// An optional id where the platform's client may send an empty string for
@@ -263,7 +269,7 @@ mod tests {
         assert!(numbered("context", &CONTEXTS, Some(18)).is_err());
         assert!(numbered("context", &CONTEXTS, Some(-1)).is_err());
         assert_eq!(
-            numbered("event", &EVENTS, Some(2)).unwrap(),
+            numbered("event", &EVENTS, Some(2)).expect("valid"),
             Some("deleted")
         );
     }

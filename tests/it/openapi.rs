@@ -112,9 +112,17 @@ async fn the_document_lists_exactly_the_routes_served() {
             assert_ne!(status, 405, "{method} {path}");
             assert_eq!(
                 secured,
-                ["/conversation", "/ai/", "/policy", "/org/"]
-                    .iter()
-                    .any(|p| path.starts_with(p)),
+                [
+                    "/conversation",
+                    "/ai/",
+                    "/aistats/",
+                    "/budget",
+                    "/policy",
+                    "/org/",
+                    "/systemevent"
+                ]
+                .iter()
+                .any(|p| path.starts_with(p)),
                 "{method} {path}"
             );
             if secured {

@@ -12,9 +12,11 @@ use serde_json::{Value, json};
 use crate::harness::{TestApp, TestDb, World};
 use crate::on_both_backends;
 
-const EXPECTED_SERVICES: [&str; 6] = [
+const EXPECTED_SERVICES: [&str; 8] = [
     "flashback.ai.v1.PolicyService",
     "flashback.ai.v1.ProviderService",
+    "flashback.ai.v1.SystemEventService",
+    "flashback.ai.v1.UsageService",
     "flashback.conversation.v1.ConversationService",
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",

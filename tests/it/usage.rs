@@ -463,7 +463,7 @@ async fn budgets_stop_prompts_before_the_model(db: TestDb) {
             "tokens must be between 1 and 1000000000000000",
         ),
         (
-            json!({ "period": "day", "tokens": 1e16 }),
+            json!({ "period": "day", "tokens": 10_000_000_000_000_000_i64 }),
             400,
             "tokens must be between 1 and 1000000000000000",
         ),
@@ -806,7 +806,7 @@ async fn the_feed_has_read_state(db: TestDb) {
     assert_eq!(first["workspaceId"], w.workspace.to_string());
     let data: Value =
         serde_json::from_str(first["jsonData"].as_str().expect("JSON text")).expect("JSON");
-    assert_eq!(data["transport"], "rest");
+    assert_eq!(data["transport"], "http");
 
     // Filters: the platform's numbers.
     let (_, only) = feed(
@@ -959,7 +959,12 @@ async fn the_feed_has_read_state(db: TestDb) {
             "{body}"
         );
     }
-    for body in [json!({}), json!({ "ids": ["x"] }), json!({ "id": 7 })] {
+    for body in [
+        json!({}),
+        json!({ "ids": ["x"] }),
+        json!({ "id": 7 }),
+        json!({ "id": Uuid::now_v7(), "ids": [] }),
+    ] {
         let (status, _) = rest(
             &app,
             &w.org_admin,

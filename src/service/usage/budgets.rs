@@ -391,30 +391,21 @@ pub fn expected_tokens(messages: &[crate::provider::ChatMessage], reply_tokens: 
 mod tests {
     use super::*;
 
+    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
+            .single()
+            .expect("a valid time")
+    }
+
     #[test]
     fn periods_run_from_utc_midnight_to_the_next() {
-        let at = Utc.with_ymd_and_hms(2026, 12, 31, 23, 59, 59).unwrap();
-        assert_eq!(
-            Period::Day.start(at),
-            Utc.with_ymd_and_hms(2026, 12, 31, 0, 0, 0).unwrap()
-        );
-        assert_eq!(
-            Period::Day.end(at),
-            Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap()
-        );
-        assert_eq!(
-            Period::Month.start(at),
-            Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()
-        );
-        assert_eq!(
-            Period::Month.end(at),
-            Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap()
-        );
-        let feb = Utc.with_ymd_and_hms(2028, 2, 29, 12, 0, 0).unwrap();
-        assert_eq!(
-            Period::Month.end(feb),
-            Utc.with_ymd_and_hms(2028, 3, 1, 0, 0, 0).unwrap()
-        );
+        let at = utc(2026, 12, 31, 23, 59, 59);
+        assert_eq!(Period::Day.start(at), utc(2026, 12, 31, 0, 0, 0));
+        assert_eq!(Period::Day.end(at), utc(2027, 1, 1, 0, 0, 0));
+        assert_eq!(Period::Month.start(at), utc(2026, 12, 1, 0, 0, 0));
+        assert_eq!(Period::Month.end(at), utc(2027, 1, 1, 0, 0, 0));
+        let feb = utc(2028, 2, 29, 12, 0, 0);
+        assert_eq!(Period::Month.end(feb), utc(2028, 3, 1, 0, 0, 0));
     }
 
     #[test]
@@ -422,6 +413,6 @@ mod tests {
         assert!(budget_tokens(0).is_err());
         assert!(budget_tokens(-5).is_err());
         assert!(budget_tokens(MAX_BUDGET_TOKENS + 1).is_err());
-        assert_eq!(budget_tokens(1000).unwrap(), 1000);
+        assert_eq!(budget_tokens(1000).expect("valid"), 1000);
     }
 }

@@ -191,33 +191,38 @@ mod tests {
 
     #[test]
     fn ranges_default_and_are_checked() {
-        let now = "2026-11-29T12:34:56Z".parse().unwrap();
-        let (from, to) = stats_range(Grain::Day, &query(None, None), now).unwrap();
+        let now = "2026-11-29T12:34:56Z".parse().expect("valid");
+        let (from, to) = stats_range(Grain::Day, &query(None, None), now).expect("valid");
         assert_eq!(to, now);
         assert_eq!(from.to_rfc3339(), "2026-10-30T00:00:00+00:00");
-        let (from, _) = stats_range(Grain::Minute, &query(None, None), now).unwrap();
+        let (from, _) = stats_range(Grain::Minute, &query(None, None), now).expect("valid");
         assert_eq!(from.to_rfc3339(), "2026-11-29T11:34:00+00:00");
         let inverted = stats_range(
             Grain::Day,
             &query(Some("2026-11-02"), Some("2026-11-01")),
             now,
         );
-        assert!(inverted.unwrap_err().to_string().contains("startDate"));
+        assert!(
+            inverted
+                .expect_err("refused")
+                .to_string()
+                .contains("startDate")
+        );
         let long = stats_range(
             Grain::Minute,
             &query(Some("2026-11-01T00:00:00Z"), Some("2026-11-03T00:00:00Z")),
             now,
         );
-        assert!(long.unwrap_err().to_string().contains("24 hours"));
+        assert!(long.expect_err("refused").to_string().contains("24 hours"));
         let bad = stats_range(Grain::Day, &query(Some("yesterday"), None), now);
-        assert!(bad.unwrap_err().to_string().contains("startDate"));
+        assert!(bad.expect_err("refused").to_string().contains("startDate"));
         // A whole day given as both ends is that day.
         let (from, to) = stats_range(
             Grain::Day,
             &query(Some("2026-11-01"), Some("2026-11-01")),
             now,
         )
-        .unwrap();
+        .expect("valid");
         assert_eq!((to - from).num_hours(), 24);
     }
 }
