@@ -576,6 +576,10 @@ async fn budgets_stop_prompts_before_the_model(db: TestDb) {
     assert_eq!(status.code(), tonic::Code::ResourceExhausted);
     assert!(status.metadata().get("retry-after").is_some());
     assert_eq!(i64::from(*asked.lock().expect("lock")), passed);
+    // The budget holds across a restart: it is rows, not memory.
+    let app = app_with_budgets(app.shutdown().await, 10).await;
+    assert_eq!(prompt(&app, &w.reader, id, "hi").await.0, 429);
+    assert_eq!(i64::from(*asked.lock().expect("lock")), passed);
 
     // The spend, through the API and the metrics.
     let (_, list) = rest(&app, &w.org_admin, Method::GET, "/budget", None).await;
