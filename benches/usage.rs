@@ -52,17 +52,19 @@ async fn load(db: &BenchDb, rows: i64) -> anyhow::Result<()> {
     let step = (DAYS * 86_400) as f64 / rows as f64;
     let conv = format!("((i % {ORGS}) + {ORGS} * (i / ({ORGS} * {TURNS})))");
     let org = sql_id(b, 1, &format!("i % {ORGS}"));
+    // The conversation's block picks its workspace (and repository) and user.
+    let block = format!("(i / ({ORGS} * {TURNS}))");
     let ws = sql_id(
         b,
         2,
-        &format!("(i % {ORGS}) * {WORKSPACES} + ({conv} % {WORKSPACES})"),
+        &format!("(i % {ORGS}) * {WORKSPACES} + ({block} % {WORKSPACES})"),
     );
     let repo = sql_id(
         b,
         5,
-        &format!("(i % {ORGS}) * {WORKSPACES} + ({conv} % {WORKSPACES})"),
+        &format!("(i % {ORGS}) * {WORKSPACES} + ({block} % {WORKSPACES})"),
     );
-    let user = sql_id(b, 3, &format!("(i % {ORGS}) * 50 + ({conv} % 50)"));
+    let user = sql_id(b, 3, &format!("(i % {ORGS}) * 50 + ({block} % 50)"));
     let conversation = sql_id(b, 4, &conv);
     let llm = sql_id(b, 6, &format!("i % {ORGS}"));
     let (series, at, day, minute, first) = match b {
@@ -89,6 +91,24 @@ async fn load(db: &BenchDb, rows: i64) -> anyhow::Result<()> {
             "i % 2000 < 100",
         ),
     };
+    let (orgs, created) = match b {
+        Backend::Postgres => (
+            format!("FROM generate_series(0, {}) AS i", ORGS - 1),
+            "now()".to_owned(),
+        ),
+        Backend::Sqlite => (
+            format!(
+                "FROM (WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < {}) SELECT i FROM s)",
+                ORGS - 1
+            ),
+            "strftime('%Y-%m-%dT%H:%M:%S.000000Z', 'now')".to_owned(),
+        ),
+    };
+    db.exec(&format!(
+        "INSERT INTO organizations (id, name, created_at) SELECT {}, 'Org', {created} {orgs}",
+        sql_id(b, 1, "i")
+    ))
+    .await?;
     let dims = format!(
         "{org}, {ws}, {repo}, {conversation}, {user}, {llm}, 'OPENAI', 'gpt-4o', 'api.openai.com'"
     );
@@ -215,7 +235,11 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         drop(store);
-        db.drop_db().await?;
+        if std::env::var_os("BENCH_KEEP").is_some() {
+            eprintln!("kept: {}", db.url);
+        } else {
+            db.drop_db().await?;
+        }
     }
     Ok(())
 }
