@@ -1042,3 +1042,77 @@ on_both_backends!(
     concurrent_prompts_hold_a_small_budget,
     the_feed_has_read_state,
 );
+
+/// A prompt whose caller gives up while the model answers (here a gRPC
+/// deadline: the server drops the call) releases its reservation at once.
+async fn a_dropped_prompt_releases_its_reservation(db: TestDb) {
+    let models = || async {
+        axum::Json(json!({ "object": "list", "data": [{ "id": "gpt-test", "object": "model" }] }))
+    };
+    let slow = axum::Router::new().route("/v1/models", axum::routing::get(models)).route(
+        "/v1/chat/completions",
+        axum::routing::post(|| async {
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+            axum::Json(json!({
+                "id": "c1", "model": "gpt-test",
+                "choices": [{ "message": { "role": "assistant", "content": "late" }, "finish_reason": "stop" }],
+                "usage": { "prompt_tokens": 5, "completion_tokens": 3 },
+            }))
+        }),
+    );
+    let model = crate::providers::serve(slow).await;
+    let app = app_with_budgets(db, 10).await;
+    let w = World::build(&app).await;
+    connect_repo(&app, &w, "Local", "OTHER", &format!("http://{model}/v1")).await;
+    let (status, _) = set_budget(
+        &app,
+        &w.org_admin,
+        json!({ "period": "day", "tokens": 1000 }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let id = app.create_as(&w.reader, w.repo).await;
+    let mut request = as_actor(
+        conversation_service::pb::PromptConversationRequest {
+            conversation_id: id.to_string(),
+            prompt: "hi".into(),
+            model: "gpt-test".into(),
+        },
+        &w.reader,
+    );
+    request.set_timeout(std::time::Duration::from_millis(500));
+    let status = app
+        .grpc()
+        .await
+        .prompt_conversation(request)
+        .await
+        .expect_err("the deadline passes first");
+    // The client's own timer may fire first; the server's (from the same
+    // grpc-timeout) drops the call either way.
+    assert!(
+        [tonic::Code::DeadlineExceeded, tonic::Code::Cancelled].contains(&status.code()),
+        "{status:?}"
+    );
+    let mut held = -1;
+    for _ in 0..50 {
+        held = app
+            .db
+            .scalar("SELECT COUNT(*) FROM budget_reservations")
+            .await;
+        if held == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(held, 0, "the reservation is released");
+    let (_, list) = rest(&app, &w.org_admin, Method::GET, "/budget", None).await;
+    assert_eq!(
+        (
+            num(&list["budgets"][0]["used"]),
+            num(&list["budgets"][0]["reserved"])
+        ),
+        (0, 0)
+    );
+}
+
+on_both_backends!(a_dropped_prompt_releases_its_reservation);

@@ -509,7 +509,7 @@ impl crate::service::Service {
             timeout: config.judge_timeout,
         };
         Ok(TurnChecks {
-            ledger: TurnLedger::new(facts.clone()),
+            ledger: TurnLedger::new(facts.clone(), self.store.clone()),
             store: self.store.clone(),
             metrics: self.metrics.clone(),
             set,

@@ -17,7 +17,8 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use uuid::Uuid;
 
 use crate::service::policies::TurnFacts;
-use crate::store::types::{SqlTime, SqlUuid};
+use crate::store::Store;
+use crate::store::types::{SqlTime, SqlUuid, now};
 use crate::store::usage::{NewUsage, Rollup, Settlement, UsageWrite};
 
 /// How a turn ended, for its calls' ledger rows.
@@ -85,25 +86,61 @@ struct LedgerState {
     blocked: bool,
 }
 
-/// A turn's model calls not yet written, and its budget reservation.
+/// A turn's model calls not yet written, and its budget reservation,
+/// shared by the turn's parts.
 #[derive(Clone)]
-pub struct TurnLedger {
-    facts: Arc<TurnFacts>,
-    state: Arc<Mutex<LedgerState>>,
-}
+pub struct TurnLedger(Arc<Ledger>);
 
 impl TurnLedger {
-    pub fn new(facts: TurnFacts) -> Self {
-        Self {
-            facts: Arc::new(facts),
-            state: Arc::new(Mutex::new(LedgerState {
+    pub fn new(facts: TurnFacts, store: Store) -> Self {
+        Self(Arc::new(Ledger {
+            facts,
+            state: Mutex::new(LedgerState {
                 calls: Vec::new(),
                 reservation: None,
                 blocked: false,
-            })),
+            }),
+            store,
+        }))
+    }
+}
+
+impl std::ops::Deref for TurnLedger {
+    type Target = Ledger;
+
+    fn deref(&self) -> &Ledger {
+        &self.0
+    }
+}
+
+/// What a [`TurnLedger`] holds.
+pub struct Ledger {
+    facts: TurnFacts,
+    state: Mutex<LedgerState>,
+    store: Store,
+}
+
+impl Drop for Ledger {
+    /// A turn dropped before it ended (its caller left a plain prompt while
+    /// the model answered): what it used is written as `cancelled`, and its
+    /// reservation released, on a task of its own.
+    fn drop(&mut self) {
+        let usage = self.take(Outcome::Cancelled, now());
+        if usage.is_empty() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let store = self.store.clone();
+            runtime.spawn(async move {
+                if let Err(e) = store.record_usage(usage).await {
+                    tracing::error!(error = %e, "failed to record a dropped turn's usage");
+                }
+            });
         }
     }
+}
 
+impl Ledger {
     fn state(&self) -> std::sync::MutexGuard<'_, LedgerState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
