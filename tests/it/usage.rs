@@ -436,8 +436,19 @@ async fn set_budget(app: &TestApp, who: &Actor, body: Value) -> (u16, Value) {
 
 /// The service with replies counted as `reply_tokens` in reservations.
 async fn app_with_budgets(db: TestDb, reply_tokens: u32) -> TestApp {
+    app_with_budgets_and_key(db, reply_tokens, None).await
+}
+
+/// The same, with the master key given (so a restarted service opens what
+/// the one before it sealed).
+async fn app_with_budgets_and_key(
+    db: TestDb,
+    reply_tokens: u32,
+    key: Option<secrecy::SecretString>,
+) -> TestApp {
     let mut config = conversation_service::server::Config::local();
     config.secrets.provider_allow_private = true;
+    config.secrets.secrets_key = key;
     config.policy.budget_reply_tokens = reply_tokens;
     TestApp::spawn_config(db, config).await
 }
@@ -448,7 +459,8 @@ async fn app_with_budgets(db: TestDb, reply_tokens: u32) -> TestApp {
 /// clearing one lets prompts through again; metrics show the spend.
 async fn budgets_stop_prompts_before_the_model(db: TestDb) {
     let (model, asked) = fake_model("All good.").await;
-    let app = app_with_budgets(db, 10).await;
+    let key = conversation_service::secrets::MasterKey::generate().1;
+    let app = app_with_budgets_and_key(db, 10, Some(key.clone())).await;
     let w = World::build(&app).await;
     connect_repo(&app, &w, "Local", "OTHER", &format!("http://{model}/v1")).await;
     for (body, status, message) in [
@@ -577,7 +589,7 @@ async fn budgets_stop_prompts_before_the_model(db: TestDb) {
     assert!(status.metadata().get("retry-after").is_some());
     assert_eq!(i64::from(*asked.lock().expect("lock")), passed);
     // The budget holds across a restart: it is rows, not memory.
-    let app = app_with_budgets(app.shutdown().await, 10).await;
+    let app = app_with_budgets_and_key(app.shutdown().await, 10, Some(key)).await;
     assert_eq!(prompt(&app, &w.reader, id, "hi").await.0, 429);
     assert_eq!(i64::from(*asked.lock().expect("lock")), passed);
 
