@@ -82,6 +82,30 @@ macro_rules! held {
     };
 }
 
+/// What a budget's scope used from `$start` on, as the rollups recorded it
+/// (a period's spend starts from this when its first prompt is held).
+macro_rules! recorded {
+    ($c:ident, $budget:expr, $start:expr) => {{
+        let b: &BudgetRow = $budget;
+        let mut recorded = usage_rollups::table
+            .filter(usage_rollups::grain.eq("day"))
+            .filter(usage_rollups::bucket.ge(SqlTime($start)))
+            .select((usage_rollups::llm_tokens_in, usage_rollups::llm_tokens_out))
+            .into_boxed();
+        recorded = if b.scope == "org" {
+            recorded.filter(usage_rollups::org_id.eq(SqlUuid(b.scope_id)))
+        } else {
+            recorded.filter(usage_rollups::workspace_id.eq(SqlUuid(b.scope_id)))
+        };
+        recorded
+            .load::<(i64, i64)>($c)
+            .await?
+            .into_iter()
+            .map(|(i, o)| i + o)
+            .sum::<i64>()
+    }};
+}
+
 impl Store {
     /// The budgets of an organization, or only those of one scope.
     pub async fn list_budgets(
@@ -106,14 +130,18 @@ impl Store {
                     let mut out = Vec::with_capacity(rows.len());
                     for budget in rows {
                         let start = period_start(&budget.period, now);
-                        let used = budget_spend::table
+                        let spent = budget_spend::table
                             .filter(budget_spend::budget_id.eq(SqlUuid(budget.id)))
                             .filter(budget_spend::period_start.eq(SqlTime(start)))
                             .select(budget_spend::used)
                             .first::<i64>(c)
                             .await
-                            .optional()?
-                            .unwrap_or(0);
+                            .optional()?;
+                        // No prompt held yet this period: what was recorded.
+                        let used = match spent {
+                            Some(used) => used,
+                            None => recorded!(c, &budget, start),
+                        };
                         let reserved = held!(c, budget.id, start, now);
                         out.push(BudgetState {
                             budget,
@@ -267,25 +295,7 @@ impl Store {
                             .await?
                             > 0;
                         if !exists {
-                            let mut recorded = usage_rollups::table
-                                .filter(usage_rollups::grain.eq("day"))
-                                .filter(usage_rollups::bucket.ge(start))
-                                .select((
-                                    usage_rollups::llm_tokens_in,
-                                    usage_rollups::llm_tokens_out,
-                                ))
-                                .into_boxed();
-                            recorded = if b.scope == "org" {
-                                recorded.filter(usage_rollups::org_id.eq(SqlUuid(b.scope_id)))
-                            } else {
-                                recorded.filter(usage_rollups::workspace_id.eq(SqlUuid(b.scope_id)))
-                            };
-                            let used: i64 = recorded
-                                .load::<(i64, i64)>(c)
-                                .await?
-                                .into_iter()
-                                .map(|(i, o)| i + o)
-                                .sum();
+                            let used = recorded!(c, b, claim.period_start);
                             diesel::insert_into(budget_spend::table)
                                 .values((
                                     budget_spend::budget_id.eq(id),

@@ -428,6 +428,15 @@ async fn concurrent_usage_is_exact(db: TestDb) {
             == shared.to_string()),
         12 * MODEL.0
     );
+    // A budget set now starts from what the period already used.
+    let (status, set) = set_budget(
+        &app,
+        &w.org_admin,
+        json!({ "period": "month", "tokens": 100_000 }),
+    )
+    .await;
+    assert_eq!(status, 200, "{set}");
+    assert_eq!(num(&set["budget"]["used"]), n * (MODEL.0 + MODEL.1));
 }
 
 async fn set_budget(app: &TestApp, who: &Actor, body: Value) -> (u16, Value) {
