@@ -47,11 +47,7 @@ fn stats_pb(r: StatsRow) -> ai::StatsRow {
     ai::StatsRow {
         timestamp: Some(timestamp(r.bucket)),
         repo_id: r.repo_id.to_string(),
-        ai_llm_id: if r.ai_llm_id.is_nil() {
-            String::new()
-        } else {
-            r.ai_llm_id.to_string()
-        },
+        ai_llm_id: r.ai_llm_text(),
         repo_ai_api_key_id: String::new(),
         tokens_in: count(r.tokens_in),
         tokens_out: count(r.tokens_out),
@@ -65,11 +61,7 @@ fn stats_pb(r: StatsRow) -> ai::StatsRow {
         num_severity_low: r.severity_low,
         num_severity_medium: r.severity_medium,
         num_severity_high: r.severity_high,
-        latency_ms: if r.api_calls > 0 {
-            r.latency_ms / r.api_calls
-        } else {
-            0
-        },
+        latency_ms: r.mean_latency_ms(),
         llm_type: r.llm_type,
         llm_model: r.llm_model,
         host: r.host,
@@ -121,34 +113,40 @@ fn event_pb(e: FeedEvent) -> ai::SystemEvent {
     }
 }
 
+impl GrpcApi {
+    /// The rows of a daily or minute statistics rpc.
+    async fn stats(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        grain: Grain,
+        query: StatsQuery,
+    ) -> Result<Response<Vec<ai::StatsRow>>, Status> {
+        self.call(metadata, Ok(query), async |service, caller, q, _| {
+            let rows = service.usage_stats(&caller, grain, q).await?;
+            Ok(rows.into_iter().map(stats_pb).collect())
+        })
+        .await
+    }
+}
+
 #[tonic::async_trait]
 impl UsageService for GrpcApi {
     async fn get_daily_stats(
         &self,
         request: Request<GetDailyStatsRequest>,
     ) -> Result<Response<GetDailyStatsResponse>, Status> {
-        let input = Ok(stats_query(request.get_ref().query.as_ref()));
-        self.call(request.metadata(), input, async |service, caller, q, _| {
-            let rows = service.usage_stats(&caller, Grain::Day, q).await?;
-            Ok(GetDailyStatsResponse {
-                data: rows.into_iter().map(stats_pb).collect(),
-            })
-        })
-        .await
+        let query = stats_query(request.get_ref().query.as_ref());
+        let data = self.stats(request.metadata(), Grain::Day, query).await?;
+        Ok(data.map(|data| GetDailyStatsResponse { data }))
     }
 
     async fn get_minute_stats(
         &self,
         request: Request<GetMinuteStatsRequest>,
     ) -> Result<Response<GetMinuteStatsResponse>, Status> {
-        let input = Ok(stats_query(request.get_ref().query.as_ref()));
-        self.call(request.metadata(), input, async |service, caller, q, _| {
-            let rows = service.usage_stats(&caller, Grain::Minute, q).await?;
-            Ok(GetMinuteStatsResponse {
-                data: rows.into_iter().map(stats_pb).collect(),
-            })
-        })
-        .await
+        let query = stats_query(request.get_ref().query.as_ref());
+        let data = self.stats(request.metadata(), Grain::Minute, query).await?;
+        Ok(data.map(|data| GetMinuteStatsResponse { data }))
     }
 
     async fn get_ai_llm_stats(

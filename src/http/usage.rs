@@ -130,11 +130,7 @@ impl From<StatsRow> for AiStatsDto {
         AiStatsDto {
             timestamp: r.bucket.timestamp(),
             repo_id: r.repo_id.to_string(),
-            ai_llm_id: if r.ai_llm_id.is_nil() {
-                String::new()
-            } else {
-                r.ai_llm_id.to_string()
-            },
+            ai_llm_id: r.ai_llm_text(),
             repo_ai_api_key_id: String::new(),
             tokens_in: r.tokens_in.to_string(),
             tokens_out: r.tokens_out.to_string(),
@@ -148,11 +144,7 @@ impl From<StatsRow> for AiStatsDto {
             num_severity_low: r.severity_low,
             num_severity_medium: r.severity_medium,
             num_severity_high: r.severity_high,
-            latency_ms: if r.api_calls > 0 {
-                r.latency_ms / r.api_calls
-            } else {
-                0
-            },
+            latency_ms: r.mean_latency_ms(),
             llm_type: r.llm_type,
             llm_model: r.llm_model,
             host: r.host,

@@ -43,6 +43,27 @@ impl Grain {
 /// One row of statistics: a time bucket and a dimension set.
 pub type StatsRow = Rollup;
 
+impl Rollup {
+    /// The configuration's id as the platform shows it: empty for the
+    /// operator's provider (the nil UUID in the rollups).
+    pub fn ai_llm_text(&self) -> String {
+        if self.ai_llm_id.is_nil() {
+            String::new()
+        } else {
+            self.ai_llm_id.to_string()
+        }
+    }
+
+    /// The calls' mean latency, in milliseconds.
+    pub fn mean_latency_ms(&self) -> i64 {
+        if self.api_calls > 0 {
+            self.latency_ms / self.api_calls
+        } else {
+            0
+        }
+    }
+}
+
 impl Service {
     /// The statistics of one grain the caller may see, oldest bucket first.
     pub async fn usage_stats(
