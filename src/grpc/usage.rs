@@ -114,6 +114,20 @@ fn event_pb(e: FeedEvent) -> ai::SystemEvent {
 }
 
 impl GrpcApi {
+    /// Marks events read (or unread) for the caller.
+    async fn mark(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        ids: &[String],
+        read: bool,
+    ) -> Result<Response<()>, Status> {
+        let input = mark_ids_count(ids.len()).map(|()| ids.to_vec());
+        self.call(metadata, input, async |service, caller, ids, _| {
+            service.mark_system_events(&caller, ids, read).await
+        })
+        .await
+    }
+
     /// The rows of a daily or minute statistics rpc.
     async fn stats(
         &self,
@@ -279,33 +293,15 @@ impl SystemEventService for GrpcApi {
         &self,
         request: Request<MarkSystemEventsReadRequest>,
     ) -> Result<Response<MarkSystemEventsReadResponse>, Status> {
-        let ids = &request.get_ref().ids;
-        let input = mark_ids_count(ids.len()).map(|()| ids.clone());
-        self.call(
-            request.metadata(),
-            input,
-            async |service, caller, ids, _| {
-                service.mark_system_events(&caller, ids, true).await?;
-                Ok(MarkSystemEventsReadResponse {})
-            },
-        )
-        .await
+        let marked = self.mark(request.metadata(), &request.get_ref().ids, true);
+        Ok(marked.await?.map(|()| MarkSystemEventsReadResponse {}))
     }
 
     async fn mark_system_events_unread(
         &self,
         request: Request<MarkSystemEventsUnreadRequest>,
     ) -> Result<Response<MarkSystemEventsUnreadResponse>, Status> {
-        let ids = &request.get_ref().ids;
-        let input = mark_ids_count(ids.len()).map(|()| ids.clone());
-        self.call(
-            request.metadata(),
-            input,
-            async |service, caller, ids, _| {
-                service.mark_system_events(&caller, ids, false).await?;
-                Ok(MarkSystemEventsUnreadResponse {})
-            },
-        )
-        .await
+        let marked = self.mark(request.metadata(), &request.get_ref().ids, false);
+        Ok(marked.await?.map(|()| MarkSystemEventsUnreadResponse {}))
     }
 }

@@ -229,8 +229,18 @@ pub async fn mark_read(
     Authenticated(caller): Authenticated,
     JsonBody(body): JsonBody<ReadIdsBody>,
 ) -> Result<Json<SuccessReply>, ApiError> {
+    mark(&service, &caller, body, true).await
+}
+
+/// Marks the body's events read (or unread) for the caller.
+async fn mark(
+    service: &AppState,
+    caller: &crate::domain::Caller,
+    body: ReadIdsBody,
+    read: bool,
+) -> Result<Json<SuccessReply>, ApiError> {
     service
-        .mark_system_events(&caller, read_ids(body)?, true)
+        .mark_system_events(caller, read_ids(body)?, read)
         .await?;
     Ok(Json(SuccessReply { success: true }))
 }
@@ -251,8 +261,5 @@ pub async fn mark_unread(
     Authenticated(caller): Authenticated,
     JsonBody(body): JsonBody<ReadIdsBody>,
 ) -> Result<Json<SuccessReply>, ApiError> {
-    service
-        .mark_system_events(&caller, read_ids(body)?, false)
-        .await?;
-    Ok(Json(SuccessReply { success: true }))
+    mark(&service, &caller, body, false).await
 }

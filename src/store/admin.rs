@@ -18,7 +18,8 @@ use crate::domain::{Access, OrgRole};
 use crate::{with_conn, write_tx};
 
 /// One row of the audit trail.
-#[derive(Debug, Clone, Queryable)]
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = system_events, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
 pub struct EventRow {
     pub id: Uuid,
     pub org_id: Uuid,
@@ -307,28 +308,15 @@ impl Store {
 
     /// The newest `limit` events of an organization, newest first.
     pub async fn list_events(&self, org_id: Uuid, limit: i64) -> Result<Vec<EventRow>, StoreError> {
-        self.run(move |conn| {
-            async move {
-                let query = system_events::table
-                    .filter(system_events::org_id.eq(SqlUuid(org_id)))
-                    .order((system_events::created_at.desc(), system_events::id.desc()))
-                    .limit(limit)
-                    .select((
-                        system_events::id,
-                        system_events::org_id,
-                        system_events::workspace_id,
-                        system_events::user_id,
-                        system_events::context,
-                        system_events::context_id,
-                        system_events::event,
-                        system_events::json_data,
-                        system_events::created_at,
-                    ));
-                Ok(with_conn!(&mut *conn, |c| query.load::<EventRow>(c).await)?)
-            }
-            .boxed()
-        })
-        .await
+        let filter = super::events::ExportFilter {
+            org_id,
+            since: None,
+            until: None,
+            context: None,
+            after: None,
+            oldest_first: false,
+        };
+        self.export_page(filter, limit).await
     }
 
     /// Whether an organization exists.

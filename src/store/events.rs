@@ -126,17 +126,7 @@ impl Store {
                         .limit(filter.take)
                         .offset(filter.skip)
                         .select((
-                            (
-                                system_events::id,
-                                system_events::org_id,
-                                system_events::workspace_id,
-                                system_events::user_id,
-                                system_events::context,
-                                system_events::context_id,
-                                system_events::event,
-                                system_events::json_data,
-                                system_events::created_at,
-                            ),
+                            EventRow::as_select(),
                             users::name.nullable(),
                             users::last_name.nullable(),
                             users::email.nullable(),
@@ -286,20 +276,7 @@ impl Store {
                     } else {
                         q.order((system_events::created_at.desc(), system_events::id.desc()))
                     };
-                    q.limit(limit)
-                        .select((
-                            system_events::id,
-                            system_events::org_id,
-                            system_events::workspace_id,
-                            system_events::user_id,
-                            system_events::context,
-                            system_events::context_id,
-                            system_events::event,
-                            system_events::json_data,
-                            system_events::created_at,
-                        ))
-                        .load::<EventRow>(c)
-                        .await
+                    q.limit(limit).select(EventRow::as_select()).load(c).await
                 })?)
             }
             .boxed()
