@@ -394,7 +394,8 @@ where
 pub const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Keeps `grpc.health.v1` truthful: NOT_SERVING (for "" and the service) while
-/// the database does not answer, SERVING again once it does. Stops at shutdown,
+/// the database does not answer or cannot write for want of disk space,
+/// SERVING again once it does. Stops at shutdown,
 /// which owns the status from then on.
 async fn watch_database(
     store: Store,
@@ -408,7 +409,7 @@ async fn watch_database(
             () = tokio::time::sleep(HEALTH_CHECK_INTERVAL) => {}
         }
         let ok = matches!(
-            tokio::time::timeout(2 * HEALTH_CHECK_INTERVAL, store.ping()).await,
+            tokio::time::timeout(2 * HEALTH_CHECK_INTERVAL, store.check()).await,
             Ok(Ok(()))
         );
         if ok == serving || stop.is_cancelled() {

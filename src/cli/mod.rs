@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use secrecy::{ExposeSecret as _, SecretString};
 
 pub use crate::config::{ServeArgs, parse_duration, parse_duration_or_zero};
-use crate::store::{Backend, Store, StoreOptions};
+use crate::store::{Backend, Pooler, Store, StoreOptions};
 pub use admin::AdminCommand;
 
 /// The default database: an SQLite file next to where the service runs.
@@ -33,6 +33,12 @@ pub struct Cli {
     /// where writers take turns anyway and more threads only contend].
     #[arg(long, env = "DATABASE_POOL_SIZE", global = true)]
     pub database_pool_size: Option<usize>,
+
+    /// What stands between the service and PostgreSQL: `transaction` for
+    /// PgBouncer in transaction mode (no reused prepared statements, each
+    /// operation in one transaction; run `migrate` on a direct URL).
+    #[arg(long, env = "DATABASE_POOLER", value_enum, default_value_t = Pooler::None, global = true)]
+    pub database_pooler: Pooler,
 
     /// Seconds a request waits for a free database connection before a 503.
     #[arg(
@@ -92,6 +98,7 @@ impl Cli {
                 .database_pool_size
                 .unwrap_or(if sqlite { 4 } else { 16 }),
             acquire_timeout: Duration::from_secs(self.database_acquire_timeout),
+            pooler: self.database_pooler,
             ..StoreOptions::default()
         }
     }
@@ -107,7 +114,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve(args) => serve::serve(store, *args).await?,
         Command::Admin(cmd) => {
-            store.migrate().await?;
+            if !store.behind_transaction_pooler() {
+                store.migrate().await?;
+            }
             admin::run(&store, cmd).await?;
         }
     }

@@ -1,4 +1,4 @@
-//! `serve`: migrate, prepare the demo if asked, and run the server until a
+//! `serve`: migrate (unless behind a transaction-mode pooler), prepare the demo if asked, and run the server until a
 //! signal.
 
 use crate::config::ServeArgs;
@@ -6,9 +6,15 @@ use crate::store::Store;
 
 /// Runs the service on `store` as `args` say, until Ctrl-C or SIGTERM.
 pub async fn serve(store: Store, args: ServeArgs) -> anyhow::Result<()> {
-    let ran = store.migrate().await?;
-    if ran > 0 {
-        tracing::info!(migrations = ran, "database migrated");
+    if store.behind_transaction_pooler() {
+        tracing::info!(
+            "behind a transaction-mode pooler: migrations are `migrate`'s, on a direct URL"
+        );
+    } else {
+        let ran = store.migrate().await?;
+        if ran > 0 {
+            tracing::info!(migrations = ran, "database migrated");
+        }
     }
     let demo = if args.demo {
         Some(crate::demo::prepare(&store).await?)

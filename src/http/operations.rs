@@ -35,7 +35,7 @@ pub async fn healthz() -> Json<HealthReply> {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = HealthReply),
-        (status = 503, description = "Shutting down, or the database is unreachable", body = ErrorReply),
+        (status = 503, description = "Shutting down, the database is unreachable, or its disk is full", body = ErrorReply),
     ))]
 pub async fn readyz(State(service): State<AppState>) -> Response {
     match service.ready().await {
@@ -50,6 +50,10 @@ pub async fn readyz(State(service): State<AppState>) -> Response {
         Err(NotReady::Database) => {
             error_response(StatusCode::SERVICE_UNAVAILABLE, "Database unreachable")
         }
+        Err(NotReady::DiskFull) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Database cannot write: its disk is full",
+        ),
     }
 }
 

@@ -52,6 +52,8 @@ pub enum NotReady {
     ShuttingDown,
     /// The database does not answer.
     Database,
+    /// The database answers but cannot write: its disk is full.
+    DiskFull,
 }
 
 /// The service: the store, the credentials it accepts, the model provider,
@@ -184,15 +186,20 @@ impl Service {
         &self.metrics
     }
 
-    /// Whether requests can be served: not shutting down, and the database
-    /// answers. What readiness reports.
+    /// Whether requests can be served: not shutting down, the database
+    /// answers, and writes do not fail for want of disk space. What readiness
+    /// reports.
     pub async fn ready(&self) -> Result<(), NotReady> {
         if self.draining.load(Ordering::Relaxed) {
             return Err(NotReady::ShuttingDown);
         }
-        self.store.ping().await.map_err(|e| {
+        self.store.check().await.map_err(|e| {
             tracing::debug!(error = %e, "not ready");
-            NotReady::Database
+            if self.store.writes_failing() {
+                NotReady::DiskFull
+            } else {
+                NotReady::Database
+            }
         })
     }
 }

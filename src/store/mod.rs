@@ -18,6 +18,7 @@ pub mod auth;
 pub mod budgets;
 pub mod conversations;
 pub mod events;
+pub mod health;
 pub mod idempotency;
 pub mod messages;
 pub mod policies;
@@ -47,6 +48,8 @@ use futures_util::future::BoxFuture;
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+/// The advisory lock replicas migrating PostgreSQL at once take turns at.
+const MIGRATION_LOCK: i64 = 0x636f_6e76_6d69_67; // "convmig"
 
 /// The SQLite connection type: diesel's sync connection run on blocking threads.
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
@@ -133,6 +136,23 @@ pub struct StoreOptions {
     pub sqlite_busy_timeout: Duration,
     /// Longest time one SQL statement may run on PostgreSQL.
     pub statement_timeout: Duration,
+    /// What stands between the service and PostgreSQL.
+    pub pooler: Pooler,
+}
+
+/// A connection pooler in front of PostgreSQL, as the service must treat it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pooler {
+    /// None, or one in session mode: a connection is the service's alone.
+    #[default]
+    None,
+    /// PgBouncer (or another pooler) in transaction mode: a server connection
+    /// is the service's for one transaction only. So no statement is
+    /// prepared to be reused (named statements do not follow a client from
+    /// one server to another), every operation runs in one transaction (its
+    /// statements are prepared and run on the same server), and no session
+    /// setting is made (`statement_timeout` is set per transaction).
+    Transaction,
 }
 
 impl Default for StoreOptions {
@@ -143,6 +163,7 @@ impl Default for StoreOptions {
             connect_timeout: Duration::from_secs(5),
             sqlite_busy_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
+            pooler: Pooler::None,
         }
     }
 }
@@ -159,6 +180,11 @@ pub struct Store {
     pools: Pools,
     /// The database file, on SQLite.
     sqlite_path: Option<std::path::PathBuf>,
+    /// Whether writes fail for want of disk space; this replica's id.
+    health: std::sync::Arc<health::WriteHealth>,
+    /// On PostgreSQL behind a transaction-mode pooler: what opens the
+    /// transaction every operation runs in (`BEGIN` and its settings).
+    pooled_begin: Option<std::sync::Arc<str>>,
 }
 
 /// What went wrong in the store, sorted by what the caller should be told.
@@ -210,9 +236,13 @@ impl From<DieselError> for StoreError {
 
 /// Messages with which the backends report that the database, not the query,
 /// is the problem: SQLite's lock timeouts and unreadable files, PostgreSQL's
-/// shutdowns and dropped connections.
+/// shutdowns, dropped connections and exhausted connection slots, and either's
+/// full disk.
 fn is_unavailable_message(msg: &str) -> bool {
-    const MARKERS: [&str; 9] = [
+    if health::is_disk_full(msg) {
+        return true;
+    }
+    const MARKERS: [&str; 10] = [
         "database is locked",
         "database is busy",
         "unable to open database",
@@ -222,6 +252,7 @@ fn is_unavailable_message(msg: &str) -> bool {
         "connection closed",
         "server closed the connection",
         "the database system is",
+        "too many clients",
     ];
     MARKERS.iter().any(|m| msg.contains(m))
 }
@@ -238,8 +269,20 @@ impl Store {
     /// folder is created). Connections are opened lazily.
     pub fn open(database_url: &str, opts: &StoreOptions) -> anyhow::Result<Store> {
         let mut sqlite_path = None;
+        let mut pooled_begin = None;
         let pools = match parse_url(database_url)? {
-            (Backend::Postgres, url) => Pools::Pg(pg_pool(url, opts)?),
+            (Backend::Postgres, url) => {
+                if opts.pooler == Pooler::Transaction {
+                    pooled_begin = Some(
+                        format!(
+                            "BEGIN; SET LOCAL statement_timeout = {}",
+                            opts.statement_timeout.as_millis()
+                        )
+                        .into(),
+                    );
+                }
+                Pools::Pg(pg_pool(url, opts)?)
+            }
             (Backend::Sqlite, path) => {
                 if let Some(parent) = std::path::Path::new(&path).parent()
                     && !parent.as_os_str().is_empty()
@@ -255,7 +298,12 @@ impl Store {
                 Pools::Sqlite(sqlite_pool(path, setup_sql, opts)?, writer)
             }
         };
-        Ok(Store { pools, sqlite_path })
+        Ok(Store {
+            pools,
+            sqlite_path,
+            health: health::WriteHealth::new(),
+            pooled_begin,
+        })
     }
 
     /// A connection from the pool, waiting at most the acquire timeout.
@@ -273,12 +321,44 @@ impl Store {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'static,
     {
+        self.run_as(true, op).await
+    }
+
+    /// [`Store::run`] for an operation that opens its own transaction by hand
+    /// (with [`Store::begin_sql`]): behind a transaction-mode pooler it is not
+    /// wrapped in one.
+    pub async fn run_in_own_transaction<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'static,
+    {
+        self.run_as(false, op).await
+    }
+
+    /// What opens a transaction by hand: `BEGIN`, and behind a
+    /// transaction-mode pooler the settings a session would have had.
+    pub fn begin_sql(&self) -> &str {
+        self.pooled_begin.as_deref().unwrap_or("BEGIN")
+    }
+
+    async fn run_as<T, F>(&self, wrap: bool, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'static,
+    {
         let store = self.clone();
         tokio::spawn(async move {
             let mut conn = store.conn().await?;
+            let begin = store.pooled_begin.clone().filter(|_| wrap);
             // A panic mid-operation may leave a transaction open (a create on
             // PostgreSQL opens its own): that connection never goes back.
-            let result = match AssertUnwindSafe(op(&mut conn)).catch_unwind().await {
+            let work = async {
+                match begin {
+                    Some(begin) => in_transaction(&mut conn, &begin, op).await,
+                    None => op(&mut conn).await,
+                }
+            };
+            let result = match AssertUnwindSafe(work).catch_unwind().await {
                 Ok(result) => result,
                 Err(panic) => {
                     conn.discard();
@@ -291,6 +371,7 @@ impl Store {
             if let (Err(StoreError::Unavailable(_)), Conn::Pg(_)) = (&result, &conn) {
                 conn.discard();
             }
+            store.health.note(&result);
             result
         })
         .await
@@ -298,19 +379,46 @@ impl Store {
     }
 
     /// Applies every pending migration; returns how many ran.
-    /// Needs the multi-thread tokio runtime.
+    /// Needs the multi-thread tokio runtime. On PostgreSQL, replicas starting together take turns (an advisory
+    /// lock held while migrating); behind a transaction-mode pooler, which
+    /// cannot hold it, migrations are refused (run `migrate` on a direct URL).
     pub async fn migrate(&self) -> anyhow::Result<usize> {
-        let conn = self.conn().await?;
-        let ran = tokio::task::block_in_place(|| match conn {
-            Conn::Pg(c) => AsyncMigrationHarness::new(c)
-                .run_pending_migrations(PG_MIGRATIONS)
-                .map(|v| v.len()),
-            Conn::Sqlite(c, _) => AsyncMigrationHarness::new(c)
-                .run_pending_migrations(SQLITE_MIGRATIONS)
-                .map(|v| v.len()),
-        })
+        anyhow::ensure!(
+            !self.behind_transaction_pooler(),
+            "migrations need a connection of their own: run `conversation-service migrate` with a \
+             --database-url that reaches PostgreSQL itself, not the transaction-mode pooler"
+        );
+        let ran = match self.conn().await? {
+            Conn::Pg(mut c) => {
+                c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+                    .await?;
+                let (mut c, ran) = tokio::task::block_in_place(|| {
+                    let mut harness = AsyncMigrationHarness::new(c);
+                    let ran = harness
+                        .run_pending_migrations(PG_MIGRATIONS)
+                        .map(|v| v.len());
+                    (harness.into_inner(), ran)
+                });
+                let unlock = format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})");
+                if ran.is_err() || c.batch_execute(&unlock).await.is_err() {
+                    // Closing the session is what surely releases the lock.
+                    drop(Object::take(c));
+                }
+                ran
+            }
+            Conn::Sqlite(c, _) => tokio::task::block_in_place(|| {
+                AsyncMigrationHarness::new(c)
+                    .run_pending_migrations(SQLITE_MIGRATIONS)
+                    .map(|v| v.len())
+            }),
+        }
         .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
         Ok(ran)
+    }
+
+    /// Whether PostgreSQL is reached through a transaction-mode pooler.
+    pub fn behind_transaction_pooler(&self) -> bool {
+        self.pooled_begin.is_some()
     }
 
     /// The database file, if this store is on SQLite.
@@ -339,6 +447,36 @@ impl Store {
         let mut conn = self.conn().await?;
         with_conn!(&mut conn, |c| c.batch_execute("SELECT 1").await)?;
         Ok(())
+    }
+}
+
+/// Runs `op` in one transaction opened with `begin` (behind a
+/// transaction-mode pooler): committed if it succeeds, rolled back if not.
+/// Its own transactions become savepoints of this one.
+async fn in_transaction<T, F>(conn: &mut Conn, begin: &str, op: F) -> Result<T, StoreError>
+where
+    F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T, StoreError>>,
+{
+    use diesel_async::{AnsiTransactionManager as Manager, TransactionManager as _};
+    let Conn::Pg(pg) = conn else {
+        return op(conn).await;
+    };
+    Manager::begin_transaction_sql(&mut **pg, begin).await?;
+    let result = op(conn).await;
+    let Conn::Pg(pg) = conn else {
+        unreachable!("the connection's backend does not change")
+    };
+    match result {
+        Ok(value) => {
+            Manager::commit_transaction(&mut **pg).await?;
+            Ok(value)
+        }
+        Err(e) => {
+            Manager::rollback_transaction(&mut **pg)
+                .await
+                .map_err(|r| StoreError::Unavailable(r.to_string()))?;
+            Err(e)
+        }
     }
 }
 
@@ -373,6 +511,9 @@ where
 }
 
 fn pg_pool(url: String, opts: &StoreOptions) -> anyhow::Result<Pool<AsyncPgConnection>> {
+    // Behind a transaction-mode pooler a session setting would stay on a
+    // server connection others then use: each transaction sets its own.
+    let pooled = opts.pooler == Pooler::Transaction;
     let setup_sql = format!(
         "SET application_name = 'conversation-service'; SET statement_timeout = {};",
         opts.statement_timeout.as_millis()
@@ -384,9 +525,13 @@ fn pg_pool(url: String, opts: &StoreOptions) -> anyhow::Result<Pool<AsyncPgConne
         let url = url.to_owned();
         async move {
             let mut conn = AsyncPgConnection::establish(&url).await?;
-            conn.batch_execute(&setup_sql)
-                .await
-                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            if pooled {
+                conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+            } else {
+                conn.batch_execute(&setup_sql)
+                    .await
+                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            }
             Ok(conn)
         }
         .boxed()

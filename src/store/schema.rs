@@ -422,6 +422,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::store::types::DbUuid;
+    use crate::store::types::DbTime;
+
+    service_replicas (id) {
+        id -> DbUuid,
+        started_at -> DbTime,
+        seen_at -> DbTime,
+    }
+}
+
 diesel::joinable!(ai_llm_repos -> ai_llms (ai_llm_id));
 diesel::joinable!(system_events -> users (user_id));
 diesel::joinable!(policy_alerts -> policy_violations (violation_id));

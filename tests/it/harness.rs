@@ -67,6 +67,16 @@ impl TestDb {
         }
     }
 
+    /// An SQLite file at `path` in `dir`, a folder the database keeps alive.
+    pub fn sqlite_at(dir: tempfile::TempDir, path: &std::path::Path) -> TestDb {
+        TestDb {
+            url: format!("sqlite://{}", path.display()),
+            backend: Backend::Sqlite,
+            pg_name: None,
+            _dir: Some(dir),
+        }
+    }
+
     /// A fresh PostgreSQL database, or `None` (with a notice) when no server
     /// answers. With `REQUIRE_POSTGRES=1`, a missing server fails the test.
     pub async fn postgres() -> Option<TestDb> {

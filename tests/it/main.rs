@@ -11,6 +11,7 @@
 mod auth;
 mod cli;
 mod conversations;
+mod disk;
 mod harness;
 mod hostile;
 mod idempotency;

@@ -115,7 +115,7 @@ async fn database_outage(db: TestDb) {
 }
 
 /// GET a probe route: (status, body).
-async fn probe(app: &TestApp, path: &str) -> (u16, serde_json::Value) {
+pub(crate) async fn probe(app: &TestApp, path: &str) -> (u16, serde_json::Value) {
     let res = app
         .http
         .get(format!("{}{path}", app.base))
@@ -126,7 +126,7 @@ async fn probe(app: &TestApp, path: &str) -> (u16, serde_json::Value) {
 }
 
 /// The gRPC health status of the service.
-async fn grpc_health(app: &TestApp) -> ServingStatus {
+pub(crate) async fn grpc_health(app: &TestApp) -> ServingStatus {
     let mut client = HealthClient::new(app.channel().await);
     let reply = client
         .check(HealthCheckRequest {
@@ -138,7 +138,7 @@ async fn grpc_health(app: &TestApp) -> ServingStatus {
 }
 
 /// Waits (up to 10 s) until `check` holds.
-async fn eventually<F, Fut>(check: F)
+pub(crate) async fn eventually<F, Fut>(check: F)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,

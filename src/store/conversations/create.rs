@@ -185,10 +185,18 @@ impl Store {
         E: Send + 'static,
     {
         match self.sqlite_writer() {
-            Some(writer) => create_on_sqlite(writer, who, repo_id, decide).await,
+            Some(writer) => {
+                let created = create_on_sqlite(writer, who, repo_id, decide).await;
+                self.note_write(&created);
+                created
+            }
             None => {
-                self.run(move |conn| create_on_postgres(conn, who, repo_id, decide).boxed())
-                    .await
+                let begin: std::sync::Arc<str> = self.begin_sql().into();
+                self.run_in_own_transaction(move |conn| {
+                    async move { create_on_postgres(conn, &begin, who, repo_id, decide).await }
+                        .boxed()
+                })
+                .await
             }
         }
     }
@@ -249,6 +257,7 @@ where
 /// discarded by `Store::run`, never pooled mid-transaction.
 async fn create_on_postgres<R, E>(
     conn: &mut Conn,
+    begin: &str,
     who: Creator,
     repo_id: Uuid,
     decide: impl Decide<R, E>,
@@ -259,7 +268,7 @@ async fn create_on_postgres<R, E>(
         ));
     };
     let c: &AsyncPgConnection = pg;
-    let begun = async { (&mut &*c).batch_execute("BEGIN").await };
+    let begun = async { (&mut &*c).batch_execute(begin).await };
     let found = async {
         Ok::<_, diesel::result::Error>(match who {
             Creator::Token(hash) => split(
