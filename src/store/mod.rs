@@ -275,7 +275,7 @@ impl Store {
                 if opts.pooler == Pooler::Transaction {
                     pooled_begin = Some(
                         format!(
-                            "BEGIN; SET LOCAL statement_timeout = {}",
+                            "BEGIN; SET LOCAL statement_timeout = {}; SET LOCAL TIME ZONE 'UTC'",
                             opts.statement_timeout.as_millis()
                         )
                         .into(),
@@ -524,20 +524,44 @@ fn pg_pool(url: String, opts: &StoreOptions) -> anyhow::Result<Pool<AsyncPgConne
         let setup_sql = setup_sql.clone();
         let url = url.to_owned();
         async move {
-            let mut conn = AsyncPgConnection::establish(&url).await?;
             if pooled {
-                conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
-            } else {
-                conn.batch_execute(&setup_sql)
-                    .await
-                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                return establish_behind_pooler(&url).await;
             }
+            let mut conn = AsyncPgConnection::establish(&url).await?;
+            conn.batch_execute(&setup_sql)
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
             Ok(conn)
         }
         .boxed()
     });
     let mgr = AsyncDieselConnectionManager::new_with_config(url, config);
     Ok(pool_builder_defaults(mgr, opts).build()?)
+}
+
+/// A connection through a transaction-mode pooler. What diesel-async runs
+/// on a new connection (two `SET`s, as cached prepared statements) would be
+/// prepared on one server and run on another, and leave statements and
+/// settings behind: it runs inside a transaction that is rolled back, after
+/// the statements it cached are closed (turning the cache off drops them).
+async fn establish_behind_pooler(url: &str) -> diesel::ConnectionResult<AsyncPgConnection> {
+    use diesel::ConnectionError::{BadConnection, CouldntSetupConfiguration};
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| BadConnection(e.to_string()))?;
+    // Driven here, not by diesel-async, so that BEGIN can go first; it ends
+    // when the client is dropped (a failure shows as the client's errors).
+    tokio::spawn(connection);
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(|e| BadConnection(e.to_string()))?;
+    let mut conn = AsyncPgConnection::try_from(client).await?;
+    conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+    conn.batch_execute("ROLLBACK")
+        .await
+        .map_err(CouldntSetupConfiguration)?;
+    Ok(conn)
 }
 
 /// What every SQLite connection runs first (the load generator's ceiling too).

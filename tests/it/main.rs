@@ -10,6 +10,7 @@
 
 mod auth;
 mod cli;
+mod cluster;
 mod conversations;
 mod disk;
 mod harness;
