@@ -13,6 +13,10 @@
 //! - `conversation_service_db_pool_connections{state="in_use"|"idle"}`,
 //!   `conversation_service_db_pool_waiting`, `conversation_service_db_pool_max`:
 //!   the database pool, read at scrape time.
+//! - `conversation_service_db_reads_total{state="replica"|"primary"}`: with
+//!   a read replica, the reads it could serve and where each went;
+//!   `conversation_service_db_replica_usable` 1 while it is up and within
+//!   its lag.
 //! - `conversation_service_conversations_created_total`.
 //! - `conversation_service_requests_in_flight`: API requests being served.
 //! - `conversation_service_provider_failures_total{ai_type, operation, reason}`:
@@ -96,6 +100,8 @@ pub struct Metrics {
     pool: Family<PoolLabels, Gauge>,
     pool_waiting: Gauge,
     pool_max: Gauge,
+    replica_reads: Family<PoolLabels, Counter>,
+    replica_usable: Gauge,
     created: Counter,
     in_flight: Gauge,
     provider_failures: Family<ProviderLabels, Counter>,
@@ -150,6 +156,18 @@ impl Metrics {
             "db_pool_max",
             "Most database connections the pool opens",
             pool_max.clone(),
+        );
+        let replica_reads = Family::<PoolLabels, Counter>::default();
+        registry.register(
+            "db_reads",
+            "Reads that could go to the read replica, by where they went (state: replica or primary)",
+            replica_reads.clone(),
+        );
+        let replica_usable = Gauge::default();
+        registry.register(
+            "db_replica_usable",
+            "1 while the read replica is up and within its lag, else 0",
+            replica_usable.clone(),
         );
         let created = Counter::default();
         registry.register(
@@ -220,6 +238,8 @@ impl Metrics {
             pool,
             pool_waiting,
             pool_max,
+            replica_reads,
+            replica_usable,
             created,
             in_flight,
         }
@@ -350,6 +370,14 @@ impl Metrics {
             .set(gauge(status.available));
         self.pool_waiting.set(gauge(status.waiting));
         self.pool_max.set(gauge(status.max_size));
+        if let Some(replica) = store.read_replica() {
+            let (on_replica, on_primary, usable) = replica.counts();
+            for (state, now) in [("replica", on_replica), ("primary", on_primary)] {
+                let counter = self.replica_reads.get_or_create(&PoolLabels { state });
+                counter.inc_by(now.saturating_sub(counter.get()));
+            }
+            self.replica_usable.set(i64::from(usable));
+        }
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

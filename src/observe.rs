@@ -123,6 +123,8 @@ pub struct GrpcLayer {
     known: Arc<HashSet<String>>,
     timeouts: Timeouts,
     admission: Admission,
+    /// For the read replica's record of who wrote.
+    store: crate::store::Store,
 }
 
 impl GrpcLayer {
@@ -131,12 +133,14 @@ impl GrpcLayer {
         known: HashSet<String>,
         timeouts: Timeouts,
         admission: Admission,
+        store: crate::store::Store,
     ) -> Self {
         Self {
             metrics,
             known: Arc::new(known),
             timeouts,
             admission,
+            store,
         }
     }
 }
@@ -207,11 +211,10 @@ pub struct GrpcObserve<S> {
     layer: GrpcLayer,
 }
 
-impl<S, B, RB> tower::Service<http::Request<B>> for GrpcObserve<S>
+impl<S, B> tower::Service<http::Request<B>> for GrpcObserve<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
     S::Future: Send + 'static,
-    RB: Default,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -230,6 +233,21 @@ where
         } else {
             Some(None)
         };
+        // Who calls, for the read replica (see `crate::store::replica`):
+        // an rpc that may write (all but Get* and List*) sends its caller's
+        // reads to the primary until the replica has replayed it.
+        let caller = layer.store.read_replica().and(
+            request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .map(|v| crate::store::replica::caller_key(v.as_bytes())),
+        );
+        let rpc = path.rsplit('/').next().unwrap_or_default();
+        let write = if rpc.starts_with("Get") || rpc.starts_with("List") {
+            None
+        } else {
+            crate::store::replica::begin_write(&layer.store, caller)
+        };
         let future = permit.is_some().then(|| self.inner.call(request));
         let limit = if PROVIDER_RPCS.contains(&path.as_str()) {
             layer.timeouts.provider_calls
@@ -240,7 +258,7 @@ where
             let _permit = permit;
             let result = match future {
                 None => Ok(tonic::Status::resource_exhausted(BUSY).into_http()),
-                Some(future) => match tokio::time::timeout(limit, future).await {
+                Some(future) => match tokio::time::timeout(limit, scoped(caller, future)).await {
                     Ok(result) => result,
                     Err(_) => Ok(tonic::Status::deadline_exceeded("Request timed out").into_http()),
                 },
@@ -268,8 +286,26 @@ where
             };
             let name = code_name(code);
             finish(&layer.metrics, "grpc", method, &path, name, took, &id);
-            result
+            match write {
+                None => result,
+                Some(guard) => result.map(|response| {
+                    response.map(|body| {
+                        tonic::body::Body::new(crate::store::replica::Guarded {
+                            body,
+                            guard: Some(guard),
+                        })
+                    })
+                }),
+            }
         })
+    }
+}
+
+/// `future` run as `caller`'s, if known (see `crate::store::replica`).
+async fn scoped<F: Future>(caller: Option<u64>, future: F) -> F::Output {
+    match caller {
+        Some(caller) => crate::store::replica::CALLER.scope(caller, future).await,
+        None => future.await,
     }
 }
 

@@ -107,6 +107,7 @@ pub async fn start(store: Store, config: Config) -> anyhow::Result<Running> {
         },
         stop.clone(),
     ));
+    tokio::spawn(store.clone().watch_replica(stop.clone()));
     let watcher = tokio::spawn(watch_database(store, health.clone(), stop.clone()));
     let shutdown = Shutdown {
         stop: stop.clone(),

@@ -40,6 +40,18 @@ pub struct Cli {
     #[arg(long, env = "DATABASE_POOLER", value_enum, default_value_t = Pooler::None, global = true)]
     pub database_pooler: Pooler,
 
+    /// A PostgreSQL streaming replica (a direct postgres:// URL) that serves
+    /// lists, gets, messages, statistics and the feed; each caller still
+    /// reads their own writes, and reads go to the primary while it is down
+    /// or lagging.
+    #[arg(long, env = "DATABASE_READ_URL", global = true, hide_env_values = true, value_parser = database_url)]
+    pub database_read_url: Option<SecretString>,
+
+    /// How far behind the primary the read replica may be and still serve reads.
+    #[arg(long, env = "DATABASE_READ_MAX_LAG", default_value = "5s", global = true,
+        value_parser = crate::config::parse_duration)]
+    pub database_read_max_lag: Duration,
+
     /// Seconds a request waits for a free database connection before a 503.
     #[arg(
         long,
@@ -99,6 +111,11 @@ impl Cli {
                 .unwrap_or(if sqlite { 4 } else { 16 }),
             acquire_timeout: Duration::from_secs(self.database_acquire_timeout),
             pooler: self.database_pooler,
+            read_url: self
+                .database_read_url
+                .as_ref()
+                .map(|u| u.expose_secret().to_owned()),
+            read_max_lag: self.database_read_max_lag,
             ..StoreOptions::default()
         }
     }

@@ -82,6 +82,7 @@ pub async fn router(
         known_rpcs(&DESCRIPTOR_SETS),
         timeouts,
         admission,
+        service.store().clone(),
     );
     let api = GrpcApi::new(service);
     let providers =

@@ -73,3 +73,41 @@ pub async fn admit(State(admission): State<Admission>, request: Request, next: N
         }
     }
 }
+
+/// Who the request is, for the read replica ([`crate::store::replica`]): a
+/// request that may write sends its caller's reads to the primary until the
+/// replica has replayed it. Reads are GET, and the two POSTs that only ask
+/// (the feed's query, the model list).
+pub async fn read_scope(
+    State(store): State<crate::store::Store>,
+    request: Request,
+    next: Next,
+) -> Response {
+    use crate::store::replica::{CALLER, Guarded, begin_write, caller_key};
+    if store.read_replica().is_none() {
+        return next.run(request).await;
+    }
+    let Some(caller) = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .map(|v| caller_key(v.as_bytes()))
+    else {
+        return next.run(request).await;
+    };
+    let reads = request.method() == http::Method::GET
+        || request.method() == http::Method::HEAD
+        || ["/systemevent", "/ai/models"].contains(&request.uri().path());
+    let guard = (!reads)
+        .then(|| begin_write(&store, Some(caller)))
+        .flatten();
+    let response = CALLER.scope(caller, next.run(request)).await;
+    match guard {
+        None => response,
+        Some(guard) => response.map(|body| {
+            axum::body::Body::new(Guarded {
+                body,
+                guard: Some(guard),
+            })
+        }),
+    }
+}

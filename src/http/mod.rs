@@ -65,6 +65,10 @@ pub fn router(service: AppState, opts: &HttpOptions) -> Router {
             opts.admission.clone(),
             middleware::admit,
         ))
+        .route_layer(mw::from_fn_with_state(
+            service.store().clone(),
+            middleware::read_scope,
+        ))
         .merge(operations.route_layer(limit(opts.timeouts.request)))
         .method_not_allowed_fallback(|| async { StatusCode::METHOD_NOT_ALLOWED })
         .fallback(|| async { StatusCode::NOT_FOUND })

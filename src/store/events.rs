@@ -117,7 +117,7 @@ pub struct ExportFilter {
 impl Store {
     /// A page of the feed, newest first, and how many events match.
     pub async fn feed(&self, filter: FeedFilter) -> Result<(Vec<FeedRow>, i64), StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             async move {
                 Ok(with_conn!(&mut *conn, |c| {
                     let total = feed_query!(&filter).count().get_result::<i64>(c).await?;

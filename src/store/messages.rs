@@ -62,7 +62,7 @@ impl Store {
         take: i64,
         skip: i64,
     ) -> Result<(Vec<MessageRow>, i64), StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             async move {
                 let of = messages::conversation_id.eq(SqlUuid(conversation_id));
                 let page = messages::table

@@ -23,6 +23,7 @@ pub mod idempotency;
 pub mod messages;
 pub mod policies;
 pub mod providers;
+pub mod replica;
 pub mod schema;
 pub mod types;
 pub mod usage;
@@ -72,7 +73,7 @@ pub type WriteGate = std::sync::Arc<tokio::sync::Mutex<()>>;
 
 impl Conn {
     /// Removes the connection from its pool for good.
-    fn discard(self) {
+    pub(crate) fn discard(self) {
         match self {
             Conn::Pg(c) => drop(Object::take(c)),
             Conn::Sqlite(c, _) => drop(Object::take(c)),
@@ -138,6 +139,10 @@ pub struct StoreOptions {
     pub statement_timeout: Duration,
     /// What stands between the service and PostgreSQL.
     pub pooler: Pooler,
+    /// A PostgreSQL streaming replica that serves reads (a direct URL).
+    pub read_url: Option<String>,
+    /// How far behind the primary the replica may be and still serve reads.
+    pub read_max_lag: Duration,
 }
 
 /// A connection pooler in front of PostgreSQL, as the service must treat it.
@@ -164,6 +169,8 @@ impl Default for StoreOptions {
             sqlite_busy_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
             pooler: Pooler::None,
+            read_url: None,
+            read_max_lag: Duration::from_secs(5),
         }
     }
 }
@@ -185,6 +192,8 @@ pub struct Store {
     /// On PostgreSQL behind a transaction-mode pooler: what opens the
     /// transaction every operation runs in (`BEGIN` and its settings).
     pooled_begin: Option<std::sync::Arc<str>>,
+    /// The streaming replica reads may go to.
+    replica: Option<std::sync::Arc<replica::ReadReplica>>,
 }
 
 /// What went wrong in the store, sorted by what the caller should be told.
@@ -298,11 +307,33 @@ impl Store {
                 Pools::Sqlite(sqlite_pool(path, setup_sql, opts)?, writer)
             }
         };
+        let replica = match &opts.read_url {
+            None => None,
+            Some(url) => {
+                let (Backend::Postgres, url) = parse_url(url)? else {
+                    anyhow::bail!("the read replica's URL must be a postgres:// URL");
+                };
+                anyhow::ensure!(
+                    matches!(pools, Pools::Pg(_)),
+                    "a read replica needs PostgreSQL as the database"
+                );
+                let direct = StoreOptions {
+                    pooler: Pooler::None,
+                    ..opts.clone()
+                };
+                let pool = pg_pool(url, &direct)?;
+                Some(std::sync::Arc::new(replica::ReadReplica::new(
+                    pool,
+                    opts.read_max_lag,
+                )))
+            }
+        };
         Ok(Store {
             pools,
             sqlite_path,
             health: health::WriteHealth::new(),
             pooled_begin,
+            replica,
         })
     }
 

@@ -277,7 +277,7 @@ fn total(column: &'static str) -> diesel::expression::SqlLiteral<BigInt> {
 impl Store {
     /// The rollups of one grain that match, oldest bucket first.
     pub async fn usage_stats(&self, filter: StatsFilter) -> Result<Vec<Rollup>, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             async move {
                 Ok(with_conn!(&mut *conn, |c| {
                     rollups_query!(&filter)
@@ -298,7 +298,7 @@ impl Store {
         &self,
         ai_llm_ids: Vec<Uuid>,
     ) -> Result<Vec<AiLlmTotals>, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             async move {
                 let query = usage_rollups::table
                     .filter(usage_rollups::ai_llm_id.eq_any(sql_ids(&ai_llm_ids)))

@@ -144,8 +144,9 @@ fn free_port_range(n: u16) -> u16 {
     }
 }
 
-/// An organization with a repository and `n` users who may write in it.
-async fn callers(primary: &str, n: usize) -> (Uuid, Vec<Actor>) {
+/// An organization with a repository, `n` users who may write in it, and
+/// an organization administrator (who sees every conversation).
+async fn callers(primary: &str, n: usize) -> (Uuid, Vec<Actor>, Actor) {
     let store = Store::open(primary, &StoreOptions::default()).expect("primary");
     let org = store.create_org("Cluster".into()).await.expect("org");
     let ws = store
@@ -162,7 +163,8 @@ async fn callers(primary: &str, n: usize) -> (Uuid, Vec<Actor>) {
         store.grant(ws, a.id, Access::Write).await.expect("grant");
         actors.push(a);
     }
-    (repo, actors)
+    let admin = user(&store, org, OrgRole::Admin).await;
+    (repo, actors, admin)
 }
 
 /// What a load run saw: acknowledged ids, and the failures with their time.
@@ -303,7 +305,7 @@ async fn replicas_behind_haproxy_and_pgbouncer() {
         return;
     };
     let primary = cluster.var("CLUSTER_PRIMARY_URL").to_owned();
-    let (repo, callers) = callers(&primary, 8).await;
+    let (repo, callers, admin) = callers(&primary, 24).await;
 
     // Load through HAProxy on both transports: every replica serves, nothing fails.
     let seen = load_for(&cluster, repo, &callers, Duration::from_secs(3), None).await;
@@ -433,6 +435,9 @@ async fn replicas_behind_haproxy_and_pgbouncer() {
     );
     acknowledged.extend(seen.acknowledged);
 
+    // Reads from the streaming replica, each caller reading their own writes.
+    read_from_the_replica(&cluster, repo, &callers[0], &admin).await;
+
     // Every acknowledged create is stored exactly once, with its event.
     let unique: std::collections::HashSet<_> = acknowledged.iter().collect();
     assert_eq!(unique.len(), acknowledged.len(), "no id acknowledged twice");
@@ -443,4 +448,114 @@ async fn replicas_behind_haproxy_and_pgbouncer() {
         "an acknowledged create was lost"
     );
     assert_eq!(orphans, 0, "a conversation without its event");
+}
+
+/// With replay paused on the streaming replica: a caller who just wrote
+/// reads it back (from the primary) while another caller's read, served by
+/// the replica, does not show it yet; once the replica lags past the bound
+/// (1 s in the cluster) everyone reads the primary; with the replica
+/// stopped, reads go on.
+async fn read_from_the_replica(cluster: &Cluster, repo: Uuid, writer: &Actor, admin: &Actor) {
+    let http = reqwest::Client::new();
+    let base = cluster.var("CLUSTER_HTTP").to_owned();
+    let list = |who: &Actor| {
+        let req = http
+            .get(format!("{base}/conversation?repoId={repo}&take=100"))
+            .bearer_auth(&who.token);
+        async move {
+            let res = req.send().await.expect("list");
+            assert_eq!(res.status(), 200);
+            let body: serde_json::Value = res.json().await.expect("JSON");
+            body["conversations"]
+                .as_array()
+                .expect("conversations")
+                .iter()
+                .map(|c| c["id"].as_str().expect("id").to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let standby = |sql: &str| {
+        let url = cluster.var("CLUSTER_STANDBY_URL").to_owned();
+        let sql = sql.to_owned();
+        async move {
+            use diesel_async::SimpleAsyncConnection as _;
+            let mut c = AsyncPgConnection::establish(&url).await.expect("standby");
+            c.batch_execute(&sql).await.expect("standby SQL");
+        }
+    };
+    let reads = || async {
+        let mut total = (0.0, 0.0);
+        for (rest, _) in cluster.replicas() {
+            let text = http
+                .get(format!("{rest}/metrics"))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text");
+            for line in text.lines() {
+                let value = |l: &str| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+                if line.starts_with("conversation_service_db_reads_total{state=\"replica\"}") {
+                    total.0 += value(line).unwrap_or(0.0);
+                } else if line.starts_with("conversation_service_db_reads_total{state=\"primary\"}")
+                {
+                    total.1 += value(line).unwrap_or(0.0);
+                }
+            }
+        }
+        total
+    };
+
+    // Caught up: reads go to the replica.
+    let before = reads().await;
+    list(admin).await;
+    assert!(reads().await.0 > before.0, "a read went to the replica");
+
+    standby("SELECT pg_wal_replay_pause()").await;
+    let res = http
+        .post(format!("{base}/conversation"))
+        .bearer_auth(&writer.token)
+        .json(&json!({ "repoId": repo }))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.expect("JSON");
+    let id = body["conversationId"].as_str().expect("id").to_owned();
+    assert!(
+        list(writer).await.contains(&id),
+        "the writer reads their write"
+    );
+    assert!(
+        !list(admin).await.contains(&id),
+        "another caller reads the paused replica, which has not replayed it yet"
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        list(admin).await.contains(&id),
+        "past the lag bound, reads go to the primary"
+    );
+
+    standby("SELECT pg_wal_replay_resume()").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = reads().await;
+    assert!(list(admin).await.contains(&id));
+    assert!(
+        reads().await.0 > before.0,
+        "caught up again: the replica serves"
+    );
+
+    // The replica down: reads go to the primary.
+    assert!(
+        cluster.script(&["stop-standby"]).success(),
+        "stop the standby"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = reads().await;
+    assert!(list(admin).await.contains(&id));
+    assert!(list(writer).await.contains(&id));
+    let after = reads().await;
+    assert_eq!(after.0, before.0, "nothing read from a stopped replica");
+    assert!(after.1 > before.1);
 }

@@ -39,7 +39,7 @@ impl Store {
         take: i64,
         skip: i64,
     ) -> Result<(Vec<ConversationRow>, i64), StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             async move {
                 let window = skip.saturating_add(take);
                 let mut rows: Vec<ConversationRow> = Vec::new();
@@ -70,7 +70,7 @@ impl Store {
         &self,
         filter: ConversationFilter,
     ) -> Result<Option<ConversationRow>, StoreError> {
-        self.run(move |conn| {
+        self.read(move |conn| {
             async move {
                 Ok(with_conn!(&mut *conn, |c| {
                     matching!(&filter)
