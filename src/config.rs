@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// and idle keep-alive connections are closed after it).
     #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
+    /// How long a streamed prompt's events stay available for resuming
+    /// (GET /conversation/{id}/prompt/{turnId}/events) once it is done.
+    #[arg(long, env = "STREAM_RETENTION", default_value = "10m", value_parser = parse_duration)]
+    pub stream_retention: Duration,
     /// How long an Idempotency-Key is remembered after the create it answered.
     #[arg(long, env = "IDEMPOTENCY_TTL", default_value = "24h", value_parser = parse_duration)]
     pub idempotency_ttl: Duration,
@@ -203,6 +207,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How long an idempotency key is remembered.
     pub idempotency_ttl: Duration,
+    /// How long a streamed prompt can be resumed once it is done.
+    pub stream_retention: Duration,
     /// How long an HTTP client may take to send a request's head.
     pub header_read_timeout: Duration,
     /// API requests in flight at most, both transports together; more are
@@ -248,6 +254,7 @@ impl ServeArgs {
             },
             request_timeout: self.request_timeout,
             idempotency_ttl: self.idempotency_ttl,
+            stream_retention: self.stream_retention,
             header_read_timeout: self.header_read_timeout,
             max_concurrent_requests: self.max_concurrent_requests as usize,
             shutdown_delay: self.shutdown_delay,

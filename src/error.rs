@@ -82,6 +82,55 @@ impl ApiError {
         }
     }
 
+    /// The variant's name, which with the message [`ApiError::relayed`]
+    /// turns back into the error (a resumed stream's logged error).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::InvalidArgument(_) => "invalid_argument",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::FailedPrecondition(_) => "failed_precondition",
+            ApiError::PermissionDenied(_) => "permission_denied",
+            ApiError::AlreadyExists(_) => "already_exists",
+            ApiError::Unimplemented(_) => "unimplemented",
+            ApiError::Upstream(_) => "upstream",
+            ApiError::UpstreamTimeout(_) => "upstream_timeout",
+            ApiError::DependencyUnavailable(_) => "dependency_unavailable",
+            ApiError::ResourceExhausted { .. } => "resource_exhausted",
+            ApiError::Unavailable { .. } => "unavailable",
+            ApiError::Internal { .. } => "internal",
+        }
+    }
+
+    /// The error [`ApiError::kind`] named, saying what it said (an internal
+    /// error says only that the prompt failed; its detail was logged where
+    /// it happened).
+    pub fn relayed(kind: &str, message: String) -> ApiError {
+        match kind {
+            "unauthenticated" => ApiError::Unauthenticated,
+            "invalid_argument" => ApiError::InvalidArgument(message),
+            "not_found" => ApiError::NotFound(message),
+            "failed_precondition" => ApiError::FailedPrecondition(message),
+            "permission_denied" => ApiError::PermissionDenied(message),
+            "already_exists" => ApiError::AlreadyExists(message),
+            "unimplemented" => ApiError::Unimplemented(message),
+            "upstream" => ApiError::Upstream(message),
+            "upstream_timeout" => ApiError::UpstreamTimeout(message),
+            "dependency_unavailable" => ApiError::DependencyUnavailable(message),
+            "resource_exhausted" => ApiError::ResourceExhausted {
+                message,
+                retry_after_secs: 0,
+            },
+            "unavailable" => ApiError::Unavailable {
+                detail: "relayed from a prompt's stream".into(),
+            },
+            _ => ApiError::Internal {
+                public: "Failed to prompt the conversation",
+                detail: "relayed from a prompt's stream".into(),
+            },
+        }
+    }
+
     /// Writes what the caller is not told to the log: the detail of an
     /// internal error or of an unavailable database. Each adapter calls it in
     /// its one mapping, so every failure passes here.

@@ -108,6 +108,7 @@ pub async fn start(store: Store, config: Config) -> anyhow::Result<Running> {
         stop.clone(),
     ));
     tokio::spawn(store.clone().watch_replica(stop.clone()));
+    tokio::spawn(beat_and_sweep_streams(store.clone(), stop.clone()));
     let watcher = tokio::spawn(watch_database(store, health.clone(), stop.clone()));
     let shutdown = Shutdown {
         stop: stop.clone(),
@@ -179,6 +180,10 @@ fn build_service(
             // A turn settles within its time limit; a hold outlives it
             // only when its replica died.
             hold: config.timeouts().provider_calls + std::time::Duration::from_secs(60),
+        })
+        .with_streams(crate::service::messages::StreamConfig {
+            retention: config.stream_retention,
+            turn_limit: config.timeouts().provider_calls,
         });
     Ok(Arc::new(service))
 }
@@ -427,6 +432,30 @@ async fn watch_database(
         health.set_service_status("", status).await;
         for name in crate::grpc::SERVICE_NAMES {
             health.set_service_status(name, status).await;
+        }
+    }
+}
+
+/// Writes this replica's heartbeat every `HEARTBEAT_EVERY` (resumers of the
+/// streams it runs take it for dead once it stops), and deletes expired
+/// prompt streams every minute.
+async fn beat_and_sweep_streams(store: Store, stop: CancellationToken) {
+    let mut swept = std::time::Instant::now();
+    loop {
+        if let Err(e) = store.heartbeat().await {
+            tracing::debug!(error = %e, "heartbeat not written");
+        }
+        if swept.elapsed() >= Duration::from_secs(60) {
+            swept = std::time::Instant::now();
+            match store.sweep_streams(crate::store::types::now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(streams = n, "expired prompt streams deleted"),
+                Err(e) => tracing::warn!(error = %e, "expired prompt streams not deleted"),
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(crate::service::messages::HEARTBEAT_EVERY) => {}
         }
     }
 }

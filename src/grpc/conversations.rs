@@ -3,11 +3,9 @@
 //! the same [`Service`] method as the REST route, and maps the view back to
 //! protobuf. The message rpcs' conversions live in [`super::messages`].
 
-use std::pin::Pin;
 use std::sync::Arc;
 
-use futures_util::Stream;
-use tonic::metadata::MetadataMap;
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
 
 use super::call::{self, given, timestamp};
@@ -24,6 +22,7 @@ use crate::pb::{
 use crate::service::conversations::{
     Conversation, CreateConversation, DeleteConversation, GetConversation, ListConversations,
 };
+use crate::service::messages::PromptStream;
 use crate::service::params::{self, Bound, Page};
 use crate::service::{RequestContext, Service};
 
@@ -99,8 +98,7 @@ fn list_input(r: &ListConversationsRequest) -> Result<ListConversations, ApiErro
 }
 
 /// The stream a streamed prompt answers with.
-pub type PromptEventStream =
-    Pin<Box<dyn Stream<Item = Result<pb::StreamPromptConversationResponse, Status>> + Send>>;
+pub type PromptEventStream = messages::EventStream<pb::StreamPromptConversationResponse>;
 
 #[tonic::async_trait]
 impl ConversationService for GrpcApi {
@@ -200,7 +198,12 @@ impl ConversationService for GrpcApi {
         request: Request<PromptConversationRequest>,
     ) -> Result<Response<PromptConversationResponse>, Status> {
         let r = request.get_ref();
-        let input = messages::prompt_input(&r.conversation_id, &r.prompt, &r.model);
+        let input = messages::prompt_input(
+            &r.conversation_id,
+            &r.prompt,
+            &r.model,
+            pb::OnDisconnect::Cancel,
+        );
         self.call(
             request.metadata(),
             input,
@@ -237,15 +240,56 @@ impl ConversationService for GrpcApi {
         request: Request<StreamPromptConversationRequest>,
     ) -> Result<Response<Self::StreamPromptConversationStream>, Status> {
         let r = request.get_ref();
-        let input = messages::prompt_input(&r.conversation_id, &r.prompt, &r.model);
-        self.call(
-            request.metadata(),
-            input,
-            async |service, caller, input, ctx| {
-                let events = service.prompt_stream(&caller, input, &ctx).await?;
-                Ok(messages::event_stream(events))
-            },
-        )
-        .await
+        let input =
+            messages::prompt_input(&r.conversation_id, &r.prompt, &r.model, r.on_disconnect());
+        let response = self
+            .call(
+                request.metadata(),
+                input,
+                async |service, caller, input, ctx| {
+                    service.prompt_stream(&caller, input, &ctx).await
+                },
+            )
+            .await?;
+        Ok(with_turn_id(response, messages::prompt_event))
     }
+
+    type ResumePromptStreamStream = messages::EventStream<pb::ResumePromptStreamResponse>;
+
+    async fn resume_prompt_stream(
+        &self,
+        request: Request<pb::ResumePromptStreamRequest>,
+    ) -> Result<Response<Self::ResumePromptStreamStream>, Status> {
+        let r = request.get_ref();
+        let input = (|| {
+            let conversation = params::uuid("conversationId", &r.conversation_id)?;
+            Ok((conversation, params::uuid("turnId", &r.turn_id)?, r.after))
+        })();
+        let response = self
+            .call(
+                request.metadata(),
+                input,
+                async |service, caller, (conversation, turn, after), _| {
+                    service
+                        .resume_stream(&caller, conversation, turn, after)
+                        .await
+                },
+            )
+            .await?;
+        Ok(with_turn_id(response, messages::resumed_event))
+    }
+}
+
+/// A prompt's stream as the rpc's reply, naming its turn in the `turn-id`
+/// metadata too (known before the first event).
+fn with_turn_id<T: Send + 'static>(
+    response: Response<PromptStream>,
+    event: fn(Option<messages::Event>, String, u64) -> T,
+) -> Response<messages::EventStream<T>> {
+    let turn = MetadataValue::try_from(response.get_ref().turn_id.to_string()).ok();
+    let mut response = response.map(|stream| messages::event_stream(stream, event));
+    if let Some(turn) = turn {
+        response.metadata_mut().insert("turn-id", turn);
+    }
+    response
 }

@@ -4,20 +4,28 @@
 use tonic::Status;
 
 use super::call::timestamp;
-use super::conversations::PromptEventStream;
 use crate::error::ApiError;
 use crate::pb::{self, ListMessagesRequest};
 use crate::service::messages::{
-    ListMessages, Message, MessagePage, Prompt, PromptEvent, PromptEvents, Turn,
+    ListMessages, Message, MessagePage, OnDisconnect, Prompt, PromptEvent, PromptStream, Turn,
 };
 use crate::service::params::{self, Page};
 
 /// A prompt's input, from either prompt rpc's request (the same fields).
-pub fn prompt_input(conversation_id: &str, prompt: &str, model: &str) -> Result<Prompt, ApiError> {
+pub fn prompt_input(
+    conversation_id: &str,
+    prompt: &str,
+    model: &str,
+    on_disconnect: pb::OnDisconnect,
+) -> Result<Prompt, ApiError> {
     Ok(Prompt {
         conversation_id: params::uuid("conversationId", conversation_id)?,
         prompt: prompt.to_owned(),
         model: model.to_owned(),
+        on_disconnect: match on_disconnect {
+            pb::OnDisconnect::Continue => OnDisconnect::Continue,
+            pb::OnDisconnect::Unspecified | pb::OnDisconnect::Cancel => OnDisconnect::Cancel,
+        },
     })
 }
 
@@ -65,19 +73,66 @@ pub fn page_pb(page: MessagePage) -> pb::ListMessagesResponse {
 }
 
 /// A streamed prompt's events as the rpc's stream: deltas, then the turn;
-/// an error ends it with its status.
-pub fn event_stream(mut events: PromptEvents) -> PromptEventStream {
-    use pb::stream_prompt_conversation_response::Event;
+/// an error ends it with its status. Each event carries the turn id and its
+/// seq; `event` builds the rpc's message from them.
+pub fn event_stream<T>(
+    stream: PromptStream,
+    event: fn(Option<Event>, String, u64) -> T,
+) -> EventStream<T>
+where
+    T: Send + 'static,
+{
+    let PromptStream {
+        turn_id,
+        mut events,
+    } = stream;
+    let turn_id = turn_id.to_string();
     Box::pin(futures_util::stream::poll_fn(move |cx| {
         events.poll_recv(cx).map(|item| {
-            item.map(|event| {
-                let event = match event? {
+            item.map(|item| {
+                let e = match item.event.map_err(Status::from)? {
                     PromptEvent::Delta(piece) => Event::Delta(piece),
                     PromptEvent::Done(turn) => Event::Done(turn_pb(*turn)),
                 };
-                Ok(pb::StreamPromptConversationResponse { event: Some(event) })
+                Ok(event(Some(e), turn_id.clone(), item.seq))
             })
-            .map(|r: Result<_, ApiError>| r.map_err(Status::from))
         })
     }))
+}
+
+/// One event of a prompt's stream (both stream rpcs have the same fields).
+pub type Event = pb::stream_prompt_conversation_response::Event;
+
+/// A stream of an rpc's events.
+pub type EventStream<T> =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<T, Status>> + Send>>;
+
+/// `StreamPromptConversation`'s event.
+pub fn prompt_event(
+    event: Option<Event>,
+    turn_id: String,
+    seq: u64,
+) -> pb::StreamPromptConversationResponse {
+    pb::StreamPromptConversationResponse {
+        event,
+        turn_id,
+        seq,
+    }
+}
+
+/// `ResumePromptStream`'s event: the same, in its own message.
+pub fn resumed_event(
+    event: Option<Event>,
+    turn_id: String,
+    seq: u64,
+) -> pb::ResumePromptStreamResponse {
+    use pb::resume_prompt_stream_response::Event as Resumed;
+    pb::ResumePromptStreamResponse {
+        event: event.map(|e| match e {
+            Event::Delta(piece) => Resumed::Delta(piece),
+            Event::Done(turn) => Resumed::Done(turn),
+        }),
+        turn_id,
+        seq,
+    }
 }

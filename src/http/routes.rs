@@ -34,6 +34,7 @@ pub fn quick() -> OpenApiRouter<AppState> {
             conversations::delete_conversation
         ))
         .routes(routes!(messages::list_messages))
+        .routes(routes!(messages::resume_prompt))
         .routes(routes!(providers::create_ai_llm, providers::list_ai_llms))
         .routes(routes!(providers::update_ai_llm, providers::delete_ai_llm))
         .routes(routes!(providers::attach_repo))

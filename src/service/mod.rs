@@ -80,6 +80,8 @@ pub struct Service {
     judge_provider: Option<Arc<Provider>>,
     /// How prompts hold tokens on budgets.
     budget_config: usage::budgets::BudgetConfig,
+    /// How long streamed prompts' logs are kept.
+    stream_config: messages::StreamConfig,
 }
 
 impl Service {
@@ -100,7 +102,15 @@ impl Service {
             policy_config: policies::PolicyConfig::default(),
             judge_provider: None,
             budget_config: usage::budgets::BudgetConfig::default(),
+            stream_config: messages::StreamConfig::default(),
         }
+    }
+
+    /// How long a streamed prompt's events are kept for resuming once it is
+    /// done, and how long a running one may take.
+    pub fn with_streams(mut self, config: messages::StreamConfig) -> Self {
+        self.stream_config = config;
+        self
     }
 
     /// How prompts hold tokens on budgets: the reply's allowance and how

@@ -14,7 +14,7 @@ use crate::domain::{Access, MessageRole};
 use crate::{with_conn, write_tx};
 
 /// A stored message.
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, serde::Deserialize)]
 #[diesel(table_name = messages, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
 pub struct MessageRow {
     pub id: Uuid,

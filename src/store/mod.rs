@@ -25,6 +25,7 @@ pub mod policies;
 pub mod providers;
 pub mod replica;
 pub mod schema;
+pub mod streams;
 pub mod types;
 pub mod usage;
 pub mod webhooks;

@@ -434,7 +434,36 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::store::types::DbUuid;
+    use crate::store::types::DbTime;
+
+    prompt_streams (turn_id) {
+        turn_id -> DbUuid,
+        conversation_id -> DbUuid,
+        user_id -> DbUuid,
+        replica_id -> DbUuid,
+        started_at -> DbTime,
+        finished_at -> Nullable<DbTime>,
+        expires_at -> DbTime,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::store::types::DbUuid;
+
+    prompt_stream_events (turn_id, seq) {
+        turn_id -> DbUuid,
+        seq -> BigInt,
+        kind -> Text,
+        data -> Text,
+    }
+}
+
 diesel::joinable!(ai_llm_repos -> ai_llms (ai_llm_id));
+diesel::joinable!(prompt_stream_events -> prompt_streams (turn_id));
 diesel::joinable!(system_events -> users (user_id));
 diesel::joinable!(policy_alerts -> policy_violations (violation_id));
 diesel::joinable!(policy_violations -> policies (policy_id));
@@ -447,6 +476,9 @@ diesel::joinable!(conversations -> repos (repo_id));
 diesel::joinable!(conversations -> users (created_by));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    prompt_streams,
+    prompt_stream_events,
+    service_replicas,
     organizations,
     users,
     workspaces,

@@ -733,6 +733,7 @@ async fn replies_are_cut_while_they_stream(db: TestDb) {
                 conversation_id: conversation.to_string(),
                 prompt: "again".into(),
                 model: "gpt-test".into(),
+                ..Default::default()
             },
             &w.reader,
         ))

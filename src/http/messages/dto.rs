@@ -19,6 +19,23 @@ pub struct PromptBody {
     #[serde(default)]
     #[schema(value_type = String, min_length = 1, required = true)]
     pub model: JsonText,
+    /// With `Accept: text/event-stream`: what happens if the caller goes
+    /// away before the reply is done. `cancel` (the default) stops the
+    /// model and stores nothing; `continue` finishes and stores the turn,
+    /// whose stream can be resumed.
+    #[serde(default, rename = "onDisconnect")]
+    #[schema(value_type = Option<String>, pattern = "^(cancel|continue)$")]
+    pub on_disconnect: JsonText,
+}
+
+/// The query of `GET /conversation/{id}/prompt/{turnId}/events`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ResumeQuery {
+    /// The seq of the last event received (0: none); `Last-Event-ID` says
+    /// the same and wins.
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub after: Option<QueryInt>,
 }
 
 /// The query of `GET /conversation/{id}/messages`.

@@ -15,10 +15,10 @@ use super::AppState;
 use super::error::{ApiErrors, ErrorReply};
 use super::extract::{Authenticated, JsonBody, Query};
 use crate::error::ApiError;
-use crate::service::messages::{ListMessages, Prompt, PromptEvent, PromptEvents};
+use crate::service::messages::{ListMessages, OnDisconnect, Prompt, PromptEvent, PromptStream};
 use crate::service::params::{self, Page};
 use crate::service::{Credentials, RequestContext};
-use dto::{MessageDto, MessagesQuery, MessagesReply, PromptBody, PromptReply};
+use dto::{MessageDto, MessagesQuery, MessagesReply, PromptBody, PromptReply, ResumeQuery};
 
 /// Send a prompt to a model, with the conversation's earlier turns.
 ///
@@ -61,10 +61,15 @@ pub async fn prompt_conversation(
     let input = (|| {
         let prompt = body.prompt.text("prompt")?;
         let model = body.model.text("model")?;
+        let on_disconnect = match body.on_disconnect.text("onDisconnect")? {
+            Some(v) => OnDisconnect::parse("onDisconnect", &v)?,
+            None => OnDisconnect::Cancel,
+        };
         Ok(Prompt {
             conversation_id: params::uuid("conversationId", &id)?,
             prompt: prompt.unwrap_or_default(),
             model: model.unwrap_or_default(),
+            on_disconnect,
         })
     })();
     let (caller, input) = service.admit(&credentials, input).await?;
@@ -84,10 +89,13 @@ pub async fn prompt_conversation(
 
 /// A streamed prompt as server-sent events: `delta` ({"content": ...}) as the
 /// model writes, then `done` (the reply the JSON route gives) or `error`
-/// ({"success": false, "message": ...}).
-fn server_sent(events: PromptEvents) -> Response {
-    let events = ReceiverStream::new(events).map(|item| {
-        let event = match item {
+/// ({"success": false, "message": ...}); each with the id `<turnId>:<seq>`
+/// (what `Last-Event-ID` gives back when resuming). The turn id is also the
+/// `Prompt-Turn-Id` header.
+fn server_sent(stream: PromptStream) -> Response {
+    let turn = stream.turn_id;
+    let events = ReceiverStream::new(stream.events).map(move |item| {
+        let event = match item.event {
             Ok(PromptEvent::Delta(piece)) => Event::default()
                 .event("delta")
                 .json_data(serde_json::json!({ "content": piece })),
@@ -102,11 +110,78 @@ fn server_sent(events: PromptEvents) -> Response {
                 })
             }
         };
-        event.map_err(axum::Error::new)
+        event
+            .map(|e| e.id(format!("{turn}:{}", item.seq)))
+            .map_err(axum::Error::new)
     });
-    Sse::new(events)
+    let mut response = Sse::new(events)
         .keep_alive(KeepAlive::default())
-        .into_response()
+        .into_response();
+    if let Ok(id) = axum::http::HeaderValue::from_str(&turn.to_string()) {
+        response.headers_mut().insert(TURN_ID_HEADER, id);
+    }
+    response
+}
+
+/// The header a streamed prompt's reply names its turn in.
+pub const TURN_ID_HEADER: &str = "prompt-turn-id";
+
+/// Resume a streamed prompt: the events after the last one received.
+///
+/// Server-sent events as the prompt's own stream (`delta`, then `done` or
+/// `error`, ids `<turnId>:<seq>`), starting after `Last-Event-ID` (or
+/// `?after=<seq>`; neither: from the first), on any replica: those already
+/// sent, then the rest as they come, with no gap or duplicate. Kept for a
+/// while (10 minutes by default) after the turn is over. If the replica
+/// running the turn dies, the stream ends with an `error` event.
+#[utoipa::path(get, path = "/conversation/{id}/prompt/{turnId}/events", tag = "conversations",
+    params(
+        ("id" = String, Path, format = Uuid, description = "The conversation"),
+        ("turnId" = String, Path, format = Uuid, description = "The streamed turn"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received, `<turnId>:<seq>`"),
+        ResumeQuery,
+    ),
+    responses(
+        ApiErrors,
+        (status = 200, description = "The stream's events", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Invalid id, seq or Last-Event-ID", body = ErrorReply),
+        (status = 404, description = "Conversation or stream not found (or expired)", body = ErrorReply),
+    ),
+    security(("bearer" = [])))]
+pub async fn resume_prompt(
+    Path((id, turn)): Path<(String, String)>,
+    State(service): State<AppState>,
+    Authenticated(caller): Authenticated,
+    headers: HeaderMap,
+    Query(q): Query<ResumeQuery>,
+) -> Result<Response, ApiError> {
+    let conversation_id = params::uuid("conversationId", &id)?;
+    let turn_id = params::uuid("turnId", &turn)?;
+    let after = match headers.get("last-event-id") {
+        Some(v) => {
+            let bad = || ApiError::InvalidArgument("Last-Event-ID must be <turnId>:<seq>".into());
+            let (of, seq) = v
+                .to_str()
+                .ok()
+                .and_then(|v| v.split_once(':'))
+                .ok_or_else(bad)?;
+            if of != turn_id.to_string() {
+                return Err(ApiError::InvalidArgument(
+                    "Last-Event-ID names another turn".into(),
+                ));
+            }
+            seq.parse::<u64>().map_err(|_| bad())?
+        }
+        None => match q.after {
+            Some(after) => u64::try_from(after.0)
+                .map_err(|_| ApiError::InvalidArgument("after must be 0 or more".into()))?,
+            None => 0,
+        },
+    };
+    let stream = service
+        .resume_stream(&caller, conversation_id, turn_id, after)
+        .await?;
+    Ok(server_sent(stream))
 }
 
 /// A conversation's messages, oldest first, with its title.

@@ -3,9 +3,11 @@
 
 mod list;
 mod prompt;
+mod streams;
 
 pub use list::ListMessages;
-pub use prompt::{Prompt, PromptEvent, PromptEvents, Turn};
+pub use prompt::{Prompt, PromptEvent, Turn};
+pub use streams::{HEARTBEAT_EVERY, OnDisconnect, PromptStream, Sequenced, StreamConfig};
 
 use crate::domain::{Access, Caller};
 use crate::error::ApiError;

@@ -8,6 +8,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::streams::{OnDisconnect, PromptStream, Sink};
 use super::{Message, may_prompt, title_of};
 use crate::domain::Caller;
 use crate::domain::MessageRole;
@@ -38,10 +39,12 @@ pub struct Prompt {
     pub prompt: String,
     /// The model to ask; must not be empty.
     pub model: String,
+    /// What a streamed prompt does if its caller goes away.
+    pub on_disconnect: OnDisconnect,
 }
 
 /// A stored turn: both messages and the provider's usage.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Turn {
     pub user_message: Message,
     pub assistant_message: Message,
@@ -56,9 +59,6 @@ pub enum PromptEvent {
     Delta(String),
     Done(Box<Turn>),
 }
-
-/// The events of a streamed prompt; an error ends them.
-pub type PromptEvents = mpsc::Receiver<Result<PromptEvent, ApiError>>;
 
 impl Service {
     /// Checks the prompt against the policies that apply, asks the model,
@@ -95,28 +95,42 @@ impl Service {
 
     /// A prompt whose reply is streamed: the rules first (their refusal is
     /// this call's error), then the pieces as the model writes them and, last,
-    /// the stored turn. If the caller drops the receiver before the model is
-    /// done, the model is stopped and nothing is stored; if the model fails,
-    /// the events end with its error and nothing is stored.
+    /// the stored turn, each numbered and logged so that the stream can be
+    /// resumed ([`Service::resume_stream`]). If the caller drops the receiver
+    /// before the model is done, the model is stopped and nothing is stored
+    /// (unless the prompt is to continue without its caller); if the model
+    /// fails, the events end with its error and nothing is stored.
     pub async fn prompt_stream(
         &self,
         caller: &Caller,
         input: Prompt,
         ctx: &RequestContext,
-    ) -> Result<PromptEvents, ApiError> {
+    ) -> Result<PromptStream, ApiError> {
+        let on_disconnect = input.on_disconnect;
         let prepared = self.prepare_prompt(caller, input, ctx).await?;
-        let prompt_tokens = match prepared
-            .checks
-            .check(&prepared.prompt, Stage::Prompt, false)
-            .await
-        {
-            Ok(tokens) => tokens,
+        let opened = async {
+            let tokens = prepared
+                .checks
+                .check(&prepared.prompt, Stage::Prompt, false)
+                .await?;
+            let config = self.stream_config;
+            let (sink, stream) = Sink::open(
+                &self.store,
+                config,
+                prepared.id,
+                caller.user_id,
+                on_disconnect,
+            )
+            .await?;
+            Ok((tokens, sink, stream))
+        };
+        let (prompt_tokens, mut sink, stream) = match opened.await {
+            Ok(opened) => opened,
             Err(e) => {
                 prepared.abandon(Outcome::Failed).await;
                 return Err(e);
             }
         };
-        let (events, receiver) = mpsc::channel(32);
         tokio::spawn(async move {
             let (deltas, pieces) = mpsc::channel::<String>(32);
             let started = Instant::now();
@@ -124,32 +138,41 @@ impl Service {
                 .route
                 .provider
                 .stream(&prepared.model, &prepared.turns, deltas);
-            let forwarding = forward(pieces, &events, &prepared.checks);
+            let forwarding = forward(pieces, &mut sink, &prepared.checks);
             let (completion, forwarded) = tokio::join!(generate, forwarding);
             prepared.answered(completion.as_ref().ok(), started);
-            let Forwarded::Finished { held, tokens } = forwarded else {
-                // The caller left, or a blocking policy cut the reply.
-                prepared.abandon(Outcome::Cancelled).await;
-                return;
+            let held = match forwarded {
+                Forwarded::Finished { held, tokens } => (held, tokens),
+                Forwarded::Left => {
+                    prepared.abandon(Outcome::Cancelled).await;
+                    sink.cancelled().await;
+                    return;
+                }
+                // A blocking policy cut the reply (its error sent).
+                Forwarded::Cut => {
+                    prepared.abandon(Outcome::Cancelled).await;
+                    return;
+                }
             };
             let outcome = match completion {
                 Err(ProviderError::Cancelled) => {
                     prepared.abandon(Outcome::Cancelled).await;
+                    sink.cancelled().await;
                     return;
                 }
                 Err(e) => Err(prepared.failed(e)),
                 Ok(completion) => {
                     prepared
-                        .finish_stream(completion, held, prompt_tokens + tokens, &events)
+                        .finish_stream(completion, held.0, prompt_tokens + held.1, &mut sink)
                         .await
                 }
             };
             if outcome.is_err() {
                 prepared.abandon(Outcome::Failed).await;
             }
-            let _ = events.send(outcome).await;
+            sink.send(outcome).await;
         });
-        Ok(receiver)
+        Ok(stream)
     }
 
     /// Everything a prompt does before the model is asked: the rules, in
@@ -252,9 +275,11 @@ enum Forwarded {
     /// The model is done; what is still held back (checked with the whole
     /// reply), and the policy tokens the checks on the way spent.
     Finished { held: String, tokens: u64 },
-    /// The caller left, or a blocking policy stopped the reply (its error
-    /// sent): dropping the pieces stops the model; nothing is stored.
-    Stopped,
+    /// The caller left (and the turn is not to go on without them):
+    /// dropping the pieces stops the model; nothing is stored.
+    Left,
+    /// A blocking policy stopped the reply (its error sent); as `Left`.
+    Cut,
 }
 
 /// Hands the model's pieces on until it is done. When a blocking policy
@@ -268,7 +293,7 @@ enum Forwarded {
 /// square).
 async fn forward(
     mut pieces: mpsc::Receiver<String>,
-    events: &mpsc::Sender<Result<PromptEvent, ApiError>>,
+    sink: &mut Sink,
     checks: &TurnChecks,
 ) -> Forwarded {
     let (hold, judged) = (checks.blocks(), checks.judges_blocking());
@@ -278,15 +303,15 @@ async fn forward(
     loop {
         let piece = tokio::select! {
             piece = pieces.recv() => piece,
-            () = events.closed() => return Forwarded::Stopped,
+            () = sink.left() => return Forwarded::Left,
         };
         let Some(piece) = piece else {
             let held = text.split_off(released);
             return Forwarded::Finished { held, tokens };
         };
         if !hold {
-            if events.send(Ok(PromptEvent::Delta(piece))).await.is_err() {
-                return Forwarded::Stopped;
+            if !sink.send(Ok(PromptEvent::Delta(piece))).await {
+                return Forwarded::Left;
             }
             continue;
         }
@@ -302,8 +327,8 @@ async fn forward(
         match checks.check(&text, Stage::Reply, true).await {
             Ok(spent) => tokens += spent,
             Err(e) => {
-                let _ = events.send(Err(e)).await;
-                return Forwarded::Stopped;
+                sink.send(Err(e)).await;
+                return Forwarded::Cut;
             }
         }
         // Up to the `interval`-th character from the end.
@@ -315,8 +340,8 @@ async fn forward(
         if upto > released {
             let release = text[released..upto].to_owned();
             released = upto;
-            if events.send(Ok(PromptEvent::Delta(release))).await.is_err() {
-                return Forwarded::Stopped;
+            if !sink.send(Ok(PromptEvent::Delta(release))).await {
+                return Forwarded::Left;
             }
         }
     }
@@ -342,14 +367,16 @@ impl PreparedPrompt {
         completion: Completion,
         held: String,
         policy_tokens: u64,
-        events: &mpsc::Sender<Result<PromptEvent, ApiError>>,
+        sink: &mut Sink,
     ) -> Result<PromptEvent, ApiError> {
         let checked = self
             .checks
             .check(&completion.content, Stage::Reply, false)
             .await?;
-        if !held.is_empty() && events.send(Ok(PromptEvent::Delta(held))).await.is_err() {
-            return Err(ApiError::FailedPrecondition("The caller left".into()));
+        if !held.is_empty() && !sink.send(Ok(PromptEvent::Delta(held))).await {
+            return Err(ApiError::FailedPrecondition(
+                "The prompt was cancelled: its caller left before the reply was done".into(),
+            ));
         }
         let turn = self.record(completion, policy_tokens + checked).await?;
         Ok(PromptEvent::Done(Box::new(turn)))

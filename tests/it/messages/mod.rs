@@ -3,6 +3,7 @@
 //! 127.0.0.1), and listing. The fake provider and the helpers are here.
 
 mod prompt;
+mod resume;
 pub(crate) mod stream;
 
 use std::sync::{Arc, Mutex};
@@ -135,12 +136,22 @@ pub async fn fake_provider() -> (String, Arc<Mutex<Seen>>) {
 }
 
 async fn app_with_provider(db: TestDb, url: Option<String>, models: &[&str]) -> TestApp {
+    app_with_provider_timeout(db, url, models, Duration::from_secs(1)).await
+}
+
+/// As [`app_with_provider`], with the provider's time limit.
+async fn app_with_provider_timeout(
+    db: TestDb,
+    url: Option<String>,
+    models: &[&str],
+    timeout: Duration,
+) -> TestApp {
     let config = Config {
         provider: ProviderConfig {
             base_url: url,
             api_key: Some(API_KEY.into()),
             models: models.iter().map(|m| (*m).to_owned()).collect(),
-            timeout: Duration::from_secs(1),
+            timeout,
         },
         ..Config::local()
     };

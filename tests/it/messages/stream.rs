@@ -57,6 +57,7 @@ async fn grpc_stream(
         conversation_id: id.to_string(),
         prompt: prompt.into(),
         model: model.into(),
+        ..Default::default()
     };
     app.grpc()
         .await

@@ -95,6 +95,7 @@ async fn anthropic_configurations_speak_the_messages_api(db: TestDb) {
                 conversation_id: conversation.to_string(),
                 prompt: "overload".into(),
                 model: "claude-test".into(),
+                ..Default::default()
             },
             &w.reader,
         ))

@@ -206,6 +206,7 @@ pub(crate) async fn stream_over_grpc(
                 conversation_id: conversation.to_string(),
                 prompt: "stream".into(),
                 model: model.into(),
+                ..Default::default()
             },
             who,
         ))

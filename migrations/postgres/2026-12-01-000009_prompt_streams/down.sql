@@ -1,0 +1,2 @@
+DROP TABLE prompt_stream_events;
+DROP TABLE prompt_streams;
