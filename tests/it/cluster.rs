@@ -33,7 +33,7 @@ impl Cluster {
     /// root (to install haproxy and pgbouncer, and to run PostgreSQL as its
     /// own user) and PostgreSQL 15's server programs. With
     /// `REQUIRE_POSTGRES=1` (CI) their absence fails the test.
-    pub fn up_if_possible() -> Option<Cluster> {
+    pub fn up_if_possible(service_args: &str) -> Option<Cluster> {
         let root = std::process::Command::new("id")
             .arg("-u")
             .output()
@@ -48,10 +48,10 @@ impl Cluster {
             notice(&format!("skipping the cluster test: {why}"));
             return None;
         }
-        Some(Cluster::up())
+        Some(Cluster::up(service_args))
     }
 
-    pub fn up() -> Cluster {
+    pub fn up(service_args: &str) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port_range(34);
         let mut cluster = Cluster {
@@ -59,7 +59,7 @@ impl Cluster {
             port,
             env: HashMap::new(),
         };
-        let status = cluster.script(&["up"]);
+        let status = cluster.script_with(&["up"], service_args);
         assert!(status.success(), "deploy/local-cluster up failed: {status}");
         let env = std::fs::read_to_string(cluster.dir().join("cluster.env")).expect("cluster.env");
         cluster.env = env
@@ -75,6 +75,10 @@ impl Cluster {
     }
 
     fn script(&self, args: &[&str]) -> std::process::ExitStatus {
+        self.script_with(args, "")
+    }
+
+    fn script_with(&self, args: &[&str], service_args: &str) -> std::process::ExitStatus {
         std::process::Command::new(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/local-cluster"),
         )
@@ -82,6 +86,7 @@ impl Cluster {
         .env("CLUSTER_DIR", self.dir())
         .env("CLUSTER_PORT", self.port.to_string())
         .env("SERVICE_BIN", env!("CARGO_BIN_EXE_conversation-service"))
+        .env("SERVICE_ARGS", service_args)
         .env("RUST_LOG", "warn")
         .status()
         .expect("deploy/local-cluster runs")
@@ -301,7 +306,9 @@ async fn stored(primary: &str, ids: &[String]) -> (i64, i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_behind_haproxy_and_pgbouncer() {
-    let Some(cluster) = Cluster::up_if_possible() else {
+    // The replicas' model provider: the fake one of the message tests.
+    let (provider, _) = crate::messages::fake_provider().await;
+    let Some(cluster) = Cluster::up_if_possible(&format!("--provider-url {provider}")) else {
         return;
     };
     let primary = cluster.var("CLUSTER_PRIMARY_URL").to_owned();
@@ -376,6 +383,9 @@ async fn replicas_behind_haproxy_and_pgbouncer() {
     assert_eq!((&a, &b), (&c, &c), "one conversation for one key");
     assert_eq!(stored(&primary, std::slice::from_ref(&a)).await.0, 1);
     acknowledged.push(a);
+
+    // A stream cut on one replica and resumed on another: every piece once.
+    resume_on_another_replica(&cluster, repo, &callers[1]).await;
 
     // kill -9 of replica 2 under load: only requests it held fail, HAProxy
     // takes it out, the others keep serving.
@@ -558,4 +568,60 @@ async fn read_from_the_replica(cluster: &Cluster, repo: Uuid, writer: &Actor, ad
     let after = reads().await;
     assert_eq!(after.0, before.0, "nothing read from a stopped replica");
     assert!(after.1 > before.1);
+}
+
+/// A slow streamed prompt on replica 1, cut after two events, resumed on
+/// replica 2 from the last event received.
+async fn resume_on_another_replica(cluster: &Cluster, repo: Uuid, caller: &Actor) {
+    use crate::messages::resume::{first_events, parse_sse, resume_rest, seq_of};
+    let replicas = cluster.replicas();
+    let (one, two) = (&replicas[0].0, &replicas[1].0);
+    let http = reqwest::Client::new();
+    let created: serde_json::Value = http
+        .post(format!("{one}/conversation"))
+        .bearer_auth(&caller.token)
+        .json(&json!({ "repoId": repo }))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("JSON");
+    let id: Uuid = created["conversationId"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    let res = http
+        .post(format!("{one}/conversation/{id}/prompt"))
+        .bearer_auth(&caller.token)
+        .header("accept", "text/event-stream")
+        .json(&json!({ "prompt": "across", "model": "slow-stream", "onDisconnect": "continue" }))
+        .send()
+        .await
+        .expect("prompt");
+    assert_eq!(res.status(), 200);
+    let turn = res.headers()["prompt-turn-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let head = first_events(res, 2).await;
+    let res = resume_rest(two, &caller.token, id, &turn, Some(&head[1].id), "").await;
+    assert_eq!(res.status(), 200);
+    let rest = parse_sse(&res.text().await.expect("body"));
+    let all: Vec<_> = head.iter().chain(&rest).collect();
+    let seqs: Vec<u64> = all.iter().map(|e| seq_of(&e.id)).collect();
+    assert_eq!(
+        seqs,
+        (1..=all.len() as u64).collect::<Vec<_>>(),
+        "no gap, no duplicate"
+    );
+    let text: String = all
+        .iter()
+        .filter(|e| e.event == "delta")
+        .map(|e| e.data["content"].as_str().expect("piece"))
+        .collect();
+    let whole: String = (0..20).map(|i| format!("{i} ")).collect();
+    assert_eq!(text, whole);
+    assert_eq!(all.last().expect("events").event, "done");
 }

@@ -3,7 +3,7 @@
 //! 127.0.0.1), and listing. The fake provider and the helpers are here.
 
 mod prompt;
-mod resume;
+pub(crate) mod resume;
 pub(crate) mod stream;
 
 use std::sync::{Arc, Mutex};
