@@ -132,6 +132,17 @@ pub fn required_text(name: &str, value: Option<String>) -> Result<String, ApiErr
     }
 }
 
+/// Text to be stored: a NUL character, which PostgreSQL refuses in text (and
+/// SQLite would cut short), is refused for every field of `fields`.
+pub fn storable<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<(), ApiError> {
+    match fields.into_iter().find(|(_, v)| v.contains('\0')) {
+        Some((name, _)) => Err(ApiError::InvalidArgument(format!(
+            "{name} must not contain NUL characters"
+        ))),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

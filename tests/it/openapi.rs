@@ -15,7 +15,7 @@ use crate::on_both_backends;
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 
 /// Every route the gateway serves, with its methods.
-const ROUTES: [(&str, &[&str]); 29] = [
+const ROUTES: [(&str, &[&str]); 30] = [
     ("/ai/llm", &["get", "post"]),
     ("/ai/llm/available", &["get"]),
     ("/ai/llm/stats", &["get"]),
@@ -31,6 +31,7 @@ const ROUTES: [(&str, &[&str]); 29] = [
     ("/conversation/{id}", &["delete", "get"]),
     ("/conversation/{id}/messages", &["get"]),
     ("/conversation/{id}/prompt", &["post"]),
+    ("/conversation/{id}/prompt/{turnId}/events", &["get"]),
     ("/healthz", &["get"]),
     ("/metrics", &["get"]),
     ("/openapi.json", &["get"]),

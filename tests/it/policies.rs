@@ -337,6 +337,11 @@ async fn managing_policies(db: TestDb) {
             400,
             "content is required (or patterns that decide the policy)",
         ),
+        (
+            json!({ "content": "a\0b" }),
+            400,
+            "content must not contain NUL characters",
+        ),
     ] {
         let mut full = policy(&w, "Bad", 0, json!({}));
         full.as_object_mut()

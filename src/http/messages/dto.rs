@@ -13,11 +13,11 @@ use crate::service::messages::{Message, Turn};
 pub struct PromptBody {
     /// What the user says; must not be empty.
     #[serde(default)]
-    #[schema(value_type = String, min_length = 1, required = true)]
+    #[schema(value_type = String, min_length = 1, required = true, pattern = r"^[^\u0000]*$")]
     pub prompt: JsonText,
     /// The model to ask.
     #[serde(default)]
-    #[schema(value_type = String, min_length = 1, required = true)]
+    #[schema(value_type = String, min_length = 1, required = true, pattern = r"^[^\u0000]*$")]
     pub model: JsonText,
     /// With `Accept: text/event-stream`: what happens if the caller goes
     /// away before the reply is done. `cancel` (the default) stops the

@@ -138,7 +138,8 @@ pub const TURN_ID_HEADER: &str = "prompt-turn-id";
     params(
         ("id" = String, Path, format = Uuid, description = "The conversation"),
         ("turnId" = String, Path, format = Uuid, description = "The streamed turn"),
-        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received, `<turnId>:<seq>`"),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = r"^([^:]*:)?[0-9]{1,19}$",
+            description = "The id of the last event received, `<turnId>:<seq>` (the seq is what counts)"),
         ResumeQuery,
     ),
     responses(
@@ -157,20 +158,13 @@ pub async fn resume_prompt(
 ) -> Result<Response, ApiError> {
     let conversation_id = params::uuid("conversationId", &id)?;
     let turn_id = params::uuid("turnId", &turn)?;
+    // The seq is what counts (the turn is the path's).
     let after = match headers.get("last-event-id") {
         Some(v) => {
-            let bad = || ApiError::InvalidArgument("Last-Event-ID must be <turnId>:<seq>".into());
-            let (of, seq) = v
-                .to_str()
-                .ok()
-                .and_then(|v| v.split_once(':'))
-                .ok_or_else(bad)?;
-            if of != turn_id.to_string() {
-                return Err(ApiError::InvalidArgument(
-                    "Last-Event-ID names another turn".into(),
-                ));
-            }
-            seq.parse::<u64>().map_err(|_| bad())?
+            let seq = v.to_str().ok().map(|v| v.rsplit(':').next().unwrap_or(v));
+            seq.and_then(|s| s.parse::<u64>().ok()).ok_or_else(|| {
+                ApiError::InvalidArgument("Last-Event-ID must be <turnId>:<seq>".into())
+            })?
         }
         None => match q.after {
             Some(after) => u64::try_from(after.0)

@@ -15,12 +15,12 @@ use crate::service::policies::{DeliveryView, Person, PolicyView, ViolationView, 
 #[serde(rename_all = "camelCase")]
 pub struct CreatePolicyBody {
     #[serde(default)]
-    #[schema(value_type = String, min_length = 1, max_length = 200, required = true)]
+    #[schema(value_type = String, min_length = 1, max_length = 200, required = true, pattern = r"^[^\u0000]*$")]
     pub name: JsonText,
     /// What is prohibited or required, why, examples, exceptions (judged by
     /// the model). May be empty when `patterns` decide the policy.
     #[serde(default)]
-    #[schema(value_type = String, min_length = 1, max_length = 10000, required = true)]
+    #[schema(value_type = String, min_length = 1, max_length = 10000, required = true, pattern = r"^[^\u0000]*$")]
     pub content: JsonText,
     #[serde(default)]
     #[schema(value_type = RiskTypeName, required = true)]
@@ -54,10 +54,10 @@ pub struct CreatePolicyBody {
 #[serde(rename_all = "camelCase")]
 pub struct UpdatePolicyBody {
     #[serde(default)]
-    #[schema(value_type = String, min_length = 1, max_length = 200, pattern = r"\S")]
+    #[schema(value_type = String, min_length = 1, max_length = 200, pattern = r"^[^\u0000]*\S[^\u0000]*$")]
     pub name: JsonText,
     #[serde(default)]
-    #[schema(value_type = String, min_length = 1, max_length = 10000)]
+    #[schema(value_type = String, min_length = 1, max_length = 10000, pattern = r"^[^\u0000]*$")]
     pub content: JsonText,
     #[serde(default)]
     #[schema(value_type = RiskTypeName)]

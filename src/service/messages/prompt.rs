@@ -191,6 +191,10 @@ impl Service {
         if input.model.is_empty() {
             return Err(ApiError::InvalidArgument("model is required".into()));
         }
+        crate::service::params::storable([
+            ("prompt", input.prompt.as_str()),
+            ("model", input.model.as_str()),
+        ])?;
         let id = input.conversation_id;
         let conversation = self.live_conversation(caller, id, PROMPT_FAILED).await?;
         let membership = if caller.role.is_org_admin() {

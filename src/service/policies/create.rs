@@ -38,6 +38,15 @@ impl Service {
                 "content is required (or patterns that decide the policy)".into(),
             ));
         }
+        let patterns = input.patterns.iter().map(|p| ("patterns", p.as_str()));
+        crate::service::params::storable(
+            [
+                ("name", input.name.as_str()),
+                ("content", input.content.as_str()),
+            ]
+            .into_iter()
+            .chain(patterns),
+        )?;
         if input.org_id != caller.org_id {
             return Err(ApiError::NotFound("Organization not found".into()));
         }

@@ -44,6 +44,17 @@ impl Service {
                 "Nothing to update: give name, content, patterns, riskType or actionType".into(),
             ));
         }
+        let patterns = input
+            .patterns
+            .iter()
+            .flatten()
+            .map(|p| ("patterns", p.as_str()));
+        crate::service::params::storable(
+            [("name", &input.name), ("content", &input.content)]
+                .into_iter()
+                .filter_map(|(n, v)| Some((n, v.as_deref()?)))
+                .chain(patterns),
+        )?;
         let (row, access) = self.visible_policy(caller, input.id).await?;
         may_manage(caller, access)?;
         let kept_patterns = row.pattern_list().unwrap_or_default();
