@@ -51,7 +51,7 @@ use futures_util::future::BoxFuture;
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 /// The advisory lock replicas migrating PostgreSQL at once take turns at.
-const MIGRATION_LOCK: i64 = 0x636f_6e76_6d69_67; // "convmig"
+const MIGRATION_LOCK: i64 = 0x0063_6f6e_766d_6967; // "convmig"
 
 /// The SQLite connection type: diesel's sync connection run on blocking threads.
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;

@@ -193,7 +193,7 @@ async fn load(
     let mut i = 0u64;
     while !stop.load(Ordering::Relaxed) {
         i += 1;
-        let outcome = if i % 2 == 0 {
+        let outcome = if i.is_multiple_of(2) {
             let res = client
                 .post(format!("{http}/conversation"))
                 .bearer_auth(&caller.token)

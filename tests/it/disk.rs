@@ -81,12 +81,12 @@ async fn a_full_disk_answers_503_and_recovers_by_itself() {
     // Create on both transports until each has been refused for want of space.
     let mut grpc = app.grpc().await;
     let (mut rest_refused, mut grpc_refused) = (false, false);
-    for attempt in 0..5_000 {
+    for attempt in 0..5_000u32 {
         if rest_refused && grpc_refused {
             break;
         }
         assert!(attempt < 4_999, "writes never failed on a full disk");
-        if attempt % 2 == 0 {
+        if attempt.is_multiple_of(2) {
             let (status, reply) = app.post_create(Some(&w.reader.token), &body).await;
             match status {
                 200 => acknowledged.push(reply["conversationId"].as_str().expect("id").into()),
