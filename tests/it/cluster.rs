@@ -65,7 +65,7 @@ impl Cluster {
         cluster.env = env
             .lines()
             .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+            .map(|(k, v)| (k.to_owned(), v.trim_matches('"').trim().to_owned()))
             .collect();
         cluster
     }
