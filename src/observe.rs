@@ -234,8 +234,9 @@ where
             Some(None)
         };
         // Who calls, for the read replica (see `crate::store::replica`):
-        // an rpc that may write (all but Get* and List*) sends its caller's
-        // reads to the primary until the replica has replayed it.
+        // an rpc that may write (all but Get*, List* and ResumePromptStream)
+        // sends its caller's reads to the primary until the replica has
+        // replayed it.
         let caller = layer.store.read_replica().and(
             request
                 .headers()
@@ -243,11 +244,12 @@ where
                 .map(|v| crate::store::replica::caller_key(v.as_bytes())),
         );
         let rpc = path.rsplit('/').next().unwrap_or_default();
-        let write = if rpc.starts_with("Get") || rpc.starts_with("List") {
-            None
-        } else {
-            crate::store::replica::begin_write(&layer.store, caller)
-        };
+        let write =
+            if rpc.starts_with("Get") || rpc.starts_with("List") || rpc == "ResumePromptStream" {
+                None
+            } else {
+                crate::store::replica::begin_write(&layer.store, caller)
+            };
         let future = permit.is_some().then(|| self.inner.call(request));
         let limit = if PROVIDER_RPCS.contains(&path.as_str()) {
             layer.timeouts.provider_calls
