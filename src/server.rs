@@ -109,6 +109,7 @@ pub async fn start(store: Store, config: Config) -> anyhow::Result<Running> {
     ));
     tokio::spawn(store.clone().watch_replica(stop.clone()));
     tokio::spawn(beat_and_sweep_streams(store.clone(), stop.clone()));
+    tokio::spawn(fold_counts(store.clone(), stop.clone()));
     let watcher = tokio::spawn(watch_database(store, health.clone(), stop.clone()));
     let shutdown = Shutdown {
         stop: stop.clone(),
@@ -456,6 +457,21 @@ async fn beat_and_sweep_streams(store: Store, stop: CancellationToken) {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(crate::service::messages::HEARTBEAT_EVERY) => {}
+        }
+    }
+}
+
+/// Folds the list totals' deltas into their counts every second (see the
+/// migration `count_deltas`): totals are exact either way; folding keeps the
+/// deltas few, so reading a total stays cheap.
+async fn fold_counts(store: Store, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if let Err(e) = store.fold_counts().await {
+            tracing::debug!(error = %e, "count deltas not folded");
         }
     }
 }

@@ -139,6 +139,7 @@ pub async fn bulk_conversations(
              FROM generate_series(1, {rows}) AS i;
              ALTER TABLE conversations ENABLE TRIGGER conversations_count;
              DELETE FROM conversation_counts;
+             DELETE FROM conversation_count_deltas;
              INSERT INTO conversation_counts (org_id, workspace_id, created_by, live, deleted)
              SELECT org_id, workspace_id, created_by, count(*) FILTER (WHERE deleted_at IS NULL),
                     count(*) FILTER (WHERE deleted_at IS NOT NULL)

@@ -462,6 +462,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::store::types::DbUuid;
+
+    conversation_count_deltas (id) {
+        id -> BigInt,
+        org_id -> DbUuid,
+        workspace_id -> DbUuid,
+        created_by -> DbUuid,
+        live -> BigInt,
+        deleted -> BigInt,
+    }
+}
+
 diesel::joinable!(ai_llm_repos -> ai_llms (ai_llm_id));
 diesel::joinable!(prompt_stream_events -> prompt_streams (turn_id));
 diesel::joinable!(system_events -> users (user_id));
@@ -476,6 +490,7 @@ diesel::joinable!(conversations -> repos (repo_id));
 diesel::joinable!(conversations -> users (created_by));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    conversation_count_deltas,
     prompt_streams,
     prompt_stream_events,
     service_replicas,

@@ -4,7 +4,8 @@
 //! into sources that each walk one `(…, created_at, id)` index backwards (the
 //! organization; or the caller's own plus each workspace they administer),
 //! each stopping after `skip + take` rows, merged here. The total comes from
-//! `conversation_counts` (a few rows per creator and workspace) unless a
+//! `conversation_counts` (a few rows per creator and workspace, and the
+//! deltas not folded into them yet) unless a
 //! time, repository or id filter asks for a real count. Repository and
 //! creator come in the same query (joins), not one per row.
 
@@ -14,7 +15,9 @@ use futures_util::FutureExt as _;
 use uuid::Uuid;
 
 use super::{ConversationFilter, ConversationRow, Visibility, administered, matching, narrowed};
-use crate::store::schema::{conversation_counts, conversations, repos, users};
+use crate::store::schema::{
+    conversation_count_deltas, conversation_counts, conversations, repos, users,
+};
 use crate::store::types::SqlUuid;
 use crate::store::{Conn, Store, StoreError};
 use crate::with_conn;
@@ -139,24 +142,33 @@ async fn count(conn: &mut Conn, filter: &ConversationFilter) -> Result<i64, Stor
             matching!(filter).count().get_result::<i64>(c).await
         })?);
     }
+    // The folded counts and the deltas not folded yet, in one statement (one
+    // snapshot: a fold between two reads would count its rows twice or not
+    // at all).
+    macro_rules! narrowed_counts {
+        ($t:ident) => {{
+            let mut q = $t::table
+                .filter($t::org_id.eq(SqlUuid(filter.org_id)))
+                .into_boxed();
+            if let Visibility::OwnAndAdministered { user_id } = filter.visibility {
+                q = q.filter(
+                    $t::created_by
+                        .eq(SqlUuid(user_id))
+                        .or($t::workspace_id.eq_any(administered!(user_id))),
+                );
+            }
+            if let Some(u) = filter.created_by {
+                q = q.filter($t::created_by.eq(SqlUuid(u)));
+            }
+            if let Some(w) = filter.workspace_id {
+                q = q.filter($t::workspace_id.eq(SqlUuid(w)));
+            }
+            q.select(($t::live, $t::deleted))
+        }};
+    }
     let counts = with_conn!(&mut *conn, |c| {
-        let mut q = conversation_counts::table
-            .filter(conversation_counts::org_id.eq(SqlUuid(filter.org_id)))
-            .into_boxed();
-        if let Visibility::OwnAndAdministered { user_id } = filter.visibility {
-            q = q.filter(
-                conversation_counts::created_by
-                    .eq(SqlUuid(user_id))
-                    .or(conversation_counts::workspace_id.eq_any(administered!(user_id))),
-            );
-        }
-        if let Some(u) = filter.created_by {
-            q = q.filter(conversation_counts::created_by.eq(SqlUuid(u)));
-        }
-        if let Some(w) = filter.workspace_id {
-            q = q.filter(conversation_counts::workspace_id.eq(SqlUuid(w)));
-        }
-        q.select((conversation_counts::live, conversation_counts::deleted))
+        narrowed_counts!(conversation_counts)
+            .union_all(narrowed_counts!(conversation_count_deltas))
             .load::<(i64, i64)>(c)
             .await
     })?;
@@ -164,4 +176,30 @@ async fn count(conn: &mut Conn, filter: &ConversationFilter) -> Result<i64, Stor
         .iter()
         .map(|(live, deleted)| live + if filter.show_deleted { *deleted } else { 0 })
         .sum())
+}
+
+impl Store {
+    /// Folds the count deltas creates and deletes appended into
+    /// `conversation_counts` (PostgreSQL; SQLite's triggers update the
+    /// counts in place); returns how many deltas it moved.
+    pub async fn fold_counts(&self) -> Result<i64, StoreError> {
+        #[derive(QueryableByName)]
+        struct Folded {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        self.run(|conn| {
+            async move {
+                let Conn::Pg(c) = conn else {
+                    return Ok(0);
+                };
+                let folded: Folded = diesel::sql_query("SELECT fold_conversation_counts() AS n")
+                    .get_result(&mut **c)
+                    .await?;
+                Ok(folded.n)
+            }
+            .boxed()
+        })
+        .await
+    }
 }

@@ -412,4 +412,58 @@ async fn dto_shape(db: TestDb) {
     app.shutdown().await;
 }
 
-on_both_backends!(visibility_tiers, pagination, date_bounds, dto_shape);
+/// One caller creating at once leaves count deltas (PostgreSQL) that a fold
+/// moves into the counts; the total is exact before, during and after, and
+/// after soft and hard deletes.
+async fn totals_through_folds(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let w = crate::harness::World::build(&app).await;
+    let creates = (0..24).map(|_| app.create_as(&w.reader, w.repo));
+    let created: Vec<Uuid> = futures_util::future::join_all(creates).await;
+    let total =
+        async |app: &TestApp| rest_list(app, Some(&w.reader), "take=1").await.1["total"].clone();
+    assert_eq!(total(&app).await, 24);
+    let deltas = app
+        .db
+        .scalar("SELECT count(*) FROM conversation_count_deltas")
+        .await;
+    // The service folds every second too: this fold takes what is left.
+    let folded = app.store.fold_counts().await.expect("fold");
+    assert!(folded <= deltas, "{folded} of {deltas}");
+    assert_eq!(
+        app.db
+            .scalar("SELECT count(*) FROM conversation_count_deltas")
+            .await,
+        0
+    );
+    assert_eq!(total(&app).await, 24);
+    let delete = |id: Uuid, hard: bool| {
+        app.http
+            .delete(format!("{}/conversation/{id}?hardDelete={hard}", app.base))
+            .bearer_auth(&w.reader.token)
+            .send()
+    };
+    assert_eq!(
+        delete(created[0], false).await.expect("delete").status(),
+        200
+    );
+    assert_eq!(
+        delete(created[1], true).await.expect("delete").status(),
+        200
+    );
+    assert_eq!(total(&app).await, 22);
+    let (_, with_deleted) = rest_list(&app, Some(&w.reader), "take=1&showDeleted=true").await;
+    assert_eq!(with_deleted["total"], 23);
+    app.store.fold_counts().await.expect("fold");
+    assert_eq!(total(&app).await, 22);
+    totals_agree(&app, &w.reader, "").await;
+    app.shutdown().await;
+}
+
+on_both_backends!(
+    visibility_tiers,
+    pagination,
+    date_bounds,
+    dto_shape,
+    totals_through_folds
+);
