@@ -573,7 +573,7 @@ async fn read_from_the_replica(cluster: &Cluster, repo: Uuid, writer: &Actor, ad
 /// A slow streamed prompt on replica 1, cut after two events, resumed on
 /// replica 2 from the last event received.
 async fn resume_on_another_replica(cluster: &Cluster, repo: Uuid, caller: &Actor) {
-    use crate::messages::resume::{first_events, parse_sse, resume_rest, seq_of};
+    use crate::messages::resume::{assert_whole, first_events, parse_sse, resume_rest};
     let replicas = cluster.replicas();
     let (one, two) = (&replicas[0].0, &replicas[1].0);
     let http = reqwest::Client::new();
@@ -609,19 +609,5 @@ async fn resume_on_another_replica(cluster: &Cluster, repo: Uuid, caller: &Actor
     let res = resume_rest(two, &caller.token, id, &turn, Some(&head[1].id), "").await;
     assert_eq!(res.status(), 200);
     let rest = parse_sse(&res.text().await.expect("body"));
-    let all: Vec<_> = head.iter().chain(&rest).collect();
-    let seqs: Vec<u64> = all.iter().map(|e| seq_of(&e.id)).collect();
-    assert_eq!(
-        seqs,
-        (1..=all.len() as u64).collect::<Vec<_>>(),
-        "no gap, no duplicate"
-    );
-    let text: String = all
-        .iter()
-        .filter(|e| e.event == "delta")
-        .map(|e| e.data["content"].as_str().expect("piece"))
-        .collect();
-    let whole: String = (0..20).map(|i| format!("{i} ")).collect();
-    assert_eq!(text, whole);
-    assert_eq!(all.last().expect("events").event, "done");
+    assert_whole(&head, &rest);
 }

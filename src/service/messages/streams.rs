@@ -310,19 +310,18 @@ impl Service {
                     Some(seen) => at - seen < delta(OWNER_TIMEOUT),
                     None => at - read.stream.started_at < delta(OWNER_TIMEOUT),
                 };
+                // The last event, made here (it is not in the log).
+                let end = async |e: ApiError| {
+                    let seq = u64::try_from(last + 1).unwrap_or_default();
+                    let _ = tx.send(Sequenced { seq, event: Err(e) }).await;
+                };
                 if !owner_alive || at >= read.stream.expires_at {
-                    let gone = ApiError::DependencyUnavailable(
+                    end(ApiError::DependencyUnavailable(
                         "The replica running this prompt stopped before the reply was done; \
                          nothing was stored"
                             .into(),
-                    );
-                    let seq = u64::try_from(last + 1).unwrap_or_default();
-                    let _ = tx
-                        .send(Sequenced {
-                            seq,
-                            event: Err(gone),
-                        })
-                        .await;
+                    ))
+                    .await;
                     return;
                 }
                 tokio::select! {
@@ -332,20 +331,11 @@ impl Service {
                 read = match store.read_stream(turn_id, last, BATCH, now()).await {
                     Ok(Some(read)) => read,
                     Ok(None) => {
-                        let gone = ApiError::NotFound("Prompt stream not found".into());
-                        let seq = u64::try_from(last + 1).unwrap_or_default();
-                        let _ = tx
-                            .send(Sequenced {
-                                seq,
-                                event: Err(gone),
-                            })
-                            .await;
+                        end(not_found()).await;
                         return;
                     }
                     Err(e) => {
-                        let seq = u64::try_from(last + 1).unwrap_or_default();
-                        let event = Err(ApiError::from_store(FAILED)(e));
-                        let _ = tx.send(Sequenced { seq, event }).await;
+                        end(ApiError::from_store(FAILED)(e)).await;
                         return;
                     }
                 };

@@ -94,8 +94,27 @@ pub(crate) fn seq_of(id: &str) -> u64 {
         .expect("turn:seq")
 }
 
+/// The events received before a cut and after resuming are the slow
+/// model's whole reply, numbered 1, 2, ... with no gap or duplicate, done last.
+pub(crate) fn assert_whole(head: &[Sse], rest: &[Sse]) {
+    let all: Vec<&Sse> = head.iter().chain(rest).collect();
+    let seqs: Vec<u64> = all.iter().map(|e| seq_of(&e.id)).collect();
+    assert_eq!(
+        seqs,
+        (1..=all.len() as u64).collect::<Vec<_>>(),
+        "no gap, no duplicate"
+    );
+    let text: String = all
+        .iter()
+        .filter(|e| e.event == "delta")
+        .map(|e| e.data["content"].as_str().expect("piece"))
+        .collect();
+    assert_eq!(text, slow_reply(), "{rest:?}");
+    assert_eq!(all.last().expect("events").event, "done");
+}
+
 /// The slow model's whole reply.
-fn slow_reply() -> String {
+pub(crate) fn slow_reply() -> String {
     (0..20).map(|i| format!("{i} ")).collect()
 }
 
@@ -122,19 +141,7 @@ async fn resumed_streams(db: TestDb) {
     let res = resume_rest(&app.base, &w.reader.token, id, &turn, Some(&head[1].id), "").await;
     assert_eq!(res.status(), 200);
     let rest = parse_sse(&res.text().await.expect("body"));
-    let seqs: Vec<u64> = head.iter().chain(&rest).map(|e| seq_of(&e.id)).collect();
-    assert_eq!(
-        seqs,
-        (1..=seqs.len() as u64).collect::<Vec<_>>(),
-        "no gap, no duplicate"
-    );
-    let text: String = head
-        .iter()
-        .chain(&rest)
-        .filter(|e| e.event == "delta")
-        .map(|e| e.data["content"].as_str().expect("piece"))
-        .collect();
-    assert_eq!(text, slow_reply(), "{rest:?}");
+    assert_whole(&head, &rest);
     let done = rest.last().expect("events");
     assert_eq!(done.event, "done");
     assert_eq!(done.data["assistantMessage"]["content"], slow_reply());
@@ -146,7 +153,7 @@ async fn resumed_streams(db: TestDb) {
     // any point.
     let res = resume_rest(&app.base, &w.reader.token, id, &turn, None, "?after=0").await;
     let again = parse_sse(&res.text().await.expect("body"));
-    assert_eq!(again.len(), seqs.len());
+    assert_eq!(again.len(), head.len() + rest.len());
     assert_eq!(&again[2..], &rest[..]);
     let res = resume_rest(&app.base, &w.reader.token, id, &turn, None, "?after=5").await;
     assert_eq!(
