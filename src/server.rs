@@ -465,6 +465,10 @@ async fn beat_and_sweep_streams(store: Store, stop: CancellationToken) {
 /// migration `count_deltas`): totals are exact either way; folding keeps the
 /// deltas few, so reading a total stays cheap.
 async fn fold_counts(store: Store, stop: CancellationToken) {
+    // SQLite's triggers keep the counts in place: nothing to fold.
+    if store.sqlite_path().is_some() {
+        return;
+    }
     loop {
         tokio::select! {
             () = stop.cancelled() => return,

@@ -172,6 +172,22 @@ async fn callers(primary: &str, n: usize) -> (Uuid, Vec<Actor>, Actor) {
     (repo, actors, admin)
 }
 
+/// POST /conversation at `base` as `token` (with an Idempotency-Key if
+/// given); the new conversation's id.
+async fn create_at(base: &str, token: &str, repo: Uuid, key: Option<&str>) -> String {
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}/conversation"))
+        .bearer_auth(token)
+        .json(&json!({ "repoId": repo }));
+    if let Some(key) = key {
+        req = req.header("idempotency-key", key);
+    }
+    let res = req.send().await.expect("create");
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.expect("JSON");
+    body["conversationId"].as_str().expect("id").to_owned()
+}
+
 /// What a load run saw: acknowledged ids, and the failures with their time.
 #[derive(Default)]
 struct Seen {
@@ -340,21 +356,8 @@ async fn replicas_behind_haproxy_and_pgbouncer() {
     let replicas = cluster.replicas();
     let caller = &callers[0];
     let rest = |base: String| {
-        let key = key.clone();
-        let token = caller.token.clone();
-        async move {
-            let r = reqwest::Client::new()
-                .post(format!("{base}/conversation"))
-                .bearer_auth(token)
-                .header("idempotency-key", key)
-                .json(&json!({ "repoId": repo }))
-                .send()
-                .await
-                .expect("REST");
-            assert_eq!(r.status(), 200);
-            let body: serde_json::Value = r.json().await.expect("JSON");
-            body["conversationId"].as_str().expect("id").to_owned()
-        }
+        let (key, token) = (key.clone(), caller.token.clone());
+        async move { create_at(&base, &token, repo, Some(&key)).await }
     };
     let grpc = async {
         let mut client = ConversationServiceClient::connect(replicas[2].1.clone())
@@ -446,7 +449,7 @@ async fn replicas_behind_haproxy_and_pgbouncer() {
     acknowledged.extend(seen.acknowledged);
 
     // Reads from the streaming replica, each caller reading their own writes.
-    read_from_the_replica(&cluster, repo, &callers[0], &admin).await;
+    read_from_the_replica(&cluster, repo, [&callers[0], &callers[2]], &admin).await;
 
     // Every acknowledged create is stored exactly once, with its event.
     let unique: std::collections::HashSet<_> = acknowledged.iter().collect();
@@ -465,7 +468,12 @@ async fn replicas_behind_haproxy_and_pgbouncer() {
 /// the replica, does not show it yet; once the replica lags past the bound
 /// (1 s in the cluster) everyone reads the primary; with the replica
 /// stopped, reads go on.
-async fn read_from_the_replica(cluster: &Cluster, repo: Uuid, writer: &Actor, admin: &Actor) {
+async fn read_from_the_replica(
+    cluster: &Cluster,
+    repo: Uuid,
+    [writer, grpc_writer]: [&Actor; 2],
+    admin: &Actor,
+) {
     let http = reqwest::Client::new();
     let base = cluster.var("CLUSTER_HTTP").to_owned();
     let list = |who: &Actor| {
@@ -523,19 +531,42 @@ async fn read_from_the_replica(cluster: &Cluster, repo: Uuid, writer: &Actor, ad
     assert!(reads().await.0 > before.0, "a read went to the replica");
 
     standby("SELECT pg_wal_replay_pause()").await;
-    let res = http
-        .post(format!("{base}/conversation"))
-        .bearer_auth(&writer.token)
-        .json(&json!({ "repoId": repo }))
-        .send()
-        .await
-        .expect("create");
-    assert_eq!(res.status(), 200);
-    let body: serde_json::Value = res.json().await.expect("JSON");
-    let id = body["conversationId"].as_str().expect("id").to_owned();
+    let id = create_at(&base, &writer.token, repo, None).await;
     assert!(
         list(writer).await.contains(&id),
         "the writer reads their write"
+    );
+    // The same over gRPC (another caller, whom no REST write marked): their
+    // ListConversations, after their CreateConversation, shows the new one.
+    let mut client = ConversationServiceClient::connect(cluster.var("CLUSTER_GRPC").to_owned())
+        .await
+        .expect("gRPC through HAProxy");
+    let created = client
+        .create_conversation(as_actor(
+            CreateConversationRequest {
+                repo_id: repo.to_string(),
+            },
+            grpc_writer,
+        ))
+        .await
+        .expect("created")
+        .into_inner()
+        .conversation_id;
+    let listed = client
+        .list_conversations(as_actor(
+            conversation_service::pb::ListConversationsRequest {
+                repo_id: repo.to_string(),
+                take: Some(100),
+                ..Default::default()
+            },
+            grpc_writer,
+        ))
+        .await
+        .expect("listed")
+        .into_inner();
+    assert!(
+        listed.conversations.iter().any(|c| c.id == created),
+        "over gRPC too, the writer reads their write"
     );
     assert!(
         !list(admin).await.contains(&id),
@@ -573,23 +604,12 @@ async fn read_from_the_replica(cluster: &Cluster, repo: Uuid, writer: &Actor, ad
 /// A slow streamed prompt on replica 1, cut after two events, resumed on
 /// replica 2 from the last event received.
 async fn resume_on_another_replica(cluster: &Cluster, repo: Uuid, caller: &Actor) {
-    use crate::messages::resume::{assert_whole, first_events, parse_sse, resume_rest};
+    use crate::messages::resume::{assert_whole, first_events, parse_sse, resume_rest, turn_of};
     let replicas = cluster.replicas();
     let (one, two) = (&replicas[0].0, &replicas[1].0);
     let http = reqwest::Client::new();
-    let created: serde_json::Value = http
-        .post(format!("{one}/conversation"))
-        .bearer_auth(&caller.token)
-        .json(&json!({ "repoId": repo }))
-        .send()
+    let id: Uuid = create_at(one, &caller.token, repo, None)
         .await
-        .expect("create")
-        .json()
-        .await
-        .expect("JSON");
-    let id: Uuid = created["conversationId"]
-        .as_str()
-        .expect("id")
         .parse()
         .expect("uuid");
     let res = http
@@ -601,10 +621,7 @@ async fn resume_on_another_replica(cluster: &Cluster, repo: Uuid, caller: &Actor
         .await
         .expect("prompt");
     assert_eq!(res.status(), 200);
-    let turn = res.headers()["prompt-turn-id"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
+    let turn = turn_of(&res);
     let head = first_events(res, 2).await;
     let res = resume_rest(two, &caller.token, id, &turn, Some(&head[1].id), "").await;
     assert_eq!(res.status(), 200);

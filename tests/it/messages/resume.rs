@@ -66,6 +66,14 @@ pub(crate) async fn first_events(mut res: reqwest::Response, n: usize) -> Vec<Ss
     }
 }
 
+/// The turn a streamed prompt's reply names (`Prompt-Turn-Id`).
+pub(crate) fn turn_of(res: &reqwest::Response) -> String {
+    res.headers()["prompt-turn-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned()
+}
+
 /// GET .../prompt/{turn}/events with `Last-Event-ID` (or a query).
 pub(crate) async fn resume_rest(
     base: &str,
@@ -130,10 +138,7 @@ async fn resumed_streams(db: TestDb) {
         json!({ "prompt": "keep going", "model": "slow-stream", "onDisconnect": "continue" });
     let res = prompt_events(&app, &w.reader, id, body).await;
     assert_eq!(res.status(), 200);
-    let turn = res.headers()["prompt-turn-id"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
+    let turn = turn_of(&res);
     let head = first_events(res, 2).await;
     assert_eq!(head[0].id, format!("{turn}:1"));
     assert_eq!(head[1].id, format!("{turn}:2"));
@@ -226,10 +231,7 @@ async fn resumed_streams(db: TestDb) {
     // so, and nothing is stored.
     let body = json!({ "prompt": "stop if I leave", "model": "slow-stream" });
     let res = prompt_events(&app, &w.reader, id, body).await;
-    let turn = res.headers()["prompt-turn-id"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
+    let turn = turn_of(&res);
     let head = first_events(res, 1).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let res = resume_rest(&app.base, &w.reader.token, id, &turn, Some(&head[0].id), "").await;
