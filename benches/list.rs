@@ -1,6 +1,9 @@
-//! Benchmark: the first page of `ListConversations` for each tier of caller, on
-//! an almost empty database and with 1,000,000 conversations in one
-//! organization, on SQLite and on PostgreSQL. Run with
+//! Benchmark: the first page of `ListConversations` (`take` 50, `skip` 0 and
+//! 1,000) for each tier of caller and each filter, on an almost empty
+//! database and with 1,000,000 conversations in one repository (and 100,000
+//! in another workspace's), on SQLite and on PostgreSQL, first with stale
+//! planner statistics (`ANALYZE` ran before the bulk load, not after, as on a
+//! machine whose autovacuum is off), then after `ANALYZE`. Run with
 //! `cargo bench --bench list` (add `-- --rows N` to change the large size,
 //! `-- --sqlite-only` / `--postgres-only` to pick a backend). PostgreSQL comes
 //! from `BENCH_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`);
@@ -8,6 +11,7 @@
 
 use std::time::{Duration, Instant};
 
+use chrono::{TimeDelta, Utc};
 use conversation_service::domain::{Access, OrgRole};
 use conversation_service::store::admin::NewUser;
 use conversation_service::store::conversations::{ConversationFilter, Visibility};
@@ -16,7 +20,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection};
 use uuid::Uuid;
 
 mod support;
-use support::{BenchDb, bulk_conversations};
+use support::{BenchDb, Stats, bulk_conversations};
 
 const CREATORS: usize = 100;
 const RUNS: usize = 40;
@@ -24,7 +28,7 @@ const RUNS: usize = 40;
 struct Fixture {
     org: Uuid,
     w1: Uuid,
-    admin_user: Uuid,
+    r1: Uuid,
     ws_admin_user: Uuid,
     regular_user: Uuid,
 }
@@ -42,8 +46,10 @@ async fn main() -> anyhow::Result<()> {
     let sqlite = !args.iter().any(|a| a == "--postgres-only");
     let postgres = !args.iter().any(|a| a == "--sqlite-only");
     println!("# ListConversations, first page (take 50), median / p90 of {RUNS} runs");
-    println!("| backend | conversations | tier | matches | median | p90 |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| backend | conversations | statistics | tier | filter | skip | total | median | p90 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     let backends = [(sqlite, Backend::Sqlite), (postgres, Backend::Postgres)];
     for (_, backend) in backends.into_iter().filter(|(on, _)| *on) {
         for n in [1_000, rows] {
@@ -66,43 +72,77 @@ async fn run(db: &BenchDb, rows: i64) -> anyhow::Result<()> {
         "{backend:?}: seeded {rows} conversations in {:.1?}",
         started.elapsed()
     );
+    for stats in ["stale", "fresh"] {
+        if stats == "fresh" {
+            db.exec("ANALYZE").await?;
+        }
+        measure(&store, backend, rows, stats, &f).await?;
+        if rows > 1_000 {
+            explain(url, backend, stats, &f).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Every tier with every filter, at `skip` 0 and 1,000.
+async fn measure(
+    store: &Store,
+    backend: Backend,
+    rows: i64,
+    stats: &str,
+    f: &Fixture,
+) -> anyhow::Result<()> {
     let tiers = [
-        ("org admin", Visibility::Organization, f.admin_user),
+        ("org admin", Visibility::Organization),
         (
             "workspace admin",
             Visibility::OwnAndAdministered {
                 user_id: f.ws_admin_user,
             },
-            f.ws_admin_user,
         ),
         (
             "regular user",
             Visibility::OwnAndAdministered {
                 user_id: f.regular_user,
             },
-            f.regular_user,
         ),
     ];
-    for (tier, visibility, _) in tiers {
-        let filter = ConversationFilter::visible(f.org, visibility);
-        let mut times = Vec::with_capacity(RUNS);
-        let mut total = 0;
-        for _ in 0..RUNS {
-            let t = Instant::now();
-            let (page, n) = store.list_conversations(filter.clone(), 50, 0).await?;
-            times.push(t.elapsed());
-            assert!(!page.is_empty());
-            total = n;
+    let now = Utc::now();
+    type Narrow = fn(&mut ConversationFilter, &Fixture, chrono::DateTime<Utc>);
+    let filters: [(&str, Narrow); 6] = [
+        ("none", |_, _, _| {}),
+        ("repoId", |q, f, _| q.repo_id = Some(f.r1)),
+        ("workspaceId", |q, f, _| q.workspace_id = Some(f.w1)),
+        ("userId", |q, f, _| q.created_by = Some(f.regular_user)),
+        ("from (last 30 days)", |q, _, now| {
+            q.from = Some(now - TimeDelta::days(30));
+        }),
+        ("from/to (a day, a week ago)", |q, _, now| {
+            q.from = Some(now - TimeDelta::days(8) + TimeDelta::minutes(17));
+            q.until = Some(now - TimeDelta::days(7) + TimeDelta::minutes(17));
+        }),
+    ];
+    for (tier, visibility) in tiers {
+        for (name, narrow) in filters {
+            for skip in [0, 1_000] {
+                let mut filter = ConversationFilter::visible(f.org, visibility);
+                narrow(&mut filter, f, now);
+                let mut times = Vec::with_capacity(RUNS);
+                let mut total = 0;
+                for _ in 0..RUNS {
+                    let t = Instant::now();
+                    let (_, n) = store.list_conversations(filter.clone(), 50, skip).await?;
+                    times.push(t.elapsed());
+                    total = n;
+                }
+                times.sort();
+                println!(
+                    "| {backend:?} | {rows} | {stats} | {tier} | {name} | {skip} | {total} | {} | {} |",
+                    ms(times[RUNS / 2]),
+                    ms(times[RUNS * 9 / 10])
+                );
+            }
         }
-        times.sort();
-        println!(
-            "| {backend:?} | {rows} | {tier} | {total} | {} | {} |",
-            ms(times[RUNS / 2]),
-            ms(times[RUNS * 9 / 10])
-        );
-    }
-    if rows > 1_000 {
-        explain(url, backend, &f).await?;
     }
     Ok(())
 }
@@ -120,7 +160,7 @@ struct SqlitePlan {
 }
 
 /// Prints the plans of the queries a first page runs, as the store writes them.
-async fn explain(url: &str, backend: Backend, f: &Fixture) -> anyhow::Result<()> {
+async fn explain(url: &str, backend: Backend, stats: &str, f: &Fixture) -> anyhow::Result<()> {
     use diesel_async::RunQueryDsl;
     let lit = |id: Uuid| match backend {
         Backend::Postgres => format!("'{id}'::uuid"),
@@ -146,6 +186,10 @@ async fn explain(url: &str, backend: Backend, f: &Fixture) -> anyhow::Result<()>
             page(format!(" AND c.workspace_id = {}", lit(f.w1))),
         ),
         (
+            "org admin: a repository's page",
+            page(format!(" AND c.repo_id = {}", lit(f.r1))),
+        ),
+        (
             "workspace admin: the total",
             format!(
                 "SELECT live, deleted FROM conversation_counts WHERE org_id = {} AND (created_by = {} OR workspace_id IN \
@@ -156,7 +200,7 @@ async fn explain(url: &str, backend: Backend, f: &Fixture) -> anyhow::Result<()>
             ),
         ),
     ];
-    println!("\n## Plans, {backend:?}, large database\n");
+    println!("\n## Plans, {backend:?}, large database, {stats} statistics\n");
     for (what, sql) in queries {
         println!("{what}:\n```");
         match backend {
@@ -189,8 +233,9 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// One organization, two workspaces (half the conversations each), 100
-/// creators; the workspace admin administers the first workspace.
+/// One organization, two workspaces with a repository each (`rows`
+/// conversations in the first, a tenth as many in the second), 100 creators;
+/// the workspace admin administers the first workspace.
 async fn seed(store: &Store, db: &BenchDb, rows: i64) -> anyhow::Result<Fixture> {
     let org = store.create_org("Bench".into()).await?;
     let w1 = store.create_workspace(org, "one".into()).await?;
@@ -217,11 +262,12 @@ async fn seed(store: &Store, db: &BenchDb, rows: i64) -> anyhow::Result<Fixture>
         users.push(id);
     }
     store.grant(w1, users[1], Access::Admin).await?;
-    bulk_conversations(db, org, &[(w1, r1), (w2, r2)], &users, rows).await?;
+    bulk_conversations(db, org, &[(w2, r2)], &users, rows / 10, Stats::Stale).await?;
+    bulk_conversations(db, org, &[(w1, r1)], &users, rows, Stats::Stale).await?;
     Ok(Fixture {
         org,
         w1,
-        admin_user: users[0],
+        r1,
         ws_admin_user: users[1],
         regular_user: users[2],
     })

@@ -93,6 +93,16 @@ impl BenchDb {
     }
 }
 
+/// The planner's statistics after a bulk load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stats {
+    /// `ANALYZE` after the load.
+    Fresh,
+    /// `ANALYZE` before the load, not after: the statistics describe an
+    /// almost empty table (as after a bulk load with autovacuum off).
+    Stale,
+}
+
 /// Inserts `rows` conversations (one per second back in time) spread over
 /// `places` (workspace, repo) and `creators`, keeping `conversation_counts`
 /// right. On PostgreSQL the counting trigger is off during the load and the
@@ -103,10 +113,15 @@ pub async fn bulk_conversations(
     places: &[(Uuid, Uuid)],
     creators: &[Uuid],
     rows: i64,
+    stats: Stats,
 ) -> anyhow::Result<()> {
     if rows == 0 {
         return Ok(());
     }
+    let (before, analyze) = match stats {
+        Stats::Fresh => ("", "ANALYZE"),
+        Stats::Stale => ("ANALYZE;", ""),
+    };
     let pick = |values: Vec<String>, modulus: &str| {
         let arms: String = values
             .iter()
@@ -132,28 +147,36 @@ pub async fn bulk_conversations(
     let org = db.uuid(org);
     let sql = match db.backend {
         Backend::Postgres => format!(
-            "ALTER TABLE conversations DISABLE TRIGGER conversations_count;
+            "{before}
+             ALTER TABLE conversations DISABLE TRIGGER conversations_count;
              INSERT INTO conversations (id, org_id, workspace_id, repo_id, created_by, created_at, last_updated_at)
              SELECT gen_random_uuid(), {org}, {ws}, {repo}, {creator},
                     now() - i * interval '1 second', now() - i * interval '1 second'
              FROM generate_series(1, {rows}) AS i;
              ALTER TABLE conversations ENABLE TRIGGER conversations_count;
              DELETE FROM conversation_counts;
+             DELETE FROM conversation_hour_counts;
              DELETE FROM conversation_count_deltas;
-             INSERT INTO conversation_counts (org_id, workspace_id, created_by, live, deleted)
-             SELECT org_id, workspace_id, created_by, count(*) FILTER (WHERE deleted_at IS NULL),
+             INSERT INTO conversation_counts (org_id, workspace_id, repo_id, created_by, live, deleted)
+             SELECT org_id, workspace_id, repo_id, created_by, count(*) FILTER (WHERE deleted_at IS NULL),
                     count(*) FILTER (WHERE deleted_at IS NOT NULL)
-             FROM conversations GROUP BY org_id, workspace_id, created_by;
-             ANALYZE"
+             FROM conversations GROUP BY org_id, workspace_id, repo_id, created_by;
+             INSERT INTO conversation_hour_counts (org_id, hour, workspace_id, repo_id, created_by, live, deleted)
+             SELECT org_id, floor(extract(epoch FROM created_at) / 3600)::bigint, workspace_id, repo_id,
+                    created_by, count(*) FILTER (WHERE deleted_at IS NULL),
+                    count(*) FILTER (WHERE deleted_at IS NOT NULL)
+             FROM conversations GROUP BY 1, 2, 3, 4, 5;
+             {analyze}"
         ),
         Backend::Sqlite => format!(
-            "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < {rows})
+            "{before}
+             WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < {rows})
              INSERT INTO conversations (id, org_id, workspace_id, repo_id, created_by, tokens_in, tokens_out, created_at, last_updated_at)
              SELECT randomblob(16), {org}, {ws}, {repo}, {creator}, 0, 0,
                     strftime('%Y-%m-%dT%H:%M:%f', 'now', '-' || i || ' seconds') || '000Z',
                     strftime('%Y-%m-%dT%H:%M:%f', 'now', '-' || i || ' seconds') || '000Z'
              FROM seq;
-             ANALYZE;"
+             {analyze};"
         ),
     };
     db.exec(&sql).await

@@ -79,8 +79,7 @@ pub fn event(
     ctx: &RequestContext,
     at: DateTime<Utc>,
 ) -> NewEvent {
-    data.insert("transport".into(), ctx.transport.as_str().into());
-    data.insert("requestId".into(), ctx.request_id.clone().into());
+    stamp(&mut data, ctx);
     NewEvent {
         id: SqlUuid(Uuid::now_v7()),
         org_id: SqlUuid(scope.org_id),
@@ -92,4 +91,21 @@ pub fn event(
         json_data: Some(SqlJson(serde_json::Value::Object(data))),
         created_at: SqlTime(at),
     }
+}
+
+/// An event's data: `fields`, and the request's transport and id.
+pub fn data<const N: usize>(
+    fields: [(&str, serde_json::Value); N],
+    ctx: &RequestContext,
+) -> serde_json::Value {
+    let mut data: serde_json::Map<String, serde_json::Value> =
+        fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    stamp(&mut data, ctx);
+    serde_json::Value::Object(data)
+}
+
+/// Adds the request's transport and id to an event's data.
+fn stamp(data: &mut serde_json::Map<String, serde_json::Value>, ctx: &RequestContext) {
+    data.insert("transport".into(), ctx.transport.as_str().into());
+    data.insert("requestId".into(), ctx.request_id.clone().into());
 }

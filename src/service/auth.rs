@@ -107,26 +107,33 @@ impl Service {
 
 /// Rule 1 on a token looked up by its hash: it exists, is neither revoked nor
 /// expired, and its user is enabled. Records its use now and then.
-pub(super) fn check_token(store: &Store, owner: Option<TokenOwner>) -> Result<Caller, ApiError> {
+fn check_token(store: &Store, owner: Option<TokenOwner>) -> Result<Caller, ApiError> {
     let owner = owner.ok_or(ApiError::Unauthenticated)?;
     let now = Utc::now();
     let expired = owner.expires_at.is_some_and(|t| t <= now);
     if owner.revoked_at.is_some() || expired {
         return Err(ApiError::Unauthenticated);
     }
-    if owner
-        .last_used_at
-        .is_none_or(|t| now - t > TOKEN_TOUCH_INTERVAL)
-    {
+    touch_token(store, owner.token_id, owner.last_used_at);
+    enabled_caller(owner.user)
+}
+
+/// Records a token's use, now and then (at most once a
+/// [`TOKEN_TOUCH_INTERVAL`]), in the background.
+pub(super) fn touch_token(
+    store: &Store,
+    token_id: Uuid,
+    last_used_at: Option<chrono::DateTime<Utc>>,
+) {
+    let now = Utc::now();
+    if last_used_at.is_none_or(|t| now - t > TOKEN_TOUCH_INTERVAL) {
         let store = store.clone();
-        let token_id = owner.token_id;
         tokio::spawn(async move {
             if let Err(e) = store.touch_token(token_id, now).await {
                 tracing::debug!(error = %e, "could not record token use");
             }
         });
     }
-    enabled_caller(owner.user)
 }
 
 /// Rule 1 on the user behind a credential: enabled.

@@ -115,9 +115,26 @@ diesel::table! {
     use crate::store::types::DbUuid;
 
     /// Kept by triggers on `conversations` (see the migration).
-    conversation_counts (org_id, workspace_id, created_by) {
+    conversation_counts (org_id, workspace_id, repo_id, created_by) {
         org_id -> DbUuid,
         workspace_id -> DbUuid,
+        repo_id -> DbUuid,
+        created_by -> DbUuid,
+        live -> BigInt,
+        deleted -> BigInt,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::store::types::DbUuid;
+
+    /// `conversation_counts` per hour of creation (hours since the Unix epoch).
+    conversation_hour_counts (org_id, hour, workspace_id, repo_id, created_by) {
+        org_id -> DbUuid,
+        hour -> BigInt,
+        workspace_id -> DbUuid,
+        repo_id -> DbUuid,
         created_by -> DbUuid,
         live -> BigInt,
         deleted -> BigInt,
@@ -470,7 +487,9 @@ diesel::table! {
         id -> BigInt,
         org_id -> DbUuid,
         workspace_id -> DbUuid,
+        repo_id -> DbUuid,
         created_by -> DbUuid,
+        hour -> BigInt,
         live -> BigInt,
         deleted -> BigInt,
     }
@@ -491,6 +510,7 @@ diesel::joinable!(conversations -> users (created_by));
 
 diesel::allow_tables_to_appear_in_same_query!(
     conversation_count_deltas,
+    conversation_hour_counts,
     prompt_streams,
     prompt_stream_events,
     service_replicas,

@@ -1,200 +1,393 @@
-//! Creating a conversation, in as few hops as each backend allows. Both
-//! bodies are here, side by side, writing the same rows ([`CreatePlan`]):
+//! Creating a conversation: the rule table of `CreateConversation` (README
+//! "Rules") and the write, as one statement.
 //!
-//! - PostgreSQL ([`create_on_postgres`]): one connection; BEGIN goes out with
-//!   the lookup, then the INSERTs pipelined (they do not depend on each other:
-//!   an event's `context_id` has no foreign key), COMMIT.
-//! - SQLite ([`create_on_sqlite`]): the lookup, the rules and the transaction
+//! The rules are SQL conditions over one lookup (the caller by token hash or
+//! by user id, the repository, its workspace and the caller's membership),
+//! named and in their order in [`RULES`], the one place they are written:
+//! the lookup returns which rule refused, if any, and both backends run it.
+//!
+//! - PostgreSQL: one data-modifying statement, the lookup with the rules
+//!   and the INSERTs of the conversation and its audit event behind them, in
+//!   one round trip (the real limit of a create: nothing is written unless no
+//!   rule refuses, all or nothing as any statement). With an idempotency key
+//!   (whose row holds the reply, known only after the lookup), or behind a
+//!   transaction-mode pooler, it runs in a transaction opened in the same
+//!   write and the key's rows follow before `COMMIT`.
+//! - SQLite: the lookup with the rules, then the rows in one transaction,
 //!   in one job on the writer thread ([`super::super::writer`]), the
 //!   transaction in its turn at the write gate.
 
-use diesel::prelude::*;
+use std::sync::LazyLock;
+
+use chrono::{DateTime, Utc};
+use diesel::backend::Backend;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{Binary, HasSqlType, Integer, Nullable, Text, Untyped};
+use diesel::{OptionalExtension as _, QueryResult, QueryableByName};
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection as _};
 use futures_util::FutureExt as _;
 use uuid::Uuid;
 
-use super::{NewConversation, NewEvent};
-use crate::domain::Access;
-use crate::store::auth::TokenOwner;
+use crate::domain::OrgRole;
 use crate::store::idempotency::{NewIdempotencyKey, expired_key};
-use crate::store::schema::{
-    api_tokens, conversations, idempotency_keys, repos, system_events, users, workspace_members,
-    workspaces,
-};
-use crate::store::types::SqlUuid;
+use crate::store::schema::{conversations, idempotency_keys, system_events};
+use crate::store::types::{DbJson, DbTime, DbUuid, SqlJson, SqlTime, SqlUuid};
 use crate::store::writer::Writer;
 use crate::store::{Conn, Store, StoreError};
-use chrono::{DateTime, Utc};
 
-/// A repository with its workspace's state and the caller's membership in it.
-#[derive(Debug, Clone, Queryable)]
-pub struct RepoAccess {
-    pub id: Uuid,
-    pub org_id: Uuid,
-    pub workspace_id: Option<Uuid>,
-    pub name: String,
-    pub disabled_at: Option<DateTime<Utc>>,
-    pub deleted_at: Option<DateTime<Utc>>,
-    pub workspace_deleted_at: Option<DateTime<Utc>>,
-    /// The caller's access level in the repo's workspace, if a member.
-    pub access: Option<Access>,
-}
+use super::{NewConversation, NewEvent};
 
-/// A repository as a left join finds it: every column may be missing.
-#[derive(Debug, Clone, Queryable)]
-struct MaybeRepo {
-    id: Option<Uuid>,
-    org_id: Option<Uuid>,
-    workspace_id: Option<Uuid>,
-    name: Option<String>,
-    disabled_at: Option<DateTime<Utc>>,
-    deleted_at: Option<DateTime<Utc>>,
-    workspace_deleted_at: Option<DateTime<Utc>>,
-    access: Option<Access>,
-}
-
-impl MaybeRepo {
-    fn into_repo(self) -> Option<RepoAccess> {
-        Some(RepoAccess {
-            id: self.id?,
-            org_id: self.org_id?,
-            workspace_id: self.workspace_id,
-            name: self.name?,
-            disabled_at: self.disabled_at,
-            deleted_at: self.deleted_at,
-            workspace_deleted_at: self.workspace_deleted_at,
-            access: self.access,
-        })
-    }
-}
-
-/// Who creates a conversation: the holder of an API token (by its SHA-256,
-/// looked up with the repository in one query), or a user already
-/// authenticated by id (a JWT's subject).
+/// Who creates a conversation: the holder of an API token (by its SHA-256),
+/// or a user already authenticated by id (a JWT's subject, or a caller whose
+/// idempotency key had to be read first).
 #[derive(Debug, Clone, Copy)]
 pub enum Creator {
     Token([u8; 32]),
-    User(Uuid),
+    User(SqlUuid),
 }
 
-/// What a create writes, as the rules decided: the conversation, its audit
-/// event, the idempotency key if the caller sent one, and the reply.
-pub struct CreatePlan<R> {
-    pub conversation: NewConversation,
-    pub event: NewEvent,
-    pub key: Option<NewIdempotencyKey>,
-    pub reply: R,
+/// Why a create was refused: the rule that held first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Rule 1: no such token, revoked or expired, or its user disabled.
+    Unauthenticated,
+    /// Rule 3: no such repository in the caller's organization (or it or its
+    /// workspace is deleted).
+    RepositoryNotFound,
+    /// Rule 4: the repository belongs to no workspace.
+    NoWorkspace,
+    /// Rule 4: the repository is disabled.
+    RepositoryDisabled,
+    /// Rule 5: no access to the workspace, and not an organization
+    /// administrator.
+    NoAccess,
 }
 
-/// What the rules need, as one query: the token `$hash` with its user, and
-/// the repository `$repo_id` with its workspace's state and that user's
-/// membership (repository columns may be missing). A macro: the SQLite
-/// writer runs it through diesel's sync API, PostgreSQL through the async
-/// one, and the two want the query built for their own backend.
-macro_rules! lookup {
-    ($hash:expr, $repo_id:expr) => {
-        api_tokens::table
-            .inner_join(users::table)
-            .left_join(repos::table.on(repos::id.eq(SqlUuid($repo_id))))
-            .left_join(workspaces::table.on(repos::workspace_id.eq(workspaces::id.nullable())))
-            .left_join(
-                workspace_members::table.on(workspace_members::workspace_id
-                    .nullable()
-                    .eq(repos::workspace_id)
-                    .and(workspace_members::user_id.eq(users::id))),
-            )
-            .filter(api_tokens::token_hash.eq($hash.to_vec()))
-            .select((
-                TokenOwner::as_select(),
-                (
-                    repos::id.nullable(),
-                    repos::org_id.nullable(),
-                    repos::workspace_id.nullable(),
-                    repos::name.nullable(),
-                    repos::disabled_at.nullable(),
-                    repos::deleted_at.nullable(),
-                    workspaces::deleted_at.nullable(),
-                    workspace_members::access.nullable(),
-                ),
-            ))
-    };
+/// A rule: what it refuses, and when, as an SQL condition over the lookup's
+/// tables (`t` the token, `u` its user, `r` the repository, `w` its
+/// workspace, `m` the caller's membership there; any may be missing) and
+/// `$now`.
+pub struct Rule {
+    pub refusal: Refusal,
+    pub when: &'static str,
 }
 
-/// The repository `$repo_id` and a known user's membership in its workspace
-/// (a macro for the reason [`lookup`] is one).
-macro_rules! repo_for {
-    ($user_id:expr, $repo_id:expr) => {
-        repos::table
-            .left_join(workspaces::table.on(repos::workspace_id.eq(workspaces::id.nullable())))
-            .left_join(
-                workspace_members::table.on(workspace_members::workspace_id
-                    .nullable()
-                    .eq(repos::workspace_id)
-                    .and(workspace_members::user_id.eq(SqlUuid($user_id)))),
-            )
-            .filter(repos::id.eq(SqlUuid($repo_id)))
-            .select((
-                repos::id,
-                repos::org_id,
-                repos::workspace_id,
-                repos::name,
-                repos::disabled_at,
-                repos::deleted_at,
-                workspaces::deleted_at.nullable(),
-                workspace_members::access.nullable(),
-            ))
-    };
+/// The rules of `CreateConversation`, in their order (README "Rules"; rule 2,
+/// a well-formed request, is the adapters' parse). The first that holds
+/// refuses; none holding, the conversation is written. `$admins` stands for
+/// the organization roles that reach every workspace
+/// ([`OrgRole::is_org_admin`]).
+pub const RULES: [Rule; 5] = [
+    Rule {
+        refusal: Refusal::Unauthenticated,
+        when: "u.id IS NULL OR t.revoked_at IS NOT NULL OR t.expires_at <= $now \
+               OR u.disabled_at IS NOT NULL",
+    },
+    Rule {
+        refusal: Refusal::RepositoryNotFound,
+        when: "r.id IS NULL OR r.org_id <> u.org_id OR r.deleted_at IS NOT NULL \
+               OR w.deleted_at IS NOT NULL",
+    },
+    Rule {
+        refusal: Refusal::NoWorkspace,
+        when: "r.workspace_id IS NULL",
+    },
+    Rule {
+        refusal: Refusal::RepositoryDisabled,
+        when: "r.disabled_at IS NOT NULL",
+    },
+    Rule {
+        refusal: Refusal::NoAccess,
+        when: "m.access IS NULL AND u.org_role NOT IN ($admins)",
+    },
+];
+
+/// What the lookup found: which rule refused (an index into [`RULES`]), and
+/// what the reply and the token's upkeep need.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct Found {
+    #[diesel(sql_type = Nullable<Integer>)]
+    refused: Option<i32>,
+    /// The token, if the caller came with one.
+    #[diesel(sql_type = Nullable<DbUuid>)]
+    pub token_id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<DbTime>)]
+    pub token_last_used_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<DbUuid>)]
+    user_id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<Text>)]
+    email: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub name: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub last_name: Option<String>,
+    #[diesel(sql_type = Nullable<DbUuid>)]
+    org_id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<DbUuid>)]
+    workspace_id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<Text>)]
+    repo_name: Option<String>,
 }
 
-/// The token owner and the repository, from the lookup's one row.
-fn split(row: Option<(TokenOwner, MaybeRepo)>) -> (Option<TokenOwner>, Option<RepoAccess>) {
-    match row {
-        None => (None, None),
-        Some((owner, repo)) => (Some(owner), repo.into_repo()),
+/// A conversation the rules allowed, as written.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub user_id: Uuid,
+    pub email: String,
+    pub name: Option<String>,
+    pub last_name: Option<String>,
+    pub org_id: Uuid,
+    pub workspace_id: Uuid,
+    pub repo_name: String,
+    /// The caller's token and when it was last recorded as used.
+    pub token: Option<(Uuid, Option<DateTime<Utc>>)>,
+}
+
+impl Found {
+    /// The rule that refused, or what was written.
+    fn verdict(self) -> Result<Created, Refusal> {
+        if let Some(i) = self.refused {
+            let rule = usize::try_from(i).ok().and_then(|i| RULES.get(i));
+            return Err(rule.map_or(Refusal::Unauthenticated, |r| r.refusal));
+        }
+        match (
+            self.user_id,
+            self.email,
+            self.org_id,
+            self.workspace_id,
+            self.repo_name,
+        ) {
+            (Some(user_id), Some(email), Some(org_id), Some(workspace_id), Some(repo_name)) => {
+                Ok(Created {
+                    user_id,
+                    email,
+                    name: self.name,
+                    last_name: self.last_name,
+                    org_id,
+                    workspace_id,
+                    repo_name,
+                    token: self.token_id.map(|id| (id, self.token_last_used_at)),
+                })
+            }
+            // Unreachable while the rules hold: a row no rule refused has all.
+            _ => Err(Refusal::RepositoryNotFound),
+        }
     }
 }
 
-/// The rules a create applies to what the lookup found: `Ok(plan)` to write,
-/// `Err(refusal)` to write nothing.
-pub trait Decide<R, E>:
-    FnOnce(Option<TokenOwner>, Option<RepoAccess>) -> Result<CreatePlan<R>, E> + Send + 'static
-{
+/// A create's own values: the ids and the time it writes, and its audit
+/// event's data.
+#[derive(Debug, Clone)]
+pub struct NewCreate {
+    pub who: Creator,
+    pub repo_id: SqlUuid,
+    pub id: SqlUuid,
+    pub event_id: SqlUuid,
+    pub at: SqlTime,
+    pub event_data: SqlJson,
 }
 
-impl<R, E, F> Decide<R, E> for F where
-    F: FnOnce(Option<TokenOwner>, Option<RepoAccess>) -> Result<CreatePlan<R>, E> + Send + 'static
+/// The idempotency key a create stores with its reply, made from what it
+/// wrote.
+pub type KeyFor = Box<dyn FnOnce(&Created) -> NewIdempotencyKey + Send>;
+
+/// The lookup with the rules, for a kind of caller: one row whatever it
+/// finds. `$who` is the token's hash or the user's id.
+fn lookup_sql(who: Creator) -> String {
+    let admins: Vec<String> = OrgRole::ALL
+        .iter()
+        .filter(|r| r.is_org_admin())
+        .map(|r| format!("'{}'", r.as_str()))
+        .collect();
+    let refused: String = RULES
+        .iter()
+        .enumerate()
+        .map(|(i, rule)| format!(" WHEN {} THEN {i}", rule.when))
+        .collect();
+    let caller = match who {
+        Creator::Token(_) => {
+            "api_tokens t ON t.token_hash = $who LEFT JOIN users u ON u.id = t.user_id"
+        }
+        Creator::User(_) => "users u ON u.id = $who LEFT JOIN api_tokens t ON false",
+    };
+    format!(
+        "SELECT CASE{refused} END AS refused, t.id AS token_id, \
+         t.last_used_at AS token_last_used_at, u.id AS user_id, u.email, u.name, u.last_name, \
+         r.org_id, r.workspace_id, r.id AS repo_id, r.name AS repo_name \
+         FROM (SELECT 1 AS one) one LEFT JOIN {caller} \
+         LEFT JOIN repos r ON r.id = $repo \
+         LEFT JOIN workspaces w ON w.id = r.workspace_id \
+         LEFT JOIN workspace_members m ON m.workspace_id = r.workspace_id AND m.user_id = u.id"
+    )
+    .replace("$admins", &admins.join(", "))
+}
+
+/// PostgreSQL's one statement: the lookup, then the conversation (`$id`)
+/// and its event (`$event_id`, with `$data`) at `$now`, written only if no
+/// rule refused.
+fn postgres_sql(who: Creator) -> String {
+    format!(
+        "WITH found AS ({lookup}), \
+         conversation AS (INSERT INTO conversations (id, org_id, workspace_id, repo_id, created_by, \
+         title, tokens_in, tokens_out, created_at, last_updated_at) \
+         SELECT $id, org_id, workspace_id, repo_id, user_id, NULL, 0, 0, $now, $now \
+         FROM found WHERE refused IS NULL), \
+         event AS (INSERT INTO system_events (id, org_id, workspace_id, user_id, context, \
+         context_id, event, json_data, created_at) \
+         SELECT $event_id, org_id, workspace_id, user_id, 'conversation', $id, 'created', $data, $now \
+         FROM found WHERE refused IS NULL) \
+         SELECT refused, token_id, token_last_used_at, user_id, email, name, last_name, org_id, \
+         workspace_id, repo_name FROM found",
+        lookup = lookup_sql(who)
+    )
+}
+
+/// A value a create's statement takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Param {
+    Who,
+    Repo,
+    Now,
+    Id,
+    EventId,
+    Data,
+}
+
+impl Param {
+    const ALL: [(&'static str, Param); 6] = [
+        // Longer names first: `$event_id` is not `$id`'s.
+        ("$event_id", Param::EventId),
+        ("$repo", Param::Repo),
+        ("$data", Param::Data),
+        ("$who", Param::Who),
+        ("$now", Param::Now),
+        ("$id", Param::Id),
+    ];
+}
+
+/// A statement's SQL cut at its values: each piece of text, then the value
+/// that follows it, if any. Binding each in place lets the backend number
+/// them (`$n` on PostgreSQL, `?` on SQLite).
+struct Template(Vec<(String, Option<Param>)>);
+
+impl Template {
+    fn new(sql: &str) -> Self {
+        let mut pieces = Vec::new();
+        let mut rest = sql;
+        while let Some(at) = rest.find('$') {
+            let (text, tail) = rest.split_at(at);
+            let (name, param) = Param::ALL
+                .into_iter()
+                .find(|(name, _)| tail.starts_with(name))
+                .expect("every `$` in a create's SQL names a value");
+            pieces.push((text.to_owned(), Some(param)));
+            rest = &tail[name.len()..];
+        }
+        pieces.push((rest.to_owned(), None));
+        Template(pieces)
+    }
+}
+
+/// The statements, made once.
+struct Statements {
+    pg_token: Template,
+    pg_user: Template,
+    sqlite_token: Template,
+    sqlite_user: Template,
+}
+
+static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| {
+    let token = Creator::Token([0; 32]);
+    let user = Creator::User(SqlUuid(Uuid::nil()));
+    Statements {
+        pg_token: Template::new(&postgres_sql(token)),
+        pg_user: Template::new(&postgres_sql(user)),
+        sqlite_token: Template::new(&lookup_sql(token)),
+        sqlite_user: Template::new(&lookup_sql(user)),
+    }
+});
+
+/// A create's statement with its values. Unlike diesel's `sql_query`, which
+/// is prepared anew every time, it is cached as a prepared statement per
+/// connection (its SQL, the cache's key, is the same every time).
+struct CreateQuery<'a> {
+    template: &'static Template,
+    new: &'a NewCreate,
+}
+
+impl QueryId for CreateQuery<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for CreateQuery<'_> {
+    type SqlType = Untyped;
+}
+
+impl<Conn> diesel::RunQueryDsl<Conn> for CreateQuery<'_> {}
+
+impl<DB> QueryFragment<DB> for CreateQuery<'_>
+where
+    DB: Backend + HasSqlType<Binary> + HasSqlType<DbUuid> + HasSqlType<DbTime> + HasSqlType<DbJson>,
+    [u8]: ToSql<Binary, DB>,
+    SqlUuid: ToSql<DbUuid, DB>,
+    SqlTime: ToSql<DbTime, DB>,
+    SqlJson: ToSql<DbJson, DB>,
 {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        let new = self.new;
+        for (text, param) in &self.template.0 {
+            out.push_sql(text);
+            match param {
+                None => {}
+                Some(Param::Who) => match &new.who {
+                    Creator::Token(hash) => out.push_bind_param::<Binary, [u8]>(&hash[..])?,
+                    Creator::User(id) => out.push_bind_param::<DbUuid, _>(id)?,
+                },
+                Some(Param::Repo) => out.push_bind_param::<DbUuid, _>(&new.repo_id)?,
+                Some(Param::Now) => out.push_bind_param::<DbTime, _>(&new.at)?,
+                Some(Param::Id) => out.push_bind_param::<DbUuid, _>(&new.id)?,
+                Some(Param::EventId) => out.push_bind_param::<DbUuid, _>(&new.event_id)?,
+                Some(Param::Data) => out.push_bind_param::<DbJson, _>(&new.event_data)?,
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Store {
-    /// A whole create: finds the token whose SHA-256 is in `who` (with its
-    /// user) and the repository `repo_id` (with its workspace's state and that
-    /// user's membership) in one query (for a caller already known by user
-    /// id, as with a JWT, only the repository and the membership, and `decide`
-    /// gets no token owner), lets `decide` apply the rules, and, if it allows,
-    /// writes the conversation and its audit event (and the idempotency key)
-    /// in one transaction: all or nothing.
-    pub async fn create_conversation<R, E>(
+    /// A whole create: the caller (by token hash, or by user id), the
+    /// repository and the membership looked up, [`RULES`] applied, and, if
+    /// none refused, the conversation and its audit event written (with the
+    /// idempotency key `key` makes from them, if any): all or nothing.
+    pub async fn create_conversation(
         &self,
-        who: Creator,
-        repo_id: Uuid,
-        decide: impl Decide<R, E>,
-    ) -> Result<Result<R, E>, StoreError>
-    where
-        R: Send + 'static,
-        E: Send + 'static,
-    {
+        new: NewCreate,
+        key: Option<KeyFor>,
+    ) -> Result<Result<Created, Refusal>, StoreError> {
         match self.sqlite_writer() {
             Some(writer) => {
-                let created = create_on_sqlite(writer, who, repo_id, decide).await;
+                let created = create_on_sqlite(writer, new, key).await;
                 self.note_write(&created);
                 created
             }
             None => {
-                let begin: std::sync::Arc<str> = self.begin_sql().into();
+                let begin = (key.is_some() || self.behind_transaction_pooler())
+                    .then(|| std::sync::Arc::<str>::from(self.begin_sql()));
                 self.run_in_own_transaction(move |conn| {
-                    async move { create_on_postgres(conn, &begin, who, repo_id, decide).await }
-                        .boxed()
+                    async move {
+                        let Conn::Pg(pg) = conn else {
+                            return Err(StoreError::Internal(
+                                "SQLite creates go to its writer".into(),
+                            ));
+                        };
+                        match begin {
+                            None => create_on_postgres(pg, &new).await,
+                            Some(begin) => create_in_transaction(pg, &begin, &new, key).await,
+                        }
+                    }
+                    .boxed()
                 })
                 .await
             }
@@ -202,100 +395,54 @@ impl Store {
     }
 }
 
-/// The create on SQLite: one job on the writer thread.
-async fn create_on_sqlite<R, E>(
-    writer: &Writer,
-    who: Creator,
-    repo_id: Uuid,
-    decide: impl Decide<R, E>,
-) -> Result<Result<R, E>, StoreError>
-where
-    R: Send + 'static,
-    E: Send + 'static,
-{
-    let gate = writer.gate().clone();
-    writer
-        .run(move |c| {
-            use diesel::RunQueryDsl as Sync;
-            let (owner, repo) = match who {
-                Creator::Token(hash) => split(
-                    Sync::first::<(TokenOwner, MaybeRepo)>(lookup!(hash, repo_id), c).optional()?,
-                ),
-                Creator::User(user_id) => (
-                    None,
-                    Sync::first::<RepoAccess>(repo_for!(user_id, repo_id), c).optional()?,
-                ),
-            };
-            let plan = match decide(owner, repo) {
-                Ok(plan) => plan,
-                Err(refused) => return Ok(Err(refused)),
-            };
-            let _turn = gate.blocking_lock();
-            c.immediate_transaction(|c| {
-                if let Some(key) = &plan.key {
-                    Sync::execute(expired_key(key), c)?;
-                }
-                let conversation =
-                    diesel::insert_into(conversations::table).values(&plan.conversation);
-                Sync::execute(conversation, c)?;
-                let event = diesel::insert_into(system_events::table).values(&plan.event);
-                Sync::execute(event, c)?;
-                if let Some(key) = &plan.key {
-                    let key = diesel::insert_into(idempotency_keys::table).values(key);
-                    Sync::execute(key, c)?;
-                }
-                diesel::QueryResult::Ok(())
-            })?;
-            Ok(Ok(plan.reply))
-        })
+/// The create on PostgreSQL: its one statement, on its own.
+async fn create_on_postgres(
+    c: &mut AsyncPgConnection,
+    new: &NewCreate,
+) -> Result<Result<Created, Refusal>, StoreError> {
+    Ok(statement(c, new).await?.verdict())
+}
+
+/// PostgreSQL's statement with its values.
+async fn statement(c: &AsyncPgConnection, new: &NewCreate) -> Result<Found, diesel::result::Error> {
+    let template = match new.who {
+        Creator::Token(_) => &STATEMENTS.pg_token,
+        Creator::User(_) => &STATEMENTS.pg_user,
+    };
+    CreateQuery { template, new }
+        .get_result::<Found>(&mut &*c)
         .await
 }
 
-/// The create on PostgreSQL, on one pooled connection. The transaction is
-/// opened by hand (diesel's manager would await BEGIN first, a round trip of
-/// its own): every way out ends it, and a connection whose ROLLBACK fails is
+/// The create on PostgreSQL in a transaction of its own, opened by hand in
+/// the same write as the statement (diesel's manager would await BEGIN
+/// first, a round trip of its own), with the idempotency key's rows after
+/// it: every way out ends it, and a connection whose ROLLBACK fails is
 /// discarded by `Store::run`, never pooled mid-transaction.
-async fn create_on_postgres<R, E>(
-    conn: &mut Conn,
+async fn create_in_transaction(
+    c: &mut AsyncPgConnection,
     begin: &str,
-    who: Creator,
-    repo_id: Uuid,
-    decide: impl Decide<R, E>,
-) -> Result<Result<R, E>, StoreError> {
-    let Conn::Pg(pg) = conn else {
-        return Err(StoreError::Internal(
-            "SQLite creates go to its writer".into(),
-        ));
-    };
-    let c: &AsyncPgConnection = pg;
-    let begun = async { (&mut &*c).batch_execute(begin).await };
-    let found = async {
-        Ok::<_, diesel::result::Error>(match who {
-            Creator::Token(hash) => split(
-                lookup!(hash, repo_id)
-                    .first::<(TokenOwner, MaybeRepo)>(&mut &*c)
-                    .await
-                    .optional()?,
-            ),
-            Creator::User(user_id) => (
-                None,
-                repo_for!(user_id, repo_id)
-                    .first::<RepoAccess>(&mut &*c)
-                    .await
-                    .optional()?,
-            ),
-        })
-    };
+    new: &NewCreate,
+    key: Option<KeyFor>,
+) -> Result<Result<Created, Refusal>, StoreError> {
+    let c: &AsyncPgConnection = c;
     let written = async {
-        let (begun, found) = tokio::join!(biased; begun, found);
+        let begun = async { (&mut &*c).batch_execute(begin).await };
+        let (begun, found) = tokio::join!(biased; begun, statement(c, new));
         begun?;
-        let (owner, repo) = found?;
-        let plan = match decide(owner, repo) {
-            Ok(plan) => plan,
-            Err(refused) => return Ok(Err(refused)),
+        let created = match found?.verdict() {
+            Ok(created) => created,
+            refused => return Ok(refused),
         };
-        insert_on_postgres(c, &plan.conversation, &plan.event, plan.key.as_ref()).await?;
-        Ok::<_, StoreError>(Ok(plan.reply))
+        if let Some(key) = key {
+            let key = key(&created);
+            expired_key(&key).execute(&mut &*c).await?;
+            diesel::insert_into(idempotency_keys::table)
+                .values(&key)
+                .execute(&mut &*c)
+                .await?;
+        }
+        Ok::<_, StoreError>(Ok(created))
     }
     .await;
     let end = match &written {
@@ -312,33 +459,119 @@ async fn create_on_postgres<R, E>(
     }
 }
 
-/// A plan's rows, pipelined on an open PostgreSQL transaction.
-async fn insert_on_postgres(
-    c: &AsyncPgConnection,
-    conversation: &NewConversation,
-    event: &NewEvent,
-    key: Option<&NewIdempotencyKey>,
-) -> Result<(), diesel::result::Error> {
-    if let Some(key) = key {
-        expired_key(key).execute(&mut &*c).await?;
+/// The create on SQLite: one job on the writer thread.
+async fn create_on_sqlite(
+    writer: &Writer,
+    new: NewCreate,
+    key: Option<KeyFor>,
+) -> Result<Result<Created, Refusal>, StoreError> {
+    let gate = writer.gate().clone();
+    writer
+        .run(move |c| {
+            use diesel::RunQueryDsl as Sync;
+            let template = match new.who {
+                Creator::Token(_) => &STATEMENTS.sqlite_token,
+                Creator::User(_) => &STATEMENTS.sqlite_user,
+            };
+            let found: Option<Found> = Sync::get_result(
+                CreateQuery {
+                    template,
+                    new: &new,
+                },
+                c,
+            )
+            .optional()?;
+            let created = match found.map(Found::verdict) {
+                Some(Ok(created)) => created,
+                Some(Err(refused)) => return Ok(Err(refused)),
+                None => return Err(StoreError::Internal("the lookup found no row".into())),
+            };
+            let conversation = NewConversation {
+                id: new.id,
+                org_id: SqlUuid(created.org_id),
+                workspace_id: SqlUuid(created.workspace_id),
+                repo_id: new.repo_id,
+                created_by: SqlUuid(created.user_id),
+                title: None,
+                tokens_in: 0,
+                tokens_out: 0,
+                created_at: new.at,
+                last_updated_at: new.at,
+            };
+            let event = NewEvent {
+                id: new.event_id,
+                org_id: SqlUuid(created.org_id),
+                workspace_id: Some(SqlUuid(created.workspace_id)),
+                user_id: Some(SqlUuid(created.user_id)),
+                context: "conversation".into(),
+                context_id: Some(new.id),
+                event: "created".into(),
+                json_data: Some(new.event_data),
+                created_at: new.at,
+            };
+            let key = key.map(|key| key(&created));
+            let _turn = gate.blocking_lock();
+            c.immediate_transaction(|c| {
+                if let Some(key) = &key {
+                    Sync::execute(expired_key(key), c)?;
+                }
+                Sync::execute(
+                    diesel::insert_into(conversations::table).values(&conversation),
+                    c,
+                )?;
+                Sync::execute(diesel::insert_into(system_events::table).values(&event), c)?;
+                if let Some(key) = &key {
+                    Sync::execute(diesel::insert_into(idempotency_keys::table).values(key), c)?;
+                }
+                diesel::QueryResult::Ok(())
+            })?;
+            Ok(Ok(created))
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rule_is_in_the_lookup_in_its_order() {
+        let sql = lookup_sql(Creator::Token([0; 32]));
+        let mut at = 0;
+        for i in 0..RULES.len() {
+            let arm = format!(" THEN {i}");
+            let found = sql[at..].find(&arm).expect("every rule has its arm");
+            at += found + arm.len();
+        }
+        assert!(sql.contains("u.org_role NOT IN ('admin', 'owner')"));
+        assert!(!sql.contains("$admins"));
     }
-    tokio::try_join!(
-        biased;
-        diesel::insert_into(conversations::table)
-            .values(conversation)
-            .execute(&mut &*c),
-        diesel::insert_into(system_events::table)
-            .values(event)
-            .execute(&mut &*c),
-        async {
-            match key {
-                Some(key) => diesel::insert_into(idempotency_keys::table)
-                    .values(key)
-                    .execute(&mut &*c)
-                    .await,
-                None => Ok(0),
-            }
-        },
-    )?;
-    Ok(())
+
+    #[test]
+    fn templates_bind_every_value_in_place() {
+        let t = Template::new("a $who b $event_id c $id d $now");
+        let params: Vec<_> = t.0.iter().map(|(_, p)| *p).collect();
+        assert_eq!(
+            params,
+            [
+                Some(Param::Who),
+                Some(Param::EventId),
+                Some(Param::Id),
+                Some(Param::Now),
+                None
+            ]
+        );
+        assert_eq!(t.0[1].0, " b ");
+        let pg = Template::new(&postgres_sql(Creator::User(SqlUuid(Uuid::nil()))));
+        for param in [
+            Param::Who,
+            Param::Repo,
+            Param::Now,
+            Param::Id,
+            Param::EventId,
+            Param::Data,
+        ] {
+            assert!(pg.0.iter().any(|(_, p)| *p == Some(param)), "{param:?}");
+        }
+    }
 }

@@ -4,11 +4,13 @@
 //! into sources that each walk one `(…, created_at, id)` index backwards (the
 //! organization; or the caller's own plus each workspace they administer),
 //! each stopping after `skip + take` rows, merged here. The total comes from
-//! `conversation_counts` (a few rows per creator and workspace, and the
-//! deltas not folded into them yet) unless a
-//! time, repository or id filter asks for a real count. Repository and
-//! creator come in the same query (joins), not one per row.
+//! `conversation_counts` (a few rows per creator, workspace and repository,
+//! and the deltas not folded into them yet); a time filter's from the hourly
+//! counts of the whole hours it covers and the rows of the two partial hours
+//! at its ends. Repository and creator come in the same query (joins), not
+//! one per row.
 
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use futures_util::FutureExt as _;
@@ -16,7 +18,8 @@ use uuid::Uuid;
 
 use super::{ConversationFilter, ConversationRow, Visibility, administered, matching, narrowed};
 use crate::store::schema::{
-    conversation_count_deltas, conversation_counts, conversations, repos, users,
+    conversation_count_deltas, conversation_counts, conversation_hour_counts, conversations, repos,
+    users,
 };
 use crate::store::types::SqlUuid;
 use crate::store::{Conn, Store, StoreError};
@@ -130,18 +133,78 @@ async fn newest(
     })?)
 }
 
-/// How many conversations match in all: from the counts table when only
-/// visibility, creator and workspace narrow, else counted.
+/// How many conversations match in all, without counting rows one by one:
+/// from `conversation_counts` (and the deltas not folded yet), narrowed by
+/// visibility, creator, workspace and repository; with a time filter, from
+/// `conversation_hour_counts` for the whole hours it covers, plus the rows of
+/// the partial hours at its ends (at most two hours' rows, counted).
 async fn count(conn: &mut Conn, filter: &ConversationFilter) -> Result<i64, StoreError> {
-    let countable = filter.id.is_none()
-        && filter.from.is_none()
-        && filter.until.is_none()
-        && filter.repo_id.is_none();
-    if !countable {
-        return Ok(with_conn!(&mut *conn, |c| {
-            matching!(filter).count().get_result::<i64>(c).await
-        })?);
+    if filter.id.is_some() {
+        // At most one row, found by its key.
+        return counted(conn, filter).await;
     }
+    if filter.from.is_none() && filter.until.is_none() {
+        return summed(conn, filter, None).await;
+    }
+    // The whole hours inside the filter: `first..end` (hours since the epoch).
+    let first = filter.from.map(|t| {
+        let h = hour_of(t);
+        if hour_start(h) == t { h } else { h + 1 }
+    });
+    let end = filter.until.map(hour_of);
+    if let (Some(a), Some(b)) = (first, end)
+        && a >= b
+    {
+        // Less than two hours: its rows are the edges.
+        return counted(conn, filter).await;
+    }
+    let mut total = summed(conn, filter, Some((first, end))).await?;
+    if let (Some(from), Some(a)) = (filter.from, first)
+        && hour_start(a) != from
+    {
+        let edge = ConversationFilter {
+            until: Some(hour_start(a)),
+            ..filter.clone()
+        };
+        total += counted(conn, &edge).await?;
+    }
+    if let (Some(until), Some(b)) = (filter.until, end)
+        && hour_start(b) != until
+    {
+        let edge = ConversationFilter {
+            from: Some(hour_start(b)),
+            ..filter.clone()
+        };
+        total += counted(conn, &edge).await?;
+    }
+    Ok(total)
+}
+
+/// The hour (since the Unix epoch) a time falls in, as the counts' triggers
+/// compute it.
+fn hour_of(t: DateTime<Utc>) -> i64 {
+    t.timestamp().div_euclid(3600)
+}
+
+/// When hour `h` (since the Unix epoch) starts.
+fn hour_start(h: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(h.saturating_mul(3600), 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// The matching rows, counted (for a narrow range only).
+async fn counted(conn: &mut Conn, filter: &ConversationFilter) -> Result<i64, StoreError> {
+    Ok(with_conn!(&mut *conn, |c| {
+        matching!(filter).count().get_result::<i64>(c).await
+    })?)
+}
+
+/// The counts matching the filter's visibility, creator, workspace and
+/// repository: all of them, or those of the hours `first..end`.
+async fn summed(
+    conn: &mut Conn,
+    filter: &ConversationFilter,
+    hours: Option<(Option<i64>, Option<i64>)>,
+) -> Result<i64, StoreError> {
     // The folded counts and the deltas not folded yet, in one statement (one
     // snapshot: a fold between two reads would count its rows twice or not
     // at all).
@@ -163,14 +226,50 @@ async fn count(conn: &mut Conn, filter: &ConversationFilter) -> Result<i64, Stor
             if let Some(w) = filter.workspace_id {
                 q = q.filter($t::workspace_id.eq(SqlUuid(w)));
             }
-            q.select(($t::live, $t::deleted))
+            if let Some(r) = filter.repo_id {
+                q = q.filter($t::repo_id.eq(SqlUuid(r)));
+            }
+            q
+        }};
+        ($t:ident, $first:expr, $end:expr) => {{
+            let mut q = narrowed_counts!($t);
+            if let Some(a) = $first {
+                q = q.filter($t::hour.ge(a));
+            }
+            if let Some(b) = $end {
+                q = q.filter($t::hour.lt(b));
+            }
+            q
         }};
     }
     let counts = with_conn!(&mut *conn, |c| {
-        narrowed_counts!(conversation_counts)
-            .union_all(narrowed_counts!(conversation_count_deltas))
-            .load::<(i64, i64)>(c)
-            .await
+        match hours {
+            None => {
+                narrowed_counts!(conversation_counts)
+                    .select((conversation_counts::live, conversation_counts::deleted))
+                    .union_all(narrowed_counts!(conversation_count_deltas).select((
+                        conversation_count_deltas::live,
+                        conversation_count_deltas::deleted,
+                    )))
+                    .load::<(i64, i64)>(c)
+                    .await
+            }
+            Some((first, end)) => {
+                narrowed_counts!(conversation_hour_counts, first, end)
+                    .select((
+                        conversation_hour_counts::live,
+                        conversation_hour_counts::deleted,
+                    ))
+                    .union_all(
+                        narrowed_counts!(conversation_count_deltas, first, end).select((
+                            conversation_count_deltas::live,
+                            conversation_count_deltas::deleted,
+                        )),
+                    )
+                    .load::<(i64, i64)>(c)
+                    .await
+            }
+        }
     })?;
     Ok(counts
         .iter()
