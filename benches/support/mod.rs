@@ -156,6 +156,7 @@ pub async fn bulk_conversations(
              ALTER TABLE conversations ENABLE TRIGGER conversations_count;
              DELETE FROM conversation_counts;
              DELETE FROM conversation_hour_counts;
+             DELETE FROM conversation_day_counts;
              DELETE FROM conversation_count_deltas;
              INSERT INTO conversation_counts (org_id, workspace_id, repo_id, created_by, live, deleted)
              SELECT org_id, workspace_id, repo_id, created_by, count(*) FILTER (WHERE deleted_at IS NULL),
@@ -163,6 +164,11 @@ pub async fn bulk_conversations(
              FROM conversations GROUP BY org_id, workspace_id, repo_id, created_by;
              INSERT INTO conversation_hour_counts (org_id, hour, workspace_id, repo_id, created_by, live, deleted)
              SELECT org_id, floor(extract(epoch FROM created_at) / 3600)::bigint, workspace_id, repo_id,
+                    created_by, count(*) FILTER (WHERE deleted_at IS NULL),
+                    count(*) FILTER (WHERE deleted_at IS NOT NULL)
+             FROM conversations GROUP BY 1, 2, 3, 4, 5;
+             INSERT INTO conversation_day_counts (org_id, day, workspace_id, repo_id, created_by, live, deleted)
+             SELECT org_id, floor(extract(epoch FROM created_at) / 86400)::bigint, workspace_id, repo_id,
                     created_by, count(*) FILTER (WHERE deleted_at IS NULL),
                     count(*) FILTER (WHERE deleted_at IS NOT NULL)
              FROM conversations GROUP BY 1, 2, 3, 4, 5;

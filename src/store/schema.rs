@@ -129,6 +129,22 @@ diesel::table! {
     use diesel::sql_types::*;
     use crate::store::types::DbUuid;
 
+    /// `conversation_counts` per day of creation (days since the Unix epoch).
+    conversation_day_counts (org_id, day, workspace_id, repo_id, created_by) {
+        org_id -> DbUuid,
+        day -> BigInt,
+        workspace_id -> DbUuid,
+        repo_id -> DbUuid,
+        created_by -> DbUuid,
+        live -> BigInt,
+        deleted -> BigInt,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::store::types::DbUuid;
+
     /// `conversation_counts` per hour of creation (hours since the Unix epoch).
     conversation_hour_counts (org_id, hour, workspace_id, repo_id, created_by) {
         org_id -> DbUuid,
@@ -510,6 +526,7 @@ diesel::joinable!(conversations -> users (created_by));
 
 diesel::allow_tables_to_appear_in_same_query!(
     conversation_count_deltas,
+    conversation_day_counts,
     conversation_hour_counts,
     prompt_streams,
     prompt_stream_events,

@@ -5,6 +5,7 @@ DROP FUNCTION fold_conversation_counts();
 DROP FUNCTION conversation_counts_add(conversations, bigint, bigint);
 DROP TABLE conversation_count_deltas;
 DROP TABLE conversation_hour_counts;
+DROP TABLE conversation_day_counts;
 DROP TABLE conversation_counts;
 
 CREATE TABLE conversation_counts (

@@ -1,10 +1,11 @@
 -- Lists never count rows: `conversation_counts` is keyed by repository too
 -- (a `repoId` filter's total was counted row by row), and
--- `conversation_hour_counts` keeps the same counts per hour of creation
--- (hours since the Unix epoch), so that a `from` / `to` filter's total sums
--- the whole hours it covers and counts rows only in the two partial hours at
--- its ends. A change still appends one delta row (no hot rows); the fold
--- moves the deltas into both tables in one statement.
+-- `conversation_day_counts` / `conversation_hour_counts` keep the same counts
+-- per day and per hour of creation (since the Unix epoch), so that a `from` /
+-- `to` filter's total sums the whole days it covers, the whole hours of its
+-- partial days, and counts rows only in the partial hours at its two ends. A
+-- change still appends one delta row (no hot rows); the fold moves the deltas
+-- into the three tables in one statement.
 SELECT fold_conversation_counts();
 DROP TRIGGER conversations_count ON conversations;
 DROP FUNCTION conversations_count();
@@ -35,6 +36,17 @@ CREATE TABLE conversation_hour_counts (
     PRIMARY KEY (org_id, hour, workspace_id, repo_id, created_by)
 );
 
+CREATE TABLE conversation_day_counts (
+    org_id        uuid NOT NULL,
+    day           bigint NOT NULL,
+    workspace_id  uuid NOT NULL,
+    repo_id       uuid NOT NULL,
+    created_by    uuid NOT NULL,
+    live          bigint NOT NULL DEFAULT 0,
+    deleted       bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (org_id, day, workspace_id, repo_id, created_by)
+);
+
 CREATE TABLE conversation_count_deltas (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     org_id        uuid NOT NULL,
@@ -56,6 +68,13 @@ GROUP BY org_id, workspace_id, repo_id, created_by;
 
 INSERT INTO conversation_hour_counts (org_id, hour, workspace_id, repo_id, created_by, live, deleted)
 SELECT org_id, floor(extract(epoch FROM created_at) / 3600)::bigint, workspace_id, repo_id, created_by,
+       count(*) FILTER (WHERE deleted_at IS NULL),
+       count(*) FILTER (WHERE deleted_at IS NOT NULL)
+FROM conversations
+GROUP BY 1, 2, 3, 4, 5;
+
+INSERT INTO conversation_day_counts (org_id, day, workspace_id, repo_id, created_by, live, deleted)
+SELECT org_id, floor(extract(epoch FROM created_at) / 86400)::bigint, workspace_id, repo_id, created_by,
        count(*) FILTER (WHERE deleted_at IS NULL),
        count(*) FILTER (WHERE deleted_at IS NOT NULL)
 FROM conversations
@@ -90,7 +109,7 @@ AFTER INSERT OR DELETE
     OR UPDATE OF org_id, workspace_id, repo_id, created_by, created_at, deleted_at ON conversations
 FOR EACH ROW EXECUTE FUNCTION conversations_count();
 
--- Moves every delta it sees into both tables; returns how many. Folds
+-- Moves every delta it sees into the three tables; returns how many. Folds
 -- running at once each take the rows they deleted (a row is deleted once),
 -- in key order (so that their upserts cannot deadlock).
 CREATE FUNCTION fold_conversation_counts() RETURNS bigint
@@ -102,6 +121,10 @@ LANGUAGE sql AS $$
         SELECT org_id, hour, workspace_id, repo_id, created_by, sum(live)::bigint AS live,
                sum(deleted)::bigint AS deleted, count(*) AS n
         FROM moved GROUP BY org_id, hour, workspace_id, repo_id, created_by
+    ), by_day AS (
+        SELECT org_id, floor(hour / 24.0)::bigint AS day, workspace_id, repo_id, created_by,
+               sum(live)::bigint AS live, sum(deleted)::bigint AS deleted
+        FROM by_hour GROUP BY 1, 2, 3, 4, 5
     ), by_key AS (
         SELECT org_id, workspace_id, repo_id, created_by, sum(live)::bigint AS live,
                sum(deleted)::bigint AS deleted
@@ -111,6 +134,13 @@ LANGUAGE sql AS $$
         SELECT org_id, hour, workspace_id, repo_id, created_by, live, deleted FROM by_hour
         ORDER BY org_id, hour, workspace_id, repo_id, created_by
         ON CONFLICT (org_id, hour, workspace_id, repo_id, created_by)
+        DO UPDATE SET live = c.live + excluded.live, deleted = c.deleted + excluded.deleted
+        RETURNING 1
+    ), days AS (
+        INSERT INTO conversation_day_counts AS c (org_id, day, workspace_id, repo_id, created_by, live, deleted)
+        SELECT org_id, day, workspace_id, repo_id, created_by, live, deleted FROM by_day
+        ORDER BY org_id, day, workspace_id, repo_id, created_by
+        ON CONFLICT (org_id, day, workspace_id, repo_id, created_by)
         DO UPDATE SET live = c.live + excluded.live, deleted = c.deleted + excluded.deleted
         RETURNING 1
     ), keys AS (

@@ -3,6 +3,7 @@ DROP TRIGGER conversations_count_delete;
 DROP TRIGGER conversations_count_update;
 DROP TABLE conversation_count_deltas;
 DROP TABLE conversation_hour_counts;
+DROP TABLE conversation_day_counts;
 DROP TABLE conversation_counts;
 CREATE TABLE conversation_counts (
     org_id        blob NOT NULL,

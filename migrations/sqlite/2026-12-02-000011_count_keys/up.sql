@@ -1,9 +1,9 @@
 -- Lists never count rows: `conversation_counts` is keyed by repository too
 -- (a `repoId` filter's total was counted row by row), and
--- `conversation_hour_counts` keeps the same counts per hour of creation
--- (hours since the Unix epoch), so that a `from` / `to` filter's total sums
--- the whole hours it covers and counts rows only in the two partial hours at
--- its ends. SQLite's triggers keep both in place (one writer at a time: no
+-- `conversation_day_counts` / `conversation_hour_counts` keep the same counts
+-- per day and per hour of creation (since the Unix epoch), so that a `from` /
+-- `to` filter's total sums the whole days it covers, the whole hours of its
+-- partial days, and counts rows only in the partial hours at its two ends. SQLite's triggers keep the three in place (one writer at a time: no
 -- hot rows to avoid); the deltas table stays empty, as before.
 DROP TRIGGER conversations_count_insert;
 DROP TRIGGER conversations_count_delete;
@@ -33,6 +33,17 @@ CREATE TABLE conversation_hour_counts (
     PRIMARY KEY (org_id, hour, workspace_id, repo_id, created_by)
 ) STRICT, WITHOUT ROWID;
 
+CREATE TABLE conversation_day_counts (
+    org_id        blob NOT NULL,
+    day           integer NOT NULL,
+    workspace_id  blob NOT NULL,
+    repo_id       blob NOT NULL,
+    created_by    blob NOT NULL,
+    live          integer NOT NULL DEFAULT 0,
+    deleted       integer NOT NULL DEFAULT 0,
+    PRIMARY KEY (org_id, day, workspace_id, repo_id, created_by)
+) STRICT, WITHOUT ROWID;
+
 CREATE TABLE conversation_count_deltas (
     id            integer PRIMARY KEY,
     org_id        blob NOT NULL,
@@ -57,6 +68,12 @@ SELECT org_id, CAST(strftime('%s', created_at) AS INTEGER) / 3600, workspace_id,
 FROM conversations
 GROUP BY 1, 2, 3, 4, 5;
 
+INSERT INTO conversation_day_counts (org_id, day, workspace_id, repo_id, created_by, live, deleted)
+SELECT org_id, CAST(strftime('%s', created_at) AS INTEGER) / 86400, workspace_id, repo_id, created_by,
+       sum(deleted_at IS NULL), sum(deleted_at IS NOT NULL)
+FROM conversations
+GROUP BY 1, 2, 3, 4, 5;
+
 CREATE TRIGGER conversations_count_insert AFTER INSERT ON conversations BEGIN
     INSERT INTO conversation_counts (org_id, workspace_id, repo_id, created_by, live, deleted)
     VALUES (NEW.org_id, NEW.workspace_id, NEW.repo_id, NEW.created_by, NEW.deleted_at IS NULL, NEW.deleted_at IS NOT NULL)
@@ -66,6 +83,11 @@ CREATE TRIGGER conversations_count_insert AFTER INSERT ON conversations BEGIN
     VALUES (NEW.org_id, CAST(strftime('%s', NEW.created_at) AS INTEGER) / 3600, NEW.workspace_id, NEW.repo_id,
             NEW.created_by, NEW.deleted_at IS NULL, NEW.deleted_at IS NOT NULL)
     ON CONFLICT (org_id, hour, workspace_id, repo_id, created_by)
+    DO UPDATE SET live = live + excluded.live, deleted = deleted + excluded.deleted;
+    INSERT INTO conversation_day_counts (org_id, day, workspace_id, repo_id, created_by, live, deleted)
+    VALUES (NEW.org_id, CAST(strftime('%s', NEW.created_at) AS INTEGER) / 86400, NEW.workspace_id, NEW.repo_id,
+            NEW.created_by, NEW.deleted_at IS NULL, NEW.deleted_at IS NOT NULL)
+    ON CONFLICT (org_id, day, workspace_id, repo_id, created_by)
     DO UPDATE SET live = live + excluded.live, deleted = deleted + excluded.deleted;
 END;
 
@@ -78,6 +100,11 @@ CREATE TRIGGER conversations_count_delete AFTER DELETE ON conversations BEGIN
     VALUES (OLD.org_id, CAST(strftime('%s', OLD.created_at) AS INTEGER) / 3600, OLD.workspace_id, OLD.repo_id,
             OLD.created_by, -(OLD.deleted_at IS NULL), -(OLD.deleted_at IS NOT NULL))
     ON CONFLICT (org_id, hour, workspace_id, repo_id, created_by)
+    DO UPDATE SET live = live + excluded.live, deleted = deleted + excluded.deleted;
+    INSERT INTO conversation_day_counts (org_id, day, workspace_id, repo_id, created_by, live, deleted)
+    VALUES (OLD.org_id, CAST(strftime('%s', OLD.created_at) AS INTEGER) / 86400, OLD.workspace_id, OLD.repo_id,
+            OLD.created_by, -(OLD.deleted_at IS NULL), -(OLD.deleted_at IS NOT NULL))
+    ON CONFLICT (org_id, day, workspace_id, repo_id, created_by)
     DO UPDATE SET live = live + excluded.live, deleted = deleted + excluded.deleted;
 END;
 
@@ -96,9 +123,19 @@ AFTER UPDATE OF org_id, workspace_id, repo_id, created_by, created_at, deleted_a
             OLD.created_by, -(OLD.deleted_at IS NULL), -(OLD.deleted_at IS NOT NULL))
     ON CONFLICT (org_id, hour, workspace_id, repo_id, created_by)
     DO UPDATE SET live = live + excluded.live, deleted = deleted + excluded.deleted;
+    INSERT INTO conversation_day_counts (org_id, day, workspace_id, repo_id, created_by, live, deleted)
+    VALUES (OLD.org_id, CAST(strftime('%s', OLD.created_at) AS INTEGER) / 86400, OLD.workspace_id, OLD.repo_id,
+            OLD.created_by, -(OLD.deleted_at IS NULL), -(OLD.deleted_at IS NOT NULL))
+    ON CONFLICT (org_id, day, workspace_id, repo_id, created_by)
+    DO UPDATE SET live = live + excluded.live, deleted = deleted + excluded.deleted;
     INSERT INTO conversation_hour_counts (org_id, hour, workspace_id, repo_id, created_by, live, deleted)
     VALUES (NEW.org_id, CAST(strftime('%s', NEW.created_at) AS INTEGER) / 3600, NEW.workspace_id, NEW.repo_id,
             NEW.created_by, NEW.deleted_at IS NULL, NEW.deleted_at IS NOT NULL)
     ON CONFLICT (org_id, hour, workspace_id, repo_id, created_by)
+    DO UPDATE SET live = live + excluded.live, deleted = deleted + excluded.deleted;
+    INSERT INTO conversation_day_counts (org_id, day, workspace_id, repo_id, created_by, live, deleted)
+    VALUES (NEW.org_id, CAST(strftime('%s', NEW.created_at) AS INTEGER) / 86400, NEW.workspace_id, NEW.repo_id,
+            NEW.created_by, NEW.deleted_at IS NULL, NEW.deleted_at IS NOT NULL)
+    ON CONFLICT (org_id, day, workspace_id, repo_id, created_by)
     DO UPDATE SET live = live + excluded.live, deleted = deleted + excluded.deleted;
 END;

@@ -16,12 +16,12 @@ use diesel_async::RunQueryDsl;
 use futures_util::FutureExt as _;
 use uuid::Uuid;
 
-use super::{ConversationFilter, ConversationRow, Visibility, administered, matching, narrowed};
+use super::{ConversationFilter, ConversationRow, Visibility, administered, matching};
 use crate::store::schema::{
-    conversation_count_deltas, conversation_counts, conversation_hour_counts, conversations, repos,
-    users,
+    conversation_count_deltas, conversation_counts, conversation_day_counts,
+    conversation_hour_counts, conversations, repos, users,
 };
-use crate::store::types::SqlUuid;
+use crate::store::types::{DbUuid, SqlTime, SqlUuid};
 use crate::store::{Conn, Store, StoreError};
 use crate::with_conn;
 
@@ -47,17 +47,14 @@ impl Store {
     ) -> Result<(Vec<ConversationRow>, i64), StoreError> {
         self.read(move |conn| {
             async move {
-                let window = skip.saturating_add(take);
-                let mut rows: Vec<ConversationRow> = Vec::new();
-                for source in sources(conn, &filter).await? {
-                    rows.extend(newest(conn, &filter, source, window).await?);
-                }
-                rows.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
-                rows.dedup_by_key(|r| r.id);
-                let skip_rows = usize::try_from(skip).unwrap_or(usize::MAX);
                 let take_rows = usize::try_from(take).unwrap_or(usize::MAX);
-                let page: Vec<ConversationRow> =
-                    rows.into_iter().skip(skip_rows).take(take_rows).collect();
+                sorts(conn, false).await?;
+                let walked = walk(conn, &filter, take, skip).await;
+                sorts(conn, true).await?;
+                let page = match walked? {
+                    Walked::Rows(rows) => rows,
+                    Walked::Keys(ids) => by_ids(conn, ids).await?,
+                };
                 // A short first page is the whole set: nothing to count.
                 let total = if skip == 0 && page.len() < take_rows {
                     page.len() as i64
@@ -94,6 +91,69 @@ impl Store {
     }
 }
 
+/// What the source walks found: the page's rows, or (past the first page)
+/// its ids.
+enum Walked {
+    Rows(Vec<ConversationRow>),
+    Keys(Vec<SqlUuid>),
+}
+
+/// Walks each source for a page.
+async fn walk(
+    conn: &mut Conn,
+    filter: &ConversationFilter,
+    take: i64,
+    skip: i64,
+) -> Result<Walked, StoreError> {
+    let skip_rows = usize::try_from(skip).unwrap_or(usize::MAX);
+    let take_rows = usize::try_from(take).unwrap_or(usize::MAX);
+    if skip == 0 {
+        // The first page: its rows straight from each source.
+        let mut rows: Vec<ConversationRow> = Vec::new();
+        for source in sources(conn, filter).await? {
+            rows.extend(newest(conn, filter, source, take).await?);
+        }
+        rows.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
+        rows.dedup_by_key(|r| r.id);
+        rows.truncate(take_rows);
+        return Ok(Walked::Rows(rows));
+    }
+    // Further pages: the keys of the newest `skip + take` of each source
+    // (nothing joined), merged; the page's rows are read by id after.
+    let window = skip.saturating_add(take);
+    let mut keys: Vec<(DateTime<Utc>, Uuid)> = Vec::new();
+    for source in sources(conn, filter).await? {
+        keys.extend(newest_keys(conn, filter, source, window).await?);
+    }
+    keys.sort_by_key(|k| std::cmp::Reverse(*k));
+    keys.dedup();
+    Ok(Walked::Keys(
+        keys.into_iter()
+            .skip(skip_rows)
+            .take(take_rows)
+            .map(|(_, id)| SqlUuid(id))
+            .collect(),
+    ))
+}
+
+/// Turns PostgreSQL's sorts off (or back on) on this connection: a page is
+/// an index walk that stops after `skip + take` rows, and with stale
+/// statistics (autovacuum off, after a bulk load) the planner, believing a
+/// source holds a few rows, sorted all million of them instead (2.4 s for a
+/// page). No-op on SQLite, which never chose so.
+async fn sorts(conn: &mut Conn, on: bool) -> Result<(), StoreError> {
+    use diesel_async::SimpleAsyncConnection as _;
+    if let Conn::Pg(c) = conn {
+        let sql = if on {
+            "RESET enable_sort"
+        } else {
+            "SET enable_sort = off"
+        };
+        c.batch_execute(sql).await?;
+    }
+    Ok(())
+}
+
 /// The index-ordered streams a filter's visibility is made of.
 async fn sources(conn: &mut Conn, filter: &ConversationFilter) -> Result<Vec<Source>, StoreError> {
     Ok(match filter.visibility {
@@ -109,6 +169,97 @@ async fn sources(conn: &mut Conn, filter: &ConversationFilter) -> Result<Vec<Sou
     })
 }
 
+diesel::define_sql_function! {
+    /// `coalesce(x, x)`: `x`, in a form no index serves (see [`in_source`]).
+    fn coalesce(x: DbUuid, y: DbUuid) -> DbUuid;
+}
+
+/// Which index a source's walk takes: the most selective of the equalities
+/// it has (a creator's conversations are fewer than a repository's, a
+/// repository's than its workspace's, a workspace's than its organization's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Driver {
+    Creator,
+    Repo,
+    Workspace,
+    Organization,
+}
+
+/// The rows of one source that match the filter, as a boxed query for the
+/// backend of the surrounding `with_conn!` arm, written so that only the
+/// driving equality's `(…, created_at, id)` index can serve it: the others
+/// compare `coalesce(column, column)`, which no index serves. The plan then
+/// does not depend on statistics (with stale ones, PostgreSQL and SQLite
+/// both picked a repository's index to find a creator's few rows among a
+/// million, or sorted every row of the organization).
+macro_rules! in_source {
+    ($filter:expr, $source:expr) => {{
+        let f: &ConversationFilter = $filter;
+        let source: Source = $source;
+        let creator = match source {
+            Source::Creator(u) => Some(u),
+            _ => None,
+        };
+        let workspace = match source {
+            Source::Workspace(w) => Some(w),
+            _ => None,
+        };
+        let driver = if creator.or(f.created_by).is_some() {
+            Driver::Creator
+        } else if f.repo_id.is_some() {
+            Driver::Repo
+        } else if workspace.or(f.workspace_id).is_some() {
+            Driver::Workspace
+        } else {
+            Driver::Organization
+        };
+        macro_rules! equal {
+            ($q:expr, $column:expr, $value:expr, $drives:expr) => {{
+                let value = SqlUuid($value);
+                if $drives {
+                    $q.filter($column.eq(value))
+                } else {
+                    $q.filter(coalesce($column, $column).eq(value))
+                }
+            }};
+        }
+        let mut q = conversations::table.into_boxed();
+        q = equal!(
+            q,
+            conversations::org_id,
+            f.org_id,
+            driver == Driver::Organization
+        );
+        for u in [creator, f.created_by].into_iter().flatten() {
+            q = equal!(q, conversations::created_by, u, driver == Driver::Creator);
+        }
+        for w in [workspace, f.workspace_id].into_iter().flatten() {
+            q = equal!(
+                q,
+                conversations::workspace_id,
+                w,
+                driver == Driver::Workspace
+            );
+        }
+        if let Some(r) = f.repo_id {
+            q = equal!(q, conversations::repo_id, r, driver == Driver::Repo);
+        }
+        if let Some(id) = f.id {
+            q = q.filter(conversations::id.eq(SqlUuid(id)));
+        }
+        if let Some(t) = f.from {
+            q = q.filter(conversations::created_at.ge(SqlTime(t)));
+        }
+        if let Some(t) = f.until {
+            q = q.filter(conversations::created_at.lt(SqlTime(t)));
+        }
+        if !f.show_deleted {
+            q = q.filter(conversations::deleted_at.is_null());
+        }
+        q
+    }};
+}
+
 /// The newest `window` rows of one source that match the filter.
 async fn newest(
     conn: &mut Conn,
@@ -117,12 +268,7 @@ async fn newest(
     window: i64,
 ) -> Result<Vec<ConversationRow>, StoreError> {
     Ok(with_conn!(&mut *conn, |c| {
-        let q = narrowed!(filter);
-        let q = match source {
-            Source::Organization => q,
-            Source::Creator(u) => q.filter(conversations::created_by.eq(SqlUuid(u))),
-            Source::Workspace(w) => q.filter(conversations::workspace_id.eq(SqlUuid(w))),
-        };
+        let q = in_source!(filter, source);
         q.inner_join(repos::table)
             .inner_join(users::table)
             .select(ConversationRow::as_select())
@@ -133,11 +279,48 @@ async fn newest(
     })?)
 }
 
+/// The keys (time, id) of the newest `window` rows of one source that match
+/// the filter.
+async fn newest_keys(
+    conn: &mut Conn,
+    filter: &ConversationFilter,
+    source: Source,
+    window: i64,
+) -> Result<Vec<(DateTime<Utc>, Uuid)>, StoreError> {
+    Ok(with_conn!(&mut *conn, |c| {
+        let q = in_source!(filter, source);
+        q.select((conversations::created_at, conversations::id))
+            .order((conversations::created_at.desc(), conversations::id.desc()))
+            .limit(window)
+            .load(c)
+            .await
+    })?)
+}
+
+/// The rows of a page, by their ids, newest first.
+async fn by_ids(conn: &mut Conn, ids: Vec<SqlUuid>) -> Result<Vec<ConversationRow>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(with_conn!(&mut *conn, |c| {
+        conversations::table
+            .filter(conversations::id.eq_any(&ids))
+            .inner_join(repos::table)
+            .inner_join(users::table)
+            .select(ConversationRow::as_select())
+            .order((conversations::created_at.desc(), conversations::id.desc()))
+            .load(c)
+            .await
+    })?)
+}
+
 /// How many conversations match in all, without counting rows one by one:
 /// from `conversation_counts` (and the deltas not folded yet), narrowed by
 /// visibility, creator, workspace and repository; with a time filter, from
-/// `conversation_hour_counts` for the whole hours it covers, plus the rows of
-/// the partial hours at its ends (at most two hours' rows, counted).
+/// `conversation_day_counts` for the whole days it covers,
+/// `conversation_hour_counts` for the whole hours of its partial days, plus
+/// the rows of the partial hours at its two ends (at most two hours' rows,
+/// counted).
 async fn count(conn: &mut Conn, filter: &ConversationFilter) -> Result<i64, StoreError> {
     if filter.id.is_some() {
         // At most one row, found by its key.
@@ -158,7 +341,7 @@ async fn count(conn: &mut Conn, filter: &ConversationFilter) -> Result<i64, Stor
         // Less than two hours: its rows are the edges.
         return counted(conn, filter).await;
     }
-    let mut total = summed(conn, filter, Some((first, end))).await?;
+    let mut total = summed(conn, filter, Some(Span::new(first, end))).await?;
     if let (Some(from), Some(a)) = (filter.from, first)
         && hour_start(a) != from
     {
@@ -180,6 +363,37 @@ async fn count(conn: &mut Conn, filter: &ConversationFilter) -> Result<i64, Stor
     Ok(total)
 }
 
+/// The whole hours `first..end` of a time filter (either end open), as whole
+/// days `days.0..days.1` and the hours outside them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    first: Option<i64>,
+    end: Option<i64>,
+    days: (Option<i64>, Option<i64>),
+}
+
+impl Span {
+    fn new(first: Option<i64>, end: Option<i64>) -> Self {
+        // The first whole day at or after `first`, the day `end` falls in.
+        let days = (
+            first.map(|h| h.div_euclid(24) + i64::from(h.rem_euclid(24) != 0)),
+            end.map(|h| h.div_euclid(24)),
+        );
+        let days = match days {
+            (Some(a), Some(b)) if a >= b => (Some(0), Some(0)),
+            days => days,
+        };
+        Span { first, end, days }
+    }
+
+    /// Whether hour `h` of the span is inside its whole days.
+    #[cfg(test)]
+    fn in_days(&self, h: i64) -> bool {
+        let d = h.div_euclid(24);
+        self.days.0.is_none_or(|a| d >= a) && self.days.1.is_none_or(|b| d < b)
+    }
+}
+
 /// The hour (since the Unix epoch) a time falls in, as the counts' triggers
 /// compute it.
 fn hour_of(t: DateTime<Utc>) -> i64 {
@@ -199,11 +413,12 @@ async fn counted(conn: &mut Conn, filter: &ConversationFilter) -> Result<i64, St
 }
 
 /// The counts matching the filter's visibility, creator, workspace and
-/// repository: all of them, or those of the hours `first..end`.
+/// repository: all of them, or those of a time filter's whole hours (whole
+/// days from the day counts, the other hours from the hour counts).
 async fn summed(
     conn: &mut Conn,
     filter: &ConversationFilter,
-    hours: Option<(Option<i64>, Option<i64>)>,
+    span: Option<Span>,
 ) -> Result<i64, StoreError> {
     // The folded counts and the deltas not folded yet, in one statement (one
     // snapshot: a fold between two reads would count its rows twice or not
@@ -229,43 +444,46 @@ async fn summed(
             if let Some(r) = filter.repo_id {
                 q = q.filter($t::repo_id.eq(SqlUuid(r)));
             }
-            q
+            q.select(($t::live, $t::deleted))
         }};
-        ($t:ident, $first:expr, $end:expr) => {{
+        ($t:ident, $column:ident, $range:expr) => {{
             let mut q = narrowed_counts!($t);
-            if let Some(a) = $first {
-                q = q.filter($t::hour.ge(a));
+            let (a, b): (Option<i64>, Option<i64>) = $range;
+            if let Some(a) = a {
+                q = q.filter($t::$column.ge(a));
             }
-            if let Some(b) = $end {
-                q = q.filter($t::hour.lt(b));
+            if let Some(b) = b {
+                q = q.filter($t::$column.lt(b));
             }
             q
         }};
     }
     let counts = with_conn!(&mut *conn, |c| {
-        match hours {
+        match span {
             None => {
                 narrowed_counts!(conversation_counts)
-                    .select((conversation_counts::live, conversation_counts::deleted))
-                    .union_all(narrowed_counts!(conversation_count_deltas).select((
-                        conversation_count_deltas::live,
-                        conversation_count_deltas::deleted,
-                    )))
+                    .union_all(narrowed_counts!(conversation_count_deltas))
                     .load::<(i64, i64)>(c)
                     .await
             }
-            Some((first, end)) => {
-                narrowed_counts!(conversation_hour_counts, first, end)
-                    .select((
-                        conversation_hour_counts::live,
-                        conversation_hour_counts::deleted,
+            Some(span) => {
+                // The hours of the span outside its whole days.
+                let (a, b) = span.days;
+                let hours =
+                    narrowed_counts!(conversation_hour_counts, hour, (span.first, span.end))
+                        .filter(
+                            conversation_hour_counts::hour
+                                .lt(a.map_or(i64::MIN, |a| a * 24))
+                                .or(conversation_hour_counts::hour
+                                    .ge(b.map_or(i64::MAX, |b| b * 24))),
+                        );
+                narrowed_counts!(conversation_day_counts, day, span.days)
+                    .union_all(hours)
+                    .union_all(narrowed_counts!(
+                        conversation_count_deltas,
+                        hour,
+                        (span.first, span.end)
                     ))
-                    .union_all(
-                        narrowed_counts!(conversation_count_deltas, first, end).select((
-                            conversation_count_deltas::live,
-                            conversation_count_deltas::deleted,
-                        )),
-                    )
                     .load::<(i64, i64)>(c)
                     .await
             }
@@ -300,5 +518,48 @@ impl Store {
             .boxed()
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every hour of a span is counted once: from the day counts when its
+    /// day is whole in the span, else from the hour counts.
+    #[test]
+    fn a_span_splits_into_whole_days_and_hours() {
+        let cases = [
+            (Some(30), Some(100)),
+            (Some(24), Some(48)),
+            (Some(25), Some(47)),
+            (Some(0), Some(24)),
+            (Some(-30), Some(5)),
+            (None, Some(50)),
+            (Some(50), None),
+            (Some(47), Some(49)),
+        ];
+        for (first, end) in cases {
+            let span = Span::new(first, end);
+            let (a, b) = span.days;
+            let lo = first.unwrap_or(-200);
+            let hi = end.unwrap_or(300);
+            for h in lo..hi {
+                // As `summed` filters the hour counts.
+                let from_hours =
+                    h < a.map_or(i64::MIN, |a| a * 24) || h >= b.map_or(i64::MAX, |b| b * 24);
+                assert!(
+                    span.in_days(h) != from_hours,
+                    "{first:?}..{end:?}: hour {h} counted twice or never ({span:?})"
+                );
+            }
+            // A whole day is inside the span.
+            if let (Some(a), Some(b)) = (a, b) {
+                assert!(a <= b);
+                if a < b {
+                    assert!(first.is_none_or(|f| a * 24 >= f) && end.is_none_or(|e| b * 24 <= e));
+                }
+            }
+        }
     }
 }

@@ -468,17 +468,18 @@ async fn totals_through_folds(db: TestDb) {
 async fn filter_totals_are_exact(db: TestDb) {
     let app = TestApp::spawn(db).await;
     let o = Org::build(&app).await;
-    // Every conversation 37 minutes after the one before, from 2026-03-01.
+    // Every conversation 5 hours 7 minutes after the one before, from
+    // 2026-03-01: some days whole in a filter, some hours, some partial.
     let spread = match app.db.backend {
         conversation_service::store::Backend::Postgres => {
             "UPDATE conversations SET created_at = timestamptz '2026-03-01 00:00:00+00' \
-             + x.n * interval '37 minutes' \
+             + x.n * interval '307 minutes' \
              FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM conversations) AS x \
              WHERE conversations.id = x.id"
         }
         conversation_service::store::Backend::Sqlite => {
             "UPDATE conversations SET created_at = strftime('%Y-%m-%dT%H:%M:%f', \
-             '2026-03-01 00:00:00', '+' || (x.n * 37) || ' minutes') || '000Z' \
+             '2026-03-01 00:00:00', '+' || (x.n * 307) || ' minutes') || '000Z' \
              FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM conversations) AS x \
              WHERE conversations.id = x.id"
         }
@@ -494,13 +495,15 @@ async fn filter_totals_are_exact(db: TestDb) {
     assert_eq!(deleted.status(), 200);
     let times = [
         "from=2026-03-01T01:00:00Z",
-        "from=2026-03-01T01:10:00Z",
-        "to=2026-03-01T05:00:00Z",
-        "to=2026-03-01T05:20:00.5Z",
-        "from=2026-03-01T00:30:00Z&to=2026-03-01T07:45:00Z",
+        "from=2026-03-01T07:10:00Z",
+        "to=2026-03-02T05:00:00Z",
+        "to=2026-03-03T05:20:00.5Z",
+        "from=2026-03-01T00:30:00Z&to=2026-03-03T07:45:00Z",
+        "from=2026-03-02T00:00:00Z&to=2026-03-03T00:00:00Z",
         "from=2026-03-01T02:00:00Z&to=2026-03-01T02:59:00Z",
         "from=2026-03-01T02:30:00Z&to=2026-03-01T03:30:00Z",
-        "from=2026-03-01T02:00:00Z&to=2026-03-01T06:00:00Z",
+        "from=2026-03-01T23:00:00Z&to=2026-03-04T01:00:00Z",
+        "from=2026-03-01T10:00:00Z&to=2026-03-02T06:00:00Z",
     ];
     let narrow = [
         String::new(),
@@ -531,7 +534,7 @@ async fn filter_totals_are_exact(db: TestDb) {
     let (_, some) = rest_list(
         &app,
         Some(&o.owner),
-        "take=1&from=2026-03-01T00:30:00Z&to=2026-03-01T07:45:00Z",
+        "take=1&from=2026-03-01T00:30:00Z&to=2026-03-03T07:45:00Z",
     )
     .await;
     assert!(some["total"].as_u64().expect("total") > 5, "{some}");
