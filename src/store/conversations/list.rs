@@ -136,18 +136,19 @@ async fn walk(
     ))
 }
 
-/// Turns PostgreSQL's sorts off (or back on) on this connection: a page is
-/// an index walk that stops after `skip + take` rows, and with stale
-/// statistics (autovacuum off, after a bulk load) the planner, believing a
-/// source holds a few rows, sorted all million of them instead (2.4 s for a
-/// page). No-op on SQLite, which never chose so.
+/// Turns PostgreSQL's sorts and parallel plans off (or back on) on this
+/// connection: a page is an index walk that stops after `skip + take` rows.
+/// With stale statistics (autovacuum off, after a bulk load) the planner,
+/// believing a source holds a few rows, sorted all million of them instead
+/// (2.4 s for a page); with fresh ones it started parallel workers for the
+/// same walk (40-70 ms on two cores). No-op on SQLite.
 async fn sorts(conn: &mut Conn, on: bool) -> Result<(), StoreError> {
     use diesel_async::SimpleAsyncConnection as _;
     if let Conn::Pg(c) = conn {
         let sql = if on {
-            "RESET enable_sort"
+            "RESET enable_sort; RESET max_parallel_workers_per_gather"
         } else {
-            "SET enable_sort = off"
+            "SET enable_sort = off; SET max_parallel_workers_per_gather = 0"
         };
         c.batch_execute(sql).await?;
     }
