@@ -16,12 +16,12 @@ use diesel_async::RunQueryDsl;
 use futures_util::FutureExt as _;
 use uuid::Uuid;
 
-use super::{ConversationFilter, ConversationRow, Visibility, administered, matching};
+use super::{ConversationFilter, ConversationRow, Visibility, administered, bounded, matching};
 use crate::store::schema::{
     conversation_count_deltas, conversation_counts, conversation_day_counts,
     conversation_hour_counts, conversations, repos, users,
 };
-use crate::store::types::{DbUuid, SqlTime, SqlUuid};
+use crate::store::types::{DbUuid, SqlUuid};
 use crate::store::{Conn, Store, StoreError};
 use crate::with_conn;
 
@@ -245,19 +245,7 @@ macro_rules! in_source {
         if let Some(r) = f.repo_id {
             q = equal!(q, conversations::repo_id, r, driver == Driver::Repo);
         }
-        if let Some(id) = f.id {
-            q = q.filter(conversations::id.eq(SqlUuid(id)));
-        }
-        if let Some(t) = f.from {
-            q = q.filter(conversations::created_at.ge(SqlTime(t)));
-        }
-        if let Some(t) = f.until {
-            q = q.filter(conversations::created_at.lt(SqlTime(t)));
-        }
-        if !f.show_deleted {
-            q = q.filter(conversations::deleted_at.is_null());
-        }
-        q
+        bounded!(q, f)
     }};
 }
 

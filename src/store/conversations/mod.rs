@@ -134,20 +134,12 @@ macro_rules! narrowed {
     ($f:expr) => {{
         use $crate::store::conversations::ConversationFilter;
         use $crate::store::schema::conversations;
-        use $crate::store::types::{SqlTime, SqlUuid};
+        use $crate::store::types::SqlUuid;
         let f: &ConversationFilter = $f;
         let mut q = conversations::table
             .filter(conversations::org_id.eq(SqlUuid(f.org_id)))
             .into_boxed();
-        if let Some(id) = f.id {
-            q = q.filter(conversations::id.eq(SqlUuid(id)));
-        }
-        if let Some(t) = f.from {
-            q = q.filter(conversations::created_at.ge(SqlTime(t)));
-        }
-        if let Some(t) = f.until {
-            q = q.filter(conversations::created_at.lt(SqlTime(t)));
-        }
+        q = $crate::store::conversations::bounded!(q, f);
         if let Some(u) = f.created_by {
             q = q.filter(conversations::created_by.eq(SqlUuid(u)));
         }
@@ -156,6 +148,27 @@ macro_rules! narrowed {
         }
         if let Some(r) = f.repo_id {
             q = q.filter(conversations::repo_id.eq(SqlUuid(r)));
+        }
+        q
+    }};
+}
+
+/// A boxed query of conversations narrowed by a filter's id, time bounds and
+/// `showDeleted` (the filters no index walk is chosen by).
+macro_rules! bounded {
+    ($q:expr, $f:expr) => {{
+        use $crate::store::schema::conversations;
+        use $crate::store::types::{SqlTime, SqlUuid};
+        let f: &$crate::store::conversations::ConversationFilter = $f;
+        let mut q = $q;
+        if let Some(id) = f.id {
+            q = q.filter(conversations::id.eq(SqlUuid(id)));
+        }
+        if let Some(t) = f.from {
+            q = q.filter(conversations::created_at.ge(SqlTime(t)));
+        }
+        if let Some(t) = f.until {
+            q = q.filter(conversations::created_at.lt(SqlTime(t)));
         }
         if !f.show_deleted {
             q = q.filter(conversations::deleted_at.is_null());
@@ -196,4 +209,4 @@ macro_rules! administered {
     }};
 }
 
-pub(crate) use {administered, matching, narrowed};
+pub(crate) use {administered, bounded, matching, narrowed};
