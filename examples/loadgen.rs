@@ -21,7 +21,7 @@
 //! cargo run --release --example loadgen -- --backend sqlite --existing 1000,100000,1000000
 //! cargo run --release --example loadgen -- --scenario prompt --clients 16,64
 //! cargo run --release --example loadgen -- --scenario stream --clients 1000 --piece-delay-ms 500 --seconds 20 --rounds 1
-//! cargo run --release --example loadgen -- --scenario prompt --history 0,100000 --conversations 1
+//! cargo run --release --example loadgen -- --scenario prompt --history 1000,100000 --clients 1,16
 //! ```
 //!
 //! Every option is listed, with its default, by `--help` ([`USAGE`]).
@@ -116,8 +116,10 @@ on 127.0.0.1, and beside them, taking turns, the same calls made straight to tha
 provider (\"direct\": reqwest, the same concurrency). It prints per transport and
 clients: turns/s; latency p50/p99 with the direct p50/p99 and the service's added
 p50; for streams the time to the first piece (p50/p99, direct, added); errors;
-the server's CPU per turn (and per streamed piece); the server's peak resident
-memory; the most streams (or plain turns) open at once. With --history N it also
+the server's CPU per turn (and per streamed piece), warm-up included; on PostgreSQL
+its database backends' CPU per turn (on SQLite the database works inside the
+server); the server's peak resident memory; the most streams (or plain turns)
+open at once. Only turns that end within a slice count. With --history N it also
 times GET /conversation/{id}/messages and ListMessages, one caller at a time, on
 the first page and on the last (skip = total - 50), in a second table.
 
@@ -145,9 +147,11 @@ Options:
                                    attached to the repository; the service runs with
                                    --provider-allow-private) or the operator's
                                    --provider-url (default tenant)
-  --history 0,100000               prompt, stream: messages already in each prompted
+  --history 1000,100000            prompt, stream: messages already in each prompted
                                    conversation (bulk-loaded by SQL), a run each; above
-                                   0 listing messages is timed too (default 0)
+                                   0 listing messages is timed too (default 0; a prompt
+                                   sends the latest 200 as context, so 1000 against
+                                   100000 compares lengths at the same context)
   --conversations N                prompt, stream: conversations prompted, client i
                                    prompting number i mod N as its creator (default:
                                    one per client)
@@ -431,18 +435,7 @@ impl Server {
 
     /// User plus system CPU seconds so far.
     fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // Fields after the command name (which may hold spaces) start at state.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        (ticks(11) + ticks(12)) / 100.0
+        process_cpu_seconds(&self.pid().to_string())
     }
 
     /// Peak resident memory in MiB.
@@ -466,6 +459,45 @@ impl Server {
         tokio::time::timeout(Duration::from_secs(40), self.child.wait()).await??;
         Ok(())
     }
+}
+
+/// User plus system CPU seconds so far of process `pid`; 0 if it is gone.
+fn process_cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at state.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// User plus system CPU seconds so far of the PostgreSQL backends serving
+/// `db` (on this machine; their process titles name the database), or
+/// `None` for SQLite, which works inside the service's own process.
+fn database_cpu_seconds(db: &BenchDb) -> Option<f64> {
+    if db.backend != Backend::Postgres {
+        return None;
+    }
+    let name = db.url.rsplit('/').next().unwrap_or_default();
+    let title = format!(" {name} ");
+    let mut cpu = 0.0;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.starts_with("postgres:") && cmdline.contains(&title) {
+            cpu += process_cpu_seconds(&pid);
+        }
+    }
+    Some(cpu)
 }
 
 /// What one measurement saw.
@@ -1236,7 +1268,9 @@ const SQLITE_NOW: &str = "strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000Z'";
 /// The conversations to prompt (made by SQL, untitled, conversation `j`
 /// created by caller `j mod callers + 1`), each with `history` messages
 /// already (user and assistant in turn, about 250 bytes each, a second
-/// apart), and the organization administrator who configures the provider.
+/// apart; on PostgreSQL vacuumed after, as autovacuum would, so that the
+/// visibility map is set), and the organization administrator who
+/// configures the provider.
 async fn seed_turns(
     db: &BenchDb,
     world: &World,
@@ -1305,7 +1339,7 @@ async fn seed_turns(
                  SELECT gen_random_uuid(), c.id, i, {role}, {text}, '{MODEL}', 60, '{{}}'::jsonb,
                         now() - ({history} - i) * interval '1 second'
                  FROM (VALUES {ids}) AS c(id), generate_series(1, {history}) AS i;
-                 ANALYZE"
+                 VACUUM ANALYZE messages"
             ),
             Backend::Sqlite => format!(
                 "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < {history})
@@ -1752,11 +1786,12 @@ async fn drive_turns(clients: Vec<TurnClient>, seconds: u64) -> anyhow::Result<T
     Ok(measured)
 }
 
-/// What a server spent over a row's slices: CPU seconds, and its peak
-/// resident memory in MiB.
+/// What a server spent over a row's slices: CPU seconds (its own, and its
+/// PostgreSQL backends'), and its peak resident memory in MiB.
 #[derive(Clone, Copy)]
 struct ServerCost {
     cpu: f64,
+    db_cpu: Option<f64>,
     peak_mib: f64,
 }
 
@@ -1804,12 +1839,18 @@ fn turn_row(
         }
     }
     cells.push(m.errors.to_string());
+    let per_turn = |cpu: f64| format!("{:.0}", 1e6 * cpu / m.completed.max(1) as f64);
     match cost {
-        Some(ServerCost { cpu, peak_mib }) => {
-            cells.push(format!("{:.0}", 1e6 * cpu / m.completed.max(1) as f64));
+        Some(ServerCost {
+            cpu,
+            db_cpu,
+            peak_mib,
+        }) => {
+            cells.push(per_turn(cpu));
             if stream {
                 cells.push(format!("{:.1}", 1e6 * cpu / m.pieces.max(1) as f64));
             }
+            cells.push(db_cpu.map_or_else(dash, per_turn));
             cells.push(format!("{peak_mib:.1}"));
         }
         None => {
@@ -1817,7 +1858,7 @@ fn turn_row(
             if stream {
                 cells.push(dash());
             }
-            cells.push(dash());
+            cells.extend([dash(), dash()]);
         }
     }
     cells.push(m.most_open.to_string());
@@ -1928,16 +1969,16 @@ async fn run_turns(opts: &Options, binary: &PathBuf) -> anyhow::Result<()> {
     );
     if stream {
         println!(
-            "| backend | history | transport | clients | turns/s | p50 ms | p99 ms | direct p50 ms | direct p99 ms | added p50 ms | first piece p50 ms | first piece p99 ms | direct first p50 ms | direct first p99 ms | added first p50 ms | errors | server CPU µs/turn | server CPU µs/piece | server peak MiB | most open |"
+            "| backend | history | transport | clients | turns/s | p50 ms | p99 ms | direct p50 ms | direct p99 ms | added p50 ms | first piece p50 ms | first piece p99 ms | direct first p50 ms | direct first p99 ms | added first p50 ms | errors | server CPU µs/turn | server CPU µs/piece | PostgreSQL CPU µs/turn | server peak MiB | most open |"
         );
         println!(
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
     } else {
         println!(
-            "| backend | history | transport | clients | turns/s | p50 ms | p99 ms | direct p50 ms | direct p99 ms | added p50 ms | errors | server CPU µs/turn | server peak MiB | most open |"
+            "| backend | history | transport | clients | turns/s | p50 ms | p99 ms | direct p50 ms | direct p99 ms | added p50 ms | errors | server CPU µs/turn | PostgreSQL CPU µs/turn | server peak MiB | most open |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     }
     let mut listings = Vec::new();
     for &backend in &opts.backends {
@@ -1954,9 +1995,9 @@ async fn run_turns(opts: &Options, binary: &PathBuf) -> anyhow::Result<()> {
     if !listings.is_empty() {
         println!();
         println!(
-            "| backend | history | transport | page | messages | p50 ms | p99 ms | max ms | requests |"
+            "| backend | history | clients | transport | page | messages | p50 ms | p99 ms | max ms | requests |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
         for row in listings {
             println!("{row}");
         }
@@ -1989,21 +2030,26 @@ async fn turns_level(
         connect_provider(server, &world, fake).await?;
     }
     let mut direct = TurnsMeasured::default();
-    let mut rows: Vec<(Transport, TurnsMeasured, f64)> = Vec::new();
+    let mut rows: Vec<(Transport, TurnsMeasured, ServerCost)> = Vec::new();
     for _ in 0..opts.rounds {
         let direct_clients = TurnClient::all(Target::Direct, None, fake, &plan, clients).await?;
         direct.absorb(drive_turns(direct_clients, opts.seconds).await?);
         for (i, (transport, server)) in servers.iter().enumerate() {
             let target = Target::Service(*transport);
             let turn_clients = TurnClient::all(target, Some(server), fake, &plan, clients).await?;
-            let cpu_before = server.cpu_seconds();
+            let (cpu_before, db_before) = (server.cpu_seconds(), database_cpu_seconds(db));
             let m = drive_turns(turn_clients, opts.seconds).await?;
-            let cpu = server.cpu_seconds() - cpu_before;
+            let cost = ServerCost {
+                cpu: server.cpu_seconds() - cpu_before,
+                db_cpu: database_cpu_seconds(db).zip(db_before).map(|(a, b)| a - b),
+                peak_mib: 0.0,
+            };
             match rows.get_mut(i) {
-                None => rows.push((*transport, m, cpu)),
-                Some((_, sum, sum_cpu)) => {
+                None => rows.push((*transport, m, cost)),
+                Some((_, sum, sum_cost)) => {
                     sum.absorb(m);
-                    *sum_cpu += cpu;
+                    sum_cost.cpu += cost.cpu;
+                    sum_cost.db_cpu = sum_cost.db_cpu.zip(cost.db_cpu).map(|(a, b)| a + b);
                 }
             }
         }
@@ -2014,13 +2060,10 @@ async fn turns_level(
         "{}",
         turn_row(at, stream, Target::Direct, &direct, &direct, None)
     );
-    for ((transport, m, cpu), (_, server)) in rows.iter_mut().zip(&servers) {
+    for ((transport, m, cost), (_, server)) in rows.iter_mut().zip(&servers) {
         m.sort();
-        let cost = ServerCost {
-            cpu: *cpu,
-            peak_mib: server.peak_rss_mib(),
-        };
-        let target = Target::Service(*transport);
+        cost.peak_mib = server.peak_rss_mib();
+        let (target, cost) = (Target::Service(*transport), *cost);
         println!("{}", turn_row(at, stream, target, m, &direct, Some(cost)));
     }
     let ms = |sorted: &[u32], p: f64| format!("{:.2}", percentile(sorted, p));
@@ -2033,7 +2076,7 @@ async fn turns_level(
             for (last, page) in [(false, "first"), (true, "last")] {
                 let (lat, total) = time_listing(server, *transport, first, last).await?;
                 listings.push(format!(
-                    "| {backend:?} | {history} | {transport:?} | {page} | {total} | {} | {} | {} | {} |",
+                    "| {backend:?} | {history} | {clients} | {transport:?} | {page} | {total} | {} | {} | {} | {} |",
                     ms(&lat, 0.5),
                     ms(&lat, 0.99),
                     lat.last().map_or("-".into(), |v| format!("{:.2}", f64::from(*v) / 1000.0)),
