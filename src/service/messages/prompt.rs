@@ -249,21 +249,11 @@ impl Service {
 
     /// The latest earlier messages of a conversation, oldest first.
     async fn context_of(&self, id: Uuid) -> Result<Vec<ChatMessage>, ApiError> {
-        let failed = ApiError::from_store(PROMPT_FAILED);
-        let (history, total) = self
+        let history = self
             .store
-            .list_messages(id, MAX_CONTEXT_MESSAGES, 0)
+            .latest_messages(id, MAX_CONTEXT_MESSAGES)
             .await
-            .map_err(failed)?;
-        let history = if total > MAX_CONTEXT_MESSAGES {
-            self.store
-                .list_messages(id, MAX_CONTEXT_MESSAGES, total - MAX_CONTEXT_MESSAGES)
-                .await
-                .map_err(ApiError::from_store(PROMPT_FAILED))?
-                .0
-        } else {
-            history
-        };
+            .map_err(ApiError::from_store(PROMPT_FAILED))?;
         Ok(history
             .into_iter()
             .map(|m| ChatMessage {

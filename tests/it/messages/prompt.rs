@@ -378,7 +378,53 @@ async fn concurrent_prompts(db: TestDb) {
     Arc::into_inner(app).expect("last handle").shutdown().await;
 }
 
+/// A turn's context is the conversation's latest 200 messages, oldest
+/// first (read newest first from the index, no count, no `OFFSET`).
+async fn context_is_the_latest_messages(db: TestDb) {
+    let (app, w, id, seen) = with_conversation(db, &[]).await;
+    let sql = match app.db.backend {
+        conversation_service::store::Backend::Postgres => format!(
+            "INSERT INTO messages (id, conversation_id, seq, role, content, model, token_count, metadata, created_at) \
+             SELECT gen_random_uuid(), {c}, i, CASE WHEN i % 2 = 1 THEN 'user' ELSE 'assistant' END, \
+             'm' || i, 'echo', 1, '{{}}'::jsonb, now() FROM generate_series(1, 250) AS i",
+            c = app.db.uuid_literal(id)
+        ),
+        conversation_service::store::Backend::Sqlite => format!(
+            "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < 250) \
+             INSERT INTO messages (id, conversation_id, seq, role, content, model, token_count, metadata, created_at) \
+             SELECT randomblob(16), {c}, i, CASE WHEN i % 2 = 1 THEN 'user' ELSE 'assistant' END, \
+             'm' || i, 'echo', 1, '{{}}', strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000Z' FROM seq",
+            c = app.db.uuid_literal(id)
+        ),
+    };
+    app.db.exec(&sql).await;
+    let (status, reply) = prompt_rest(
+        &app,
+        &w.reader,
+        id,
+        json!({ "prompt": "next", "model": "echo" }),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let seen = seen.lock().expect("seen");
+    let sent = seen.requests[0]["messages"]
+        .as_array()
+        .expect("messages")
+        .clone();
+    let contents: Vec<&str> = sent.iter().filter_map(|m| m["content"].as_str()).collect();
+    // The latest 200 of the 250 (51 to 250), oldest first, then the prompt.
+    let history: Vec<String> = (51..=250).map(|i| format!("m{i}")).collect();
+    let tail = &contents[contents.len() - 201..];
+    assert_eq!(
+        &tail[..200],
+        history.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert_eq!(tail[200], "next");
+    assert!(!contents.contains(&"m50"), "{contents:?}");
+}
+
 on_both_backends!(
+    context_is_the_latest_messages,
     turns_are_stored,
     refusals_store_nothing,
     no_provider,
