@@ -639,13 +639,7 @@ async fn drive(
             latencies
         });
     }
-    tokio::time::sleep(WARMUP).await;
-    counting.store(true, Ordering::Relaxed);
-    let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    counting.store(false, Ordering::Relaxed);
-    let elapsed = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
+    let elapsed = measure_window(&counting, &stop, seconds).await;
     let mut latencies_us = Vec::new();
     while let Some(part) = tasks.join_next().await {
         latencies_us.extend(part?);
@@ -917,6 +911,19 @@ fn sqlite_ceiling(
             .map_err(|_| anyhow::anyhow!("ceiling thread panicked"))??;
     }
     Ok(done.load(Ordering::Relaxed) as f64 / seconds as f64)
+}
+
+/// One slice: a warm-up, then `seconds` during which the clients count what
+/// they do, then the stop; returns how long the counting lasted.
+async fn measure_window(counting: &AtomicBool, stop: &AtomicBool, seconds: u64) -> Duration {
+    tokio::time::sleep(WARMUP).await;
+    counting.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    counting.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    elapsed
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -1761,13 +1768,7 @@ async fn drive_turns(clients: Vec<TurnClient>, seconds: u64) -> anyhow::Result<T
             (latencies, firsts)
         });
     }
-    tokio::time::sleep(WARMUP).await;
-    counting.store(true, Ordering::Relaxed);
-    let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    counting.store(false, Ordering::Relaxed);
-    let elapsed = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
+    let elapsed = measure_window(&counting, &stop, seconds).await;
     let mut measured = TurnsMeasured {
         elapsed,
         ..TurnsMeasured::default()

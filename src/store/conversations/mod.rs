@@ -10,7 +10,7 @@ mod create;
 mod delete;
 mod list;
 
-pub use create::{Created, Creator, Found, KeyFor, NewCreate, RULES, Refusal, Rule};
+pub use create::{Created, Creator, KeyFor, NewCreate, RULES, Refusal, Rule};
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
