@@ -2,16 +2,29 @@
 //! (both messages and the conversation's totals) in one transaction.
 
 use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel::query_builder::{QueryFragment, QueryId};
+use diesel::sql_types::{Nullable, Text};
+use diesel::sqlite::Sqlite;
+use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection as _};
 use futures_util::FutureExt as _;
+use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
+use super::prepared::Prepared;
 use super::schema::{conversations, messages, workspace_members};
-use super::types::{SqlJson, SqlTime, SqlUuid};
-use super::{Store, StoreError};
+use super::types::{DbJson, DbTime, DbUuid, SqlJson, SqlTime, SqlUuid};
+use super::usage::{ledger_insert, rollup_upsert};
+use super::{Conn, Store, StoreError};
 use crate::domain::{Access, MessageRole};
 use crate::{with_conn, write_tx};
+
+diesel::define_sql_function! {
+    /// `coalesce(x, y)` of two texts: `x` unless it is NULL.
+    #[sql_name = "coalesce"]
+    fn first_of(x: Nullable<Text>, y: Nullable<Text>) -> Nullable<Text>;
+}
 
 /// A stored message.
 #[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, serde::Deserialize)]
@@ -56,6 +69,13 @@ pub struct NewTurn {
 
 impl Store {
     /// A page of a conversation's messages, oldest first, and how many it has.
+    ///
+    /// A turn numbers its two messages after the conversation's last one while
+    /// holding the conversation's row, and messages are only ever removed with
+    /// their conversation, so `seq` runs 1, 2, ... without gaps: the total is
+    /// the last `seq` and a page is the range after `skip`. Both are index
+    /// lookups on `(conversation_id, seq)`, so a page costs the same at the
+    /// end of 100,000 messages as at the start of ten (no count, no `OFFSET`).
     pub async fn list_messages(
         &self,
         conversation_id: Uuid,
@@ -67,13 +87,15 @@ impl Store {
                 let of = messages::conversation_id.eq(SqlUuid(conversation_id));
                 let page = messages::table
                     .filter(of)
+                    .filter(messages::seq.gt(skip))
                     .order(messages::seq.asc())
-                    .limit(take)
-                    .offset(skip);
-                let count = messages::table.filter(of).count();
+                    .limit(take);
+                let last = messages::table
+                    .filter(of)
+                    .select(diesel::dsl::max(messages::seq));
                 Ok(with_conn!(&mut *conn, |c| {
                     let rows = page.select(MessageRow::as_select()).load(c).await?;
-                    let total = count.get_result::<i64>(c).await?;
+                    let total = last.first::<Option<i64>>(c).await?.unwrap_or(0);
                     diesel::QueryResult::Ok((rows, total))
                 })?)
             }
@@ -82,22 +104,25 @@ impl Store {
         .await
     }
 
-    /// The latest `n` messages of a conversation, oldest first: a prompt's
-    /// context. One index walk backwards on `(conversation_id, seq)`, no count
-    /// and no `OFFSET`, so a turn costs the same at 100,000 messages as at 10.
+    /// The latest `n` messages of a conversation, oldest first, as a prompt's
+    /// context needs them: who said what. One index walk backwards on
+    /// `(conversation_id, seq)`, no count and no `OFFSET`, so a turn costs
+    /// the same at 100,000 messages as at 10; and only the two columns sent
+    /// (a message's metadata, JSON, would be read and parsed for nothing).
     pub async fn latest_messages(
         &self,
         conversation_id: Uuid,
         n: i64,
-    ) -> Result<Vec<MessageRow>, StoreError> {
+    ) -> Result<Vec<(MessageRole, String)>, StoreError> {
         self.read(move |conn| {
             async move {
                 let latest = messages::table
                     .filter(messages::conversation_id.eq(SqlUuid(conversation_id)))
                     .order(messages::seq.desc())
-                    .limit(n);
+                    .limit(n)
+                    .select((messages::role, messages::content));
                 let mut rows = with_conn!(&mut *conn, |c| {
-                    latest.select(MessageRow::as_select()).load(c).await
+                    latest.load::<(MessageRole, String)>(c).await
                 })?;
                 rows.reverse();
                 Ok(rows)
@@ -129,38 +154,35 @@ impl Store {
         .await
     }
 
-    /// Records a prompt's turn: adds the usage to the conversation (which
-    /// locks its row, so concurrent turns of one conversation queue here),
-    /// titles it if untitled, and appends the two messages after its last
-    /// one. Returns false, writing nothing, if the conversation is gone or
-    /// deleted.
+    /// Records a prompt's turn: adds the usage to the conversation and titles
+    /// it if untitled, in one UPDATE (which locks its row, so concurrent
+    /// turns of one conversation queue here), and appends the two messages
+    /// after its last one. Returns false, writing nothing, if the
+    /// conversation is gone or deleted.
     pub async fn record_turn(&self, turn: NewTurn) -> Result<bool, StoreError> {
+        if self.sqlite_writer().is_none() {
+            let begin = std::sync::Arc::<str>::from(self.begin_sql());
+            return self
+                .run_in_own_transaction(move |conn| {
+                    async move {
+                        let Conn::Pg(pg) = conn else {
+                            return Err(StoreError::Internal("not a PostgreSQL connection".into()));
+                        };
+                        turn_on_postgres(pg, &begin, &turn).await
+                    }
+                    .boxed()
+                })
+                .await;
+        }
         self.run(move |conn| {
             async move {
                 let id = SqlUuid(turn.conversation_id);
-                let live = conversations::id
-                    .eq(id)
-                    .and(conversations::deleted_at.is_null());
-                let totals = diesel::update(conversations::table.filter(live)).set((
-                    conversations::tokens_in.eq(conversations::tokens_in + turn.tokens_in),
-                    conversations::tokens_out.eq(conversations::tokens_out + turn.tokens_out),
-                    conversations::last_updated_at.eq(SqlTime(turn.at)),
-                ));
-                let title = diesel::update(
-                    conversations::table
-                        .filter(conversations::id.eq(id))
-                        .filter(conversations::title.is_null()),
-                )
-                .set(conversations::title.eq(turn.title.clone()));
                 let last = messages::table
                     .filter(messages::conversation_id.eq(id))
                     .select(diesel::dsl::max(messages::seq));
                 write_tx!(&mut *conn, |c| {
-                    if totals.execute(c).await? == 0 {
+                    if totals_update(&turn).execute(c).await? == 0 {
                         return Ok(false);
-                    }
-                    if turn.title.is_some() {
-                        title.execute(c).await?;
                     }
                     let seq = last.first::<Option<i64>>(c).await?.unwrap_or(0);
                     for (offset, m) in [(1, &turn.user), (2, &turn.assistant)] {
@@ -187,4 +209,91 @@ impl Store {
         })
         .await
     }
+}
+
+/// A turn's usage added to its conversation, which is titled if untitled:
+/// one UPDATE, which holds the conversation's row until the turn commits.
+/// Kept prepared (diesel would prepare an UPDATE anew every time).
+fn totals_update(
+    turn: &NewTurn,
+) -> Prepared<impl QueryFragment<Pg> + QueryFragment<Sqlite> + QueryId + Send + use<>> {
+    let live = conversations::id
+        .eq(SqlUuid(turn.conversation_id))
+        .and(conversations::deleted_at.is_null());
+    Prepared(diesel::update(conversations::table.filter(live)).set((
+        conversations::tokens_in.eq(conversations::tokens_in + turn.tokens_in),
+        conversations::tokens_out.eq(conversations::tokens_out + turn.tokens_out),
+        conversations::last_updated_at.eq(SqlTime(turn.at)),
+        conversations::title.eq(first_of(conversations::title, turn.title.clone())),
+    )))
+}
+
+/// Both messages of a turn in one statement on PostgreSQL, numbered after
+/// the conversation's last. It runs once the turn's UPDATE holds the
+/// conversation's row, so it sees every message of a turn that held the row
+/// before (a statement's snapshot starts with it), and no other turn can
+/// number in between.
+const PG_MESSAGES: &str = "WITH last AS (SELECT coalesce(max(seq), 0) AS seq FROM messages \
+     WHERE conversation_id = $1) \
+     INSERT INTO messages (id, conversation_id, seq, role, content, model, token_count, metadata, created_at) \
+     SELECT $2, $1, last.seq + 1, $3, $4, $5, $6, $7, $8 FROM last \
+     UNION ALL SELECT $9, $1, last.seq + 2, $10, $11, $12, $13, $14, $8 FROM last";
+
+/// A turn on PostgreSQL, in a transaction opened by hand, in three round
+/// trips where a statement at a time took nine: `BEGIN` goes with the
+/// UPDATE; then the messages, the ledger rows and the rollups are sent at
+/// once (all of this conversation's rows: another turn of it waits at the
+/// UPDATE, so their order cannot matter); then `COMMIT`. A budget's
+/// settlement, shared with other conversations, follows one statement at a
+/// time, in its order.
+async fn turn_on_postgres(
+    c: &mut AsyncPgConnection,
+    begin: &str,
+    turn: &NewTurn,
+) -> Result<bool, StoreError> {
+    use diesel::sql_types::BigInt;
+    let c: &AsyncPgConnection = c;
+    let written = async {
+        let begun = async { (&mut &*c).batch_execute(begin).await };
+        let updated = async { totals_update(turn).execute(&mut &*c).await };
+        let (begun, updated) = tokio::join!(biased; begun, updated);
+        begun?;
+        if updated? == 0 {
+            return Ok(false);
+        }
+        let (user, assistant) = (&turn.user, &turn.assistant);
+        let both = Prepared(
+            diesel::sql_query(PG_MESSAGES)
+                .bind::<DbUuid, _>(SqlUuid(turn.conversation_id))
+                .bind::<DbUuid, _>(SqlUuid(user.id))
+                .bind::<Text, _>(user.role.as_str())
+                .bind::<Text, _>(&user.content)
+                .bind::<Text, _>(&user.model)
+                .bind::<BigInt, _>(user.token_count)
+                .bind::<DbJson, _>(SqlJson(user.metadata.clone()))
+                .bind::<DbTime, _>(SqlTime(turn.at))
+                .bind::<DbUuid, _>(SqlUuid(assistant.id))
+                .bind::<Text, _>(assistant.role.as_str())
+                .bind::<Text, _>(&assistant.content)
+                .bind::<Text, _>(&assistant.model)
+                .bind::<BigInt, _>(assistant.token_count)
+                .bind::<DbJson, _>(SqlJson(assistant.metadata.clone())),
+        );
+        let mut writes: Vec<BoxFuture<'_, QueryResult<usize>>> =
+            vec![async { both.execute(&mut &*c).await }.boxed()];
+        for row in &turn.usage.ledger {
+            writes.push(async move { ledger_insert(row).execute(&mut &*c).await }.boxed());
+        }
+        for row in &turn.usage.rollups {
+            writes.push(async move { rollup_upsert(row).execute(&mut &*c).await }.boxed());
+        }
+        futures_util::future::try_join_all(writes).await?;
+        let mut shared = c;
+        let conn = &mut shared;
+        crate::settle_usage!(conn, &turn.usage);
+        Ok::<_, StoreError>(true)
+    }
+    .await;
+    let keep = matches!(written, Ok(true));
+    super::end_transaction(c, written, keep).await
 }

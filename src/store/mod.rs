@@ -23,6 +23,7 @@ pub mod idempotency;
 pub mod messages;
 pub mod policies;
 mod pool;
+pub mod prepared;
 pub mod providers;
 pub mod replica;
 pub mod schema;
@@ -478,6 +479,25 @@ impl Store {
         let mut conn = self.conn().await?;
         with_conn!(&mut conn, |c| c.batch_execute("SELECT 1").await)?;
         Ok(())
+    }
+}
+
+/// Ends a transaction opened by hand on `c` (its `BEGIN` sent with its
+/// first statement, saving a round trip): COMMIT if `keep`, else ROLLBACK.
+/// A failed COMMIT ends the transaction too and is the error; a failed
+/// ROLLBACK leaves the connection's state unknown, which is reported as
+/// unavailability so that [`Store::run`] drops the connection.
+pub(crate) async fn end_transaction<T>(
+    c: &AsyncPgConnection,
+    written: Result<T, StoreError>,
+    keep: bool,
+) -> Result<T, StoreError> {
+    let end = if keep { "COMMIT" } else { "ROLLBACK" };
+    match (written, (&mut &*c).batch_execute(end).await) {
+        (Ok(outcome), Ok(())) => Ok(outcome),
+        (Ok(_), Err(e)) if keep => Err(e.into()),
+        (_, Err(e)) => Err(StoreError::Unavailable(e.to_string())),
+        (Err(e), Ok(())) => Err(e),
     }
 }
 

@@ -5,13 +5,14 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::FutureExt as _;
 use uuid::Uuid;
 
+use super::prepared::Prepared;
 use super::schema::{prompt_stream_events, prompt_streams, service_replicas};
-use super::types::{SqlTime, SqlUuid};
-use super::{Store, StoreError};
+use super::types::{DbTime, DbUuid, SqlTime, SqlUuid};
+use super::{Conn, Store, StoreError};
 use crate::{with_conn, write_tx};
 
 /// A streamed turn as logged.
@@ -46,24 +47,29 @@ pub struct StreamRead {
 }
 
 impl Store {
-    /// Logs the start of a streamed turn.
+    /// Logs the start of a streamed turn: one INSERT (on PostgreSQL on its
+    /// own, without a transaction around it).
     pub async fn start_stream(&self, row: StreamRow) -> Result<(), StoreError> {
         self.run(move |conn| {
             async move {
-                write_tx!(&mut *conn, |c| {
-                    diesel::insert_into(prompt_streams::table)
-                        .values((
-                            prompt_streams::turn_id.eq(SqlUuid(row.turn_id)),
-                            prompt_streams::conversation_id.eq(SqlUuid(row.conversation_id)),
-                            prompt_streams::user_id.eq(SqlUuid(row.user_id)),
-                            prompt_streams::replica_id.eq(SqlUuid(row.replica_id)),
-                            prompt_streams::started_at.eq(SqlTime(row.started_at)),
-                            prompt_streams::expires_at.eq(SqlTime(row.expires_at)),
-                        ))
-                        .execute(c)
-                        .await?;
-                    Ok(())
-                })
+                let insert = diesel::insert_into(prompt_streams::table).values((
+                    prompt_streams::turn_id.eq(SqlUuid(row.turn_id)),
+                    prompt_streams::conversation_id.eq(SqlUuid(row.conversation_id)),
+                    prompt_streams::user_id.eq(SqlUuid(row.user_id)),
+                    prompt_streams::replica_id.eq(SqlUuid(row.replica_id)),
+                    prompt_streams::started_at.eq(SqlTime(row.started_at)),
+                    prompt_streams::expires_at.eq(SqlTime(row.expires_at)),
+                ));
+                match conn {
+                    Conn::Pg(c) => {
+                        insert.execute(c).await?;
+                        Ok(())
+                    }
+                    sqlite => write_tx!(sqlite, |c| {
+                        insert.execute(c).await?;
+                        Ok(())
+                    }),
+                }
             }
             .boxed()
         })
@@ -71,7 +77,10 @@ impl Store {
     }
 
     /// Appends events (in order, after those logged); with `finished`, the
-    /// turn is over (at, and kept until).
+    /// turn is over (at, and kept until). On PostgreSQL that is one
+    /// statement whatever the number of events (their columns as arrays,
+    /// unnested), so one round trip and one prepared statement; on SQLite,
+    /// a row at a time in one transaction.
     pub async fn append_stream(
         &self,
         turn_id: Uuid,
@@ -80,8 +89,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.run(move |conn| {
             async move {
+                if let Conn::Pg(c) = conn {
+                    return append_on_postgres(c, turn_id, &events, finished).await;
+                }
                 write_tx!(&mut *conn, |c| {
-                    // Row by row: diesel's multi-row insert is PostgreSQL's only.
                     for e in &events {
                         diesel::insert_into(prompt_stream_events::table)
                             .values((
@@ -94,14 +105,16 @@ impl Store {
                             .await?;
                     }
                     if let Some((at, until)) = finished {
-                        diesel::update(
-                            prompt_streams::table
-                                .filter(prompt_streams::turn_id.eq(SqlUuid(turn_id))),
+                        Prepared(
+                            diesel::update(
+                                prompt_streams::table
+                                    .filter(prompt_streams::turn_id.eq(SqlUuid(turn_id))),
+                            )
+                            .set((
+                                prompt_streams::finished_at.eq(Some(SqlTime(at))),
+                                prompt_streams::expires_at.eq(SqlTime(until)),
+                            )),
                         )
-                        .set((
-                            prompt_streams::finished_at.eq(Some(SqlTime(at))),
-                            prompt_streams::expires_at.eq(SqlTime(until)),
-                        ))
                         .execute(c)
                         .await?;
                     }
@@ -188,4 +201,47 @@ impl Store {
         })
         .await
     }
+}
+
+/// The events of a stream, and its end if `finished`, in one PostgreSQL
+/// statement (a data-modifying `WITH` when it ends).
+const PG_APPEND: &str = "INSERT INTO prompt_stream_events (turn_id, seq, kind, data) \
+     SELECT $1, e.seq, e.kind, e.data FROM unnest($2::bigint[], $3::text[], $4::text[]) AS e(seq, kind, data)";
+const PG_APPEND_FINISH: &str = "WITH appended AS (INSERT INTO prompt_stream_events (turn_id, seq, kind, data) \
+     SELECT $1, e.seq, e.kind, e.data FROM unnest($2::bigint[], $3::text[], $4::text[]) AS e(seq, kind, data)) \
+     UPDATE prompt_streams SET finished_at = $5, expires_at = $6 WHERE turn_id = $1";
+
+async fn append_on_postgres(
+    c: &mut AsyncPgConnection,
+    turn_id: Uuid,
+    events: &[StreamEventRow],
+    finished: Option<(DateTime<Utc>, DateTime<Utc>)>,
+) -> Result<(), StoreError> {
+    use diesel::sql_types::{Array, BigInt, Text};
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+    let sql = if finished.is_some() {
+        PG_APPEND_FINISH
+    } else {
+        PG_APPEND
+    };
+    let append = diesel::sql_query(sql)
+        .bind::<DbUuid, _>(SqlUuid(turn_id))
+        .bind::<Array<BigInt>, _>(seqs)
+        .bind::<Array<Text>, _>(kinds)
+        .bind::<Array<Text>, _>(data);
+    match finished {
+        None => Prepared(append).execute(c).await?,
+        Some((at, until)) => {
+            Prepared(
+                append
+                    .bind::<DbTime, _>(SqlTime(at))
+                    .bind::<DbTime, _>(SqlTime(until)),
+            )
+            .execute(c)
+            .await?
+        }
+    };
+    Ok(())
 }

@@ -10,7 +10,12 @@ use diesel_async::RunQueryDsl;
 use futures_util::FutureExt as _;
 use uuid::Uuid;
 
-use super::schema::{usage_rollups, workspace_members};
+use diesel::pg::Pg;
+use diesel::query_builder::{QueryFragment, QueryId};
+use diesel::sqlite::Sqlite;
+
+use super::prepared::Prepared;
+use super::schema::{budget_spend, usage_ledger, usage_rollups, workspace_members};
 use super::types::{SqlTime, SqlUuid};
 use super::{Store, StoreError};
 use crate::{with_conn, write_tx};
@@ -106,52 +111,97 @@ impl UsageWrite {
     }
 }
 
+/// A ledger row's INSERT, kept prepared (see [`Prepared`]: its optional
+/// column makes diesel write `DEFAULT` for a NULL).
+pub(crate) fn ledger_insert(
+    row: &NewUsage,
+) -> Prepared<impl QueryFragment<Pg> + QueryFragment<Sqlite> + QueryId + Send + '_> {
+    Prepared(diesel::insert_into(usage_ledger::table).values(row))
+}
+
+/// A rollup added to its bucket's row (made if missing), kept prepared
+/// (diesel never keeps an upsert).
+pub(crate) fn rollup_upsert(
+    row: &Rollup,
+) -> Prepared<impl QueryFragment<Pg> + QueryFragment<Sqlite> + QueryId + Send + use<>> {
+    use usage_rollups as r;
+    Prepared(
+        diesel::insert_into(r::table)
+            .values(row.clone())
+            .on_conflict((
+                r::conversation_id,
+                r::user_id,
+                r::grain,
+                r::bucket,
+                r::ai_llm_id,
+                r::llm_type,
+                r::llm_model,
+                r::host,
+            ))
+            .do_update()
+            .set((
+                r::tokens_in.eq(r::tokens_in + row.tokens_in),
+                r::tokens_out.eq(r::tokens_out + row.tokens_out),
+                r::llm_tokens_in.eq(r::llm_tokens_in + row.llm_tokens_in),
+                r::llm_tokens_out.eq(r::llm_tokens_out + row.llm_tokens_out),
+                r::api_calls.eq(r::api_calls + row.api_calls),
+                r::latency_ms.eq(r::latency_ms + row.latency_ms),
+                r::violations.eq(r::violations + row.violations),
+                r::alerts.eq(r::alerts + row.alerts),
+                r::blocks.eq(r::blocks + row.blocks),
+                r::severity_low.eq(r::severity_low + row.severity_low),
+                r::severity_medium.eq(r::severity_medium + row.severity_medium),
+                r::severity_high.eq(r::severity_high + row.severity_high),
+            )),
+    )
+}
+
+/// What a turn used, added to a budget's period (made if missing), kept
+/// prepared.
+pub(crate) fn spend_upsert(
+    budget: SqlUuid,
+    start: SqlTime,
+    tokens: i64,
+) -> Prepared<impl QueryFragment<Pg> + QueryFragment<Sqlite> + QueryId + Send + use<>> {
+    Prepared(
+        diesel::insert_into(budget_spend::table)
+            .values((
+                budget_spend::budget_id.eq(budget),
+                budget_spend::period_start.eq(start),
+                budget_spend::used.eq(tokens),
+            ))
+            .on_conflict((budget_spend::budget_id, budget_spend::period_start))
+            .do_update()
+            .set(budget_spend::used.eq(budget_spend::used + tokens)),
+    )
+}
+
 /// Writes a [`UsageWrite`] on `$c`, inside the caller's transaction: the
 /// ledger rows, the rollups (added to), the budget settlement.
 #[macro_export]
 macro_rules! write_usage {
     ($c:ident, $usage:expr) => {{
-        use $crate::store::schema::{
-            budget_reservations, budget_spend, usage_ledger, usage_rollups as r,
-        };
+        use $crate::store::usage::{ledger_insert, rollup_upsert};
         let usage: &$crate::store::usage::UsageWrite = $usage;
         for row in &usage.ledger {
-            diesel::insert_into(usage_ledger::table)
-                .values(row)
-                .execute($c)
-                .await?;
+            ledger_insert(row).execute($c).await?;
         }
         for row in &usage.rollups {
-            diesel::insert_into(r::table)
-                .values(row.clone())
-                .on_conflict((
-                    r::conversation_id,
-                    r::user_id,
-                    r::grain,
-                    r::bucket,
-                    r::ai_llm_id,
-                    r::llm_type,
-                    r::llm_model,
-                    r::host,
-                ))
-                .do_update()
-                .set((
-                    r::tokens_in.eq(r::tokens_in + row.tokens_in),
-                    r::tokens_out.eq(r::tokens_out + row.tokens_out),
-                    r::llm_tokens_in.eq(r::llm_tokens_in + row.llm_tokens_in),
-                    r::llm_tokens_out.eq(r::llm_tokens_out + row.llm_tokens_out),
-                    r::api_calls.eq(r::api_calls + row.api_calls),
-                    r::latency_ms.eq(r::latency_ms + row.latency_ms),
-                    r::violations.eq(r::violations + row.violations),
-                    r::alerts.eq(r::alerts + row.alerts),
-                    r::blocks.eq(r::blocks + row.blocks),
-                    r::severity_low.eq(r::severity_low + row.severity_low),
-                    r::severity_medium.eq(r::severity_medium + row.severity_medium),
-                    r::severity_high.eq(r::severity_high + row.severity_high),
-                ))
-                .execute($c)
-                .await?;
+            rollup_upsert(row).execute($c).await?;
         }
+        $crate::settle_usage!($c, usage);
+    }};
+}
+
+/// Writes the budget settlement of a [`UsageWrite`] on `$c`, inside the
+/// caller's transaction: its reservations go, what the turn used is added
+/// to each budget's period. One statement at a time, in the order given,
+/// so that concurrent turns lock a budget's rows in one order.
+#[macro_export]
+macro_rules! settle_usage {
+    ($c:ident, $usage:expr) => {{
+        use $crate::store::schema::budget_reservations;
+        let usage: &$crate::store::usage::UsageWrite = $usage;
         if let Some(s) = &usage.settle {
             for id in &s.reservations {
                 diesel::delete(budget_reservations::table.filter(budget_reservations::id.eq(*id)))
@@ -160,15 +210,7 @@ macro_rules! write_usage {
             }
             if s.tokens > 0 {
                 for (budget, start) in &s.spend {
-                    diesel::insert_into(budget_spend::table)
-                        .values((
-                            budget_spend::budget_id.eq(*budget),
-                            budget_spend::period_start.eq(*start),
-                            budget_spend::used.eq(s.tokens),
-                        ))
-                        .on_conflict((budget_spend::budget_id, budget_spend::period_start))
-                        .do_update()
-                        .set(budget_spend::used.eq(budget_spend::used + s.tokens))
+                    $crate::store::usage::spend_upsert(*budget, *start, s.tokens)
                         .execute($c)
                         .await?;
                 }

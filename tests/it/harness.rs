@@ -364,7 +364,8 @@ impl TestApp {
         Self::spawn_full(db, test_options(), config).await
     }
 
-    async fn spawn_full(db: TestDb, opts: StoreOptions, config: server::Config) -> TestApp {
+    /// The service set up as `config` says, on a store opened with `opts`.
+    pub async fn spawn_full(db: TestDb, opts: StoreOptions, config: server::Config) -> TestApp {
         let url = db.url.clone();
         Self::spawn_at(db, &url, opts, config).await
     }
@@ -963,5 +964,88 @@ pub fn http_status_of(code: tonic::Code) -> u16 {
         Code::Unavailable => 503,
         Code::DeadlineExceeded => 504,
         Code::Unknown | Code::Internal | Code::DataLoss => 500,
+    }
+}
+
+/// Every statement the store sends on a service whose pool holds one
+/// connection (`StoreOptions::pool_size = 1`) and on SQLite's writer, as
+/// diesel's instrumentation reports it: whether it was prepared and cached,
+/// and its SQL. Tells which statements are parsed and planned anew each time.
+#[derive(Clone, Default)]
+pub struct StatementLog(std::sync::Arc<std::sync::Mutex<Vec<(bool, String)>>>);
+
+impl StatementLog {
+    /// Starts recording on `app`'s one pooled connection and its writer.
+    pub async fn attach(app: &TestApp) -> StatementLog {
+        let log = StatementLog::default();
+        {
+            let mut conn = app.store.conn().await.expect("connection");
+            let record = log.recorder();
+            conversation_service::with_conn!(&mut conn, |c| c.set_instrumentation(record));
+        }
+        if let Some(writer) = app.store.sqlite_writer() {
+            let record = log.recorder();
+            writer
+                .run(move |c| {
+                    diesel::Connection::set_instrumentation(c, record);
+                    Ok(())
+                })
+                .await
+                .expect("writer");
+        }
+        log
+    }
+
+    fn recorder(
+        &self,
+    ) -> impl FnMut(diesel::connection::InstrumentationEvent<'_>) + Send + 'static {
+        use diesel::connection::InstrumentationEvent;
+        let log = self.0.clone();
+        move |event: InstrumentationEvent<'_>| {
+            let entry = match event {
+                InstrumentationEvent::CacheQuery { sql, .. } => (true, sql.to_owned()),
+                InstrumentationEvent::StartQuery { query, .. } => {
+                    let text = query.to_string();
+                    let sql = text.split(" -- binds:").next().unwrap_or_default();
+                    (false, sql.trim().to_owned())
+                }
+                _ => return,
+            };
+            log.lock().expect("log").push(entry);
+        }
+    }
+
+    /// Where the log is now, to look only at what follows.
+    pub fn mark(&self) -> usize {
+        self.0.lock().expect("log").len()
+    }
+
+    /// The statements sent since `mark`, transaction control aside.
+    pub fn sent_since(&self, mark: usize) -> Vec<String> {
+        let log = self.0.lock().expect("log");
+        log[mark..]
+            .iter()
+            .filter(|(cache, sql)| {
+                !*cache && !["BEGIN", "BEGIN IMMEDIATE", "COMMIT"].contains(&sql.as_str())
+            })
+            .map(|(_, sql)| sql.clone())
+            .collect()
+    }
+
+    /// The statements sent since `mark` that were never prepared for the
+    /// cache: each is parsed and planned again every time it is sent.
+    pub fn unprepared_since(&self, mark: usize) -> Vec<String> {
+        let cached: std::collections::HashSet<String> = self
+            .0
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|(cache, _)| *cache)
+            .map(|(_, sql)| sql.clone())
+            .collect();
+        self.sent_since(mark)
+            .into_iter()
+            .filter(|sql| !cached.contains(sql))
+            .collect()
     }
 }

@@ -10,18 +10,18 @@ use uuid::Uuid;
 
 use super::streams::{OnDisconnect, PromptStream, Sink};
 use super::{Message, may_prompt, title_of};
-use crate::domain::Caller;
-use crate::domain::MessageRole;
+use crate::domain::{Access, Caller, MessageRole};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::provider::{ChatMessage, Completion, ProviderError};
-use crate::service::conversations::conversation_not_found;
+use crate::service::conversations::{Conversation, conversation_not_found, may_see_conversations};
 use crate::service::policies::{Stage, TurnChecks, TurnFacts};
 use crate::service::providers::Route;
 use crate::service::usage::budgets::expected_tokens;
 use crate::service::usage::{self, Outcome};
 use crate::service::{RequestContext, Service};
 use crate::store::Store;
+use crate::store::conversations::ConversationFilter;
 use crate::store::messages::{NewMessage, NewTurn};
 use crate::store::types::now;
 
@@ -107,39 +107,51 @@ impl Service {
         ctx: &RequestContext,
     ) -> Result<PromptStream, ApiError> {
         let on_disconnect = input.on_disconnect;
-        let prepared = self.prepare_prompt(caller, input, ctx).await?;
-        let opened = async {
-            let tokens = prepared
-                .checks
-                .check(&prepared.prompt, Stage::Prompt, false)
-                .await?;
-            let config = self.stream_config;
-            let (sink, stream) = Sink::open(
-                &self.store,
-                config,
-                prepared.id,
-                caller.user_id,
-                on_disconnect,
-            )
-            .await?;
-            Ok((tokens, sink, stream))
-        };
-        let (prompt_tokens, mut sink, stream) = match opened.await {
-            Ok(opened) => opened,
+        let mut prepared = self.prepare_prompt(caller, input, ctx).await?;
+        let prompt_tokens = match prepared
+            .checks
+            .check(&prepared.prompt, Stage::Prompt, false)
+            .await
+        {
+            Ok(tokens) => tokens,
             Err(e) => {
                 prepared.abandon(Outcome::Failed).await;
                 return Err(e);
             }
         };
+        // The model is asked while the stream's start is logged (its first
+        // pieces wait in the channel): the caller's first piece waits for
+        // the slower of the two, not for both one after the other. Every
+        // piece a caller sees is still of a stream that can be resumed.
+        let (deltas, pieces) = mpsc::channel::<String>(32);
+        let started = Instant::now();
+        let generate = {
+            let (provider, model) = (prepared.route.provider.clone(), prepared.model.clone());
+            let turns = std::mem::take(&mut prepared.turns);
+            tokio::spawn(async move { provider.stream(&model, &turns, deltas).await })
+        };
+        let opened = Sink::open(
+            &self.store,
+            self.stream_config,
+            prepared.id,
+            caller.user_id,
+            on_disconnect,
+        )
+        .await;
+        let (mut sink, stream) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                generate.abort();
+                prepared.abandon(Outcome::Failed).await;
+                return Err(e);
+            }
+        };
         tokio::spawn(async move {
-            let (deltas, pieces) = mpsc::channel::<String>(32);
-            let started = Instant::now();
-            let generate = prepared
-                .route
-                .provider
-                .stream(&prepared.model, &prepared.turns, deltas);
-            let forwarding = forward(pieces, &mut sink, &prepared.checks);
-            let (completion, forwarded) = tokio::join!(generate, forwarding);
+            let forwarded = forward(pieces, &mut sink, &prepared.checks).await;
+            let completion = generate.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "a streamed model call stopped");
+                Err(ProviderError::Failed("the model call stopped".into()))
+            });
             prepared.answered(completion.as_ref().ok(), started);
             let held = match forwarded {
                 Forwarded::Finished { held, tokens } => (held, tokens),
@@ -196,17 +208,21 @@ impl Service {
             ("model", input.model.as_str()),
         ])?;
         let id = input.conversation_id;
-        let conversation = self.live_conversation(caller, id, PROMPT_FAILED).await?;
-        let membership = if caller.role.is_org_admin() {
-            None
-        } else {
-            self.store
-                .membership(conversation.workspace_id, caller.user_id)
-                .await
-                .map_err(ApiError::from_store(PROMPT_FAILED))?
-        };
+        let (conversation, membership) = self.prompt_target(caller, id).await?;
         may_prompt(caller, membership)?;
-        let route = self.route(conversation.repo_id, &input.model).await?;
+        // The rest the turn needs, read at once; refusals still come in the
+        // rules' order (the route's, then the budget's).
+        let (route, policies, history, budgets) = tokio::join!(
+            self.route(conversation.repo_id, &input.model),
+            self.policies_of(
+                conversation.org_id,
+                conversation.workspace_id,
+                conversation.repo_id
+            ),
+            self.context_of(id),
+            self.turn_budgets(conversation.org_id, conversation.workspace_id),
+        );
+        let route = route?;
         let facts = TurnFacts {
             org_id: conversation.org_id,
             workspace_id: conversation.workspace_id,
@@ -218,10 +234,8 @@ impl Service {
             llm_model: input.model.clone(),
             host: route.host.clone().unwrap_or_default(),
         };
-        let checks = self
-            .turn_checks(facts, route.provider.clone(), ctx.clone())
-            .await?;
-        let mut turns = self.context_of(id).await?;
+        let checks = self.turn_checks(facts, policies?, route.provider.clone(), ctx.clone());
+        let mut turns = history?;
         turns.push(ChatMessage {
             role: MessageRole::User.as_str().into(),
             content: input.prompt.clone(),
@@ -229,10 +243,7 @@ impl Service {
         // Held before any model call (the judge's included): a budget
         // without room refuses the prompt here.
         let expected = expected_tokens(&turns, self.budget_config.reply_tokens);
-        if let Some(reservation) = self
-            .reserve_tokens(conversation.org_id, conversation.workspace_id, expected)
-            .await?
-        {
+        if let Some(reservation) = self.reserve_tokens(budgets?, expected).await? {
             checks.ledger.reserved(reservation);
         }
         Ok(PreparedPrompt {
@@ -247,6 +258,27 @@ impl Service {
         })
     }
 
+    /// The conversation to prompt (one the caller may see, not deleted) and
+    /// the caller's access to its workspace (not looked up for an
+    /// organization's administrator, who needs none), in one store read.
+    async fn prompt_target(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+    ) -> Result<(Conversation, Option<Access>), ApiError> {
+        let filter = ConversationFilter {
+            id: Some(id),
+            show_deleted: false,
+            ..may_see_conversations(caller)
+        };
+        let member = (!caller.role.is_org_admin()).then_some(caller.user_id);
+        self.store
+            .get_conversation_and_access(filter, member)
+            .await
+            .map_err(ApiError::from_store(PROMPT_FAILED))?
+            .ok_or_else(conversation_not_found)
+    }
+
     /// The latest earlier messages of a conversation, oldest first.
     async fn context_of(&self, id: Uuid) -> Result<Vec<ChatMessage>, ApiError> {
         let history = self
@@ -256,9 +288,9 @@ impl Service {
             .map_err(ApiError::from_store(PROMPT_FAILED))?;
         Ok(history
             .into_iter()
-            .map(|m| ChatMessage {
-                role: m.role.as_str().into(),
-                content: m.content,
+            .map(|(role, content)| ChatMessage {
+                role: role.as_str().into(),
+                content,
             })
             .collect())
     }

@@ -490,15 +490,13 @@ impl crate::service::Service {
 
     /// The checks of a turn: its policies and its judge (the configured one,
     /// else the turn's own provider and model).
-    pub(crate) async fn turn_checks(
+    pub(crate) fn turn_checks(
         &self,
         facts: TurnFacts,
+        set: Arc<PolicySet>,
         provider: Arc<crate::provider::Provider>,
         request: RequestContext,
-    ) -> Result<TurnChecks, ApiError> {
-        let set = self
-            .policies_of(facts.org_id, facts.workspace_id, facts.repo_id)
-            .await?;
+    ) -> TurnChecks {
         let config = &self.policy_config;
         let judge = Judge {
             provider: self.judge_provider.clone().unwrap_or(provider),
@@ -508,7 +506,7 @@ impl crate::service::Service {
                 .unwrap_or_else(|| facts.llm_model.clone()),
             timeout: config.judge_timeout,
         };
-        Ok(TurnChecks {
+        TurnChecks {
             ledger: TurnLedger::new(facts.clone(), self.store.clone()),
             store: self.store.clone(),
             metrics: self.metrics.clone(),
@@ -517,6 +515,6 @@ impl crate::service::Service {
             facts,
             request,
             stream_interval: config.stream_interval.max(1),
-        })
+        }
     }
 }

@@ -290,21 +290,27 @@ impl Service {
         }
     }
 
-    /// Holds `tokens` on every budget of the turn's organization and
-    /// workspace, or refuses the prompt (429 until the period of the budget
-    /// without room ends). No budget: nothing is held.
-    pub(crate) async fn reserve_tokens(
+    /// The budgets of an organization and one of its workspaces, to hold a
+    /// turn's tokens on ([`Service::reserve_tokens`]).
+    pub(crate) async fn turn_budgets(
         &self,
         org_id: Uuid,
         workspace_id: Uuid,
-        tokens: i64,
-    ) -> Result<Option<Reservation>, ApiError> {
-        const FAILED: &str = "Failed to check the token budget";
-        let budgets: Vec<BudgetRow> = self
-            .store
+    ) -> Result<Vec<BudgetRow>, ApiError> {
+        self.store
             .applicable_budgets(org_id, workspace_id)
             .await
-            .map_err(ApiError::from_store(FAILED))?;
+            .map_err(ApiError::from_store(RESERVE_FAILED))
+    }
+
+    /// Holds `tokens` on each of `budgets` (a turn's, from
+    /// [`Service::turn_budgets`]), or refuses the prompt (429 until the period
+    /// of the budget without room ends). No budget: nothing is held.
+    pub(crate) async fn reserve_tokens(
+        &self,
+        budgets: Vec<BudgetRow>,
+        tokens: i64,
+    ) -> Result<Option<Reservation>, ApiError> {
         if budgets.is_empty() {
             return Ok(None);
         }
@@ -322,7 +328,7 @@ impl Service {
             .store
             .reserve_budgets(claims, tokens, at, expires)
             .await
-            .map_err(ApiError::from_store(FAILED))?
+            .map_err(ApiError::from_store(RESERVE_FAILED))?
         {
             Reserved::Held(held) => {
                 let mut reservation = Reservation::default();
@@ -354,6 +360,9 @@ impl Service {
         }
     }
 }
+
+/// What a failure to read or hold a turn's budgets says.
+const RESERVE_FAILED: &str = "Failed to check the token budget";
 
 /// How budgets are held (`serve`'s `--budget-*` flags).
 #[derive(Debug, Clone)]

@@ -445,18 +445,8 @@ async fn create_in_transaction(
         Ok::<_, StoreError>(Ok(created))
     }
     .await;
-    let end = match &written {
-        Ok(Ok(_)) => "COMMIT",
-        _ => "ROLLBACK",
-    };
-    match (written, (&mut &*c).batch_execute(end).await) {
-        (Ok(outcome), Ok(())) => Ok(outcome),
-        // A failed COMMIT ends the transaction too.
-        (Ok(Ok(_)), Err(e)) => Err(e.into()),
-        // The connection's state is unknown: `run` drops it.
-        (_, Err(e)) => Err(StoreError::Unavailable(e.to_string())),
-        (Err(e), Ok(())) => Err(e),
-    }
+    let keep = matches!(written, Ok(Ok(_)));
+    crate::store::end_transaction(c, written, keep).await
 }
 
 /// The create on SQLite: one job on the writer thread.

@@ -17,9 +17,10 @@ use futures_util::FutureExt as _;
 use uuid::Uuid;
 
 use super::{ConversationFilter, ConversationRow, Visibility, administered, bounded, matching};
+use crate::domain::Access;
 use crate::store::schema::{
     conversation_count_deltas, conversation_counts, conversation_day_counts,
-    conversation_hour_counts, conversations, repos, users,
+    conversation_hour_counts, conversations, repos, users, workspace_members,
 };
 use crate::store::types::{DbUuid, SqlUuid};
 use crate::store::{Conn, Store, StoreError};
@@ -83,6 +84,46 @@ impl Store {
                         .first(c)
                         .await
                         .optional()
+                })?)
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// One conversation, if it matches the filter, and `member`'s access to
+    /// its workspace (none for no one to look up, or not a member): one
+    /// store operation, as a prompt's first step needs both.
+    pub async fn get_conversation_and_access(
+        &self,
+        filter: ConversationFilter,
+        member: Option<Uuid>,
+    ) -> Result<Option<(ConversationRow, Option<Access>)>, StoreError> {
+        self.read(move |conn| {
+            async move {
+                Ok(with_conn!(&mut *conn, |c| {
+                    let row = matching!(&filter)
+                        .inner_join(repos::table)
+                        .inner_join(users::table)
+                        .select(ConversationRow::as_select())
+                        .first(c)
+                        .await
+                        .optional()?;
+                    match (row, member) {
+                        (Some(row), Some(user_id)) => {
+                            let access = workspace_members::table
+                                .filter(
+                                    workspace_members::workspace_id.eq(SqlUuid(row.workspace_id)),
+                                )
+                                .filter(workspace_members::user_id.eq(SqlUuid(user_id)))
+                                .select(workspace_members::access)
+                                .first::<Access>(c)
+                                .await
+                                .optional()?;
+                            diesel::QueryResult::Ok(Some((row, access)))
+                        }
+                        (row, _) => Ok(row.map(|row| (row, None))),
+                    }
                 })?)
             }
             .boxed()

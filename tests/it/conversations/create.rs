@@ -810,50 +810,15 @@ async fn concurrent_creates(db: TestDb) {
 /// `DEFAULT` in their SQL, which made diesel prepare the INSERT every time:
 /// on PostgreSQL a round trip and a plan per create.)
 async fn statements_are_prepared_once(db: TestDb) {
-    use diesel::connection::InstrumentationEvent;
-    use diesel_async::AsyncConnection as _;
-    use std::sync::{Arc, Mutex};
-
     let mut opts = crate::harness::test_options();
     opts.pool_size = 1;
     let app = TestApp::spawn_with(db, opts).await;
     let w = World::build(&app).await;
-    // (cached?, SQL) of every statement on the pool's one connection and on
-    // SQLite's writer.
-    let log: Arc<Mutex<Vec<(bool, String)>>> = Arc::default();
-    let recorder = |log: Arc<Mutex<Vec<(bool, String)>>>| {
-        move |event: InstrumentationEvent<'_>| {
-            let entry = match event {
-                InstrumentationEvent::CacheQuery { sql, .. } => (true, sql.to_owned()),
-                InstrumentationEvent::StartQuery { query, .. } => {
-                    let text = query.to_string();
-                    let sql = text.split(" -- binds:").next().unwrap_or_default();
-                    (false, sql.trim().to_owned())
-                }
-                _ => return,
-            };
-            log.lock().expect("log").push(entry);
-        }
-    };
-    {
-        let mut conn = app.store.conn().await.expect("connection");
-        let record = recorder(log.clone());
-        conversation_service::with_conn!(&mut conn, |c| c.set_instrumentation(record));
-    }
-    if let Some(writer) = app.store.sqlite_writer() {
-        let record = recorder(log.clone());
-        writer
-            .run(move |c| {
-                diesel::Connection::set_instrumentation(c, record);
-                Ok(())
-            })
-            .await
-            .expect("writer");
-    }
+    let log = crate::harness::StatementLog::attach(&app).await;
     let mut second_round = 0;
     for round in 0..2 {
         if round == 1 {
-            second_round = log.lock().expect("log").len();
+            second_round = log.mark();
         }
         let body = json!({ "repoId": w.repo }).to_string();
         let (status, reply) = app.post_create(Some(&w.writer.token), &body).await;
@@ -875,19 +840,7 @@ async fn statements_are_prepared_once(db: TestDb) {
             .await
             .expect("keyed create");
     }
-    let log = log.lock().expect("log").clone();
-    let cached: std::collections::HashSet<&str> = log
-        .iter()
-        .filter(|(cache, _)| *cache)
-        .map(|(_, sql)| sql.as_str())
-        .collect();
-    let sent: Vec<&str> = log[second_round..]
-        .iter()
-        .filter(|(cache, sql)| {
-            !*cache && !["BEGIN", "BEGIN IMMEDIATE", "COMMIT"].contains(&sql.as_str())
-        })
-        .map(|(_, sql)| sql.as_str())
-        .collect();
+    let sent = log.sent_since(second_round);
     for table in ["conversations", "system_events", "idempotency_keys"] {
         // PostgreSQL quotes names with ", SQLite with `; on PostgreSQL the
         // conversation and its event are inserted by the create's one
@@ -899,7 +852,7 @@ async fn statements_are_prepared_once(db: TestDb) {
             "the second round inserts into {table}: {sent:#?}"
         );
     }
-    let fresh: Vec<&&str> = sent.iter().filter(|sql| !cached.contains(**sql)).collect();
+    let fresh = log.unprepared_since(second_round);
     assert!(
         fresh.is_empty(),
         "prepared again for every request: {fresh:#?}"

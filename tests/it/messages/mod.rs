@@ -146,7 +146,12 @@ async fn app_with_provider_timeout(
     models: &[&str],
     timeout: Duration,
 ) -> TestApp {
-    let config = Config {
+    TestApp::spawn_config(db, provider_config(url, models, timeout)).await
+}
+
+/// The service's settings with the operator's provider at `url`.
+fn provider_config(url: Option<String>, models: &[&str], timeout: Duration) -> Config {
+    Config {
         provider: ProviderConfig {
             base_url: url,
             api_key: Some(API_KEY.into()),
@@ -154,8 +159,7 @@ async fn app_with_provider_timeout(
             timeout,
         },
         ..Config::local()
-    };
-    TestApp::spawn_config(db, config).await
+    }
 }
 
 /// A PromptConversation request as `who`.

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::*;
-use crate::harness::{TestDb, World, as_actor};
+use crate::harness::{TestApp, TestDb, World, as_actor};
 use crate::on_both_backends;
 
 /// Two turns, one per transport: the context sent, the stored messages, the
@@ -421,10 +421,81 @@ async fn context_is_the_latest_messages(db: TestDb) {
     );
     assert_eq!(tail[200], "next");
     assert!(!contents.contains(&"m50"), "{contents:?}");
+    drop(seen);
+    // A page deep into the messages is the range after `skip`; the total
+    // counts the turn just stored.
+    let (status, page) = messages_rest(&app, &w.reader, id, "take=5&skip=248").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["total"], 252);
+    let contents: Vec<&str> = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["content"].as_str().expect("content"))
+        .collect();
+    assert_eq!(contents, ["m249", "m250", "next", "echo: next"]);
+    let (_, past) = messages_rest(&app, &w.reader, id, "take=5&skip=252").await;
+    assert_eq!(
+        (past["total"].clone(), past["messages"].clone()),
+        (json!(252), json!([]))
+    );
+    app.shutdown().await;
+}
+
+/// Every statement of a turn (plain on both transports, streamed, and the
+/// listing of its messages) is prepared once per connection and reused
+/// after: none is parsed and planned anew per turn.
+async fn turn_statements_are_prepared_once(db: TestDb) {
+    let (url, _) = fake_provider().await;
+    let mut opts = crate::harness::test_options();
+    opts.pool_size = 1;
+    let config = provider_config(Some(url), &[], std::time::Duration::from_secs(1));
+    let app = TestApp::spawn_full(db, opts, config).await;
+    let w = World::build(&app).await;
+    let id = app.create_as(&w.reader, w.repo).await;
+    let log = crate::harness::StatementLog::attach(&app).await;
+    let mut second_round = 0;
+    for round in 0..2 {
+        if round == 1 {
+            second_round = log.mark();
+        }
+        let body = json!({ "prompt": format!("round {round}"), "model": "echo" });
+        let (status, reply) = prompt_rest(&app, &w.reader, id, body.clone()).await;
+        assert_eq!(status, 200, "{reply}");
+        app.grpc()
+            .await
+            .prompt_conversation(prompt_request(&w.reader, id, "over gRPC", "echo"))
+            .await
+            .expect("prompted over gRPC");
+        let streamed = super::stream::prompt_events(&app, &w.reader, id, body).await;
+        assert_eq!(streamed.status(), 200);
+        let events = super::stream::sse_events(&streamed.text().await.expect("body"));
+        assert!(events.iter().any(|(e, _)| e == "done"), "{events:?}");
+        let (status, _) = messages_rest(&app, &w.reader, id, "take=2&skip=1").await;
+        assert_eq!(status, 200);
+        // The stream's log is written behind the events: let it settle.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let sent = log.sent_since(second_round);
+    assert!(
+        sent.iter().any(|sql| sql
+            .replace(['"', '`'], "")
+            .contains("INSERT INTO messages ")),
+        "the second round stores turns: {sent:#?}"
+    );
+    let fresh = log.unprepared_since(second_round);
+    assert!(
+        fresh.is_empty(),
+        "prepared again for every turn: {fresh:#?}"
+    );
+    let (_, listed) = messages_rest(&app, &w.reader, id, "take=1").await;
+    assert_eq!(listed["total"], 12);
+    app.shutdown().await;
 }
 
 on_both_backends!(
     context_is_the_latest_messages,
+    turn_statements_are_prepared_once,
     turns_are_stored,
     refusals_store_nothing,
     no_provider,
