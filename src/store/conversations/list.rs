@@ -74,21 +74,8 @@ impl Store {
         &self,
         filter: ConversationFilter,
     ) -> Result<Option<ConversationRow>, StoreError> {
-        self.read(move |conn| {
-            async move {
-                Ok(with_conn!(&mut *conn, |c| {
-                    matching!(&filter)
-                        .inner_join(repos::table)
-                        .inner_join(users::table)
-                        .select(ConversationRow::as_select())
-                        .first(c)
-                        .await
-                        .optional()
-                })?)
-            }
-            .boxed()
-        })
-        .await
+        let found = self.get_conversation_and_access(filter, None).await?;
+        Ok(found.map(|(row, _)| row))
     }
 
     /// One conversation, if it matches the filter, and `member`'s access to

@@ -406,8 +406,7 @@ async fn context_is_the_latest_messages(db: TestDb) {
     )
     .await;
     assert_eq!(status, 200, "{reply}");
-    let seen = seen.lock().expect("seen");
-    let sent = seen.requests[0]["messages"]
+    let sent = seen.lock().expect("seen").requests[0]["messages"]
         .as_array()
         .expect("messages")
         .clone();
@@ -421,7 +420,6 @@ async fn context_is_the_latest_messages(db: TestDb) {
     );
     assert_eq!(tail[200], "next");
     assert!(!contents.contains(&"m50"), "{contents:?}");
-    drop(seen);
     // A page deep into the messages is the range after `skip`; the total
     // counts the turn just stored.
     let (status, page) = messages_rest(&app, &w.reader, id, "take=5&skip=248").await;
