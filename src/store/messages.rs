@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{QueryFragment, QueryId};
-use diesel::sql_types::{Nullable, Text};
+use diesel::sql_types::Text;
 use diesel::sqlite::Sqlite;
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection as _};
 use futures_util::FutureExt as _;
@@ -14,17 +14,11 @@ use uuid::Uuid;
 
 use super::prepared::Prepared;
 use super::schema::{conversations, messages, workspace_members};
-use super::types::{DbJson, DbTime, DbUuid, SqlJson, SqlTime, SqlUuid};
+use super::types::{DbJson, DbTime, DbUuid, SqlJson, SqlTime, SqlUuid, coalesce};
 use super::usage::{ledger_insert, rollup_upsert};
 use super::{Conn, Store, StoreError};
 use crate::domain::{Access, MessageRole};
 use crate::{with_conn, write_tx};
-
-diesel::define_sql_function! {
-    /// `coalesce(x, y)` of two texts: `x` unless it is NULL.
-    #[sql_name = "coalesce"]
-    fn first_of(x: Nullable<Text>, y: Nullable<Text>) -> Nullable<Text>;
-}
 
 /// A stored message.
 #[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, serde::Deserialize)]
@@ -224,7 +218,7 @@ fn totals_update(
         conversations::tokens_in.eq(conversations::tokens_in + turn.tokens_in),
         conversations::tokens_out.eq(conversations::tokens_out + turn.tokens_out),
         conversations::last_updated_at.eq(SqlTime(turn.at)),
-        conversations::title.eq(first_of(conversations::title, turn.title.clone())),
+        conversations::title.eq(coalesce(conversations::title, turn.title.clone())),
     )))
 }
 

@@ -203,13 +203,21 @@ impl Store {
     }
 }
 
-/// The events of a stream, and its end if `finished`, in one PostgreSQL
-/// statement (a data-modifying `WITH` when it ends).
-const PG_APPEND: &str = "INSERT INTO prompt_stream_events (turn_id, seq, kind, data) \
-     SELECT $1, e.seq, e.kind, e.data FROM unnest($2::bigint[], $3::text[], $4::text[]) AS e(seq, kind, data)";
-const PG_APPEND_FINISH: &str = "WITH appended AS (INSERT INTO prompt_stream_events (turn_id, seq, kind, data) \
-     SELECT $1, e.seq, e.kind, e.data FROM unnest($2::bigint[], $3::text[], $4::text[]) AS e(seq, kind, data)) \
-     UPDATE prompt_streams SET finished_at = $5, expires_at = $6 WHERE turn_id = $1";
+/// The events of a stream as one PostgreSQL statement (their columns as
+/// arrays, unnested); with its end, the same inside a data-modifying `WITH`.
+macro_rules! pg_append {
+    () => {
+        "INSERT INTO prompt_stream_events (turn_id, seq, kind, data) \
+         SELECT $1, e.seq, e.kind, e.data \
+         FROM unnest($2::bigint[], $3::text[], $4::text[]) AS e(seq, kind, data)"
+    };
+}
+const PG_APPEND: &str = pg_append!();
+const PG_APPEND_FINISH: &str = concat!(
+    "WITH appended AS (",
+    pg_append!(),
+    ") UPDATE prompt_streams SET finished_at = $5, expires_at = $6 WHERE turn_id = $1"
+);
 
 async fn append_on_postgres(
     c: &mut AsyncPgConnection,

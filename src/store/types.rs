@@ -71,6 +71,13 @@ impl From<serde_json::Value> for SqlJson {
     }
 }
 
+diesel::define_sql_function! {
+    /// SQL's `coalesce(x, y)`: `x` unless it is NULL. (With `x` twice, on a
+    /// column, it is the column in a form no index serves: see the list
+    /// walks in `conversations/list.rs`.)
+    fn coalesce<ST: diesel::sql_types::SingleValue>(x: ST, y: ST) -> ST;
+}
+
 /// The current time, truncated to the microseconds both backends keep, so a
 /// value read back equals the value written.
 pub fn now() -> DateTime<Utc> {

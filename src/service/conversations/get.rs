@@ -42,15 +42,19 @@ impl Service {
         id: Uuid,
         failed: &'static str,
     ) -> Result<Conversation, ApiError> {
-        let filter = ConversationFilter {
-            id: Some(id),
-            show_deleted: false,
-            ..may_see_conversations(caller)
-        };
         self.store
-            .get_conversation(filter)
+            .get_conversation(live_conversation_filter(caller, id))
             .await
             .map_err(ApiError::from_store(failed))?
             .ok_or_else(conversation_not_found)
+    }
+}
+
+/// The conversation `id` if `caller` may see it and it is not deleted.
+pub(crate) fn live_conversation_filter(caller: &Caller, id: Uuid) -> ConversationFilter {
+    ConversationFilter {
+        id: Some(id),
+        show_deleted: false,
+        ..may_see_conversations(caller)
     }
 }

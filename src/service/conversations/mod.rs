@@ -9,6 +9,7 @@ mod list;
 pub use create::CreateConversation;
 pub use delete::DeleteConversation;
 pub use get::GetConversation;
+pub(crate) use get::live_conversation_filter;
 pub use list::ListConversations;
 
 use crate::domain::Caller;

@@ -14,14 +14,15 @@ use crate::domain::{Access, Caller, MessageRole};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::provider::{ChatMessage, Completion, ProviderError};
-use crate::service::conversations::{Conversation, conversation_not_found, may_see_conversations};
+use crate::service::conversations::{
+    Conversation, conversation_not_found, live_conversation_filter,
+};
 use crate::service::policies::{Stage, TurnChecks, TurnFacts};
 use crate::service::providers::Route;
 use crate::service::usage::budgets::expected_tokens;
 use crate::service::usage::{self, Outcome};
 use crate::service::{RequestContext, Service};
 use crate::store::Store;
-use crate::store::conversations::ConversationFilter;
 use crate::store::messages::{NewMessage, NewTurn};
 use crate::store::types::now;
 
@@ -266,14 +267,9 @@ impl Service {
         caller: &Caller,
         id: Uuid,
     ) -> Result<(Conversation, Option<Access>), ApiError> {
-        let filter = ConversationFilter {
-            id: Some(id),
-            show_deleted: false,
-            ..may_see_conversations(caller)
-        };
         let member = (!caller.role.is_org_admin()).then_some(caller.user_id);
         self.store
-            .get_conversation_and_access(filter, member)
+            .get_conversation_and_access(live_conversation_filter(caller, id), member)
             .await
             .map_err(ApiError::from_store(PROMPT_FAILED))?
             .ok_or_else(conversation_not_found)

@@ -22,7 +22,7 @@ use crate::store::schema::{
     conversation_count_deltas, conversation_counts, conversation_day_counts,
     conversation_hour_counts, conversations, repos, users, workspace_members,
 };
-use crate::store::types::{DbUuid, SqlUuid};
+use crate::store::types::SqlUuid;
 use crate::store::{Conn, Store, StoreError};
 use crate::with_conn;
 
@@ -198,11 +198,6 @@ async fn sources(conn: &mut Conn, filter: &ConversationFilter) -> Result<Vec<Sou
     })
 }
 
-diesel::define_sql_function! {
-    /// `coalesce(x, x)`: `x`, in a form no index serves (see [`in_source`]).
-    fn coalesce(x: DbUuid, y: DbUuid) -> DbUuid;
-}
-
 /// Which index a source's walk takes: the most selective of the equalities
 /// it has (a creator's conversations are fewer than a repository's, a
 /// repository's than its workspace's, a workspace's than its organization's).
@@ -248,7 +243,7 @@ macro_rules! in_source {
                 if $drives {
                     $q.filter($column.eq(value))
                 } else {
-                    $q.filter(coalesce($column, $column).eq(value))
+                    $q.filter($crate::store::types::coalesce($column, $column).eq(value))
                 }
             }};
         }
