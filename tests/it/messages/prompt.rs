@@ -432,6 +432,25 @@ async fn context_is_the_latest_messages(db: TestDb) {
         .map(|m| m["content"].as_str().expect("content"))
         .collect();
     assert_eq!(contents, ["m249", "m250", "next", "echo: next"]);
+    let deep = app
+        .grpc()
+        .await
+        .list_messages(as_actor(
+            ListMessagesRequest {
+                conversation_id: id.to_string(),
+                take: Some(5),
+                skip: Some(248),
+            },
+            &w.reader,
+        ))
+        .await
+        .expect("listed over gRPC")
+        .into_inner();
+    let contents: Vec<&str> = deep.messages.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(
+        (deep.total, contents),
+        (252, vec!["m249", "m250", "next", "echo: next"])
+    );
     let (_, past) = messages_rest(&app, &w.reader, id, "take=5&skip=252").await;
     assert_eq!(
         (past["total"].clone(), past["messages"].clone()),
