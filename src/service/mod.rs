@@ -13,6 +13,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod cache;
 pub mod conversations;
 pub mod events;
 pub mod idempotency;
@@ -33,6 +34,7 @@ use crate::metrics::Metrics;
 use crate::provider::Provider;
 use crate::secrets::Keyring;
 use crate::store::Store;
+use uuid::Uuid;
 
 /// How long an idempotency key is remembered by default.
 pub const DEFAULT_IDEMPOTENCY_TTL: chrono::TimeDelta = chrono::TimeDelta::hours(24);
@@ -74,6 +76,11 @@ pub struct Service {
     models: providers::ModelCache,
     /// Each repository's policies, for a short while.
     policy_cache: policies::PolicyCache,
+    /// Each repository's provider configurations, for a short while.
+    configurations: cache::ReadCache<Uuid, Arc<Vec<crate::store::providers::AiLlmRow>>>,
+    /// The budgets over each workspace (its own and its organization's),
+    /// for a short while.
+    budget_cache: cache::ReadCache<(Uuid, Uuid), Arc<Vec<crate::store::budgets::BudgetRow>>>,
     /// How policies are judged.
     policy_config: policies::PolicyConfig,
     /// The judge's provider (`--policy-judge-url`); the turn's own when `None`.
@@ -99,6 +106,8 @@ impl Service {
             tenant_http: None,
             models: providers::ModelCache::default(),
             policy_cache: policies::PolicyCache::default(),
+            configurations: cache::ReadCache::default(),
+            budget_cache: cache::ReadCache::default(),
             policy_config: policies::PolicyConfig::default(),
             judge_provider: None,
             budget_config: usage::budgets::BudgetConfig::default(),

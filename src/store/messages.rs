@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::prepared::Prepared;
 use super::schema::{conversations, messages, workspace_members};
 use super::types::{DbJson, DbTime, DbUuid, SqlJson, SqlTime, SqlUuid, coalesce};
-use super::usage::{ledger_insert, rollup_upsert};
+use super::usage::pipelined_usage;
 use super::{Conn, Store, StoreError};
 use crate::domain::{Access, MessageRole};
 use crate::{with_conn, write_tx};
@@ -233,13 +233,13 @@ const PG_MESSAGES: &str = "WITH last AS (SELECT coalesce(max(seq), 0) AS seq FRO
      SELECT $2, $1, last.seq + 1, $3, $4, $5, $6, $7, $8 FROM last \
      UNION ALL SELECT $9, $1, last.seq + 2, $10, $11, $12, $13, $14, $8 FROM last";
 
-/// A turn on PostgreSQL, in a transaction opened by hand, in three round
-/// trips where a statement at a time took nine: `BEGIN` goes with the
-/// UPDATE; then the messages, the ledger rows and the rollups are sent at
-/// once (all of this conversation's rows: another turn of it waits at the
-/// UPDATE, so their order cannot matter); then `COMMIT`. A budget's
-/// settlement, shared with other conversations, follows one statement at a
-/// time, in its order.
+/// A turn on PostgreSQL, in a transaction opened by hand, in two round
+/// trips where a statement at a time took nine: `BEGIN`, the UPDATE, both
+/// messages, the ledger rows, the rollups and the budgets' settlement are
+/// sent at once (pipelined: the connection runs them in the order sent, so
+/// the messages are numbered once the UPDATE holds the row, and budgets
+/// are settled in their order); then `COMMIT`, or `ROLLBACK` if the
+/// conversation is gone (the UPDATE matched nothing) or a statement failed.
 async fn turn_on_postgres(
     c: &mut AsyncPgConnection,
     begin: &str,
@@ -247,47 +247,39 @@ async fn turn_on_postgres(
 ) -> Result<bool, StoreError> {
     use diesel::sql_types::BigInt;
     let c: &AsyncPgConnection = c;
-    let written = async {
-        let begun = async { (&mut &*c).batch_execute(begin).await };
-        let updated = async { totals_update(turn).execute(&mut &*c).await };
-        let (begun, updated) = tokio::join!(biased; begun, updated);
-        begun?;
-        if updated? == 0 {
+    let (user, assistant) = (&turn.user, &turn.assistant);
+    let both = Prepared(
+        diesel::sql_query(PG_MESSAGES)
+            .bind::<DbUuid, _>(SqlUuid(turn.conversation_id))
+            .bind::<DbUuid, _>(SqlUuid(user.id))
+            .bind::<Text, _>(user.role.as_str())
+            .bind::<Text, _>(&user.content)
+            .bind::<Text, _>(&user.model)
+            .bind::<BigInt, _>(user.token_count)
+            .bind::<DbJson, _>(SqlJson(user.metadata.clone()))
+            .bind::<DbTime, _>(SqlTime(turn.at))
+            .bind::<DbUuid, _>(SqlUuid(assistant.id))
+            .bind::<Text, _>(assistant.role.as_str())
+            .bind::<Text, _>(&assistant.content)
+            .bind::<Text, _>(&assistant.model)
+            .bind::<BigInt, _>(assistant.token_count)
+            .bind::<DbJson, _>(SqlJson(assistant.metadata.clone())),
+    );
+    let mut writes: Vec<BoxFuture<'_, QueryResult<usize>>> = vec![
+        async { totals_update(turn).execute(&mut &*c).await }.boxed(),
+        async { both.execute(&mut &*c).await }.boxed(),
+    ];
+    writes.extend(pipelined_usage(c, &turn.usage));
+    let begun = async { (&mut &*c).batch_execute(begin).await };
+    let (begun, done) = tokio::join!(biased; begun, futures_util::future::join_all(writes));
+    let written = begun.map_err(StoreError::from).and_then(|()| {
+        // Gone: what follows the UPDATE (even its errors) is rolled back.
+        if let [Ok(0), ..] = done.as_slice() {
             return Ok(false);
         }
-        let (user, assistant) = (&turn.user, &turn.assistant);
-        let both = Prepared(
-            diesel::sql_query(PG_MESSAGES)
-                .bind::<DbUuid, _>(SqlUuid(turn.conversation_id))
-                .bind::<DbUuid, _>(SqlUuid(user.id))
-                .bind::<Text, _>(user.role.as_str())
-                .bind::<Text, _>(&user.content)
-                .bind::<Text, _>(&user.model)
-                .bind::<BigInt, _>(user.token_count)
-                .bind::<DbJson, _>(SqlJson(user.metadata.clone()))
-                .bind::<DbTime, _>(SqlTime(turn.at))
-                .bind::<DbUuid, _>(SqlUuid(assistant.id))
-                .bind::<Text, _>(assistant.role.as_str())
-                .bind::<Text, _>(&assistant.content)
-                .bind::<Text, _>(&assistant.model)
-                .bind::<BigInt, _>(assistant.token_count)
-                .bind::<DbJson, _>(SqlJson(assistant.metadata.clone())),
-        );
-        let mut writes: Vec<BoxFuture<'_, QueryResult<usize>>> =
-            vec![async { both.execute(&mut &*c).await }.boxed()];
-        for row in &turn.usage.ledger {
-            writes.push(async move { ledger_insert(row).execute(&mut &*c).await }.boxed());
-        }
-        for row in &turn.usage.rollups {
-            writes.push(async move { rollup_upsert(row).execute(&mut &*c).await }.boxed());
-        }
-        futures_util::future::try_join_all(writes).await?;
-        let mut shared = c;
-        let conn = &mut shared;
-        crate::settle_usage!(conn, &turn.usage);
-        Ok::<_, StoreError>(true)
-    }
-    .await;
+        done.into_iter().try_for_each(|r| r.map(drop))?;
+        Ok(true)
+    });
     let keep = matches!(written, Ok(true));
     super::end_transaction(c, written, keep).await
 }

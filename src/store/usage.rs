@@ -6,8 +6,9 @@ use chrono::{DateTime, Utc};
 use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::FutureExt as _;
+use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use diesel::pg::Pg;
@@ -15,7 +16,9 @@ use diesel::query_builder::{QueryFragment, QueryId};
 use diesel::sqlite::Sqlite;
 
 use super::prepared::Prepared;
-use super::schema::{budget_spend, usage_ledger, usage_rollups, workspace_members};
+use super::schema::{
+    budget_reservations, budget_spend, usage_ledger, usage_rollups, workspace_members,
+};
 use super::types::{SqlTime, SqlUuid};
 use super::{Store, StoreError};
 use crate::{with_conn, write_tx};
@@ -96,6 +99,14 @@ pub struct Settlement {
     pub tokens: i64,
 }
 
+impl Settlement {
+    /// The budget periods the turn's tokens are added to (none when it used
+    /// none).
+    pub fn spent(&self) -> &[(SqlUuid, SqlTime)] {
+        if self.tokens > 0 { &self.spend } else { &[] }
+    }
+}
+
 /// What a turn's end writes about its usage, with the turn or its violations.
 #[derive(Debug, Clone, Default)]
 pub struct UsageWrite {
@@ -156,6 +167,13 @@ pub(crate) fn rollup_upsert(
     )
 }
 
+/// A turn's hold on a budget, released.
+pub(crate) fn release_hold(
+    id: SqlUuid,
+) -> impl QueryFragment<Pg> + QueryFragment<Sqlite> + QueryId + Send + use<> {
+    diesel::delete(budget_reservations::table.filter(budget_reservations::id.eq(id)))
+}
+
 /// What a turn used, added to a budget's period (made if missing), kept
 /// prepared.
 pub(crate) fn spend_upsert(
@@ -177,11 +195,14 @@ pub(crate) fn spend_upsert(
 }
 
 /// Writes a [`UsageWrite`] on `$c`, inside the caller's transaction: the
-/// ledger rows, the rollups (added to), the budget settlement.
+/// ledger rows, the rollups (added to), then the budget settlement (its
+/// reservations go, what the turn used is added to each budget's period),
+/// one statement at a time in the order given, so that concurrent turns
+/// lock a budget's rows in one order.
 #[macro_export]
 macro_rules! write_usage {
     ($c:ident, $usage:expr) => {{
-        use $crate::store::usage::{ledger_insert, rollup_upsert};
+        use $crate::store::usage::{ledger_insert, release_hold, rollup_upsert, spend_upsert};
         let usage: &$crate::store::usage::UsageWrite = $usage;
         for row in &usage.ledger {
             ledger_insert(row).execute($c).await?;
@@ -189,34 +210,47 @@ macro_rules! write_usage {
         for row in &usage.rollups {
             rollup_upsert(row).execute($c).await?;
         }
-        $crate::settle_usage!($c, usage);
-    }};
-}
-
-/// Writes the budget settlement of a [`UsageWrite`] on `$c`, inside the
-/// caller's transaction: its reservations go, what the turn used is added
-/// to each budget's period. One statement at a time, in the order given,
-/// so that concurrent turns lock a budget's rows in one order.
-#[macro_export]
-macro_rules! settle_usage {
-    ($c:ident, $usage:expr) => {{
-        use $crate::store::schema::budget_reservations;
-        let usage: &$crate::store::usage::UsageWrite = $usage;
         if let Some(s) = &usage.settle {
             for id in &s.reservations {
-                diesel::delete(budget_reservations::table.filter(budget_reservations::id.eq(*id)))
-                    .execute($c)
-                    .await?;
+                release_hold(*id).execute($c).await?;
             }
-            if s.tokens > 0 {
-                for (budget, start) in &s.spend {
-                    $crate::store::usage::spend_upsert(*budget, *start, s.tokens)
-                        .execute($c)
-                        .await?;
-                }
+            for (budget, start) in s.spent() {
+                spend_upsert(*budget, *start, s.tokens).execute($c).await?;
             }
         }
     }};
+}
+
+/// The statements of a [`UsageWrite`] on PostgreSQL, as [`write_usage!`]
+/// writes them and in its order, to be sent at once (pipelined) inside the
+/// caller's transaction: one connection runs them in the order sent.
+pub(crate) fn pipelined_usage<'a>(
+    c: &'a AsyncPgConnection,
+    usage: &'a UsageWrite,
+) -> Vec<BoxFuture<'a, QueryResult<usize>>> {
+    let mut writes: Vec<BoxFuture<'a, QueryResult<usize>>> = Vec::new();
+    for row in &usage.ledger {
+        writes.push(async move { ledger_insert(row).execute(&mut &*c).await }.boxed());
+    }
+    for row in &usage.rollups {
+        writes.push(async move { rollup_upsert(row).execute(&mut &*c).await }.boxed());
+    }
+    if let Some(s) = &usage.settle {
+        for id in &s.reservations {
+            writes.push(async move { release_hold(*id).execute(&mut &*c).await }.boxed());
+        }
+        for (budget, start) in s.spent() {
+            writes.push(
+                async move {
+                    spend_upsert(*budget, *start, s.tokens)
+                        .execute(&mut &*c)
+                        .await
+                }
+                .boxed(),
+            );
+        }
+    }
+    writes
 }
 
 /// Whose usage a statistics query may see, within one organization.

@@ -244,7 +244,7 @@ impl Service {
         // Held before any model call (the judge's included): a budget
         // without room refuses the prompt here.
         let expected = expected_tokens(&turns, self.budget_config.reply_tokens);
-        if let Some(reservation) = self.reserve_tokens(budgets?, expected).await? {
+        if let Some(reservation) = self.reserve_tokens(&budgets?, expected).await? {
             checks.ledger.reserved(reservation);
         }
         Ok(PreparedPrompt {

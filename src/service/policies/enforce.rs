@@ -6,10 +6,8 @@
 //! the judge. A violation is recorded (with its alert and the alert's webhook
 //! deliveries, in one transaction); a blocking one stops the turn.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use secrecy::SecretString;
 use uuid::Uuid;
@@ -20,6 +18,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::service::RequestContext;
 use crate::service::audit::{self, Action, Context, Scope};
+use crate::service::cache::ReadCache;
 use crate::service::usage::{Outcome, TurnLedger, ViolationCounts};
 use crate::store::Store;
 use crate::store::policies::{Findings, NewAlert, NewViolation, PolicyRow};
@@ -112,60 +111,8 @@ pub struct PolicySet {
     pub rules: Vec<Rule>,
 }
 
-/// How long a repository's policies are trusted without reading them again
-/// (a change made through this process clears them at once; one made
-/// through another replica is seen within this).
-const POLICY_TTL: Duration = Duration::from_secs(5);
-
-/// A repository's policies, when they were read, and the cache's
-/// generation then.
-type Cached = (Instant, u64, Arc<PolicySet>);
-
 /// Each repository's policies, for a short while.
-#[derive(Clone, Default)]
-pub struct PolicyCache {
-    entries: Arc<Mutex<HashMap<Uuid, Cached>>>,
-    generation: Arc<AtomicU64>,
-}
-
-impl PolicyCache {
-    /// A policy changed: nothing cached is trusted any more.
-    pub fn changed(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-    }
-
-    /// The policies of `repo_id`, read with `load` unless cached.
-    async fn get_or_load<F, Fut>(&self, repo_id: Uuid, load: F) -> Result<Arc<PolicySet>, ApiError>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Vec<PolicyRow>, ApiError>>,
-    {
-        let generation = self.generation.load(Ordering::SeqCst);
-        {
-            let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((at, g, set)) = entries.get(&repo_id)
-                && *g == generation
-                && at.elapsed() < POLICY_TTL
-            {
-                return Ok(set.clone());
-            }
-        }
-        let set = Arc::new(PolicySet {
-            rules: load().await?.into_iter().map(Rule::from_row).collect(),
-        });
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.retain(|_, (at, _, _)| at.elapsed() < POLICY_TTL);
-        // A change during the load leaves it uncached.
-        if self.generation.load(Ordering::SeqCst) == generation {
-            entries.insert(repo_id, (Instant::now(), generation, set.clone()));
-        }
-        Ok(set)
-    }
-}
+pub type PolicyCache = ReadCache<Uuid, Arc<PolicySet>>;
 
 /// What a check looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -480,10 +427,13 @@ impl crate::service::Service {
         let store = self.store.clone();
         self.policy_cache
             .get_or_load(repo_id, || async move {
-                store
+                let rows = store
                     .applicable_policies(org_id, workspace_id, repo_id)
                     .await
-                    .map_err(ApiError::from_store("Failed to read policies"))
+                    .map_err(ApiError::from_store("Failed to read policies"))?;
+                Ok(Arc::new(PolicySet {
+                    rules: rows.into_iter().map(Rule::from_row).collect(),
+                }))
             })
             .await
     }

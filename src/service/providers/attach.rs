@@ -43,6 +43,7 @@ impl Service {
             .attach_repo(row.id, repo.id, now(), event)
             .await
             .map_err(ApiError::from_store("Failed to attach the repository"))?;
+        self.configurations.changed();
         Ok(())
     }
 
@@ -61,6 +62,7 @@ impl Service {
             .detach_repo(row.id, input.repo_id, event)
             .await
             .map_err(ApiError::from_store("Failed to detach the repository"))?;
+        self.configurations.changed();
         if detached {
             Ok(())
         } else {

@@ -87,11 +87,17 @@ pub struct Route {
 impl Service {
     /// The provider `model` goes to for a conversation on `repo_id`.
     pub(crate) async fn route(&self, repo_id: Uuid, model: &str) -> Result<Route, ApiError> {
+        let store = &self.store;
         let attached = self
-            .store
-            .configurations_of_repo(repo_id)
-            .await
-            .map_err(ApiError::from_store("Failed to prompt the conversation"))?;
+            .configurations
+            .get_or_load(repo_id, || async move {
+                store
+                    .configurations_of_repo(repo_id)
+                    .await
+                    .map(Arc::new)
+                    .map_err(ApiError::from_store("Failed to prompt the conversation"))
+            })
+            .await?;
         if attached.is_empty() {
             let provider = self.provider.clone().ok_or_else(|| {
                 ApiError::InvalidArgument("No AI provider is attached to this repository".into())
@@ -111,7 +117,7 @@ impl Service {
         }
         // Every attached provider is asked at once (a dead one costs its
         // timeout once, not once per configuration before it).
-        let mut offers = self.offers(attached).await;
+        let mut offers = self.offers(attached.to_vec()).await;
         let listing = offers
             .iter()
             .position(|(_, offer)| offer.listed().iter().any(|m| m.id == model));

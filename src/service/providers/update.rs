@@ -104,7 +104,10 @@ impl Service {
             ctx,
             at,
         );
-        match self.store.update_ai_llm(row.id, changes, event).await {
+        let updated = self.store.update_ai_llm(row.id, changes, event).await;
+        // Its repositories' turns read it again.
+        self.configurations.changed();
+        match updated {
             Ok(true) => Ok(row.id),
             Ok(false) => Err(provider_not_found()),
             Err(StoreError::Conflict(_)) => Err(ApiError::AlreadyExists(

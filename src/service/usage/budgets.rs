@@ -2,6 +2,8 @@
 //! set, listed and cleared by organization administrators, and held against
 //! by every prompt before its model call.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Datelike, TimeDelta, TimeZone, Utc};
 use uuid::Uuid;
 
@@ -218,6 +220,7 @@ impl Service {
             })
             .await
             .map_err(ApiError::from_store(BUDGET_FAILED))?;
+        self.budget_cache.changed();
         let views = self.budgets_of(org_id, Some(row.scope_id)).await?;
         views
             .into_iter()
@@ -281,6 +284,7 @@ impl Service {
             .clear_budget(org_id, scope_id, period.as_str())
             .await
             .map_err(ApiError::from_store(BUDGET_FAILED))?;
+        self.budget_cache.changed();
         match cleared {
             Some(row) => {
                 self.metrics.budget_cleared(row.id);
@@ -296,11 +300,17 @@ impl Service {
         &self,
         org_id: Uuid,
         workspace_id: Uuid,
-    ) -> Result<Vec<BudgetRow>, ApiError> {
-        self.store
-            .applicable_budgets(org_id, workspace_id)
+    ) -> Result<Arc<Vec<BudgetRow>>, ApiError> {
+        let store = &self.store;
+        self.budget_cache
+            .get_or_load((org_id, workspace_id), || async move {
+                store
+                    .applicable_budgets(org_id, workspace_id)
+                    .await
+                    .map(Arc::new)
+                    .map_err(ApiError::from_store(RESERVE_FAILED))
+            })
             .await
-            .map_err(ApiError::from_store(RESERVE_FAILED))
     }
 
     /// Holds `tokens` on each of `budgets` (a turn's, from
@@ -308,7 +318,7 @@ impl Service {
     /// of the budget without room ends). No budget: nothing is held.
     pub(crate) async fn reserve_tokens(
         &self,
-        budgets: Vec<BudgetRow>,
+        budgets: &[BudgetRow],
         tokens: i64,
     ) -> Result<Option<Reservation>, ApiError> {
         if budgets.is_empty() {
@@ -316,7 +326,8 @@ impl Service {
         }
         let at = now();
         let claims = budgets
-            .into_iter()
+            .iter()
+            .cloned()
             .map(|budget| Claim {
                 period_start: period_start(&budget.period, at),
                 budget,

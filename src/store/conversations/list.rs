@@ -80,7 +80,8 @@ impl Store {
 
     /// One conversation, if it matches the filter, and `member`'s access to
     /// its workspace (none for no one to look up, or not a member): one
-    /// store operation, as a prompt's first step needs both.
+    /// statement (the membership joined), as a prompt's first step needs
+    /// both.
     pub async fn get_conversation_and_access(
         &self,
         filter: ConversationFilter,
@@ -89,27 +90,31 @@ impl Store {
         self.read(move |conn| {
             async move {
                 Ok(with_conn!(&mut *conn, |c| {
-                    let row = matching!(&filter)
+                    let rows = matching!(&filter)
                         .inner_join(repos::table)
-                        .inner_join(users::table)
-                        .select(ConversationRow::as_select())
-                        .first(c)
-                        .await
-                        .optional()?;
-                    match (row, member) {
-                        (Some(row), Some(user_id)) => {
-                            let access = workspace_members::table
-                                .filter(
-                                    workspace_members::workspace_id.eq(SqlUuid(row.workspace_id)),
-                                )
-                                .filter(workspace_members::user_id.eq(SqlUuid(user_id)))
-                                .select(workspace_members::access)
-                                .first::<Access>(c)
+                        .inner_join(users::table);
+                    match member {
+                        // The membership joined: one statement.
+                        Some(user_id) => {
+                            let membership =
+                                workspace_members::table.on(workspace_members::workspace_id
+                                    .eq(conversations::workspace_id)
+                                    .and(workspace_members::user_id.eq(SqlUuid(user_id))));
+                            rows.left_join(membership)
+                                .select((
+                                    ConversationRow::as_select(),
+                                    workspace_members::access.nullable(),
+                                ))
+                                .first::<(ConversationRow, Option<Access>)>(c)
                                 .await
-                                .optional()?;
-                            diesel::QueryResult::Ok(Some((row, access)))
+                                .optional()
                         }
-                        (row, _) => Ok(row.map(|row| (row, None))),
+                        None => rows
+                            .select(ConversationRow::as_select())
+                            .first(c)
+                            .await
+                            .optional()
+                            .map(|row| row.map(|row| (row, None))),
                     }
                 })?)
             }
