@@ -81,6 +81,8 @@ pub struct Service {
     /// The budgets over each workspace (its own and its organization's),
     /// for a short while.
     budget_cache: cache::ReadCache<(Uuid, Uuid), Arc<Vec<crate::store::budgets::BudgetRow>>>,
+    /// The latest messages of the conversations prompted lately.
+    contexts: messages::ContextCache,
     /// How policies are judged.
     policy_config: policies::PolicyConfig,
     /// The judge's provider (`--policy-judge-url`); the turn's own when `None`.
@@ -108,6 +110,7 @@ impl Service {
             policy_cache: policies::PolicyCache::default(),
             configurations: cache::ReadCache::default(),
             budget_cache: cache::ReadCache::default(),
+            contexts: messages::ContextCache::new(messages::MAX_CONTEXT_MESSAGES),
             policy_config: policies::PolicyConfig::default(),
             judge_provider: None,
             budget_config: usage::budgets::BudgetConfig::default(),

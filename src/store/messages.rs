@@ -4,12 +4,12 @@
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::Query;
 use diesel::query_builder::{QueryFragment, QueryId};
-use diesel::sql_types::Text;
+use diesel::sql_types::{BigInt, Text};
 use diesel::sqlite::Sqlite;
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection as _};
 use futures_util::FutureExt as _;
-use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use super::prepared::Prepared;
@@ -61,6 +61,50 @@ pub struct NewTurn {
     pub usage: super::usage::UsageWrite,
 }
 
+/// What every turn of a conversation changes: when it was last updated
+/// and its token totals. A context read at one version is the
+/// conversation's at that version (`service::messages::context`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version {
+    pub at: DateTime<Utc>,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+}
+
+impl Version {
+    /// The version of a conversation as read.
+    pub fn of(row: &super::conversations::ConversationRow) -> Version {
+        Version {
+            at: row.last_updated_at,
+            tokens_in: row.tokens_in,
+            tokens_out: row.tokens_out,
+        }
+    }
+
+    fn from_row((at, tokens_in, tokens_out): (DateTime<Utc>, i64, i64)) -> Version {
+        Version {
+            at,
+            tokens_in,
+            tokens_out,
+        }
+    }
+}
+
+/// A stored turn: the number (`seq`) of its user's message (the model's is
+/// the next), and the conversation's version it left.
+#[derive(Debug, Clone, Copy)]
+pub struct TurnStored {
+    pub seq: i64,
+    pub version: Version,
+}
+
+/// A message's number, as `RETURNING` gives it.
+#[derive(QueryableByName)]
+struct Numbered {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    seq: i64,
+}
+
 impl Store {
     /// A page of a conversation's messages, oldest first, and how many it has.
     ///
@@ -99,24 +143,25 @@ impl Store {
     }
 
     /// The latest `n` messages of a conversation, oldest first, as a prompt's
-    /// context needs them: who said what. One index walk backwards on
-    /// `(conversation_id, seq)`, no count and no `OFFSET`, so a turn costs
-    /// the same at 100,000 messages as at 10; and only the two columns sent
-    /// (a message's metadata, JSON, would be read and parsed for nothing).
+    /// context needs them: each one's number, who said what. One index walk
+    /// backwards on `(conversation_id, seq)`, no count and no `OFFSET`, so a
+    /// turn costs the same at 100,000 messages as at 10; and only these
+    /// columns sent (a message's metadata, JSON, would be read and parsed
+    /// for nothing).
     pub async fn latest_messages(
         &self,
         conversation_id: Uuid,
         n: i64,
-    ) -> Result<Vec<(MessageRole, String)>, StoreError> {
+    ) -> Result<Vec<(i64, MessageRole, String)>, StoreError> {
         self.read(move |conn| {
             async move {
                 let latest = messages::table
                     .filter(messages::conversation_id.eq(SqlUuid(conversation_id)))
                     .order(messages::seq.desc())
                     .limit(n)
-                    .select((messages::role, messages::content));
+                    .select((messages::seq, messages::role, messages::content));
                 let mut rows = with_conn!(&mut *conn, |c| {
-                    latest.load::<(MessageRole, String)>(c).await
+                    latest.load::<(i64, MessageRole, String)>(c).await
                 })?;
                 rows.reverse();
                 Ok(rows)
@@ -151,9 +196,9 @@ impl Store {
     /// Records a prompt's turn: adds the usage to the conversation and titles
     /// it if untitled, in one UPDATE (which locks its row, so concurrent
     /// turns of one conversation queue here), and appends the two messages
-    /// after its last one. Returns false, writing nothing, if the
-    /// conversation is gone or deleted.
-    pub async fn record_turn(&self, turn: NewTurn) -> Result<bool, StoreError> {
+    /// after its last one. Returns what it stored, or nothing, writing
+    /// nothing, if the conversation is gone or deleted.
+    pub async fn record_turn(&self, turn: NewTurn) -> Result<Option<TurnStored>, StoreError> {
         if self.sqlite_writer().is_none() {
             let begin = std::sync::Arc::<str>::from(self.begin_sql());
             return self
@@ -175,9 +220,13 @@ impl Store {
                     .filter(messages::conversation_id.eq(id))
                     .select(diesel::dsl::max(messages::seq));
                 write_tx!(&mut *conn, |c| {
-                    if totals_update(&turn).execute(c).await? == 0 {
-                        return Ok(false);
-                    }
+                    let Some(version) = totals_update(&turn)
+                        .get_result::<(DateTime<Utc>, i64, i64)>(c)
+                        .await
+                        .optional()?
+                    else {
+                        return Ok(None);
+                    };
                     let seq = last.first::<Option<i64>>(c).await?.unwrap_or(0);
                     for (offset, m) in [(1, &turn.user), (2, &turn.assistant)] {
                         diesel::insert_into(messages::table)
@@ -196,7 +245,10 @@ impl Store {
                             .await?;
                     }
                     crate::write_usage!(c, &turn.usage);
-                    Ok(true)
+                    Ok(Some(TurnStored {
+                        seq: seq + 1,
+                        version: Version::from_row(version),
+                    }))
                 })
             }
             .boxed()
@@ -206,20 +258,36 @@ impl Store {
 }
 
 /// A turn's usage added to its conversation, which is titled if untitled:
-/// one UPDATE, which holds the conversation's row until the turn commits.
-/// Kept prepared (diesel would prepare an UPDATE anew every time).
+/// one UPDATE, which holds the conversation's row until the turn commits,
+/// and returns the conversation's new [`Version`]. Kept prepared (diesel
+/// would prepare an UPDATE anew every time).
 fn totals_update(
     turn: &NewTurn,
-) -> Prepared<impl QueryFragment<Pg> + QueryFragment<Sqlite> + QueryId + Send + use<>> {
+) -> Prepared<
+    impl Query<SqlType = (DbTime, BigInt, BigInt)>
+    + QueryFragment<Pg>
+    + QueryFragment<Sqlite>
+    + QueryId
+    + Send
+    + use<>,
+> {
     let live = conversations::id
         .eq(SqlUuid(turn.conversation_id))
         .and(conversations::deleted_at.is_null());
-    Prepared(diesel::update(conversations::table.filter(live)).set((
-        conversations::tokens_in.eq(conversations::tokens_in + turn.tokens_in),
-        conversations::tokens_out.eq(conversations::tokens_out + turn.tokens_out),
-        conversations::last_updated_at.eq(SqlTime(turn.at)),
-        conversations::title.eq(coalesce(conversations::title, turn.title.clone())),
-    )))
+    Prepared(
+        diesel::update(conversations::table.filter(live))
+            .set((
+                conversations::tokens_in.eq(conversations::tokens_in + turn.tokens_in),
+                conversations::tokens_out.eq(conversations::tokens_out + turn.tokens_out),
+                conversations::last_updated_at.eq(SqlTime(turn.at)),
+                conversations::title.eq(coalesce(conversations::title, turn.title.clone())),
+            ))
+            .returning((
+                conversations::last_updated_at,
+                conversations::tokens_in,
+                conversations::tokens_out,
+            )),
+    )
 }
 
 /// Both messages of a turn in one statement on PostgreSQL, numbered after
@@ -231,7 +299,8 @@ const PG_MESSAGES: &str = "WITH last AS (SELECT coalesce(max(seq), 0) AS seq FRO
      WHERE conversation_id = $1) \
      INSERT INTO messages (id, conversation_id, seq, role, content, model, token_count, metadata, created_at) \
      SELECT $2, $1, last.seq + 1, $3, $4, $5, $6, $7, $8 FROM last \
-     UNION ALL SELECT $9, $1, last.seq + 2, $10, $11, $12, $13, $14, $8 FROM last";
+     UNION ALL SELECT $9, $1, last.seq + 2, $10, $11, $12, $13, $14, $8 FROM last \
+     RETURNING seq";
 
 /// A turn on PostgreSQL, in a transaction opened by hand, in two round
 /// trips where a statement at a time took nine: `BEGIN`, the UPDATE, both
@@ -244,8 +313,7 @@ async fn turn_on_postgres(
     c: &mut AsyncPgConnection,
     begin: &str,
     turn: &NewTurn,
-) -> Result<bool, StoreError> {
-    use diesel::sql_types::BigInt;
+) -> Result<Option<TurnStored>, StoreError> {
     let c: &AsyncPgConnection = c;
     let (user, assistant) = (&turn.user, &turn.assistant);
     let both = Prepared(
@@ -265,21 +333,30 @@ async fn turn_on_postgres(
             .bind::<BigInt, _>(assistant.token_count)
             .bind::<DbJson, _>(SqlJson(assistant.metadata.clone())),
     );
-    let mut writes: Vec<BoxFuture<'_, QueryResult<usize>>> = vec![
-        async { totals_update(turn).execute(&mut &*c).await }.boxed(),
-        async { both.execute(&mut &*c).await }.boxed(),
-    ];
-    writes.extend(pipelined_usage(c, &turn.usage));
+    let update = async {
+        totals_update(turn)
+            .get_result::<(DateTime<Utc>, i64, i64)>(&mut &*c)
+            .await
+            .optional()
+    };
+    let insert = async { both.load::<Numbered>(&mut &*c).await };
+    let usage = futures_util::future::join_all(pipelined_usage(c, &turn.usage));
     let begun = async { (&mut &*c).batch_execute(begin).await };
-    let (begun, done) = tokio::join!(biased; begun, futures_util::future::join_all(writes));
+    let (begun, updated, numbered, usage) = tokio::join!(biased; begun, update, insert, usage);
     let written = begun.map_err(StoreError::from).and_then(|()| {
         // Gone: what follows the UPDATE (even its errors) is rolled back.
-        if let [Ok(0), ..] = done.as_slice() {
-            return Ok(false);
-        }
-        done.into_iter().try_for_each(|r| r.map(drop))?;
-        Ok(true)
+        let Some(version) = updated? else {
+            return Ok(None);
+        };
+        let seq = numbered?.iter().map(|n| n.seq).min();
+        usage.into_iter().try_for_each(|r| r.map(drop))?;
+        let seq =
+            seq.ok_or_else(|| StoreError::Internal("a turn's messages were not numbered".into()))?;
+        Ok(Some(TurnStored {
+            seq,
+            version: Version::from_row(version),
+        }))
     });
-    let keep = matches!(written, Ok(true));
+    let keep = matches!(written, Ok(Some(_)));
     super::end_transaction(c, written, keep).await
 }

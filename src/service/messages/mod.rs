@@ -1,12 +1,14 @@
 //! A conversation's messages: prompting a model (plain or streamed) and
 //! listing the turns. Who may prompt is named here ([`may_prompt`]).
 
+mod context;
 mod list;
 mod prompt;
 mod streams;
 
+pub use context::ContextCache;
 pub use list::ListMessages;
-pub use prompt::{Prompt, PromptEvent, Turn};
+pub use prompt::{MAX_CONTEXT_MESSAGES, Prompt, PromptEvent, Turn};
 pub use streams::{HEARTBEAT_EVERY, OnDisconnect, PromptStream, Sequenced, StreamConfig};
 
 use crate::domain::{Access, Caller};

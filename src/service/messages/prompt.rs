@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::streams::{OnDisconnect, PromptStream, Sink};
-use super::{Message, may_prompt, title_of};
+use super::{ContextCache, Message, may_prompt, title_of};
 use crate::domain::{Access, Caller, MessageRole};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -23,14 +23,14 @@ use crate::service::usage::budgets::expected_tokens;
 use crate::service::usage::{self, Outcome};
 use crate::service::{RequestContext, Service};
 use crate::store::Store;
-use crate::store::messages::{NewMessage, NewTurn};
+use crate::store::messages::{NewMessage, NewTurn, Version};
 use crate::store::types::now;
 
 /// What a prompt failing inside the service says.
 const PROMPT_FAILED: &str = "Failed to prompt the conversation";
 
 /// How many earlier messages a prompt sends as context, at most (the latest).
-const MAX_CONTEXT_MESSAGES: i64 = 200;
+pub const MAX_CONTEXT_MESSAGES: usize = 200;
 
 /// `PromptConversation`'s input.
 #[derive(Debug, Clone)]
@@ -220,7 +220,7 @@ impl Service {
                 conversation.workspace_id,
                 conversation.repo_id
             ),
-            self.context_of(id),
+            self.context_of(id, Version::of(&conversation)),
             self.turn_budgets(conversation.org_id, conversation.workspace_id),
         );
         let route = route?;
@@ -237,10 +237,7 @@ impl Service {
         };
         let checks = self.turn_checks(facts, policies?, route.provider.clone(), ctx.clone());
         let mut turns = history?;
-        turns.push(ChatMessage {
-            role: MessageRole::User.as_str().into(),
-            content: input.prompt.clone(),
-        });
+        turns.push(chat_message(MessageRole::User, input.prompt.clone()));
         // Held before any model call (the judge's included): a budget
         // without room refuses the prompt here.
         let expected = expected_tokens(&turns, self.budget_config.reply_tokens);
@@ -251,6 +248,7 @@ impl Service {
             route,
             checks,
             store: self.store.clone(),
+            contexts: self.contexts.clone(),
             metrics: self.metrics().clone(),
             id,
             model: input.model,
@@ -275,20 +273,22 @@ impl Service {
             .ok_or_else(conversation_not_found)
     }
 
-    /// The latest earlier messages of a conversation, oldest first.
-    async fn context_of(&self, id: Uuid) -> Result<Vec<ChatMessage>, ApiError> {
-        let history = self
+    /// The latest earlier messages of a conversation read at `version`,
+    /// oldest first: kept from an earlier turn of this process, or read.
+    async fn context_of(&self, id: Uuid, version: Version) -> Result<Vec<ChatMessage>, ApiError> {
+        if let Some(kept) = self.contexts.get(id, version) {
+            return Ok(kept);
+        }
+        let history: Vec<(i64, ChatMessage)> = self
             .store
-            .latest_messages(id, MAX_CONTEXT_MESSAGES)
+            .latest_messages(id, MAX_CONTEXT_MESSAGES as i64)
             .await
-            .map_err(ApiError::from_store(PROMPT_FAILED))?;
-        Ok(history
+            .map_err(ApiError::from_store(PROMPT_FAILED))?
             .into_iter()
-            .map(|(role, content)| ChatMessage {
-                role: role.as_str().into(),
-                content,
-            })
-            .collect())
+            .map(|(seq, role, content)| (seq, chat_message(role, content)))
+            .collect();
+        self.contexts.put(id, version, &history);
+        Ok(history.into_iter().map(|(_, m)| m).collect())
     }
 }
 
@@ -374,6 +374,7 @@ struct PreparedPrompt {
     route: Route,
     checks: TurnChecks,
     store: Store,
+    contexts: ContextCache,
     metrics: Arc<Metrics>,
     id: Uuid,
     model: String,
@@ -488,12 +489,12 @@ impl PreparedPrompt {
             at,
             usage: usage.clone(),
         };
-        if !self
+        let stored = self
             .store
             .record_turn(turn.clone())
             .await
-            .map_err(ApiError::from_store(PROMPT_FAILED))?
-        {
+            .map_err(ApiError::from_store(PROMPT_FAILED))?;
+        let Some(stored) = stored else {
             // Deleted while the model was answering: nothing is kept but
             // what the model calls used.
             let mut usage = usage;
@@ -504,8 +505,17 @@ impl PreparedPrompt {
                 tracing::error!(error = %e, "failed to record a turn's usage");
             }
             return Err(conversation_not_found());
-        }
+        };
         usage::settled(&self.metrics, &turn.usage);
+        self.contexts.stored(
+            self.id,
+            stored.seq,
+            stored.version,
+            [
+                chat_message(turn.user.role, turn.user.content.clone()),
+                chat_message(turn.assistant.role, turn.assistant.content.clone()),
+            ],
+        );
         let message = |m: NewMessage| Message {
             id: m.id,
             conversation_id: self.id,
@@ -522,6 +532,14 @@ impl PreparedPrompt {
             tokens_in: completion.tokens_in,
             tokens_out: completion.tokens_out,
         })
+    }
+}
+
+/// A message as the model is sent it.
+fn chat_message(role: MessageRole, content: String) -> ChatMessage {
+    ChatMessage {
+        role: role.as_str().into(),
+        content,
     }
 }
 

@@ -459,6 +459,89 @@ async fn context_is_the_latest_messages(db: TestDb) {
     app.shutdown().await;
 }
 
+/// A turn's context is kept by the process that stored the turn before it
+/// (the next turn reads no messages), and served only at the
+/// conversation's version: a turn stored by another replica is in the next
+/// context here.
+async fn kept_contexts_see_other_replicas(db: TestDb) {
+    let (url, seen) = fake_provider().await;
+    let mut opts = crate::harness::test_options();
+    opts.pool_size = 1;
+    let config = provider_config(Some(url.clone()), &[], std::time::Duration::from_secs(1));
+    let app = TestApp::spawn_full(db, opts, config).await;
+    let w = World::build(&app).await;
+    let id = app.create_as(&w.reader, w.repo).await;
+    let other = crate::harness::Process::start_with(
+        &app.db.url,
+        &["--provider-url", &url],
+        &[("RUST_LOG", "warn")],
+    )
+    .await;
+    let log = crate::harness::StatementLog::attach(&app).await;
+    let here = |prompt: &'static str| {
+        prompt_rest(
+            &app,
+            &w.reader,
+            id,
+            json!({ "prompt": prompt, "model": "echo" }),
+        )
+    };
+    let (status, reply) = here("first").await;
+    assert_eq!(status, 200, "{reply}");
+    let mark = log.mark();
+    let (status, reply) = here("second").await;
+    assert_eq!(status, 200, "{reply}");
+    let reads: Vec<String> = log
+        .sent_since(mark)
+        .into_iter()
+        .map(|sql| sql.replace(['"', '`'], ""))
+        .filter(|sql| sql.starts_with("SELECT") && sql.contains("messages.content"))
+        .collect();
+    assert!(
+        reads.is_empty(),
+        "the kept context was read again: {reads:#?}"
+    );
+    let elsewhere = reqwest::Client::new()
+        .post(format!("{}/conversation/{id}/prompt", other.http))
+        .header("authorization", format!("Bearer {}", w.reader.token))
+        .json(&json!({ "prompt": "elsewhere", "model": "echo" }))
+        .send()
+        .await
+        .expect("prompt on the other replica");
+    assert_eq!(elsewhere.status(), 200);
+    let (status, reply) = here("third").await;
+    assert_eq!(status, 200, "{reply}");
+    let sent: Vec<Vec<String>> = seen
+        .lock()
+        .expect("seen")
+        .requests
+        .iter()
+        .map(|r| {
+            r["messages"]
+                .as_array()
+                .expect("messages")
+                .iter()
+                .filter_map(|m| m["content"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .collect();
+    let turns = |prompts: &[&str]| -> Vec<String> {
+        prompts
+            .iter()
+            .flat_map(|p| [p.to_string(), format!("echo: {p}")])
+            .collect()
+    };
+    let mut second = turns(&["first"]);
+    second.push("second".into());
+    let mut third = turns(&["first", "second", "elsewhere"]);
+    third.push("third".into());
+    assert_eq!(sent.len(), 4, "{sent:#?}");
+    assert_eq!(sent[1], second);
+    assert_eq!(sent[3], third);
+    drop(other);
+    app.shutdown().await;
+}
+
 /// Every statement of a turn (plain on both transports, streamed, and the
 /// listing of its messages) is prepared once per connection and reused
 /// after: none is parsed and planned anew per turn.
@@ -512,6 +595,7 @@ async fn turn_statements_are_prepared_once(db: TestDb) {
 
 on_both_backends!(
     context_is_the_latest_messages,
+    kept_contexts_see_other_replicas,
     turn_statements_are_prepared_once,
     turns_are_stored,
     refusals_store_nothing,
