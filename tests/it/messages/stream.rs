@@ -171,4 +171,78 @@ async fn streamed_turns(db: TestDb) {
     app.shutdown().await;
 }
 
-on_both_backends!(streamed_turns);
+/// A stream whose start cannot be logged fails (500, nothing stored), and
+/// the model call already under way for it is stopped, not left to run to
+/// its end: the provider sees its reply dropped within a piece or two.
+async fn a_stream_that_cannot_start_stops_its_model(db: TestDb) {
+    // The provider: 20 pieces, 200 ms apart; records whether its reply
+    // body was dropped before it was done, and when.
+    #[derive(Default)]
+    struct Outcome(Option<bool>);
+    struct Watch(Arc<Mutex<Outcome>>, bool);
+    impl Drop for Watch {
+        fn drop(&mut self) {
+            self.0.lock().expect("outcome").0 = Some(self.1);
+        }
+    }
+    let outcome = Arc::new(Mutex::new(Outcome::default()));
+    let seen = outcome.clone();
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move || {
+            let watch = Watch(seen.clone(), false);
+            async move {
+                let body = futures_util::stream::unfold((0, watch), |(i, mut watch)| async move {
+                    if i == 20 {
+                        watch.1 = true;
+                        drop(watch);
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let piece = json!({ "choices": [{ "index": 0, "delta": { "content": "x " }, "finish_reason": null }] });
+                    let event = bytes::Bytes::from(format!("data: {piece}\n\n"));
+                    Some((Ok::<_, std::convert::Infallible>(event), (i + 1, watch)))
+                });
+                (
+                    [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+                    axum::body::Body::from_stream(body),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    // Given all the time the reply takes (no time limit stops it).
+    let app = app_with_provider_timeout(db, Some(url), &[], Duration::from_secs(30)).await;
+    let w = crate::harness::World::build(&app).await;
+    let id = app.create_as(&w.reader, w.repo).await;
+    // The stream's log cannot be written.
+    app.db
+        .exec("ALTER TABLE prompt_streams RENAME TO prompt_streams_away")
+        .await;
+    let started = std::time::Instant::now();
+    let res = prompt_events(&app, &w.reader, id, json!({ "prompt": "hi", "model": "m" })).await;
+    assert_eq!(res.status(), 500);
+    let body = res.text().await.expect("body");
+    assert!(!body.contains("prompt_streams"), "internals leaked: {body}");
+    // The model call is stopped: its reply dropped unfinished, long before
+    // the 4 s it would take.
+    let dropped = loop {
+        if let Some(finished) = outcome.lock().expect("outcome").0 {
+            break finished;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the model call still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!dropped, "the reply ran to its end");
+    assert_eq!(app.db.scalar("SELECT count(*) FROM messages").await, 0);
+    app.shutdown().await;
+}
+
+on_both_backends!(streamed_turns, a_stream_that_cannot_start_stops_its_model);
