@@ -1615,21 +1615,27 @@ impl TurnClient {
         }
         let _open = open.enter();
         let mut events = response.bytes_stream().eventsource();
+        let mut done = false;
+        // Read to the body's end (its connection is then reused).
         while let Some(event) = events.next().await {
             let event = event.map_err(|e| e.to_string())?;
             match self.target {
-                Target::Direct if event.data == "[DONE]" => return Ok(seen),
+                Target::Direct if event.data == "[DONE]" => done = true,
                 Target::Direct if carries_piece(&event.data) => seen.piece(started),
                 Target::Direct => {}
                 Target::Service(_) => match event.event.as_str() {
                     "delta" => seen.piece(started),
-                    "done" => return Ok(seen),
+                    "done" => done = true,
                     "error" => return Err(event.data),
                     _ => {}
                 },
             }
         }
-        Err("the stream ended before its last event".into())
+        if done {
+            Ok(seen)
+        } else {
+            Err("the stream ended before its last event".into())
+        }
     }
 
     async fn grpc_turn(&mut self, started: Instant, open: &Gauge) -> Result<TurnSeen, String> {
@@ -1668,14 +1674,23 @@ impl TurnClient {
             .map_err(status)?
             .into_inner();
         let _open = open.enter();
+        let mut done = false;
+        // Read to the rpc's end (its status), as a gRPC client should: one
+        // that drops the call at its done event makes its HTTP/2 library
+        // reset the stream, and h2 closes a connection that resets too many
+        // (ENHANCE_YOUR_CALM, "too_many_internal_resets").
         while let Some(event) = events.message().await.map_err(status)? {
             match event.event {
                 Some(StreamEvent::Delta(_)) => seen.piece(started),
-                Some(StreamEvent::Done(_)) => return Ok(seen),
+                Some(StreamEvent::Done(_)) => done = true,
                 None => {}
             }
         }
-        Err("the stream ended before its done event".into())
+        if done {
+            Ok(seen)
+        } else {
+            Err("the stream ended before its done event".into())
+        }
     }
 }
 

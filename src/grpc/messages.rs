@@ -82,21 +82,15 @@ pub fn event_stream<T>(
 where
     T: Send + 'static,
 {
-    let PromptStream {
-        turn_id,
-        mut events,
-    } = stream;
+    use futures_util::StreamExt as _;
+    let (turn_id, events) = stream.until_last();
     let turn_id = turn_id.to_string();
-    Box::pin(futures_util::stream::poll_fn(move |cx| {
-        events.poll_recv(cx).map(|item| {
-            item.map(|item| {
-                let e = match item.event.map_err(Status::from)? {
-                    PromptEvent::Delta(piece) => Event::Delta(piece),
-                    PromptEvent::Done(turn) => Event::Done(turn_pb(*turn)),
-                };
-                Ok(event(Some(e), turn_id.clone(), item.seq))
-            })
-        })
+    Box::pin(events.map(move |item| {
+        let e = match item.event.map_err(Status::from)? {
+            PromptEvent::Delta(piece) => Event::Delta(piece),
+            PromptEvent::Done(turn) => Event::Done(turn_pb(*turn)),
+        };
+        Ok(event(Some(e), turn_id.clone(), item.seq))
     }))
 }
 

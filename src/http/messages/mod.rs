@@ -9,7 +9,6 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::AppState;
 use super::error::{ApiErrors, ErrorReply};
@@ -93,8 +92,8 @@ pub async fn prompt_conversation(
 /// (what `Last-Event-ID` gives back when resuming). The turn id is also the
 /// `Prompt-Turn-Id` header.
 fn server_sent(stream: PromptStream) -> Response {
-    let turn = stream.turn_id;
-    let events = ReceiverStream::new(stream.events).map(move |item| {
+    let (turn, events) = stream.until_last();
+    let events = events.map(move |item| {
         let event = match item.event {
             Ok(PromptEvent::Delta(piece)) => Event::default()
                 .event("delta")

@@ -71,6 +71,33 @@ pub struct PromptStream {
     pub events: mpsc::Receiver<Sequenced>,
 }
 
+impl PromptStream {
+    /// Its events, ending with the last one (the turn, or an error) rather
+    /// than when the turn's task lets go of the channel: a transport then
+    /// closes the response together with the last event (HTTP/2 sends the
+    /// trailers right behind it), so a client that stops reading at the
+    /// last event leaves nothing unread (no stream reset, which an HTTP/2
+    /// client counts against the connection, and an HTTP/1.1 connection
+    /// that can be reused).
+    pub fn until_last(
+        self,
+    ) -> (
+        Uuid,
+        impl futures_util::Stream<Item = Sequenced> + Send + 'static,
+    ) {
+        let events =
+            futures_util::stream::unfold((self.events, false), |(mut events, ended)| async move {
+                if ended {
+                    return None;
+                }
+                let item = events.recv().await?;
+                let last = !matches!(item.event, Ok(PromptEvent::Delta(_)));
+                Some((item, (events, last)))
+            });
+        (self.turn_id, events)
+    }
+}
+
 /// How long streams are kept once finished, and how long a running one may
 /// take at most.
 #[derive(Debug, Clone, Copy)]
@@ -348,6 +375,60 @@ impl Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The events end with the last one (the turn, or an error), though the
+    /// turn's task still holds the channel (as it does while it cleans up);
+    /// deltas alone go on until the channel closes.
+    #[tokio::test]
+    async fn events_end_with_the_last_one() {
+        use futures_util::StreamExt as _;
+        let message = |role| crate::store::messages::MessageRow {
+            id: Uuid::now_v7(),
+            conversation_id: Uuid::now_v7(),
+            role,
+            content: "text".into(),
+            model: "m".into(),
+            token_count: 1,
+            metadata: serde_json::json!({}),
+            created_at: chrono::Utc::now(),
+        };
+        let done = PromptEvent::Done(Box::new(Turn {
+            user_message: message(crate::domain::MessageRole::User),
+            assistant_message: message(crate::domain::MessageRole::Assistant),
+            tokens_in: 1,
+            tokens_out: 1,
+        }));
+        let failed = Err(ApiError::Upstream("the model failed".into()));
+        for (last, ends_by_itself) in [
+            (Ok(done), true),
+            (failed, true),
+            (Ok(PromptEvent::Delta("more".into())), false),
+        ] {
+            let (sender, events) = mpsc::channel(4);
+            for (seq, event) in [(1, Ok(PromptEvent::Delta("piece".into()))), (2, last)] {
+                sender.send(Sequenced { seq, event }).await.expect("open");
+            }
+            let (_, events) = PromptStream {
+                turn_id: Uuid::now_v7(),
+                events,
+            }
+            .until_last();
+            // A turn that ended still holds the channel; deltas alone end
+            // when it is closed.
+            let held = if ends_by_itself {
+                Some(sender)
+            } else {
+                drop(sender);
+                None
+            };
+            let read = events.map(|item| item.seq).collect::<Vec<_>>();
+            let seen = tokio::time::timeout(std::time::Duration::from_secs(5), read)
+                .await
+                .expect("the events end");
+            drop(held);
+            assert_eq!(seen, [1, 2]);
+        }
+    }
 
     #[test]
     fn logged_events_read_back_as_they_were() {
