@@ -4,8 +4,7 @@
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::query_builder::Query;
-use diesel::query_builder::{QueryFragment, QueryId};
+use diesel::query_builder::{Query, QueryFragment, QueryId};
 use diesel::sql_types::{BigInt, Text};
 use diesel::sqlite::Sqlite;
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection as _};
@@ -101,7 +100,7 @@ pub struct TurnStored {
 /// A message's number, as `RETURNING` gives it.
 #[derive(QueryableByName)]
 struct Numbered {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    #[diesel(sql_type = BigInt)]
     seq: i64,
 }
 

@@ -192,6 +192,28 @@ async fn with_conversation(
     (app, w, id, seen)
 }
 
+/// The string `field` of each item of the JSON array `list`.
+fn fields<'a>(list: &'a Value, field: &str) -> Vec<&'a str> {
+    list.as_array()
+        .expect("an array")
+        .iter()
+        .map(|item| item[field].as_str().expect("a string"))
+        .collect()
+}
+
+/// A service whose pool holds one connection (for [`crate::harness::StatementLog`]),
+/// the fake provider as the operator's, and a conversation of the world's reader.
+async fn one_connection_app(db: TestDb) -> (TestApp, World, Uuid, Arc<Mutex<Seen>>, String) {
+    let (url, seen) = fake_provider().await;
+    let mut opts = crate::harness::test_options();
+    opts.pool_size = 1;
+    let config = provider_config(Some(url.clone()), &[], Duration::from_secs(1));
+    let app = TestApp::spawn_full(db, opts, config).await;
+    let w = World::build(&app).await;
+    let id = app.create_as(&w.reader, w.repo).await;
+    (app, w, id, seen, url)
+}
+
 async fn prompt_rest(app: &TestApp, who: &Actor, id: Uuid, body: Value) -> (u16, Value) {
     let res = app
         .http

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::*;
-use crate::harness::{TestApp, TestDb, World, as_actor};
+use crate::harness::{TestDb, World, as_actor};
 use crate::on_both_backends;
 
 /// Two turns, one per transport: the context sent, the stored messages, the
@@ -75,24 +75,15 @@ async fn turns_are_stored(db: TestDb) {
     assert_eq!(status, 200, "{listed}");
     assert_eq!(listed["title"], "How do I add a route?");
     assert_eq!(listed["total"], 4);
-    let roles: Vec<&str> = listed["messages"]
-        .as_array()
-        .expect("messages")
-        .iter()
-        .map(|m| m["role"].as_str().expect("role"))
-        .collect();
-    assert_eq!(roles, ["user", "assistant", "user", "assistant"]);
+    assert_eq!(
+        fields(&listed["messages"], "role"),
+        ["user", "assistant", "user", "assistant"]
+    );
     assert_eq!(listed["messages"][3]["content"], "echo: And a middleware?");
     assert_eq!(listed["messages"][0]["conversationId"], id.to_string());
     let (_, page) = messages_rest(&app, &w.reader, id, "take=2&skip=1").await;
-    let page: Vec<&str> = page["messages"]
-        .as_array()
-        .expect("messages")
-        .iter()
-        .map(|m| m["content"].as_str().expect("content"))
-        .collect();
     assert_eq!(
-        page,
+        fields(&page["messages"], "content"),
         [
             "echo: How do I add a route?\nWith axum.",
             "And a middleware?"
@@ -406,11 +397,8 @@ async fn context_is_the_latest_messages(db: TestDb) {
     )
     .await;
     assert_eq!(status, 200, "{reply}");
-    let sent = seen.lock().expect("seen").requests[0]["messages"]
-        .as_array()
-        .expect("messages")
-        .clone();
-    let contents: Vec<&str> = sent.iter().filter_map(|m| m["content"].as_str()).collect();
+    let sent = seen.lock().expect("seen").requests[0]["messages"].clone();
+    let contents = fields(&sent, "content");
     // The latest 200 of the 250 (51 to 250), oldest first, then the prompt.
     let history: Vec<String> = (51..=250).map(|i| format!("m{i}")).collect();
     let tail = &contents[contents.len() - 201..];
@@ -425,13 +413,10 @@ async fn context_is_the_latest_messages(db: TestDb) {
     let (status, page) = messages_rest(&app, &w.reader, id, "take=5&skip=248").await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["total"], 252);
-    let contents: Vec<&str> = page["messages"]
-        .as_array()
-        .expect("messages")
-        .iter()
-        .map(|m| m["content"].as_str().expect("content"))
-        .collect();
-    assert_eq!(contents, ["m249", "m250", "next", "echo: next"]);
+    assert_eq!(
+        fields(&page["messages"], "content"),
+        ["m249", "m250", "next", "echo: next"]
+    );
     let deep = app
         .grpc()
         .await
@@ -464,13 +449,7 @@ async fn context_is_the_latest_messages(db: TestDb) {
 /// conversation's version: a turn stored by another replica is in the next
 /// context here.
 async fn kept_contexts_see_other_replicas(db: TestDb) {
-    let (url, seen) = fake_provider().await;
-    let mut opts = crate::harness::test_options();
-    opts.pool_size = 1;
-    let config = provider_config(Some(url.clone()), &[], std::time::Duration::from_secs(1));
-    let app = TestApp::spawn_full(db, opts, config).await;
-    let w = World::build(&app).await;
-    let id = app.create_as(&w.reader, w.repo).await;
+    let (app, w, id, seen, url) = one_connection_app(db).await;
     let other = crate::harness::Process::start_with(
         &app.db.url,
         &["--provider-url", &url],
@@ -509,19 +488,22 @@ async fn kept_contexts_see_other_replicas(db: TestDb) {
         .await
         .expect("prompt on the other replica");
     assert_eq!(elsewhere.status(), 200);
-    let (status, reply) = here("third").await;
-    assert_eq!(status, 200, "{reply}");
+    // Over gRPC here: the kept context is the service's, whatever the
+    // transport.
+    app.grpc()
+        .await
+        .prompt_conversation(prompt_request(&w.reader, id, "third", "echo"))
+        .await
+        .expect("prompted over gRPC");
     let sent: Vec<Vec<String>> = seen
         .lock()
         .expect("seen")
         .requests
         .iter()
         .map(|r| {
-            r["messages"]
-                .as_array()
-                .expect("messages")
-                .iter()
-                .filter_map(|m| m["content"].as_str().map(str::to_owned))
+            fields(&r["messages"], "content")
+                .into_iter()
+                .map(str::to_owned)
                 .collect()
         })
         .collect();
@@ -546,13 +528,7 @@ async fn kept_contexts_see_other_replicas(db: TestDb) {
 /// listing of its messages) is prepared once per connection and reused
 /// after: none is parsed and planned anew per turn.
 async fn turn_statements_are_prepared_once(db: TestDb) {
-    let (url, _) = fake_provider().await;
-    let mut opts = crate::harness::test_options();
-    opts.pool_size = 1;
-    let config = provider_config(Some(url), &[], std::time::Duration::from_secs(1));
-    let app = TestApp::spawn_full(db, opts, config).await;
-    let w = World::build(&app).await;
-    let id = app.create_as(&w.reader, w.repo).await;
+    let (app, w, id, _, _) = one_connection_app(db).await;
     let log = crate::harness::StatementLog::attach(&app).await;
     let mut second_round = 0;
     for round in 0..2 {
