@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use conversation_service::store::Backend;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -175,14 +176,17 @@ async fn streamed_turns(db: TestDb) {
 /// the model call already under way for it is stopped, not left to run to
 /// its end: the provider sees its reply dropped within a piece or two.
 async fn a_stream_that_cannot_start_stops_its_model(db: TestDb) {
-    // The provider: 20 pieces, 200 ms apart; records whether its reply
-    // body was dropped before it was done, and when.
+    // The provider: 20 pieces, 200 ms apart; records whether it was asked
+    // at all and whether its reply body was dropped before it was done.
     #[derive(Default)]
-    struct Outcome(Option<bool>);
+    struct Outcome {
+        asked: bool,
+        finished: Option<bool>,
+    }
     struct Watch(Arc<Mutex<Outcome>>, bool);
     impl Drop for Watch {
         fn drop(&mut self) {
-            self.0.lock().expect("outcome").0 = Some(self.1);
+            self.0.lock().expect("outcome").finished = Some(self.1);
         }
     }
     let outcome = Arc::new(Mutex::new(Outcome::default()));
@@ -190,6 +194,7 @@ async fn a_stream_that_cannot_start_stops_its_model(db: TestDb) {
     let app = axum::Router::new().route(
         "/v1/chat/completions",
         axum::routing::post(move || {
+            seen.lock().expect("outcome").asked = true;
             let watch = Watch(seen.clone(), false);
             async move {
                 let body = futures_util::stream::unfold((0, watch), |(i, mut watch)| async move {
@@ -219,28 +224,42 @@ async fn a_stream_that_cannot_start_stops_its_model(db: TestDb) {
     let app = app_with_provider_timeout(db, Some(url), &[], Duration::from_secs(30)).await;
     let w = crate::harness::World::build(&app).await;
     let id = app.create_as(&w.reader, w.repo).await;
-    // The stream's log cannot be written.
-    app.db
-        .exec("ALTER TABLE prompt_streams RENAME TO prompt_streams_away")
-        .await;
+    // The stream's log cannot be written. On PostgreSQL the write fails
+    // only after half a second, so that the model has surely been asked.
+    let refuse = match app.db.backend {
+        Backend::Postgres => {
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM pg_sleep(0.5); RAISE EXCEPTION 'trigger-refusal'; END $$; \
+             CREATE TRIGGER refuse BEFORE INSERT ON prompt_streams \
+             FOR EACH ROW EXECUTE FUNCTION refuse()"
+        }
+        Backend::Sqlite => "ALTER TABLE prompt_streams RENAME TO prompt_streams_away",
+    };
+    app.db.exec(refuse).await;
     let started = std::time::Instant::now();
     let res = prompt_events(&app, &w.reader, id, json!({ "prompt": "hi", "model": "m" })).await;
     assert_eq!(res.status(), 500);
     let body = res.text().await.expect("body");
-    assert!(!body.contains("prompt_streams"), "internals leaked: {body}");
+    assert!(
+        !body.contains("prompt_streams") && !body.contains("trigger-refusal"),
+        "internals leaked: {body}"
+    );
     // The model call is stopped: its reply dropped unfinished, long before
-    // the 4 s it would take.
-    let dropped = loop {
-        if let Some(finished) = outcome.lock().expect("outcome").0 {
-            break finished;
+    // the 4 s it would take, or (when the log failed first) the model was
+    // never asked at all.
+    loop {
+        let now = outcome.lock().expect("outcome");
+        if let Some(finished) = now.finished {
+            assert!(!finished, "the reply ran to its end");
+            break;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "the model call still runs"
-        );
+        if started.elapsed() >= Duration::from_secs(3) {
+            assert!(!now.asked, "the model call still runs");
+            break;
+        }
+        drop(now);
         tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(!dropped, "the reply ran to its end");
+    }
     assert_eq!(app.db.scalar("SELECT count(*) FROM messages").await, 0);
     app.shutdown().await;
 }
