@@ -204,16 +204,12 @@ impl ConversationService for GrpcApi {
             &r.model,
             pb::OnDisconnect::Cancel,
         );
-        self.call(
-            request.metadata(),
-            input,
-            async |service, caller, input, ctx| {
-                Ok(messages::turn_pb(
-                    service.prompt(&caller, input, &ctx).await?,
-                ))
-            },
-        )
-        .await
+        let (ctx, credentials) = (
+            call::context(request.metadata()),
+            call::credentials(request.metadata()),
+        );
+        let turn = self.service.prompt(&credentials, input, &ctx).await;
+        call::finish(&ctx, turn.map(messages::turn_pb))
     }
 
     async fn list_messages(
@@ -242,15 +238,12 @@ impl ConversationService for GrpcApi {
         let r = request.get_ref();
         let input =
             messages::prompt_input(&r.conversation_id, &r.prompt, &r.model, r.on_disconnect());
-        let response = self
-            .call(
-                request.metadata(),
-                input,
-                async |service, caller, input, ctx| {
-                    service.prompt_stream(&caller, input, &ctx).await
-                },
-            )
-            .await?;
+        let (ctx, credentials) = (
+            call::context(request.metadata()),
+            call::credentials(request.metadata()),
+        );
+        let events = self.service.prompt_stream(&credentials, input, &ctx).await;
+        let response = call::finish(&ctx, events)?;
         Ok(with_turn_id(response, messages::prompt_event))
     }
 

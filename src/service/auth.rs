@@ -14,6 +14,8 @@ use crate::domain::Caller;
 use crate::error::ApiError;
 use crate::store::Store;
 use crate::store::auth::{TokenOwner, UserRow};
+use crate::store::conversations::{Creator, Holder};
+use crate::store::types::SqlUuid;
 
 /// How stale `api_tokens.last_used_at` may get before a request refreshes it
 /// (a write per request would be a write too many).
@@ -64,6 +66,27 @@ impl Service {
             .await
             .map_err(ApiError::from_store(AUTH_FAILED))?;
         check_token(&self.store, owner)
+    }
+
+    /// Who a credential names, to be looked up along with what an operation
+    /// reads (rule 1 then judged by [`Service::holder_caller`]): a verified
+    /// JWT's subject, or an API token's hash.
+    pub(super) fn credential_holder(&self, credentials: &Credentials) -> Result<Creator, ApiError> {
+        let token = credentials.token()?;
+        Ok(match self.jwt_subject(token)? {
+            Some(user_id) => Creator::User(SqlUuid(user_id)),
+            None => Creator::Token(hash_token(token)),
+        })
+    }
+
+    /// Rule 1 on what [`Service::credential_holder`] named, as found: an
+    /// existing user, enabled; a token neither revoked nor expired.
+    pub(super) fn holder_caller(&self, holder: Option<Holder>) -> Result<Caller, ApiError> {
+        match holder {
+            Some(Holder::Token(owner)) => check_token(&self.store, Some(owner)),
+            Some(Holder::User(user)) => enabled_caller(user),
+            None => Err(ApiError::Unauthenticated),
+        }
     }
 
     /// Rules 1 and 2 in their order: the caller first, then the input the

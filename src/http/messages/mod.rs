@@ -71,7 +71,6 @@ pub async fn prompt_conversation(
             on_disconnect,
         })
     })();
-    let (caller, input) = service.admit(&credentials, input).await?;
     let streamed = headers
         .get(axum::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -79,10 +78,10 @@ pub async fn prompt_conversation(
     if streamed {
         // Refusals before the model is asked are plain JSON errors with their
         // status, as without streaming.
-        let events = service.prompt_stream(&caller, input, &ctx).await?;
+        let events = service.prompt_stream(&credentials, input, &ctx).await?;
         return Ok(server_sent(events));
     }
-    let turn = service.prompt(&caller, input, &ctx).await?;
+    let turn = service.prompt(&credentials, input, &ctx).await?;
     Ok(Json(PromptReply::from(turn)).into_response())
 }
 

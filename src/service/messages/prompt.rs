@@ -10,18 +10,16 @@ use uuid::Uuid;
 
 use super::streams::{OnDisconnect, PromptStream, Sink};
 use super::{ContextCache, Message, may_prompt, title_of};
-use crate::domain::{Access, Caller, MessageRole};
+use crate::domain::{Caller, MessageRole};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::provider::{ChatMessage, Completion, ProviderError};
-use crate::service::conversations::{
-    Conversation, conversation_not_found, live_conversation_filter,
-};
+use crate::service::conversations::{conversation_not_found, live_conversation_filter};
 use crate::service::policies::{Stage, TurnChecks, TurnFacts};
 use crate::service::providers::Route;
 use crate::service::usage::budgets::expected_tokens;
 use crate::service::usage::{self, Outcome};
-use crate::service::{RequestContext, Service};
+use crate::service::{Credentials, RequestContext, Service};
 use crate::store::Store;
 use crate::store::messages::{NewMessage, NewTurn, Version};
 use crate::store::types::now;
@@ -63,14 +61,16 @@ pub enum PromptEvent {
 
 impl Service {
     /// Checks the prompt against the policies that apply, asks the model,
-    /// checks its reply, and stores the turn.
+    /// checks its reply, and stores the turn. `input` is the adapter's
+    /// parse, whose error is told only after rule 1 (see
+    /// [`Service::prepare_prompt`] for why this takes the credentials).
     pub async fn prompt(
         &self,
-        caller: &Caller,
-        input: Prompt,
+        credentials: &Credentials,
+        input: Result<Prompt, ApiError>,
         ctx: &RequestContext,
     ) -> Result<Turn, ApiError> {
-        let prepared = self.prepare_prompt(caller, input, ctx).await?;
+        let (_, prepared) = self.prepare_prompt(credentials, input, ctx).await?;
         let turn = async {
             let checks = &prepared.checks;
             let mut policy_tokens = checks.check(&prepared.prompt, Stage::Prompt, false).await?;
@@ -103,12 +103,14 @@ impl Service {
     /// fails, the events end with its error and nothing is stored.
     pub async fn prompt_stream(
         &self,
-        caller: &Caller,
-        input: Prompt,
+        credentials: &Credentials,
+        input: Result<Prompt, ApiError>,
         ctx: &RequestContext,
     ) -> Result<PromptStream, ApiError> {
-        let on_disconnect = input.on_disconnect;
-        let mut prepared = self.prepare_prompt(caller, input, ctx).await?;
+        let on_disconnect = input
+            .as_ref()
+            .map_or(OnDisconnect::Cancel, |i| i.on_disconnect);
+        let (caller, mut prepared) = self.prepare_prompt(credentials, input, ctx).await?;
         let prompt_tokens = match prepared
             .checks
             .check(&prepared.prompt, Stage::Prompt, false)
@@ -189,13 +191,34 @@ impl Service {
     }
 
     /// Everything a prompt does before the model is asked: the rules, in
-    /// order, and the context to send.
+    /// order, and the context to send; and who the caller is.
+    ///
+    /// For speed, the caller is found by the same store call that reads the
+    /// conversation (one round trip on PostgreSQL; see
+    /// [`crate::store::Store::find_holder_and_conversation`]), and the
+    /// conversation's visibility judged here: that is why prompts take the
+    /// caller's [`Credentials`] rather than an authenticated caller.
     async fn prepare_prompt(
         &self,
-        caller: &Caller,
-        input: Prompt,
+        credentials: &Credentials,
+        input: Result<Prompt, ApiError>,
         ctx: &RequestContext,
-    ) -> Result<PreparedPrompt, ApiError> {
+    ) -> Result<(Caller, PreparedPrompt), ApiError> {
+        // 1 and 2: the caller, then the adapter's parse.
+        let input = match input {
+            Ok(input) => input,
+            Err(invalid) => {
+                self.authenticate(credentials).await?;
+                return Err(invalid);
+            }
+        };
+        let id = input.conversation_id;
+        let found = self
+            .store
+            .find_holder_and_conversation(self.credential_holder(credentials)?, id)
+            .await
+            .map_err(ApiError::from_store(PROMPT_FAILED))?;
+        let caller = self.holder_caller(found.holder)?;
         // Only an empty prompt or model is refused (as the OpenAPI
         // document's minLength says).
         if input.prompt.is_empty() {
@@ -208,9 +231,13 @@ impl Service {
             ("prompt", input.prompt.as_str()),
             ("model", input.model.as_str()),
         ])?;
-        let id = input.conversation_id;
-        let (conversation, membership) = self.prompt_target(caller, id).await?;
-        may_prompt(caller, membership)?;
+        // The conversation, if the caller may see it.
+        let visible = live_conversation_filter(&caller, id);
+        let (conversation, membership) = found
+            .conversation
+            .filter(|(row, access)| visible.admits(row, *access))
+            .ok_or_else(conversation_not_found)?;
+        may_prompt(&caller, membership)?;
         // The rest the turn needs, read at once; refusals still come in the
         // rules' order (the route's, then the budget's).
         let (route, policies, history, budgets) = tokio::join!(
@@ -244,7 +271,7 @@ impl Service {
         if let Some(reservation) = self.reserve_tokens(&budgets?, expected).await? {
             checks.ledger.reserved(reservation);
         }
-        Ok(PreparedPrompt {
+        let prepared = PreparedPrompt {
             route,
             checks,
             store: self.store.clone(),
@@ -254,23 +281,8 @@ impl Service {
             model: input.model,
             prompt: input.prompt,
             turns,
-        })
-    }
-
-    /// The conversation to prompt (one the caller may see, not deleted) and
-    /// the caller's access to its workspace (not looked up for an
-    /// organization's administrator, who needs none), in one store read.
-    async fn prompt_target(
-        &self,
-        caller: &Caller,
-        id: Uuid,
-    ) -> Result<(Conversation, Option<Access>), ApiError> {
-        let member = (!caller.role.is_org_admin()).then_some(caller.user_id);
-        self.store
-            .get_conversation_and_access(live_conversation_filter(caller, id), member)
-            .await
-            .map_err(ApiError::from_store(PROMPT_FAILED))?
-            .ok_or_else(conversation_not_found)
+        };
+        Ok((caller, prepared))
     }
 
     /// The latest earlier messages of a conversation read at `version`,

@@ -16,10 +16,12 @@ use diesel_async::RunQueryDsl;
 use futures_util::FutureExt as _;
 use uuid::Uuid;
 
+use super::create::Creator;
 use super::{ConversationFilter, ConversationRow, Visibility, administered, bounded, matching};
 use crate::domain::Access;
+use crate::store::auth::{TokenOwner, UserRow};
 use crate::store::schema::{
-    conversation_count_deltas, conversation_counts, conversation_day_counts,
+    api_tokens, conversation_count_deltas, conversation_counts, conversation_day_counts,
     conversation_hour_counts, conversations, repos, users, workspace_members,
 };
 use crate::store::types::SqlUuid;
@@ -74,54 +76,142 @@ impl Store {
         &self,
         filter: ConversationFilter,
     ) -> Result<Option<ConversationRow>, StoreError> {
-        let found = self.get_conversation_and_access(filter, None).await?;
-        Ok(found.map(|(row, _)| row))
-    }
-
-    /// One conversation, if it matches the filter, and `member`'s access to
-    /// its workspace (none for no one to look up, or not a member): one
-    /// statement (the membership joined), as a prompt's first step needs
-    /// both.
-    pub async fn get_conversation_and_access(
-        &self,
-        filter: ConversationFilter,
-        member: Option<Uuid>,
-    ) -> Result<Option<(ConversationRow, Option<Access>)>, StoreError> {
         self.read(move |conn| {
             async move {
-                Ok(with_conn!(&mut *conn, |c| {
-                    let rows = matching!(&filter)
-                        .inner_join(repos::table)
-                        .inner_join(users::table);
-                    match member {
-                        // The membership joined: one statement.
-                        Some(user_id) => {
-                            let membership =
-                                workspace_members::table.on(workspace_members::workspace_id
-                                    .eq(conversations::workspace_id)
-                                    .and(workspace_members::user_id.eq(SqlUuid(user_id))));
-                            rows.left_join(membership)
-                                .select((
-                                    ConversationRow::as_select(),
-                                    workspace_members::access.nullable(),
-                                ))
-                                .first::<(ConversationRow, Option<Access>)>(c)
-                                .await
-                                .optional()
-                        }
-                        None => rows
-                            .select(ConversationRow::as_select())
-                            .first(c)
-                            .await
-                            .optional()
-                            .map(|row| row.map(|row| (row, None))),
-                    }
-                })?)
+                Ok(with_conn!(&mut *conn, |c| matching!(&filter)
+                    .inner_join(repos::table)
+                    .inner_join(users::table)
+                    .select(ConversationRow::as_select())
+                    .first(c)
+                    .await
+                    .optional())?)
             }
             .boxed()
         })
         .await
     }
+
+    /// What a prompt's first step needs, read together: the holder of a
+    /// credential (a token by its hash, or a user by id), and the live
+    /// conversation `id` of any organization with the holder's access to its
+    /// workspace (the membership joined). The caller's rules, visibility
+    /// included, are the service's to apply ([`ConversationFilter::admits`]).
+    /// Two statements: pipelined on PostgreSQL (one round trip), in one job
+    /// on SQLite. On the primary, as the token lookup always is (a revoked
+    /// token is refused at once).
+    pub async fn find_holder_and_conversation(
+        &self,
+        who: Creator,
+        id: Uuid,
+    ) -> Result<HolderAndConversation, StoreError> {
+        /// The holder.
+        macro_rules! holder {
+            ($c:expr) => {
+                async {
+                    Ok::<_, diesel::result::Error>(match who {
+                        Creator::Token(hash) => api_tokens::table
+                            .inner_join(users::table)
+                            .filter(api_tokens::token_hash.eq(hash.to_vec()))
+                            .select(TokenOwner::as_select())
+                            .first($c)
+                            .await
+                            .optional()?
+                            .map(Holder::Token),
+                        Creator::User(user_id) => users::table
+                            .filter(users::id.eq(user_id))
+                            .select(UserRow::as_select())
+                            .first($c)
+                            .await
+                            .optional()?
+                            .map(Holder::User),
+                    })
+                }
+            };
+        }
+        /// The conversation and the holder's membership (`$member`: which
+        /// user that is, as an SQL condition on `workspace_members.user_id`).
+        macro_rules! target {
+            ($c:expr, $member:expr) => {{
+                let membership = workspace_members::table.on(workspace_members::workspace_id
+                    .eq(conversations::workspace_id)
+                    .and($member));
+                conversations::table
+                    .filter(conversations::id.eq(SqlUuid(id)))
+                    .filter(conversations::deleted_at.is_null())
+                    .inner_join(repos::table)
+                    .inner_join(users::table)
+                    .left_join(membership)
+                    .select((
+                        ConversationRow::as_select(),
+                        workspace_members::access.nullable(),
+                    ))
+                    .first::<(ConversationRow, Option<Access>)>($c)
+            }};
+        }
+        /// Both, one after the other or pipelined (`$both`).
+        macro_rules! both {
+            ($c:expr, $both:ident) => {
+                match who {
+                    Creator::Token(hash) => {
+                        let holder_of = api_tokens::table
+                            .filter(api_tokens::token_hash.eq(hash.to_vec()))
+                            .select(api_tokens::user_id);
+                        $both!(
+                            holder!($c),
+                            target!($c, workspace_members::user_id.eq_any(holder_of))
+                        )
+                    }
+                    Creator::User(user_id) => {
+                        $both!(
+                            holder!($c),
+                            target!($c, workspace_members::user_id.eq(user_id))
+                        )
+                    }
+                }
+            };
+        }
+        macro_rules! in_turn {
+            ($holder:expr, $target:expr) => {
+                ($holder.await, $target.await)
+            };
+        }
+        macro_rules! pipelined {
+            ($holder:expr, $target:expr) => {
+                tokio::join!($holder, $target)
+            };
+        }
+        self.run(move |conn| {
+            async move {
+                let (holder, target) = match conn {
+                    Conn::Pg(c) => {
+                        let c: &diesel_async::AsyncPgConnection = c;
+                        both!(&mut &*c, pipelined)
+                    }
+                    Conn::Sqlite(c, _) => both!(&mut *c, in_turn),
+                };
+                Ok(HolderAndConversation {
+                    holder: holder?,
+                    conversation: target.optional()?,
+                })
+            }
+            .boxed()
+        })
+        .await
+    }
+}
+
+/// Who holds a credential, as found.
+#[derive(Debug)]
+pub enum Holder {
+    Token(TokenOwner),
+    User(UserRow),
+}
+
+/// What [`Store::find_holder_and_conversation`] found.
+#[derive(Debug)]
+pub struct HolderAndConversation {
+    pub holder: Option<Holder>,
+    pub conversation: Option<(ConversationRow, Option<Access>)>,
 }
 
 /// What the source walks found: the page's rows, or (past the first page)

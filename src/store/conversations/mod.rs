@@ -11,6 +11,7 @@ mod delete;
 mod list;
 
 pub use create::{Created, Creator, KeyFor, NewCreate, RULES, Refusal, Rule};
+pub use list::{Holder, HolderAndConversation};
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -98,6 +99,28 @@ impl ConversationFilter {
             show_deleted: false,
         }
     }
+
+    /// Whether `row` matches, judged here instead of in SQL (for a row read
+    /// with what a prompt needs at once, before the caller was known):
+    /// exactly what [`matching!`] asks of the database. `access` is the
+    /// visibility's user's access to the row's workspace, if any.
+    pub fn admits(&self, row: &ConversationRow, access: Option<crate::domain::Access>) -> bool {
+        let narrowed = row.org_id == self.org_id
+            && self.id.is_none_or(|id| row.id == id)
+            && self.from.is_none_or(|t| row.created_at >= t)
+            && self.until.is_none_or(|t| row.created_at < t)
+            && (self.show_deleted || row.deleted_at.is_none())
+            && self.created_by.is_none_or(|u| row.created_by == u)
+            && self.workspace_id.is_none_or(|w| row.workspace_id == w)
+            && self.repo_id.is_none_or(|r| row.repo_id == r);
+        narrowed
+            && match self.visibility {
+                Visibility::Organization => true,
+                Visibility::OwnAndAdministered { user_id } => {
+                    row.created_by == user_id || access == Some(crate::domain::Access::Admin)
+                }
+            }
+    }
 }
 
 /// A conversation with its repository's name and its creator, as listed
@@ -178,7 +201,8 @@ macro_rules! bounded {
 }
 
 /// The conversations a filter matches, visibility included (a boxed query,
-/// as [`narrowed`]).
+/// as [`narrowed`]). [`ConversationFilter::admits`] is its twin in Rust:
+/// the two change together.
 macro_rules! matching {
     ($f:expr) => {{
         use $crate::store::conversations::{ConversationFilter, Visibility};

@@ -68,9 +68,10 @@ async fn app_with(db: TestDb, jwt: JwtConfig) -> TestApp {
     .await
 }
 
-/// Creates over REST and gRPC and lists over REST with `token`; returns the
-/// three outcomes as (status, message) pairs.
-async fn try_token(app: &TestApp, w: &World, token: &str) -> [(u16, String); 3] {
+/// Creates over REST and gRPC, lists and prompts (a conversation that does
+/// not exist: the caller is found by the same lookup) over REST with
+/// `token`; returns the four outcomes as (status, message) pairs.
+async fn try_token(app: &TestApp, w: &World, token: &str) -> [(u16, String); 4] {
     let (status, body) = app
         .post_create(Some(token), &json!({ "repoId": w.repo }).to_string())
         .await;
@@ -109,7 +110,22 @@ async fn try_token(app: &TestApp, w: &World, token: &str) -> [(u16, String); 3] 
         status,
         body["message"].as_str().unwrap_or("listed").to_owned(),
     );
-    [rest, grpc, list]
+    let prompt = app
+        .http
+        .post(format!(
+            "{}/conversation/{}/prompt",
+            app.base,
+            Uuid::now_v7()
+        ))
+        .header("authorization", format!("Bearer {token}"))
+        .json(&json!({ "prompt": "hi", "model": "m" }))
+        .send()
+        .await
+        .expect("prompt");
+    let status = prompt.status().as_u16();
+    let body: Value = prompt.json().await.expect("json");
+    let prompt = (status, body["message"].as_str().unwrap_or("").to_owned());
+    [rest, grpc, list, prompt]
 }
 
 /// HS256 with issuer and audience pinned: what passes and everything refused.
@@ -133,6 +149,7 @@ async fn hs256_tokens(db: TestDb) {
         (200, "created".to_owned()),
         (200, "created".to_owned()),
         (200, "listed".to_owned()),
+        (404, "Conversation not found".to_owned()),
     ];
     assert_eq!(try_token(&app, &w, &hs256(&good_claims(reader))).await, ok);
     let mut by_user_id = good_claims(reader);
@@ -255,7 +272,12 @@ async fn hs256_tokens(db: TestDb) {
     for (case, token) in refused {
         assert_eq!(
             try_token(&app, &w, &token).await,
-            [refusal.clone(), refusal.clone(), refusal.clone()],
+            [
+                refusal.clone(),
+                refusal.clone(),
+                refusal.clone(),
+                refusal.clone()
+            ],
             "{case}"
         );
     }

@@ -1,7 +1,7 @@
 //! Prompting without streaming: messages, token totals, titles, access
 //! (may_prompt), provider failures and timeouts, concurrent prompts.
 
-use conversation_service::pb::ListMessagesRequest;
+use conversation_service::pb::{ListMessagesRequest, StreamPromptConversationRequest};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -132,7 +132,46 @@ async fn turns_are_stored(db: TestDb) {
 async fn refusals_store_nothing(db: TestDb) {
     let (app, w, id, _) = with_conversation(db, &["echo", "fail", "slow"]).await;
     let others = app.create_as(&w.writer, w.repo).await;
+    let expired = Actor {
+        id: w.reader.id,
+        token: w.expired_token.clone(),
+    };
+    let revoked = Actor {
+        id: w.reader.id,
+        token: w.revoked_token.clone(),
+    };
+    const REFUSED: &str = "Missing or invalid access token";
     let cases: Vec<(&Actor, Uuid, Value, u16, &str)> = vec![
+        // Rule 1 first, even before a bad body.
+        (
+            &expired,
+            id,
+            json!({ "prompt": "hi", "model": "echo" }),
+            401,
+            REFUSED,
+        ),
+        (
+            &revoked,
+            id,
+            json!({ "prompt": "hi", "model": "echo" }),
+            401,
+            REFUSED,
+        ),
+        (
+            &w.disabled,
+            id,
+            json!({ "prompt": "", "model": "echo" }),
+            401,
+            REFUSED,
+        ),
+        // Another organization's owner sees nothing of this one.
+        (
+            &w.other_org_user,
+            id,
+            json!({ "prompt": "hi", "model": "echo" }),
+            404,
+            "Conversation not found",
+        ),
         (
             &w.reader,
             id,
@@ -209,8 +248,34 @@ async fn refusals_store_nothing(db: TestDb) {
     let (_, listed) = messages_rest(&app, &w.reader, id, "").await;
     assert_eq!(listed["total"], 0, "nothing stored");
 
-    // Over gRPC: the provider's failure is UNAVAILABLE, its timeout DEADLINE_EXCEEDED.
+    // Over gRPC: the same callers refused, the provider's failure is
+    // UNAVAILABLE, its timeout DEADLINE_EXCEEDED.
     let mut client = app.grpc().await;
+    for (who, code) in [
+        (&expired, tonic::Code::Unauthenticated),
+        (&revoked, tonic::Code::Unauthenticated),
+        (&w.disabled, tonic::Code::Unauthenticated),
+        (&w.other_org_user, tonic::Code::NotFound),
+    ] {
+        let status = client
+            .prompt_conversation(prompt_request(who, id, "hi", "echo"))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), code);
+        let status = client
+            .stream_prompt_conversation(as_actor(
+                StreamPromptConversationRequest {
+                    conversation_id: id.to_string(),
+                    prompt: "hi".into(),
+                    model: "echo".into(),
+                    on_disconnect: 0,
+                },
+                who,
+            ))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), code);
+    }
     for (model, code) in [
         ("fail", tonic::Code::Unavailable),
         ("slow", tonic::Code::DeadlineExceeded),

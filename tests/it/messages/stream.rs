@@ -248,16 +248,18 @@ async fn a_stream_that_cannot_start_stops_its_model(db: TestDb) {
     // the 4 s it would take, or (when the log failed first) the model was
     // never asked at all.
     loop {
-        let now = outcome.lock().expect("outcome");
-        if let Some(finished) = now.finished {
+        let (asked, finished) = {
+            let now = outcome.lock().expect("outcome");
+            (now.asked, now.finished)
+        };
+        if let Some(finished) = finished {
             assert!(!finished, "the reply ran to its end");
             break;
         }
         if started.elapsed() >= Duration::from_secs(3) {
-            assert!(!now.asked, "the model call still runs");
+            assert!(!asked, "the model call still runs");
             break;
         }
-        drop(now);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(app.db.scalar("SELECT count(*) FROM messages").await, 0);
