@@ -1,6 +1,9 @@
 //! Getting one conversation: visible to whom may see it, 404 otherwise.
 
+use conversation_service::domain::{Access, Caller};
 use conversation_service::pb::GetConversationRequest;
+use conversation_service::service::conversations::may_see_conversations;
+use conversation_service::store::conversations::{ConversationFilter, Visibility};
 use serde_json::{Value, json};
 use tonic::Code;
 use uuid::Uuid;
@@ -82,3 +85,103 @@ async fn get_one(db: TestDb) {
 }
 
 on_both_backends!(get_one);
+
+/// A prompt judges visibility in Rust (`ConversationFilter::admits`, on the
+/// row and access read with its caller) where every other operation asks the
+/// database (`matching!`): the two agree on every caller, every kind of
+/// conversation (own, another's, in an administered workspace, soft-deleted,
+/// of another organization) and every narrowing field.
+async fn visibility_is_the_same_in_sql_and_in_rust(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let o = Org::build(&app).await;
+    let s = &app.store;
+    let deleted = o.bob_w1[1];
+    app.db
+        .exec(&format!(
+            "UPDATE conversations SET deleted_at = {} WHERE id = {}",
+            app.db.now_literal(),
+            app.db.uuid_literal(deleted)
+        ))
+        .await;
+    let access = |who: Uuid, workspace: Uuid| match (who, workspace) {
+        (w, ws) if w == o.ws_admin.id && ws == o.w1 => Some(Access::Admin),
+        (w, ws) if w == o.ws_admin.id && ws == o.w2 => Some(Access::Read),
+        (w, _) if w == o.alice.id => Some(Access::Read),
+        (w, ws) if w == o.bob.id && ws == o.w1 => Some(Access::Write),
+        _ => None,
+    };
+    let foreign_org = s
+        .find_user(o.foreign_owner.id)
+        .await
+        .expect("user")
+        .expect("known")
+        .org_id;
+    let far = chrono::Utc::now() + chrono::TimeDelta::days(1);
+    let narrowings: [(&str, &dyn Fn(&mut ConversationFilter)); 8] = [
+        ("none", &|_| {}),
+        ("showDeleted", &|f| f.show_deleted = true),
+        ("workspace", &|f| f.workspace_id = Some(o.w1)),
+        ("repository", &|f| f.repo_id = Some(o.repo2)),
+        ("creator", &|f| f.created_by = Some(o.bob.id)),
+        ("from", &|f| f.from = Some(far)),
+        ("until", &|f| f.until = Some(far)),
+        ("other id", &|f| f.id = Some(o.foreign)),
+    ];
+    let ids = [
+        o.alice_w1[0],
+        o.alice_w2[0],
+        o.bob_w1[0],
+        deleted,
+        o.ws_admin_w2,
+        o.owner_w1,
+        o.foreign,
+    ];
+    let mut admitted = 0;
+    for actor in [&o.owner, &o.ws_admin, &o.alice, &o.bob, &o.foreign_owner] {
+        let user = s.find_user(actor.id).await.expect("user").expect("known");
+        let caller = Caller {
+            user_id: user.user_id,
+            org_id: user.org_id,
+            role: user.org_role,
+            email: user.email,
+            name: user.name,
+            last_name: user.last_name,
+        };
+        for id in ids {
+            // The row as it is, whoever may see it.
+            let owner_org = s
+                .get_conversation(ConversationFilter {
+                    id: Some(id),
+                    show_deleted: true,
+                    ..ConversationFilter::visible(
+                        if id == o.foreign { foreign_org } else { o.org },
+                        Visibility::Organization,
+                    )
+                })
+                .await
+                .expect("read")
+                .expect("exists");
+            for (name, narrow) in narrowings {
+                let mut filter = ConversationFilter {
+                    id: Some(id),
+                    ..may_see_conversations(&caller)
+                };
+                narrow(&mut filter);
+                let in_sql = s.get_conversation(filter.clone()).await.expect("read");
+                let in_rust = filter.admits(&owner_org, access(actor.id, owner_org.workspace_id));
+                assert_eq!(
+                    in_sql.is_some_and(|row| row.id == id),
+                    in_rust,
+                    "caller {:?}, conversation {id}, narrowed by {name}",
+                    caller.role
+                );
+                admitted += usize::from(in_rust);
+            }
+        }
+    }
+    // Neither all nor nothing: the cases tell something.
+    assert!(admitted > 10 && admitted < 200, "{admitted} admitted");
+    app.shutdown().await;
+}
+
+on_both_backends!(visibility_is_the_same_in_sql_and_in_rust);
