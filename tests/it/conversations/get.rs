@@ -117,7 +117,8 @@ async fn visibility_is_the_same_in_sql_and_in_rust(db: TestDb) {
         .expect("known")
         .org_id;
     let far = chrono::Utc::now() + chrono::TimeDelta::days(1);
-    let narrowings: [(&str, &dyn Fn(&mut ConversationFilter)); 8] = [
+    type Narrowing<'a> = (&'a str, &'a dyn Fn(&mut ConversationFilter));
+    let narrowings: [Narrowing<'_>; 8] = [
         ("none", &|_| {}),
         ("showDeleted", &|f| f.show_deleted = true),
         ("workspace", &|f| f.workspace_id = Some(o.w1)),
