@@ -308,6 +308,11 @@ const PG_MESSAGES: &str = "WITH last AS (SELECT coalesce(max(seq), 0) AS seq FRO
 /// the messages are numbered once the UPDATE holds the row, and budgets
 /// are settled in their order); then `COMMIT`, or `ROLLBACK` if the
 /// conversation is gone (the UPDATE matched nothing) or a statement failed.
+///
+/// The `COMMIT` waits for the replies rather than going with the rest: on a
+/// connection's first turn its statements are prepared first (a round trip
+/// each, in the order sent), and a `COMMIT` sent along would overtake them
+/// (tried: concurrent turns then numbered their messages outside the lock).
 async fn turn_on_postgres(
     c: &mut AsyncPgConnection,
     begin: &str,

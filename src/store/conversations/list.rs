@@ -104,94 +104,100 @@ impl Store {
         who: Creator,
         id: Uuid,
     ) -> Result<HolderAndConversation, StoreError> {
+        // Each query is written once; `$first` runs it: awaited on
+        // PostgreSQL (the two pipelined), in place on SQLite (the two in one
+        // blocking job: one hop to a blocking thread, not two).
+        macro_rules! first_async {
+            ($q:expr, $c:expr) => {
+                diesel_async::RunQueryDsl::first($q, $c).await.optional()
+            };
+        }
+        macro_rules! first_sync {
+            ($q:expr, $c:expr) => {
+                diesel::RunQueryDsl::first($q, $c).optional()
+            };
+        }
         /// The holder.
         macro_rules! holder {
-            ($c:expr) => {
-                async {
-                    Ok::<_, diesel::result::Error>(match who {
-                        Creator::Token(hash) => api_tokens::table
+            ($c:expr, $first:ident) => {
+                match who {
+                    Creator::Token(hash) => $first!(
+                        api_tokens::table
                             .inner_join(users::table)
                             .filter(api_tokens::token_hash.eq(hash.to_vec()))
-                            .select(TokenOwner::as_select())
-                            .first($c)
-                            .await
-                            .optional()?
-                            .map(Holder::Token),
-                        Creator::User(user_id) => users::table
+                            .select(TokenOwner::as_select()),
+                        $c
+                    )
+                    .map(|found| found.map(Holder::Token)),
+                    Creator::User(user_id) => $first!(
+                        users::table
                             .filter(users::id.eq(user_id))
-                            .select(UserRow::as_select())
-                            .first($c)
-                            .await
-                            .optional()?
-                            .map(Holder::User),
-                    })
+                            .select(UserRow::as_select()),
+                        $c
+                    )
+                    .map(|found| found.map(Holder::User)),
                 }
             };
         }
-        /// The conversation and the holder's membership (`$member`: which
-        /// user that is, as an SQL condition on `workspace_members.user_id`).
+        /// The conversation and the holder's membership (the holder's user
+        /// id as an SQL condition on `workspace_members.user_id`: a
+        /// subquery for a token).
         macro_rules! target {
-            ($c:expr, $member:expr) => {{
-                let membership = workspace_members::table.on(workspace_members::workspace_id
-                    .eq(conversations::workspace_id)
-                    .and($member));
-                conversations::table
-                    .filter(conversations::id.eq(SqlUuid(id)))
-                    .filter(conversations::deleted_at.is_null())
-                    .inner_join(repos::table)
-                    .inner_join(users::table)
-                    .left_join(membership)
-                    .select((
-                        ConversationRow::as_select(),
-                        workspace_members::access.nullable(),
-                    ))
-                    .first::<(ConversationRow, Option<Access>)>($c)
-            }};
-        }
-        /// Both, one after the other or pipelined (`$both`).
-        macro_rules! both {
-            ($c:expr, $both:ident) => {
-                match who {
-                    Creator::Token(hash) => {
-                        let holder_of = api_tokens::table
-                            .filter(api_tokens::token_hash.eq(hash.to_vec()))
-                            .select(api_tokens::user_id);
-                        $both!(
-                            holder!($c),
-                            target!($c, workspace_members::user_id.eq_any(holder_of))
+            ($c:expr, $first:ident) => {{
+                macro_rules! joined {
+                    ($member:expr) => {
+                        $first!(
+                            conversations::table
+                                .filter(conversations::id.eq(SqlUuid(id)))
+                                .filter(conversations::deleted_at.is_null())
+                                .inner_join(repos::table)
+                                .inner_join(users::table)
+                                .left_join(
+                                    workspace_members::table.on(workspace_members::workspace_id
+                                        .eq(conversations::workspace_id)
+                                        .and($member)),
+                                )
+                                .select((
+                                    ConversationRow::as_select(),
+                                    workspace_members::access.nullable(),
+                                )),
+                            $c
                         )
-                    }
-                    Creator::User(user_id) => {
-                        $both!(
-                            holder!($c),
-                            target!($c, workspace_members::user_id.eq(user_id))
-                        )
-                    }
+                    };
                 }
-            };
-        }
-        macro_rules! in_turn {
-            ($holder:expr, $target:expr) => {
-                ($holder.await, $target.await)
-            };
-        }
-        macro_rules! pipelined {
-            ($holder:expr, $target:expr) => {
-                tokio::join!($holder, $target)
-            };
+                match who {
+                    Creator::Token(hash) => joined!(
+                        workspace_members::user_id.eq_any(
+                            api_tokens::table
+                                .filter(api_tokens::token_hash.eq(hash.to_vec()))
+                                .select(api_tokens::user_id)
+                        )
+                    ),
+                    Creator::User(user_id) => joined!(workspace_members::user_id.eq(user_id)),
+                }
+            }};
         }
         self.run(move |conn| {
             async move {
-                let (holder, target) = match conn {
+                let (holder, conversation) = match conn {
                     Conn::Pg(c) => {
                         let c: &diesel_async::AsyncPgConnection = c;
-                        both!(&mut &*c, pipelined)
+                        let (holder, target) =
+                            tokio::join!(async { holder!(&mut &*c, first_async) }, async {
+                                target!(&mut &*c, first_async)
+                            });
+                        (holder?, target?)
                     }
-                    Conn::Sqlite(c, _) => both!(&mut *c, in_turn),
+                    Conn::Sqlite(c, _) => {
+                        c.spawn_blocking(move |c| {
+                            Ok((holder!(&mut *c, first_sync)?, target!(&mut *c, first_sync)?))
+                        })
+                        .await?
+                    }
                 };
                 Ok(HolderAndConversation {
-                    holder: holder?,
-                    conversation: target.optional()?,
+                    holder,
+                    conversation,
                 })
             }
             .boxed()

@@ -266,4 +266,66 @@ async fn a_stream_that_cannot_start_stops_its_model(db: TestDb) {
     app.shutdown().await;
 }
 
-on_both_backends!(streamed_turns, a_stream_that_cannot_start_stops_its_model);
+/// A conversation deleted while its model answers keeps no turn: the
+/// stream ends with 404, no message is stored, its totals stay, and what
+/// the model used is recorded as cancelled, not as a turn.
+async fn a_conversation_deleted_meanwhile_keeps_no_turn(db: TestDb) {
+    // Given all the time the reply takes (23 events, 300 ms apart).
+    let (url, _) = fake_provider().await;
+    let app =
+        app_with_provider_timeout(db, Some(url), &["slow-stream"], Duration::from_secs(30)).await;
+    let w = crate::harness::World::build(&app).await;
+    let id = app.create_as(&w.reader, w.repo).await;
+    let res = prompt_events(
+        &app,
+        &w.reader,
+        id,
+        json!({ "prompt": "hi", "model": "slow-stream" }),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    // While the model answers (a piece every 300 ms).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deleted = app
+        .http
+        .delete(format!("{}/conversation/{id}", app.base))
+        .header("authorization", format!("Bearer {}", w.reader.token))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status(), 200);
+    let events = super::resume::parse_sse(&res.text().await.expect("body"));
+    let last = events.last().expect("events");
+    assert_eq!(
+        (last.event.as_str(), last.data["message"].as_str()),
+        ("error", Some("Conversation not found")),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| e.event == "delta"), "{events:?}");
+    assert_eq!(app.db.scalar("SELECT count(*) FROM messages").await, 0);
+    assert_eq!(
+        app.db
+            .scalar("SELECT coalesce(sum(tokens_in + tokens_out), 0) FROM conversations")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.db
+            .scalar("SELECT count(*) FROM usage_ledger WHERE outcome <> 'cancelled'")
+            .await,
+        0
+    );
+    assert!(
+        app.db
+            .scalar("SELECT count(*) FROM usage_ledger WHERE outcome = 'cancelled'")
+            .await
+            > 0
+    );
+    app.shutdown().await;
+}
+
+on_both_backends!(
+    streamed_turns,
+    a_stream_that_cannot_start_stops_its_model,
+    a_conversation_deleted_meanwhile_keeps_no_turn
+);
