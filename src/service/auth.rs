@@ -164,14 +164,7 @@ fn enabled_caller(user: UserRow) -> Result<Caller, ApiError> {
     if user.disabled_at.is_some() {
         return Err(ApiError::Unauthenticated);
     }
-    Ok(Caller {
-        user_id: user.user_id,
-        org_id: user.org_id,
-        role: user.org_role,
-        email: user.email,
-        name: user.name,
-        last_name: user.last_name,
-    })
+    Ok(Caller::from(user))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::schema::{api_tokens, users};
 use super::types::{SqlTime, SqlUuid};
 use super::{Store, StoreError};
-use crate::domain::OrgRole;
+use crate::domain::{Caller, OrgRole};
 use crate::with_conn;
 
 /// A user as found by id (a JWT's subject) or with their token.
@@ -39,16 +39,50 @@ pub struct TokenOwner {
     pub user: UserRow,
 }
 
+/// The query of the token whose SHA-256 is `$hash` (`[u8; 32]`), with its
+/// user: one indexed lookup.
+macro_rules! token_owner {
+    ($hash:expr) => {{
+        use $crate::store::schema::{api_tokens, users};
+        api_tokens::table
+            .inner_join(users::table)
+            .filter(api_tokens::token_hash.eq($hash.to_vec()))
+            .select($crate::store::auth::TokenOwner::as_select())
+    }};
+}
+
+/// The query of the user whose id is `$id` (an `SqlUuid`).
+macro_rules! user_row {
+    ($id:expr) => {{
+        use $crate::store::schema::users;
+        users::table
+            .filter(users::id.eq($id))
+            .select($crate::store::auth::UserRow::as_select())
+    }};
+}
+
+pub(crate) use {token_owner, user_row};
+
+/// The caller a user is (whether they may call is rule 1's to judge).
+impl From<UserRow> for Caller {
+    fn from(user: UserRow) -> Self {
+        Caller {
+            user_id: user.user_id,
+            org_id: user.org_id,
+            role: user.org_role,
+            email: user.email,
+            name: user.name,
+            last_name: user.last_name,
+        }
+    }
+}
+
 impl Store {
     /// The token whose SHA-256 is `hash`, with its user; one indexed lookup.
     pub async fn find_token(&self, hash: [u8; 32]) -> Result<Option<TokenOwner>, StoreError> {
         self.run(move |conn| {
             async move {
-                let query = api_tokens::table
-                    .inner_join(users::table)
-                    .filter(api_tokens::token_hash.eq(hash.to_vec()));
-                Ok(with_conn!(&mut *conn, |c| query
-                    .select(TokenOwner::as_select())
+                Ok(with_conn!(&mut *conn, |c| token_owner!(hash)
                     .first(c)
                     .await
                     .optional())?)
@@ -62,9 +96,7 @@ impl Store {
     pub async fn find_user(&self, user_id: Uuid) -> Result<Option<UserRow>, StoreError> {
         self.run(move |conn| {
             async move {
-                let query = users::table.filter(users::id.eq(SqlUuid(user_id)));
-                Ok(with_conn!(&mut *conn, |c| query
-                    .select(UserRow::as_select())
+                Ok(with_conn!(&mut *conn, |c| user_row!(SqlUuid(user_id))
                     .first(c)
                     .await
                     .optional())?)

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::create::Creator;
 use super::{ConversationFilter, ConversationRow, Visibility, administered, bounded, matching};
 use crate::domain::Access;
-use crate::store::auth::{TokenOwner, UserRow};
+use crate::store::auth::{TokenOwner, UserRow, token_owner, user_row};
 use crate::store::schema::{
     api_tokens, conversation_count_deltas, conversation_counts, conversation_day_counts,
     conversation_hour_counts, conversations, repos, users, workspace_members,
@@ -121,21 +121,12 @@ impl Store {
         macro_rules! holder {
             ($c:expr, $first:ident) => {
                 match who {
-                    Creator::Token(hash) => $first!(
-                        api_tokens::table
-                            .inner_join(users::table)
-                            .filter(api_tokens::token_hash.eq(hash.to_vec()))
-                            .select(TokenOwner::as_select()),
-                        $c
-                    )
-                    .map(|found| found.map(Holder::Token)),
-                    Creator::User(user_id) => $first!(
-                        users::table
-                            .filter(users::id.eq(user_id))
-                            .select(UserRow::as_select()),
-                        $c
-                    )
-                    .map(|found| found.map(Holder::User)),
+                    Creator::Token(hash) => {
+                        $first!(token_owner!(hash), $c).map(|found| found.map(Holder::Token))
+                    }
+                    Creator::User(user_id) => {
+                        $first!(user_row!(user_id), $c).map(|found| found.map(Holder::User))
+                    }
                 }
             };
         }

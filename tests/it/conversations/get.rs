@@ -140,14 +140,7 @@ async fn visibility_is_the_same_in_sql_and_in_rust(db: TestDb) {
     let mut admitted = 0;
     for actor in [&o.owner, &o.ws_admin, &o.alice, &o.bob, &o.foreign_owner] {
         let user = s.find_user(actor.id).await.expect("user").expect("known");
-        let caller = Caller {
-            user_id: user.user_id,
-            org_id: user.org_id,
-            role: user.org_role,
-            email: user.email,
-            name: user.name,
-            last_name: user.last_name,
-        };
+        let caller = Caller::from(user);
         for id in ids {
             // The row as it is, whoever may see it.
             let owner_org = s

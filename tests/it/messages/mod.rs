@@ -227,6 +227,19 @@ async fn prompt_rest(app: &TestApp, who: &Actor, id: Uuid, body: Value) -> (u16,
     (res.status().as_u16(), res.json().await.expect("json"))
 }
 
+/// Deletes a conversation over REST (`query`: e.g. `hardDelete=true`);
+/// the status.
+async fn delete_rest(app: &TestApp, who: &Actor, id: Uuid, query: &str) -> u16 {
+    app.http
+        .delete(format!("{}/conversation/{id}?{query}", app.base))
+        .header("authorization", format!("Bearer {}", who.token))
+        .send()
+        .await
+        .expect("delete")
+        .status()
+        .as_u16()
+}
+
 async fn messages_rest(app: &TestApp, who: &Actor, id: Uuid, query: &str) -> (u16, Value) {
     let res = app
         .http

@@ -114,14 +114,10 @@ async fn turns_are_stored(db: TestDb) {
     assert!(after["lastUpdatedAt"].as_str() > before["lastUpdatedAt"].as_str());
 
     // A hard delete takes the messages with it.
-    let res = app
-        .http
-        .delete(format!("{}/conversation/{id}?hardDelete=true", app.base))
-        .header("authorization", format!("Bearer {}", w.reader.token))
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(res.status(), 200);
+    assert_eq!(
+        delete_rest(&app, &w.reader, id, "hardDelete=true").await,
+        200
+    );
     let (_, left) = app.store.list_messages(id, 100, 0).await.expect("messages");
     assert_eq!(left, 0, "messages removed with their conversation");
     app.shutdown().await;
@@ -322,14 +318,7 @@ async fn refusals_store_nothing(db: TestDb) {
         (status, reply["message"].as_str()),
         (403, Some("Insufficient permissions for this workspace"))
     );
-    let res = app
-        .http
-        .delete(format!("{}/conversation/{id}", app.base))
-        .header("authorization", format!("Bearer {}", w.reader.token))
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(res.status(), 200);
+    assert_eq!(delete_rest(&app, &w.reader, id, "").await, 200);
     let (status, _) = prompt_rest(
         &app,
         &w.reader,

@@ -286,14 +286,7 @@ async fn a_conversation_deleted_meanwhile_keeps_no_turn(db: TestDb) {
     assert_eq!(res.status(), 200);
     // While the model answers (a piece every 300 ms).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let deleted = app
-        .http
-        .delete(format!("{}/conversation/{id}", app.base))
-        .header("authorization", format!("Bearer {}", w.reader.token))
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(deleted.status(), 200);
+    assert_eq!(delete_rest(&app, &w.reader, id, "").await, 200);
     let events = super::resume::parse_sse(&res.text().await.expect("body"));
     let last = events.last().expect("events");
     assert_eq!(
