@@ -8,10 +8,11 @@
 
 mod create;
 mod delete;
+mod get;
 mod list;
 
 pub use create::{Created, Creator, KeyFor, NewCreate, RULES, Refusal, Rule};
-pub use list::{Holder, HolderAndConversation};
+pub use get::{Holder, HolderAndConversation};
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
