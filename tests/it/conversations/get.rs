@@ -103,10 +103,11 @@ async fn visibility_is_the_same_in_sql_and_in_rust(db: TestDb) {
             app.db.uuid_literal(deleted)
         ))
         .await;
+    // The grants `Org::build` makes.
     let access = |who: Uuid, workspace: Uuid| match (who, workspace) {
         (w, ws) if w == o.ws_admin.id && ws == o.w1 => Some(Access::Admin),
         (w, ws) if w == o.ws_admin.id && ws == o.w2 => Some(Access::Read),
-        (w, _) if w == o.alice.id => Some(Access::Read),
+        (w, ws) if w == o.alice.id && (ws == o.w1 || ws == o.w2) => Some(Access::Read),
         (w, ws) if w == o.bob.id && ws == o.w1 => Some(Access::Write),
         _ => None,
     };
