@@ -24,7 +24,7 @@ use crate::service::conversations::{
 };
 use crate::service::messages::PromptStream;
 use crate::service::params::{self, Bound, Page};
-use crate::service::{RequestContext, Service};
+use crate::service::{Credentials, RequestContext, Service};
 
 /// The gRPC face of the service.
 #[derive(Clone)]
@@ -55,6 +55,18 @@ impl GrpcApi {
             op(self.service.clone(), caller, input, ctx.clone()).await
         };
         call::finish(&ctx, result.await)
+    }
+
+    /// An rpc that finds its caller itself, with what it reads first (the
+    /// create, a prompt): `op` gets the caller's credentials, unchecked.
+    async fn call_with_credentials<T>(
+        &self,
+        metadata: &MetadataMap,
+        op: impl AsyncFnOnce(&Service, &Credentials, &RequestContext) -> Result<T, ApiError>,
+    ) -> Result<Response<T>, Status> {
+        let ctx = call::context(metadata);
+        let result = op(&self.service, &call::credentials(metadata), &ctx).await;
+        call::finish(&ctx, result)
     }
 }
 
@@ -106,25 +118,20 @@ impl ConversationService for GrpcApi {
         &self,
         request: Request<CreateConversationRequest>,
     ) -> Result<Response<CreateConversationResponse>, Status> {
-        let (ctx, credentials) = (
-            call::context(request.metadata()),
-            call::credentials(request.metadata()),
-        );
         let input = params::uuid("repoId", &request.get_ref().repo_id).and_then(|repo_id| {
             Ok(CreateConversation {
                 repo_id,
                 idempotency_key: call::idempotency_key(request.metadata())?,
             })
         });
-        let result = self
-            .service
-            .create_conversation(&credentials, input, &ctx)
-            .await
-            .map(|row| CreateConversationResponse {
+        self.call_with_credentials(request.metadata(), async |service, credentials, ctx| {
+            let row = service.create_conversation(credentials, input, ctx).await?;
+            Ok(CreateConversationResponse {
                 conversation_id: row.id.to_string(),
                 conversation: Some(conversation_pb(row)),
-            });
-        call::finish(&ctx, result)
+            })
+        })
+        .await
     }
 
     async fn list_conversations(
@@ -204,12 +211,12 @@ impl ConversationService for GrpcApi {
             &r.model,
             pb::OnDisconnect::Cancel,
         );
-        let (ctx, credentials) = (
-            call::context(request.metadata()),
-            call::credentials(request.metadata()),
-        );
-        let turn = self.service.prompt(&credentials, input, &ctx).await;
-        call::finish(&ctx, turn.map(messages::turn_pb))
+        self.call_with_credentials(request.metadata(), async |service, credentials, ctx| {
+            Ok(messages::turn_pb(
+                service.prompt(credentials, input, ctx).await?,
+            ))
+        })
+        .await
     }
 
     async fn list_messages(
@@ -238,12 +245,11 @@ impl ConversationService for GrpcApi {
         let r = request.get_ref();
         let input =
             messages::prompt_input(&r.conversation_id, &r.prompt, &r.model, r.on_disconnect());
-        let (ctx, credentials) = (
-            call::context(request.metadata()),
-            call::credentials(request.metadata()),
-        );
-        let events = self.service.prompt_stream(&credentials, input, &ctx).await;
-        let response = call::finish(&ctx, events)?;
+        let response = self
+            .call_with_credentials(request.metadata(), async |service, credentials, ctx| {
+                service.prompt_stream(credentials, input, ctx).await
+            })
+            .await?;
         Ok(with_turn_id(response, messages::prompt_event))
     }
 

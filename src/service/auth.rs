@@ -68,6 +68,23 @@ impl Service {
         check_token(&self.store, owner)
     }
 
+    /// Rule 2 for an operation that finds its caller itself (rule 1 comes
+    /// with what it reads first): the adapter's parse, whose error is told
+    /// only to a known caller.
+    pub(super) async fn parsed<T>(
+        &self,
+        credentials: &Credentials,
+        input: Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        match input {
+            Ok(input) => Ok(input),
+            Err(invalid) => {
+                self.authenticate(credentials).await?;
+                Err(invalid)
+            }
+        }
+    }
+
     /// Who a credential names, to be looked up along with what an operation
     /// reads (rule 1 then judged by [`Service::holder_caller`]): a verified
     /// JWT's subject, or an API token's hash.

@@ -64,13 +64,7 @@ impl Service {
     ) -> Result<Conversation, ApiError> {
         // 1 and 2. With a well-formed request, the token is checked by the
         // statement that writes.
-        let input = match input {
-            Ok(input) => input,
-            Err(invalid) => {
-                self.authenticate(credentials).await?;
-                return Err(invalid);
-            }
-        };
+        let input = self.parsed(credentials, input).await?;
         let token = credentials.token()?;
         let known = if let Some(user_id) = self.jwt_subject(token)? {
             Some(self.user_caller(user_id).await?)

@@ -205,13 +205,7 @@ impl Service {
         ctx: &RequestContext,
     ) -> Result<(Caller, PreparedPrompt), ApiError> {
         // 1 and 2: the caller, then the adapter's parse.
-        let input = match input {
-            Ok(input) => input,
-            Err(invalid) => {
-                self.authenticate(credentials).await?;
-                return Err(invalid);
-            }
-        };
+        let input = self.parsed(credentials, input).await?;
         let id = input.conversation_id;
         let found = self
             .store
