@@ -2,22 +2,20 @@
 //! (both messages and the conversation's totals) in one transaction.
 
 use chrono::{DateTime, Utc};
-use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{Query, QueryFragment, QueryId};
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use diesel::sqlite::Sqlite;
-use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection as _};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::FutureExt as _;
 use uuid::Uuid;
 
-use super::prepared::Prepared;
+use super::prepared::{Prepared, execute_on_sqlite};
 use super::schema::{conversations, messages, workspace_members};
 use super::types::{DbJson, DbTime, DbUuid, SqlJson, SqlTime, SqlUuid, coalesce};
-use super::usage::pipelined_usage;
 use super::{Conn, Store, StoreError};
 use crate::domain::{Access, MessageRole};
-use crate::{with_conn, write_tx};
+use crate::with_conn;
 
 /// A stored message.
 #[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, serde::Deserialize)]
@@ -79,14 +77,6 @@ impl Version {
             tokens_out: row.tokens_out,
         }
     }
-
-    fn from_row((at, tokens_in, tokens_out): (DateTime<Utc>, i64, i64)) -> Version {
-        Version {
-            at,
-            tokens_in,
-            tokens_out,
-        }
-    }
 }
 
 /// A stored turn: the number (`seq`) of its user's message (the model's is
@@ -95,13 +85,6 @@ impl Version {
 pub struct TurnStored {
     pub seq: i64,
     pub version: Version,
-}
-
-/// A message's number, as `RETURNING` gives it.
-#[derive(QueryableByName)]
-struct Numbered {
-    #[diesel(sql_type = BigInt)]
-    seq: i64,
 }
 
 impl Store {
@@ -192,63 +175,31 @@ impl Store {
         .await
     }
 
-    /// Records a prompt's turn: adds the usage to the conversation and titles
-    /// it if untitled, in one UPDATE (which locks its row, so concurrent
-    /// turns of one conversation queue here), and appends the two messages
-    /// after its last one. Returns what it stored, or nothing, writing
-    /// nothing, if the conversation is gone or deleted.
+    /// Records a prompt's turn: adds the usage to the conversation, titles it
+    /// if untitled and takes the next two message numbers, in one UPDATE
+    /// (which locks its row, so concurrent turns of one conversation queue
+    /// here), then writes the two messages and the turn's usage. One
+    /// statement on PostgreSQL ([`PG_TURN`]), one write transaction on
+    /// SQLite. Returns what it stored, or nothing, writing nothing, if the
+    /// conversation is gone or deleted.
     pub async fn record_turn(&self, turn: NewTurn) -> Result<Option<TurnStored>, StoreError> {
-        if self.sqlite_writer().is_none() {
-            let begin = std::sync::Arc::<str>::from(self.begin_sql());
-            return self
-                .run_in_own_transaction(move |conn| {
-                    async move {
-                        let Conn::Pg(pg) = conn else {
-                            return Err(StoreError::Internal("not a PostgreSQL connection".into()));
-                        };
-                        turn_on_postgres(pg, &begin, &turn).await
-                    }
-                    .boxed()
+        if let Some(writer) = self.sqlite_writer() {
+            let gate = writer.gate().clone();
+            let stored = writer
+                .run(move |c| {
+                    let _turn = gate.blocking_lock();
+                    c.immediate_transaction(|c| turn_on_sqlite(c, &turn))
                 })
                 .await;
+            self.note_write(&stored);
+            return stored;
         }
         self.run(move |conn| {
             async move {
-                let id = SqlUuid(turn.conversation_id);
-                let last = messages::table
-                    .filter(messages::conversation_id.eq(id))
-                    .select(diesel::dsl::max(messages::seq));
-                write_tx!(&mut *conn, |c| {
-                    let Some(version) = totals_update(&turn)
-                        .get_result::<(DateTime<Utc>, i64, i64)>(c)
-                        .await
-                        .optional()?
-                    else {
-                        return Ok(None);
-                    };
-                    let seq = last.first::<Option<i64>>(c).await?.unwrap_or(0);
-                    for (offset, m) in [(1, &turn.user), (2, &turn.assistant)] {
-                        diesel::insert_into(messages::table)
-                            .values((
-                                messages::id.eq(SqlUuid(m.id)),
-                                messages::conversation_id.eq(id),
-                                messages::seq.eq(seq + offset),
-                                messages::role.eq(m.role.as_str()),
-                                messages::content.eq(&m.content),
-                                messages::model.eq(&m.model),
-                                messages::token_count.eq(m.token_count),
-                                messages::metadata.eq(SqlJson(m.metadata.clone())),
-                                messages::created_at.eq(SqlTime(turn.at)),
-                            ))
-                            .execute(c)
-                            .await?;
-                    }
-                    crate::write_usage!(c, &turn.usage);
-                    Ok(Some(TurnStored {
-                        seq: seq + 1,
-                        version: Version::from_row(version),
-                    }))
-                })
+                let Conn::Pg(c) = conn else {
+                    return Err(StoreError::Internal("SQLite turns go to its writer".into()));
+                };
+                turn_on_postgres(c, &turn).await
             }
             .boxed()
         })
@@ -256,15 +207,91 @@ impl Store {
     }
 }
 
-/// A turn's usage added to its conversation, which is titled if untitled:
-/// one UPDATE, which holds the conversation's row until the turn commits,
-/// and returns the conversation's new [`Version`]. Kept prepared (diesel
-/// would prepare an UPDATE anew every time).
+/// Records a turn on SQLite's writer thread, inside its write transaction:
+/// the totals UPDATE (which numbers the messages), both messages, its usage.
+/// One job on one thread, where each statement was a hop to a blocking
+/// thread and back.
+fn turn_on_sqlite(
+    c: &mut SqliteConnection,
+    turn: &NewTurn,
+) -> Result<Option<TurnStored>, StoreError> {
+    use diesel::RunQueryDsl as Sync;
+    let Some(row) =
+        Sync::get_result::<(DateTime<Utc>, i64, i64, i64)>(totals_update(turn), c).optional()?
+    else {
+        return Ok(None);
+    };
+    let stored = TurnRow::from(row).stored();
+    let id = SqlUuid(turn.conversation_id);
+    for (seq, m) in [(stored.seq, &turn.user), (stored.seq + 1, &turn.assistant)] {
+        Sync::execute(
+            diesel::insert_into(messages::table).values((
+                messages::id.eq(SqlUuid(m.id)),
+                messages::conversation_id.eq(id),
+                messages::seq.eq(seq),
+                messages::role.eq(m.role.as_str()),
+                messages::content.eq(&m.content),
+                messages::model.eq(&m.model),
+                messages::token_count.eq(m.token_count),
+                messages::metadata.eq(SqlJson(m.metadata.clone())),
+                messages::created_at.eq(SqlTime(turn.at)),
+            )),
+            c,
+        )?;
+    }
+    crate::write_usage!(&turn.usage, |q| execute_on_sqlite(q, c));
+    Ok(Some(stored))
+}
+
+/// What a turn's write returns: the conversation's version it left and the
+/// number of its last message (the model's).
+#[derive(QueryableByName)]
+struct TurnRow {
+    #[diesel(sql_type = DbTime)]
+    last_updated_at: DateTime<Utc>,
+    #[diesel(sql_type = BigInt)]
+    tokens_in: i64,
+    #[diesel(sql_type = BigInt)]
+    tokens_out: i64,
+    #[diesel(sql_type = BigInt)]
+    last_seq: i64,
+}
+
+impl From<(DateTime<Utc>, i64, i64, i64)> for TurnRow {
+    fn from(
+        (last_updated_at, tokens_in, tokens_out, last_seq): (DateTime<Utc>, i64, i64, i64),
+    ) -> Self {
+        TurnRow {
+            last_updated_at,
+            tokens_in,
+            tokens_out,
+            last_seq,
+        }
+    }
+}
+
+impl TurnRow {
+    fn stored(self) -> TurnStored {
+        TurnStored {
+            seq: self.last_seq - 1,
+            version: Version {
+                at: self.last_updated_at,
+                tokens_in: self.tokens_in,
+                tokens_out: self.tokens_out,
+            },
+        }
+    }
+}
+
+/// A turn's usage added to its conversation (on SQLite), which is titled
+/// if untitled and gives the turn's two messages their numbers: one UPDATE,
+/// which holds the conversation's row until the turn commits, and returns
+/// what [`TurnRow`] holds. Kept prepared (diesel would prepare an UPDATE
+/// anew every time).
 fn totals_update(
     turn: &NewTurn,
 ) -> Prepared<
-    impl Query<SqlType = (DbTime, BigInt, BigInt)>
-    + QueryFragment<Pg>
+    impl Query<SqlType = (DbTime, BigInt, BigInt, BigInt)>
     + QueryFragment<Sqlite>
     + QueryId
     + Send
@@ -280,87 +307,108 @@ fn totals_update(
                 conversations::tokens_out.eq(conversations::tokens_out + turn.tokens_out),
                 conversations::last_updated_at.eq(SqlTime(turn.at)),
                 conversations::title.eq(coalesce(conversations::title, turn.title.clone())),
+                conversations::last_seq.eq(conversations::last_seq + 2),
             ))
             .returning((
                 conversations::last_updated_at,
                 conversations::tokens_in,
                 conversations::tokens_out,
+                conversations::last_seq,
             )),
     )
 }
 
-/// Both messages of a turn in one statement on PostgreSQL, numbered after
-/// the conversation's last. It runs once the turn's UPDATE holds the
-/// conversation's row, so it sees every message of a turn that held the row
-/// before (a statement's snapshot starts with it), and no other turn can
-/// number in between.
-const PG_MESSAGES: &str = "WITH last AS (SELECT coalesce(max(seq), 0) AS seq FROM messages \
-     WHERE conversation_id = $1) \
-     INSERT INTO messages (id, conversation_id, seq, role, content, model, token_count, metadata, created_at) \
-     SELECT $2, $1, last.seq + 1, $3, $4, $5, $6, $7, $8 FROM last \
-     UNION ALL SELECT $9, $1, last.seq + 2, $10, $11, $12, $13, $14, $8 FROM last \
-     RETURNING seq";
-
-/// A turn on PostgreSQL, in a transaction opened by hand, in two round
-/// trips where a statement at a time took nine: `BEGIN`, the UPDATE, both
-/// messages, the ledger rows, the rollups and the budgets' settlement are
-/// sent at once (pipelined: the connection runs them in the order sent, so
-/// the messages are numbered once the UPDATE holds the row, and budgets
-/// are settled in their order); then `COMMIT`, or `ROLLBACK` if the
-/// conversation is gone (the UPDATE matched nothing) or a statement failed.
+/// A whole turn on PostgreSQL in one statement (one round trip, atomic by
+/// itself, no `BEGIN` or `COMMIT`): the totals UPDATE of [`totals_update`]
+/// (`turn`), which holds the conversation's row and numbers the turn's
+/// messages, then, only if it matched a live conversation, both messages,
+/// the ledger rows, the rollups (added to), and the budgets' settlement (in
+/// the order given, so concurrent turns lock a budget's rows in one order).
 ///
-/// The `COMMIT` waits for the replies rather than going with the rest: on a
-/// connection's first turn its statements are prepared first (a round trip
-/// each, in the order sent), and a `COMMIT` sent along would overtake them
-/// (tried: concurrent turns then numbered their messages outside the lock).
+/// The messages are numbered from the row's `last_seq` as the UPDATE left
+/// it, never from the messages table: a statement's snapshot is taken when
+/// it starts, before the UPDATE may wait for a turn holding the row, so it
+/// would not see that turn's messages. The ledger and rollup rows come as
+/// JSON arrays whose keys are their columns (`jsonb_populate_recordset`), the
+/// settlement as arrays, so one prepared text serves any number of each.
+const PG_TURN: &str = "WITH turn AS (\
+     UPDATE conversations SET tokens_in = tokens_in + $2, tokens_out = tokens_out + $3, \
+     last_updated_at = $4, title = coalesce(title, $5), last_seq = last_seq + 2 \
+     WHERE id = $1 AND deleted_at IS NULL \
+     RETURNING last_updated_at, tokens_in, tokens_out, last_seq), \
+   written AS (INSERT INTO messages \
+     (id, conversation_id, seq, role, content, model, token_count, metadata, created_at) \
+     SELECT $6, $1, turn.last_seq - 1, $7, $8, $9, $10, $11, $4 FROM turn \
+     UNION ALL SELECT $12, $1, turn.last_seq, $13, $14, $15, $16, $17, $4 FROM turn), \
+   ledger AS (INSERT INTO usage_ledger \
+     SELECT r.* FROM turn, jsonb_populate_recordset(NULL::usage_ledger, $18) AS r), \
+   rollups AS (INSERT INTO usage_rollups AS u \
+     SELECT r.* FROM turn, jsonb_populate_recordset(NULL::usage_rollups, $19) AS r \
+     ON CONFLICT (conversation_id, user_id, grain, bucket, ai_llm_id, llm_type, llm_model, host) \
+     DO UPDATE SET tokens_in = u.tokens_in + excluded.tokens_in, \
+     tokens_out = u.tokens_out + excluded.tokens_out, \
+     llm_tokens_in = u.llm_tokens_in + excluded.llm_tokens_in, \
+     llm_tokens_out = u.llm_tokens_out + excluded.llm_tokens_out, \
+     api_calls = u.api_calls + excluded.api_calls, latency_ms = u.latency_ms + excluded.latency_ms, \
+     violations = u.violations + excluded.violations, alerts = u.alerts + excluded.alerts, \
+     blocks = u.blocks + excluded.blocks, severity_low = u.severity_low + excluded.severity_low, \
+     severity_medium = u.severity_medium + excluded.severity_medium, \
+     severity_high = u.severity_high + excluded.severity_high), \
+   released AS (DELETE FROM budget_reservations WHERE id = ANY($20) AND EXISTS (SELECT FROM turn)), \
+   spent AS (INSERT INTO budget_spend AS b (budget_id, period_start, used) \
+     SELECT s.budget_id, s.period_start, $23 FROM turn, \
+     unnest($21, $22) WITH ORDINALITY AS s(budget_id, period_start, n) ORDER BY s.n \
+     ON CONFLICT (budget_id, period_start) DO UPDATE SET used = b.used + excluded.used) \
+   SELECT last_updated_at, tokens_in, tokens_out, last_seq FROM turn";
+
+/// Records a turn with [`PG_TURN`]; nothing if the conversation is gone.
 async fn turn_on_postgres(
     c: &mut AsyncPgConnection,
-    begin: &str,
     turn: &NewTurn,
 ) -> Result<Option<TurnStored>, StoreError> {
-    let c: &AsyncPgConnection = c;
     let (user, assistant) = (&turn.user, &turn.assistant);
-    let both = Prepared(
-        diesel::sql_query(PG_MESSAGES)
+    let usage = &turn.usage;
+    let json = |rows: serde_json::Result<serde_json::Value>| {
+        rows.map(SqlJson)
+            .map_err(|e| StoreError::Internal(format!("a turn's usage as JSON: {e}")))
+    };
+    let (ledger, rollups) = (
+        json(serde_json::to_value(&usage.ledger))?,
+        json(serde_json::to_value(&usage.rollups))?,
+    );
+    let (reservations, spent, tokens) = match &usage.settle {
+        Some(s) => (s.reservations.clone(), s.spent().to_vec(), s.tokens),
+        None => (Vec::new(), Vec::new(), 0),
+    };
+    let (budgets, periods): (Vec<SqlUuid>, Vec<SqlTime>) = spent.into_iter().unzip();
+    Ok(Prepared(
+        diesel::sql_query(PG_TURN)
             .bind::<DbUuid, _>(SqlUuid(turn.conversation_id))
+            .bind::<BigInt, _>(turn.tokens_in)
+            .bind::<BigInt, _>(turn.tokens_out)
+            .bind::<DbTime, _>(SqlTime(turn.at))
+            .bind::<Nullable<Text>, _>(turn.title.clone())
             .bind::<DbUuid, _>(SqlUuid(user.id))
             .bind::<Text, _>(user.role.as_str())
-            .bind::<Text, _>(&user.content)
-            .bind::<Text, _>(&user.model)
+            .bind::<Text, _>(user.content.clone())
+            .bind::<Text, _>(user.model.clone())
             .bind::<BigInt, _>(user.token_count)
             .bind::<DbJson, _>(SqlJson(user.metadata.clone()))
-            .bind::<DbTime, _>(SqlTime(turn.at))
             .bind::<DbUuid, _>(SqlUuid(assistant.id))
             .bind::<Text, _>(assistant.role.as_str())
-            .bind::<Text, _>(&assistant.content)
-            .bind::<Text, _>(&assistant.model)
+            .bind::<Text, _>(assistant.content.clone())
+            .bind::<Text, _>(assistant.model.clone())
             .bind::<BigInt, _>(assistant.token_count)
-            .bind::<DbJson, _>(SqlJson(assistant.metadata.clone())),
-    );
-    let update = async {
-        totals_update(turn)
-            .get_result::<(DateTime<Utc>, i64, i64)>(&mut &*c)
-            .await
-            .optional()
-    };
-    let insert = async { both.load::<Numbered>(&mut &*c).await };
-    let usage = futures_util::future::join_all(pipelined_usage(c, &turn.usage));
-    let begun = async { (&mut &*c).batch_execute(begin).await };
-    let (begun, updated, numbered, usage) = tokio::join!(biased; begun, update, insert, usage);
-    let written = begun.map_err(StoreError::from).and_then(|()| {
-        // Gone: what follows the UPDATE (even its errors) is rolled back.
-        let Some(version) = updated? else {
-            return Ok(None);
-        };
-        let seq = numbered?.iter().map(|n| n.seq).min();
-        usage.into_iter().try_for_each(|r| r.map(drop))?;
-        let seq =
-            seq.ok_or_else(|| StoreError::Internal("a turn's messages were not numbered".into()))?;
-        Ok(Some(TurnStored {
-            seq,
-            version: Version::from_row(version),
-        }))
-    });
-    let keep = matches!(written, Ok(Some(_)));
-    super::end_transaction(c, written, keep).await
+            .bind::<DbJson, _>(SqlJson(assistant.metadata.clone()))
+            .bind::<DbJson, _>(ledger)
+            .bind::<DbJson, _>(rollups)
+            .bind::<Array<DbUuid>, _>(reservations)
+            .bind::<Array<DbUuid>, _>(budgets)
+            .bind::<Array<DbTime>, _>(periods)
+            .bind::<BigInt, _>(tokens),
+    )
+    .get_result::<TurnRow>(c)
+    .await
+    .optional()?
+    .map(TurnRow::stored))
 }

@@ -529,7 +529,7 @@ impl Store {
                             .execute(c)
                             .await?;
                     }
-                    crate::write_usage!(c, &findings.usage);
+                    crate::write_usage!(&findings.usage, |q| q.execute(c).await);
                     Ok(())
                 })
             }

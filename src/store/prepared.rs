@@ -46,3 +46,53 @@ where
 }
 
 impl<Q, Conn> diesel::RunQueryDsl<Conn> for Prepared<Q> {}
+
+/// Runs a write on a plain (synchronous) SQLite connection, SQLite's writer
+/// thread's, keeping it prepared as the asynchronous connections do; returns
+/// how many rows it wrote.
+///
+/// diesel's synchronous `execute` hands the connection a reference to the
+/// statement, and a reference's `is_safe_to_cache_prepared` walks the
+/// statement instead of asking it: a [`Prepared`] upsert would be parsed
+/// anew every time (`turn_statements_are_prepared_once` saw it). A load
+/// hands the statement over itself, so the write runs as one, with
+/// `RETURNING 1` (a row per row written).
+pub fn execute_on_sqlite<Q>(statement: Q, c: &mut diesel::SqliteConnection) -> QueryResult<usize>
+where
+    Q: QueryFragment<diesel::sqlite::Sqlite> + QueryId,
+{
+    let written: Vec<i32> = diesel::RunQueryDsl::load(Counted(statement), c)?;
+    Ok(written.len())
+}
+
+/// A write with `RETURNING 1`, to be run as a load (see [`execute_on_sqlite`]).
+struct Counted<Q>(Q);
+
+impl<Q: QueryId> QueryId for Counted<Q> {
+    type QueryId = Counted<Q::QueryId>;
+    const HAS_STATIC_QUERY_ID: bool = Q::HAS_STATIC_QUERY_ID;
+}
+
+impl<Q> Query for Counted<Q> {
+    type SqlType = diesel::sql_types::Integer;
+}
+
+impl<Q> QueryFragment<diesel::sqlite::Sqlite> for Counted<Q>
+where
+    Q: QueryFragment<diesel::sqlite::Sqlite>,
+{
+    fn walk_ast<'b>(
+        &'b self,
+        mut pass: AstPass<'_, 'b, diesel::sqlite::Sqlite>,
+    ) -> QueryResult<()> {
+        self.0.walk_ast(pass.reborrow())?;
+        pass.push_sql(" RETURNING 1");
+        Ok(())
+    }
+
+    fn is_safe_to_cache_prepared(&self, backend: &diesel::sqlite::Sqlite) -> QueryResult<bool> {
+        self.0.is_safe_to_cache_prepared(backend)
+    }
+}
+
+impl<Q> diesel::RunQueryDsl<diesel::SqliteConnection> for Counted<Q> {}

@@ -107,6 +107,8 @@ diesel::table! {
         created_at -> DbTime,
         last_updated_at -> DbTime,
         deleted_at -> Nullable<DbTime>,
+        /// The `seq` of its last message (0 before its first).
+        last_seq -> BigInt,
     }
 }
 

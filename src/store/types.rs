@@ -39,12 +39,14 @@ pub struct DbTime;
 pub struct DbJson;
 
 /// A UUID to write or compare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, AsExpression)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, AsExpression, serde::Serialize)]
+#[serde(transparent)]
 #[diesel(sql_type = DbUuid)]
 pub struct SqlUuid(pub Uuid);
 
 /// A time to write or compare; see [`now`] for how times are made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, AsExpression)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, AsExpression, serde::Serialize)]
+#[serde(transparent)]
 #[diesel(sql_type = DbTime)]
 pub struct SqlTime(pub DateTime<Utc>);
 

@@ -6,9 +6,8 @@ use chrono::{DateTime, Utc};
 use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use futures_util::FutureExt as _;
-use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use diesel::pg::Pg;
@@ -23,8 +22,9 @@ use super::types::{SqlTime, SqlUuid};
 use super::{Store, StoreError};
 use crate::{with_conn, write_tx};
 
-/// One model call, for the ledger.
-#[derive(Debug, Clone, Insertable)]
+/// One model call, for the ledger (serialized with its columns' names, as
+/// PostgreSQL's turn statement reads it).
+#[derive(Debug, Clone, Insertable, serde::Serialize)]
 #[diesel(table_name = super::schema::usage_ledger)]
 pub struct NewUsage {
     pub id: SqlUuid,
@@ -49,8 +49,9 @@ pub struct NewUsage {
 }
 
 /// What one time bucket of one dimension set adds up to (a row of
-/// `usage_rollups`; written as a delta, read as a total).
-#[derive(Debug, Clone, Insertable, Queryable, Selectable)]
+/// `usage_rollups`; written as a delta, read as a total). Serialized with
+/// its columns' names, as PostgreSQL's turn statement reads it.
+#[derive(Debug, Clone, Insertable, Queryable, Selectable, serde::Serialize)]
 #[diesel(table_name = usage_rollups, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
 pub struct Rollup {
     pub grain: String,
@@ -194,63 +195,39 @@ pub(crate) fn spend_upsert(
     )
 }
 
-/// Writes a [`UsageWrite`] on `$c`, inside the caller's transaction: the
-/// ledger rows, the rollups (added to), then the budget settlement (its
+/// Writes a [`UsageWrite`] inside the caller's transaction: the ledger
+/// rows, the rollups (added to), then the budget settlement (its
 /// reservations go, what the turn used is added to each budget's period),
 /// one statement at a time in the order given, so that concurrent turns
-/// lock a budget's rows in one order.
+/// lock a budget's rows in one order. `$exec` runs the statement `$q`:
+/// `write_usage!(&usage, |q| q.execute(c).await)` on diesel-async,
+/// `write_usage!(&usage, |q| execute_on_sqlite(q, c))` on SQLite's
+/// writer thread. PostgreSQL's turn writes the same in its one statement
+/// (`store::messages::PG_TURN`).
 #[macro_export]
 macro_rules! write_usage {
-    ($c:ident, $usage:expr) => {{
+    ($usage:expr, |$q:ident| $exec:expr) => {{
         use $crate::store::usage::{ledger_insert, release_hold, rollup_upsert, spend_upsert};
         let usage: &$crate::store::usage::UsageWrite = $usage;
         for row in &usage.ledger {
-            ledger_insert(row).execute($c).await?;
+            let $q = ledger_insert(row);
+            $exec?;
         }
         for row in &usage.rollups {
-            rollup_upsert(row).execute($c).await?;
+            let $q = rollup_upsert(row);
+            $exec?;
         }
         if let Some(s) = &usage.settle {
             for id in &s.reservations {
-                release_hold(*id).execute($c).await?;
+                let $q = release_hold(*id);
+                $exec?;
             }
             for (budget, start) in s.spent() {
-                spend_upsert(*budget, *start, s.tokens).execute($c).await?;
+                let $q = spend_upsert(*budget, *start, s.tokens);
+                $exec?;
             }
         }
     }};
-}
-
-/// The statements of a [`UsageWrite`] on PostgreSQL, as [`write_usage!`]
-/// writes them and in its order, to be sent at once (pipelined) inside the
-/// caller's transaction: one connection runs them in the order sent.
-pub(crate) fn pipelined_usage<'a>(
-    c: &'a AsyncPgConnection,
-    usage: &'a UsageWrite,
-) -> Vec<BoxFuture<'a, QueryResult<usize>>> {
-    let mut writes: Vec<BoxFuture<'a, QueryResult<usize>>> = Vec::new();
-    for row in &usage.ledger {
-        writes.push(async move { ledger_insert(row).execute(&mut &*c).await }.boxed());
-    }
-    for row in &usage.rollups {
-        writes.push(async move { rollup_upsert(row).execute(&mut &*c).await }.boxed());
-    }
-    if let Some(s) = &usage.settle {
-        for id in &s.reservations {
-            writes.push(async move { release_hold(*id).execute(&mut &*c).await }.boxed());
-        }
-        for (budget, start) in s.spent() {
-            writes.push(
-                async move {
-                    spend_upsert(*budget, *start, s.tokens)
-                        .execute(&mut &*c)
-                        .await
-                }
-                .boxed(),
-            );
-        }
-    }
-    writes
 }
 
 /// Whose usage a statistics query may see, within one organization.
@@ -409,7 +386,7 @@ impl Store {
         self.run(move |conn| {
             async move {
                 write_tx!(&mut *conn, |c| {
-                    crate::write_usage!(c, &usage);
+                    crate::write_usage!(&usage, |q| q.execute(c).await);
                     Ok(())
                 })
             }

@@ -1,6 +1,6 @@
 //! SQLite's writer: one thread with a connection of its own, doing the
-//! store's hot write (a create: its lookup, its rules and its transaction) one
-//! job after another, in the order they come.
+//! store's hot writes (a create: its lookup, its rules and its transaction;
+//! a prompt's turn) one job after another, in the order they come.
 //!
 //! SQLite lets one writer in at a time anyway. Before this, every create took
 //! a pooled connection to a blocking thread and queued at the write gate
@@ -10,7 +10,7 @@
 //! one thread keeps its cache warm, and under load it takes the next job
 //! without sleeping.
 //!
-//! Other writes (deletes, turns, sweeps) still take pooled connections and
+//! Other writes (deletes, sweeps, ...) still take pooled connections and
 //! the [`WriteGate`]; a job takes the gate too, for the part that writes.
 //! A job runs to its end whatever its caller does, so a caller that goes away
 //! cannot cut a transaction short; a job whose caller went away before its
