@@ -184,13 +184,7 @@ impl Store {
     /// conversation is gone or deleted.
     pub async fn record_turn(&self, turn: NewTurn) -> Result<Option<TurnStored>, StoreError> {
         if let Some(writer) = self.sqlite_writer() {
-            let gate = writer.gate().clone();
-            let stored = writer
-                .run(move |c| {
-                    let _turn = gate.blocking_lock();
-                    c.immediate_transaction(|c| turn_on_sqlite(c, &turn))
-                })
-                .await;
+            let stored = writer.write(move |c| turn_on_sqlite(c, &turn)).await;
             self.note_write(&stored);
             return stored;
         }

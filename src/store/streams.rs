@@ -9,7 +9,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::FutureExt as _;
 use uuid::Uuid;
 
-use super::prepared::Prepared;
+use super::prepared::{Prepared, execute_on_sqlite};
 use super::schema::{prompt_stream_events, prompt_streams, service_replicas};
 use super::types::{DbTime, DbUuid, SqlTime, SqlUuid};
 use super::{Conn, Store, StoreError};
@@ -48,28 +48,31 @@ pub struct StreamRead {
 
 impl Store {
     /// Logs the start of a streamed turn: one INSERT (on PostgreSQL on its
-    /// own, without a transaction around it).
+    /// own, without a transaction around it; on SQLite, a job of its writer
+    /// thread).
     pub async fn start_stream(&self, row: StreamRow) -> Result<(), StoreError> {
+        let insert = diesel::insert_into(prompt_streams::table).values((
+            prompt_streams::turn_id.eq(SqlUuid(row.turn_id)),
+            prompt_streams::conversation_id.eq(SqlUuid(row.conversation_id)),
+            prompt_streams::user_id.eq(SqlUuid(row.user_id)),
+            prompt_streams::replica_id.eq(SqlUuid(row.replica_id)),
+            prompt_streams::started_at.eq(SqlTime(row.started_at)),
+            prompt_streams::expires_at.eq(SqlTime(row.expires_at)),
+        ));
+        if let Some(writer) = self.sqlite_writer() {
+            let started = writer
+                .write(move |c| Ok(diesel::RunQueryDsl::execute(insert, c).map(drop)?))
+                .await;
+            self.note_write(&started);
+            return started;
+        }
         self.run(move |conn| {
             async move {
-                let insert = diesel::insert_into(prompt_streams::table).values((
-                    prompt_streams::turn_id.eq(SqlUuid(row.turn_id)),
-                    prompt_streams::conversation_id.eq(SqlUuid(row.conversation_id)),
-                    prompt_streams::user_id.eq(SqlUuid(row.user_id)),
-                    prompt_streams::replica_id.eq(SqlUuid(row.replica_id)),
-                    prompt_streams::started_at.eq(SqlTime(row.started_at)),
-                    prompt_streams::expires_at.eq(SqlTime(row.expires_at)),
-                ));
-                match conn {
-                    Conn::Pg(c) => {
-                        insert.execute(c).await?;
-                        Ok(())
-                    }
-                    sqlite => write_tx!(sqlite, |c| {
-                        insert.execute(c).await?;
-                        Ok(())
-                    }),
-                }
+                let Conn::Pg(c) = conn else {
+                    return Err(StoreError::Internal("SQLite logs go to its writer".into()));
+                };
+                insert.execute(c).await?;
+                Ok(())
             }
             .boxed()
         })
@@ -80,46 +83,26 @@ impl Store {
     /// turn is over (at, and kept until). On PostgreSQL that is one
     /// statement whatever the number of events (their columns as arrays,
     /// unnested), so one round trip and one prepared statement; on SQLite,
-    /// a row at a time in one transaction.
+    /// a row at a time in one transaction, a job of its writer thread.
     pub async fn append_stream(
         &self,
         turn_id: Uuid,
         events: Vec<StreamEventRow>,
         finished: Option<(DateTime<Utc>, DateTime<Utc>)>,
     ) -> Result<(), StoreError> {
+        if let Some(writer) = self.sqlite_writer() {
+            let appended = writer
+                .write(move |c| append_on_sqlite(c, turn_id, &events, finished))
+                .await;
+            self.note_write(&appended);
+            return appended;
+        }
         self.run(move |conn| {
             async move {
-                if let Conn::Pg(c) = conn {
-                    return append_on_postgres(c, turn_id, &events, finished).await;
-                }
-                write_tx!(&mut *conn, |c| {
-                    for e in &events {
-                        diesel::insert_into(prompt_stream_events::table)
-                            .values((
-                                prompt_stream_events::turn_id.eq(SqlUuid(turn_id)),
-                                prompt_stream_events::seq.eq(e.seq),
-                                prompt_stream_events::kind.eq(&e.kind),
-                                prompt_stream_events::data.eq(&e.data),
-                            ))
-                            .execute(c)
-                            .await?;
-                    }
-                    if let Some((at, until)) = finished {
-                        Prepared(
-                            diesel::update(
-                                prompt_streams::table
-                                    .filter(prompt_streams::turn_id.eq(SqlUuid(turn_id))),
-                            )
-                            .set((
-                                prompt_streams::finished_at.eq(Some(SqlTime(at))),
-                                prompt_streams::expires_at.eq(SqlTime(until)),
-                            )),
-                        )
-                        .execute(c)
-                        .await?;
-                    }
-                    Ok(())
-                })
+                let Conn::Pg(c) = conn else {
+                    return Err(StoreError::Internal("SQLite logs go to its writer".into()));
+                };
+                append_on_postgres(c, turn_id, &events, finished).await
             }
             .boxed()
         })
@@ -218,6 +201,39 @@ const PG_APPEND_FINISH: &str = concat!(
     pg_append!(),
     ") UPDATE prompt_streams SET finished_at = $5, expires_at = $6 WHERE turn_id = $1"
 );
+
+/// [`Store::append_stream`] on SQLite's writer thread, inside its write
+/// transaction.
+fn append_on_sqlite(
+    c: &mut diesel::SqliteConnection,
+    turn_id: Uuid,
+    events: &[StreamEventRow],
+    finished: Option<(DateTime<Utc>, DateTime<Utc>)>,
+) -> Result<(), StoreError> {
+    use diesel::RunQueryDsl as Sync;
+    for e in events {
+        Sync::execute(
+            diesel::insert_into(prompt_stream_events::table).values((
+                prompt_stream_events::turn_id.eq(SqlUuid(turn_id)),
+                prompt_stream_events::seq.eq(e.seq),
+                prompt_stream_events::kind.eq(&e.kind),
+                prompt_stream_events::data.eq(&e.data),
+            )),
+            c,
+        )?;
+    }
+    if let Some((at, until)) = finished {
+        let finish = diesel::update(
+            prompt_streams::table.filter(prompt_streams::turn_id.eq(SqlUuid(turn_id))),
+        )
+        .set((
+            prompt_streams::finished_at.eq(Some(SqlTime(at))),
+            prompt_streams::expires_at.eq(SqlTime(until)),
+        ));
+        execute_on_sqlite(Prepared(finish), c)?;
+    }
+    Ok(())
+}
 
 async fn append_on_postgres(
     c: &mut AsyncPgConnection,

@@ -1,6 +1,7 @@
 //! SQLite's writer: one thread with a connection of its own, doing the
 //! store's hot writes (a create: its lookup, its rules and its transaction;
-//! a prompt's turn) one job after another, in the order they come.
+//! a prompt's turn; a stream's log) one job after another, in the order
+//! they come.
 //!
 //! SQLite lets one writer in at a time anyway. Before this, every create took
 //! a pooled connection to a blocking thread and queued at the write gate
@@ -70,6 +71,21 @@ impl Writer {
     /// The gate every SQLite write takes its turn at.
     pub fn gate(&self) -> &WriteGate {
         &self.gate
+    }
+
+    /// Runs `op` in a write transaction (`BEGIN IMMEDIATE`) on the writer's
+    /// connection, at the write gate, once the jobs before it are done.
+    pub async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let gate = self.gate.clone();
+        self.run(move |c| {
+            let _turn = gate.blocking_lock();
+            c.immediate_transaction(op)
+        })
+        .await
     }
 
     /// Runs `op` on the writer's connection once the jobs before it are done.
