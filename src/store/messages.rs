@@ -210,12 +210,10 @@ fn turn_on_sqlite(
     turn: &NewTurn,
 ) -> Result<Option<TurnStored>, StoreError> {
     use diesel::RunQueryDsl as Sync;
-    let Some(row) =
-        Sync::get_result::<(DateTime<Utc>, i64, i64, i64)>(totals_update(turn), c).optional()?
-    else {
+    let Some(row) = Sync::get_result::<TurnRow>(totals_update(turn), c).optional()? else {
         return Ok(None);
     };
-    let stored = TurnRow::from(row).stored();
+    let stored = row.stored();
     let id = SqlUuid(turn.conversation_id);
     for (seq, m) in [(stored.seq, &turn.user), (stored.seq + 1, &turn.assistant)] {
         Sync::execute(
@@ -239,7 +237,7 @@ fn turn_on_sqlite(
 
 /// What a turn's write returns: the conversation's version it left and the
 /// number of its last message (the model's).
-#[derive(QueryableByName)]
+#[derive(Queryable, QueryableByName)]
 struct TurnRow {
     #[diesel(sql_type = DbTime)]
     last_updated_at: DateTime<Utc>,
@@ -249,19 +247,6 @@ struct TurnRow {
     tokens_out: i64,
     #[diesel(sql_type = BigInt)]
     last_seq: i64,
-}
-
-impl From<(DateTime<Utc>, i64, i64, i64)> for TurnRow {
-    fn from(
-        (last_updated_at, tokens_in, tokens_out, last_seq): (DateTime<Utc>, i64, i64, i64),
-    ) -> Self {
-        TurnRow {
-            last_updated_at,
-            tokens_in,
-            tokens_out,
-            last_seq,
-        }
-    }
 }
 
 impl TurnRow {

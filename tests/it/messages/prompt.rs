@@ -625,7 +625,84 @@ async fn turn_statements_are_prepared_once(db: TestDb) {
     app.shutdown().await;
 }
 
+/// A turn whose last write fails (its rollups, refused by a trigger) stores
+/// nothing, over either transport: no message, no token, no ledger row, no
+/// message number taken, nothing kept for the next turn's context; the
+/// caller is told of a failure without its cause. The next turn is stored as
+/// if the failed ones never were.
+async fn a_turn_that_cannot_be_stored_leaves_nothing(db: TestDb) {
+    let (app, w, id, seen) = with_conversation(db, &["echo"]).await;
+    let refuse = match app.db.backend {
+        conversation_service::store::Backend::Postgres => {
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'trigger-refusal'; END $$; \
+             CREATE TRIGGER refuse BEFORE INSERT ON usage_rollups \
+             FOR EACH ROW EXECUTE FUNCTION refuse();"
+        }
+        conversation_service::store::Backend::Sqlite => {
+            "CREATE TRIGGER refuse BEFORE INSERT ON usage_rollups \
+             BEGIN SELECT RAISE(ABORT, 'trigger-refusal'); END;"
+        }
+    };
+    app.db.exec(refuse).await;
+    let body = json!({ "prompt": "lost", "model": "echo" });
+    let (status, reply) = prompt_rest(&app, &w.reader, id, body).await;
+    assert_eq!(status, 500, "{reply}");
+    assert!(!reply.to_string().contains("trigger-refusal"), "{reply}");
+    let refused = app
+        .grpc()
+        .await
+        .prompt_conversation(prompt_request(&w.reader, id, "lost too", "echo"))
+        .await
+        .expect_err("the turn is not stored");
+    assert_eq!(refused.code(), tonic::Code::Internal, "{refused:?}");
+    assert!(
+        !refused.message().contains("trigger-refusal"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        seen.lock().expect("seen").requests.len(),
+        2,
+        "the model was asked twice"
+    );
+    for table in ["messages", "usage_ledger", "usage_rollups"] {
+        let rows = app
+            .db
+            .scalar(&format!("SELECT count(*) FROM {table}"))
+            .await;
+        assert_eq!(rows, 0, "{table}");
+    }
+    let c = conversation(&app, &w.reader, id).await;
+    assert_eq!(c["tokensIn"], json!("0"), "{c}");
+    assert_eq!(c["tokensOut"], json!("0"), "{c}");
+    assert_eq!(c["title"], Value::Null, "{c}");
+
+    let pg = app.db.backend == conversation_service::store::Backend::Postgres;
+    let on = if pg { " ON usage_rollups" } else { "" };
+    app.db.exec(&format!("DROP TRIGGER refuse{on}")).await;
+    let body = json!({ "prompt": "kept", "model": "echo" });
+    let (status, reply) = prompt_rest(&app, &w.reader, id, body).await;
+    assert_eq!(status, 200, "{reply}");
+    let sent = seen.lock().expect("seen").requests[2]["messages"].clone();
+    assert_eq!(
+        fields(&sent, "content"),
+        ["kept"],
+        "nothing of the failed turns"
+    );
+    let (_, listed) = messages_rest(&app, &w.reader, id, "take=10").await;
+    assert_eq!(listed["total"], 2, "{listed}");
+    assert_eq!(
+        fields(&listed["messages"], "content"),
+        ["kept", "echo: kept"]
+    );
+    let seqs = "SELECT sum(seq) FROM messages";
+    assert_eq!(app.db.scalar(seqs).await, 3, "numbered 1 and 2");
+    assert_eq!(app.db.scalar("SELECT count(*) FROM usage_ledger").await, 1);
+    app.shutdown().await;
+}
+
 on_both_backends!(
+    a_turn_that_cannot_be_stored_leaves_nothing,
     context_is_the_latest_messages,
     kept_contexts_see_other_replicas,
     turn_statements_are_prepared_once,
