@@ -12,7 +12,8 @@
 //! configuration, or as the operator's `--provider-url`), prompts seeded
 //! conversations over gRPC and REST (plain, or streamed) and, taking turns
 //! with them, makes the same calls straight to the fake provider (the
-//! "direct" baseline: what the service adds is the difference). With
+//! "direct" baseline, the request the service sends a steady conversation's
+//! model: what the service adds is the difference). With
 //! `--history` the prompted conversations hold that many messages first, and
 //! listing their messages is timed as well.
 //!
@@ -42,6 +43,7 @@ use conversation_service::pb::{
     CreateConversationRequest, ListMessagesRequest, PromptConversationRequest,
     StreamPromptConversationRequest,
 };
+use conversation_service::service::messages::MAX_CONTEXT_MESSAGES;
 use conversation_service::store::admin::NewUser;
 use conversation_service::store::{Backend, Store, StoreOptions};
 use uuid::Uuid;
@@ -113,7 +115,9 @@ With --scenario prompt|stream it measures prompt turns instead (PromptConversati
 StreamPromptConversation over gRPC, POST /conversation/{id}/prompt over REST, plain or
 with Accept: text/event-stream) against a fake OpenAI-compatible provider it starts
 on 127.0.0.1, and beside them, taking turns, the same calls made straight to that
-provider (\"direct\": reqwest, the same concurrency). It prints per transport and
+provider (\"direct\": reqwest, the same concurrency, the same request the service
+sends once a conversation has had 100 turns: its latest 200 messages and the
+prompt). It prints per transport and
 clients: turns/s; latency p50/p99 with the direct p50/p99 and the service's added
 p50; for streams the time to the first piece (p50/p99, direct, added); errors;
 the server's CPU per turn (and per streamed piece), warm-up included; on PostgreSQL
@@ -1123,6 +1127,8 @@ const ADMIN_TOKEN: &str = "fbk_bench_admin";
 struct FakeProvider {
     /// The API base, `http://127.0.0.1:<port>/v1`.
     base: String,
+    /// The text of every reply (its pieces, joined).
+    reply: String,
 }
 
 /// The fake provider's replies, made once.
@@ -1150,6 +1156,7 @@ impl FakeProvider {
         let texts: Vec<String> = (0..pieces)
             .map(|i| format!("piece{:02} ", i % 100))
             .collect();
+        let reply = texts.concat();
         let usage = json!({
             "prompt_tokens": 50, "completion_tokens": pieces, "total_tokens": 50 + pieces,
         });
@@ -1160,7 +1167,7 @@ impl FakeProvider {
                     "model": MODEL,
                     "choices": [{
                         "index": 0, "finish_reason": "stop",
-                        "message": { "role": "assistant", "content": texts.concat() },
+                        "message": { "role": "assistant", "content": reply },
                     }],
                     "usage": usage,
                 })
@@ -1199,6 +1206,7 @@ impl FakeProvider {
         tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(FakeProvider {
             base: format!("http://{addr}/v1"),
+            reply,
         })
     }
 
@@ -1500,6 +1508,27 @@ impl TurnSeen {
     }
 }
 
+/// The messages the service sends the provider once a conversation has had
+/// 100 turns here (a tenth of a second at one client): its latest
+/// [`MAX_CONTEXT_MESSAGES`] messages, this load generator's prompts and the
+/// fake provider's replies in turn, then the prompt. The direct calls send
+/// the same, so that what the service adds is measured against the same
+/// request, not against a lone message (the first turn's).
+fn steady_context(fake: &FakeProvider) -> Vec<serde_json::Value> {
+    let mut messages: Vec<serde_json::Value> = (0..MAX_CONTEXT_MESSAGES)
+        .map(|i| {
+            let (role, content) = if i % 2 == 0 {
+                ("user", PROMPT)
+            } else {
+                ("assistant", fake.reply.as_str())
+            };
+            serde_json::json!({ "role": role, "content": content })
+        })
+        .collect();
+    messages.push(serde_json::json!({ "role": "user", "content": PROMPT }));
+    messages
+}
+
 /// One client's means of making turns against one target.
 struct TurnClient {
     target: Target,
@@ -1522,8 +1551,8 @@ fn carries_piece(data: &str) -> bool {
 
 impl TurnClient {
     /// The clients of one slice: client `i` prompts conversation `i mod n` as
-    /// its creator (direct: the same request body the service gets from the
-    /// fake provider's point of view, a lone user message), each with its own
+    /// its creator (direct: the request the service sends the fake provider
+    /// for a steady conversation, [`steady_context`]), each with its own
     /// HTTP/2 connection for gRPC, and a shared reqwest pool otherwise.
     async fn all(
         target: Target,
@@ -1547,7 +1576,7 @@ impl TurnClient {
                 None => {
                     let mut body = serde_json::json!({
                         "model": MODEL,
-                        "messages": [{ "role": "user", "content": PROMPT }],
+                        "messages": steady_context(fake),
                         "stream": plan.stream,
                     });
                     if plan.stream {

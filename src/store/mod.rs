@@ -356,6 +356,29 @@ impl Store {
         self.run_as(true, op).await
     }
 
+    /// [`Store::run`] for a read on the caller's own task: no task spawned,
+    /// so no hop to another worker thread and back. Only for operations that
+    /// write nothing and open no transaction: if the caller stops waiting,
+    /// the connection goes back with nothing left open (a reply still on its
+    /// way is discarded by the driver). Behind a transaction-mode pooler,
+    /// where every operation runs in a transaction, it is [`Store::run`].
+    pub async fn run_here<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'static,
+    {
+        if self.behind_transaction_pooler() {
+            return self.run(op).await;
+        }
+        let mut conn = self.conn().await?;
+        let result = op(&mut conn).await;
+        if let (Err(StoreError::Unavailable(_)), Conn::Pg(_)) = (&result, &conn) {
+            conn.discard();
+        }
+        self.health.note(&result);
+        result
+    }
+
     /// [`Store::run`] for an operation that opens its own transaction by hand
     /// (with [`Store::begin_sql`]): behind a transaction-mode pooler it is not
     /// wrapped in one.

@@ -43,7 +43,8 @@ impl Store {
     /// workspace (the membership joined). The caller's rules, visibility
     /// included, are the service's to apply ([`ConversationFilter::admits`]).
     /// Two statements: pipelined on PostgreSQL (one round trip), in one job
-    /// on SQLite. On the primary, as the token lookup always is (a revoked
+    /// on SQLite, on the caller's task ([`Store::run_here`]: it writes
+    /// nothing). On the primary, as the token lookup always is (a revoked
     /// token is refused at once).
     pub async fn find_holder_and_conversation(
         &self,
@@ -114,7 +115,7 @@ impl Store {
                 }
             }};
         }
-        self.run(move |conn| {
+        self.run_here(move |conn| {
             async move {
                 let (holder, conversation) = match conn {
                     Conn::Pg(c) => {
