@@ -184,9 +184,9 @@ impl Store {
     /// conversation is gone or deleted.
     pub async fn record_turn(&self, turn: NewTurn) -> Result<Option<TurnStored>, StoreError> {
         if let Some(writer) = self.sqlite_writer() {
-            let stored = writer.write(move |c| turn_on_sqlite(c, &turn)).await;
-            self.note_write(&stored);
-            return stored;
+            return self
+                .write_on(writer, move |c| turn_on_sqlite(c, &turn))
+                .await;
         }
         self.run(move |conn| {
             async move {
@@ -298,8 +298,8 @@ fn totals_update(
 }
 
 /// A whole turn on PostgreSQL in one statement (one round trip, atomic by
-/// itself, no `BEGIN` or `COMMIT`): the totals UPDATE of [`totals_update`]
-/// (`turn`), which holds the conversation's row and numbers the turn's
+/// itself, no `BEGIN` or `COMMIT`): SQLite's [`totals_update`] (`turn`),
+/// which holds the conversation's row and numbers the turn's
 /// messages, then, only if it matched a live conversation, both messages,
 /// the ledger rows, the rollups (added to), and the budgets' settlement (in
 /// the order given, so concurrent turns lock a budget's rows in one order).
@@ -366,17 +366,17 @@ async fn turn_on_postgres(
             .bind::<BigInt, _>(turn.tokens_in)
             .bind::<BigInt, _>(turn.tokens_out)
             .bind::<DbTime, _>(SqlTime(turn.at))
-            .bind::<Nullable<Text>, _>(turn.title.clone())
+            .bind::<Nullable<Text>, _>(turn.title.as_deref())
             .bind::<DbUuid, _>(SqlUuid(user.id))
             .bind::<Text, _>(user.role.as_str())
-            .bind::<Text, _>(user.content.clone())
-            .bind::<Text, _>(user.model.clone())
+            .bind::<Text, _>(&user.content)
+            .bind::<Text, _>(&user.model)
             .bind::<BigInt, _>(user.token_count)
             .bind::<DbJson, _>(SqlJson(user.metadata.clone()))
             .bind::<DbUuid, _>(SqlUuid(assistant.id))
             .bind::<Text, _>(assistant.role.as_str())
-            .bind::<Text, _>(assistant.content.clone())
-            .bind::<Text, _>(assistant.model.clone())
+            .bind::<Text, _>(&assistant.content)
+            .bind::<Text, _>(&assistant.model)
             .bind::<BigInt, _>(assistant.token_count)
             .bind::<DbJson, _>(SqlJson(assistant.metadata.clone()))
             .bind::<DbJson, _>(ledger)

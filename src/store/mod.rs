@@ -356,6 +356,23 @@ impl Store {
         self.run_as(true, op).await
     }
 
+    /// Runs `op` as one write transaction on SQLite's writer thread
+    /// (`writer`, from [`Store::sqlite_writer`]), its outcome noted for the
+    /// store's health as every write's is.
+    pub(crate) async fn write_on<T, F>(
+        &self,
+        writer: &writer::Writer,
+        op: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut diesel::SqliteConnection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let written = writer.write(op).await;
+        self.note_write(&written);
+        written
+    }
+
     /// [`Store::run`] for a read on the caller's own task: no task spawned,
     /// so no hop to another worker thread and back. Only for operations that
     /// write nothing and open no transaction: if the caller stops waiting,

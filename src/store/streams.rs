@@ -60,11 +60,8 @@ impl Store {
             prompt_streams::expires_at.eq(SqlTime(row.expires_at)),
         ));
         if let Some(writer) = self.sqlite_writer() {
-            let started = writer
-                .write(move |c| Ok(diesel::RunQueryDsl::execute(insert, c).map(drop)?))
-                .await;
-            self.note_write(&started);
-            return started;
+            let insert = move |c: &mut _| Ok(diesel::RunQueryDsl::execute(insert, c).map(drop)?);
+            return self.write_on(writer, insert).await;
         }
         self.run(move |conn| {
             async move {
@@ -91,11 +88,8 @@ impl Store {
         finished: Option<(DateTime<Utc>, DateTime<Utc>)>,
     ) -> Result<(), StoreError> {
         if let Some(writer) = self.sqlite_writer() {
-            let appended = writer
-                .write(move |c| append_on_sqlite(c, turn_id, &events, finished))
-                .await;
-            self.note_write(&appended);
-            return appended;
+            let append = move |c: &mut _| append_on_sqlite(c, turn_id, &events, finished);
+            return self.write_on(writer, append).await;
         }
         self.run(move |conn| {
             async move {
