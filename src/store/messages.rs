@@ -262,6 +262,14 @@ impl TurnRow {
     }
 }
 
+/// The numbers a turn takes: the two after the conversation's `last_seq`,
+/// or after its last message if that is further on. A message written
+/// without moving `last_seq` (by a replica still running the code before
+/// it, during a rolling upgrade, or by hand) is then never numbered over.
+/// On PostgreSQL the same is in [`PG_TURN`].
+const NEXT_TWO_SQLITE: &str = "max(last_seq, (SELECT coalesce(max(seq), 0) FROM messages \
+     WHERE messages.conversation_id = conversations.id)) + 2";
+
 /// A turn's usage added to its conversation (on SQLite), which is titled
 /// if untitled and gives the turn's two messages their numbers: one UPDATE,
 /// which holds the conversation's row until the turn commits, and returns
@@ -286,7 +294,7 @@ fn totals_update(
                 conversations::tokens_out.eq(conversations::tokens_out + turn.tokens_out),
                 conversations::last_updated_at.eq(SqlTime(turn.at)),
                 conversations::title.eq(coalesce(conversations::title, turn.title.clone())),
-                conversations::last_seq.eq(conversations::last_seq + 2),
+                conversations::last_seq.eq(diesel::dsl::sql::<BigInt>(NEXT_TWO_SQLITE)),
             ))
             .returning((
                 conversations::last_updated_at,
@@ -312,7 +320,9 @@ fn totals_update(
 /// settlement as arrays, so one prepared text serves any number of each.
 const PG_TURN: &str = "WITH turn AS (\
      UPDATE conversations SET tokens_in = tokens_in + $2, tokens_out = tokens_out + $3, \
-     last_updated_at = $4, title = coalesce(title, $5), last_seq = last_seq + 2 \
+     last_updated_at = $4, title = coalesce(title, $5), \
+     last_seq = greatest(last_seq, (SELECT coalesce(max(seq), 0) FROM messages \
+     WHERE conversation_id = $1)) + 2 \
      WHERE id = $1 AND deleted_at IS NULL \
      RETURNING last_updated_at, tokens_in, tokens_out, last_seq), \
    written AS (INSERT INTO messages \

@@ -424,23 +424,24 @@ async fn concurrent_prompts(db: TestDb) {
 }
 
 /// A turn's context is the conversation's latest 200 messages, oldest
-/// first (read newest first from the index, no count, no `OFFSET`).
+/// first (read newest first from the index, no count, no `OFFSET`). The 250
+/// messages are written by hand, without moving the conversation's
+/// `last_seq` (as a replica running older code would, during a rolling
+/// upgrade): the turn is still numbered after them.
 async fn context_is_the_latest_messages(db: TestDb) {
     let (app, w, id, seen) = with_conversation(db, &[]).await;
     let sql = match app.db.backend {
         conversation_service::store::Backend::Postgres => format!(
             "INSERT INTO messages (id, conversation_id, seq, role, content, model, token_count, metadata, created_at) \
              SELECT gen_random_uuid(), {c}, i, CASE WHEN i % 2 = 1 THEN 'user' ELSE 'assistant' END, \
-             'm' || i, 'echo', 1, '{{}}'::jsonb, now() FROM generate_series(1, 250) AS i; \
-             UPDATE conversations SET last_seq = 250 WHERE id = {c}",
+             'm' || i, 'echo', 1, '{{}}'::jsonb, now() FROM generate_series(1, 250) AS i",
             c = app.db.uuid_literal(id)
         ),
         conversation_service::store::Backend::Sqlite => format!(
             "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < 250) \
              INSERT INTO messages (id, conversation_id, seq, role, content, model, token_count, metadata, created_at) \
              SELECT randomblob(16), {c}, i, CASE WHEN i % 2 = 1 THEN 'user' ELSE 'assistant' END, \
-             'm' || i, 'echo', 1, '{{}}', strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000Z' FROM seq; \
-             UPDATE conversations SET last_seq = 250 WHERE id = {c}",
+             'm' || i, 'echo', 1, '{{}}', strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000Z' FROM seq",
             c = app.db.uuid_literal(id)
         ),
     };
