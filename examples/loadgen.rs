@@ -1354,7 +1354,6 @@ async fn seed_turns(
                  SELECT gen_random_uuid(), c.id, i, {role}, {text}, '{MODEL}', 60, '{{}}'::jsonb,
                         now() - ({history} - i) * interval '1 second'
                  FROM (VALUES {ids}) AS c(id), generate_series(1, {history}) AS i;
-                 UPDATE conversations SET last_seq = {history} WHERE id IN (SELECT id FROM (VALUES {ids}) AS c(id));
                  VACUUM ANALYZE messages"
             ),
             Backend::Sqlite => format!(
@@ -1363,7 +1362,6 @@ async fn seed_turns(
                  SELECT randomblob(16), c.column1, i, {role}, {text}, '{MODEL}', 60, '{{}}',
                         strftime('%Y-%m-%dT%H:%M:%f', 'now', '-' || ({history} - i) || ' seconds') || '000Z'
                  FROM (VALUES {ids}) AS c, seq;
-                 UPDATE conversations SET last_seq = {history} WHERE id IN (VALUES {ids});
                  ANALYZE;"
             ),
         };

@@ -55,11 +55,19 @@ impl Store {
         }
         let mut conn = self.conn().await?;
         let result = op(&mut conn).await;
-        if let (Err(StoreError::Unavailable(_)), Conn::Pg(_)) = (&result, &conn) {
+        self.finished(conn, &result);
+        result
+    }
+
+    /// An operation's end: its outcome noted for the store's health, and its
+    /// connection back to the pool, or, if it failed for want of PostgreSQL,
+    /// thrown away (connections are recycled without a test query, which
+    /// would cost a round trip per request).
+    fn finished<T>(&self, conn: Conn, result: &Result<T, StoreError>) {
+        if let (Err(StoreError::Unavailable(_)), Conn::Pg(_)) = (result, &conn) {
             conn.discard();
         }
-        self.health.note(&result);
-        result
+        self.health.note(result);
     }
 
     /// [`Store::run`] for an operation that opens its own transaction by hand
@@ -103,13 +111,7 @@ impl Store {
                     std::panic::resume_unwind(panic)
                 }
             };
-            // Connections are recycled without a test query (that would cost a
-            // round trip per request), so one that failed for want of the
-            // server is thrown away here instead of going back to the pool.
-            if let (Err(StoreError::Unavailable(_)), Conn::Pg(_)) = (&result, &conn) {
-                conn.discard();
-            }
-            store.health.note(&result);
+            store.finished(conn, &result);
             result
         })
         .await
