@@ -6,6 +6,7 @@
 //! surrounding `with_conn!` arm: a boxed query's type depends on the
 //! backend, and a function generic over it drowns in trait bounds.
 
+mod count;
 mod create;
 mod delete;
 mod get;
