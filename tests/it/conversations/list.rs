@@ -541,11 +541,88 @@ async fn filter_totals_are_exact(db: TestDb) {
     app.shutdown().await;
 }
 
+/// A caller who administers more workspaces than a page's statement merges
+/// walks (64) still sees exactly their set, page by page, on both
+/// transports: the page walks the organization's index instead.
+async fn many_administered_workspaces(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let o = Org::build(&app).await;
+    let s = &app.store;
+    let mut extra = Vec::new();
+    for i in 0..70 {
+        let ws = s
+            .create_workspace(o.org, format!("Extra {i}"))
+            .await
+            .expect("ws");
+        s.grant(ws, o.ws_admin.id, Access::Admin)
+            .await
+            .expect("grant");
+        extra.push(ws);
+    }
+    let last = *extra.last().expect("a workspace");
+    let repo = s
+        .create_repo(o.org, "extra".into(), Some(last))
+        .await
+        .expect("repo");
+    s.grant(last, o.alice.id, Access::Write)
+        .await
+        .expect("grant");
+    let in_extra = app.create_as(&o.alice, repo).await;
+    let mut expected: Vec<Uuid> = o
+        .alice_w1
+        .iter()
+        .chain(&o.bob_w1)
+        .chain([&o.owner_w1, &o.ws_admin_w2, &in_extra])
+        .copied()
+        .collect();
+    expected.sort();
+    expected.reverse();
+
+    let mut paged = Vec::new();
+    for skip in (0..expected.len()).step_by(3) {
+        let (status, body) =
+            rest_list(&app, Some(&o.ws_admin), &format!("take=3&skip={skip}")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["total"], expected.len(), "REST total");
+        paged.extend(ids(&body));
+    }
+    assert_eq!(paged, expected, "REST pages, newest first");
+    let (got, total) = grpc_list(
+        &app,
+        &o.ws_admin,
+        ListConversationsRequest {
+            take: Some(4),
+            skip: Some(2),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("page");
+    assert_eq!(
+        (got, total as usize),
+        (expected[2..6].to_vec(), expected.len()),
+        "gRPC page"
+    );
+    let (_, body) = rest_list(&app, Some(&o.ws_admin), &format!("userId={}", o.alice.id)).await;
+    let alice: Vec<Uuid> = expected
+        .iter()
+        .filter(|id| o.alice_w1.contains(id) || **id == in_extra)
+        .copied()
+        .collect();
+    assert_eq!(
+        (ids(&body), body["total"].clone()),
+        (alice.clone(), json!(alice.len())),
+        "alice's"
+    );
+    app.shutdown().await;
+}
+
 on_both_backends!(
     filter_totals_are_exact,
     visibility_tiers,
     pagination,
     date_bounds,
     dto_shape,
-    totals_through_folds
+    totals_through_folds,
+    many_administered_workspaces
 );
