@@ -2,9 +2,10 @@
 //! one by one (see [`count`]).
 
 use chrono::{DateTime, Utc};
-use diesel::dsl::sql;
-use diesel::expression::SqlLiteral;
+use diesel::backend::Backend;
+use diesel::expression::{ValidGrouping, is_aggregate};
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sql_types::BigInt;
 use diesel_async::RunQueryDsl;
 use futures_util::FutureExt as _;
@@ -150,7 +151,7 @@ async fn summed(
             if let Some(r) = filter.repo_id {
                 q = q.filter($t::repo_id.eq(SqlUuid(r)));
             }
-            q.select(sums())
+            q.select((Total($t::live), Total($t::deleted)))
         }};
         ($t:ident, $column:ident, $range:expr) => {{
             let mut q = narrowed_counts!($t);
@@ -201,14 +202,33 @@ async fn summed(
         .sum())
 }
 
-/// `(live, deleted)` summed over a count table's selected rows (0 for
-/// none): a `BIGINT` on both backends (PostgreSQL's `SUM` of one is a
-/// `NUMERIC`).
-fn sums() -> (SqlLiteral<BigInt>, SqlLiteral<BigInt>) {
-    (
-        sql("CAST(COALESCE(SUM(live), 0) AS BIGINT)"),
-        sql("CAST(COALESCE(SUM(deleted), 0) AS BIGINT)"),
-    )
+/// `CAST(COALESCE(SUM(column), 0) AS BIGINT)`: a column's sum over the
+/// selected rows, 0 for none, a `BIGINT` on both backends (PostgreSQL's
+/// `SUM` of one is a `NUMERIC`). Written as an expression rather than an
+/// `sql()` literal, which diesel never keeps prepared: every total was
+/// planned anew, about 0.5–1 ms on PostgreSQL.
+#[derive(Debug, Clone, Copy, QueryId)]
+struct Total<C>(C);
+
+impl<C: Expression> Expression for Total<C> {
+    type SqlType = BigInt;
+}
+
+impl<C: AppearsOnTable<QS>, QS> AppearsOnTable<QS> for Total<C> {}
+
+impl<C: SelectableExpression<QS>, QS> SelectableExpression<QS> for Total<C> {}
+
+impl<C> ValidGrouping<()> for Total<C> {
+    type IsAggregate = is_aggregate::Yes;
+}
+
+impl<C: QueryFragment<DB>, DB: Backend> QueryFragment<DB> for Total<C> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql("CAST(COALESCE(SUM(");
+        self.0.walk_ast(out.reborrow())?;
+        out.push_sql("), 0) AS BIGINT)");
+        Ok(())
+    }
 }
 
 impl Store {

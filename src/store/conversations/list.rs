@@ -86,10 +86,10 @@ impl Store {
 /// believing a source holds a few rows, sorted all million of them instead
 /// (2.4 s for a page); with fresh ones it started parallel workers for the
 /// same walk (40-70 ms on two cores). JIT compilation goes off with them:
-/// a sort is then priced at PostgreSQL's penalty (10¹⁰), and the one no
-/// page can avoid (merging its sources' keys) put the plan far above
-/// `jit_above_cost`, so every page was compiled first (280 ms). No-op on
-/// SQLite.
+/// with sorts off, a plan that must sort anyway is priced at PostgreSQL's
+/// penalty (10¹⁰), far above `jit_above_cost`, and was compiled before it
+/// ran (280 ms, seen with a page that merged its sources' keys in a sort).
+/// No-op on SQLite.
 async fn sorts(conn: &mut Conn, on: bool) -> Result<(), StoreError> {
     use diesel_async::SimpleAsyncConnection as _;
     if let Conn::Pg(c) = conn {
