@@ -80,23 +80,23 @@ impl Store {
     }
 }
 
-/// Turns PostgreSQL's sorts, parallel plans and JIT off (or back on) on this
+/// Turns PostgreSQL's sorts and parallel plans off (or back on) on this
 /// connection: a page is an index walk that stops after `skip + take` rows.
 /// With stale statistics (autovacuum off, after a bulk load) the planner,
 /// believing a source holds a few rows, sorted all million of them instead
 /// (2.4 s for a page); with fresh ones it started parallel workers for the
-/// same walk (40-70 ms on two cores). JIT compilation goes off with them:
-/// with sorts off, a plan that must sort anyway is priced at PostgreSQL's
-/// penalty (10¹⁰), far above `jit_above_cost`, and was compiled before it
-/// ran (280 ms, seen with a page that merged its sources' keys in a sort).
-/// No-op on SQLite.
+/// same walk (40-70 ms on two cores). A statement run this way must not
+/// need a sort at all: one it cannot avoid is priced at PostgreSQL's
+/// penalty (10¹⁰), far above `jit_above_cost`, and gets JIT-compiled first
+/// (280 ms, seen with a page that merged its sources' keys in a sort). No-op
+/// on SQLite.
 async fn sorts(conn: &mut Conn, on: bool) -> Result<(), StoreError> {
     use diesel_async::SimpleAsyncConnection as _;
     if let Conn::Pg(c) = conn {
         let sql = if on {
-            "RESET enable_sort; RESET max_parallel_workers_per_gather; RESET jit"
+            "RESET enable_sort; RESET max_parallel_workers_per_gather"
         } else {
-            "SET enable_sort = off; SET max_parallel_workers_per_gather = 0; SET jit = off"
+            "SET enable_sort = off; SET max_parallel_workers_per_gather = 0"
         };
         c.batch_execute(sql).await?;
     }
@@ -138,7 +138,8 @@ enum Driver {
 /// compare `coalesce(column, column)`, which no index serves. The plan then
 /// does not depend on statistics (with stale ones, PostgreSQL and SQLite
 /// both picked a repository's index to find a creator's few rows among a
-/// million, or sorted every row of the organization).
+/// million, or sorted every row of the organization). [`Source::Visible`]
+/// compares the caller's visibility the same way.
 macro_rules! in_source {
     ($filter:expr, $source:expr) => {{
         let f: &ConversationFilter = $filter;

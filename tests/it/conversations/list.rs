@@ -617,6 +617,47 @@ async fn many_administered_workspaces(db: TestDb) {
     app.shutdown().await;
 }
 
+/// A list's statements (its page, whatever the tier, and its total, with
+/// or without a time filter) are prepared once per connection, not parsed
+/// and planned again on every call.
+async fn list_statements_are_prepared_once(db: TestDb) {
+    let mut opts = crate::harness::test_options();
+    opts.pool_size = 1;
+    let app = TestApp::spawn_with(db, opts).await;
+    let o = Org::build(&app).await;
+    let log = crate::harness::StatementLog::attach(&app).await;
+    let from = (chrono::Utc::now() - chrono::TimeDelta::days(1))
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
+    let queries = ["take=2", "take=2&skip=2", &format!("take=2&from={from}")];
+    let mut second_round = 0;
+    for round in 0..2 {
+        if round == 1 {
+            second_round = log.mark();
+        }
+        for actor in [&o.owner, &o.ws_admin, &o.alice] {
+            for query in queries {
+                let (status, body) = rest_list(&app, Some(actor), query).await;
+                assert_eq!(status, 200, "{query}: {body}");
+            }
+        }
+    }
+    let sent = log.sent_since(second_round);
+    assert!(
+        sent.iter().any(|sql| sql.contains("SUM(")),
+        "the second round counts: {sent:#?}"
+    );
+    // PostgreSQL's `SET` / `RESET` around the walks are settings, sent as
+    // simple queries: nothing there is planned.
+    let mut fresh = log.unprepared_since(second_round);
+    fresh.retain(|sql| !sql.starts_with("SET ") && !sql.starts_with("RESET "));
+    assert!(
+        fresh.is_empty(),
+        "prepared again for every list: {fresh:#?}"
+    );
+    app.shutdown().await;
+}
+
 on_both_backends!(
     filter_totals_are_exact,
     visibility_tiers,
@@ -624,5 +665,6 @@ on_both_backends!(
     date_bounds,
     dto_shape,
     totals_through_folds,
-    many_administered_workspaces
+    many_administered_workspaces,
+    list_statements_are_prepared_once
 );
