@@ -3,14 +3,13 @@
 //! A page costs about the same whatever the table holds: visibility is split
 //! into sources that each walk one `(…, created_at, id)` index backwards (the
 //! organization; or the caller's own plus each workspace they administer),
-//! each stopping after `skip + take` rows, merged: on SQLite in the same statement
-//! that reads the page's rows (see [`sqlite_page`]), on PostgreSQL here
-//! ([`pg_page`]). The total comes from
-//! `conversation_counts` (a few rows per creator, workspace and repository,
-//! and the deltas not folded into them yet); a time filter's from the hourly
-//! counts of the whole hours it covers and the rows of the two partial hours
-//! at its ends. Repository and creator come in the same query (joins), not
-//! one per row.
+//! each stopping after `skip + take` rows, merged: on SQLite in the same
+//! statement that reads the page's rows ([`sqlite_page`]), on PostgreSQL
+//! here ([`pg_page`]). The total comes from `conversation_counts` (a few rows
+//! per creator, workspace and repository, and the deltas not folded into
+//! them yet); a time filter's from the hourly counts of the whole hours it
+//! covers and the rows of the two partial hours at its ends. Repository and
+//! creator come in the same query (joins), not one per row.
 
 use chrono::{DateTime, Utc};
 use diesel::backend::Backend;
