@@ -18,7 +18,7 @@ use diesel::prelude::*;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
 use diesel::sql_types::{BigInt, Bool};
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection as _};
 use futures_util::FutureExt as _;
 use uuid::Uuid;
 
@@ -63,7 +63,7 @@ impl Store {
                 let sources = sources(conn, &filter).await?;
                 let page = match conn {
                     Conn::Sqlite(c, _) => sqlite_page(c, &filter, &sources, take, skip).await?,
-                    Conn::Pg(_) => pg_page(conn, &filter, &sources, take, skip).await?,
+                    Conn::Pg(c) => pg_page(c, &filter, &sources, take, skip).await?,
                 };
                 // A short first page is the whole set: nothing to count.
                 let total = if skip == 0 && page.len() < take_rows {
@@ -87,19 +87,14 @@ impl Store {
 /// same walk (40-70 ms on two cores). A statement run this way must not
 /// need a sort at all: one it cannot avoid is priced at PostgreSQL's
 /// penalty (10¹⁰), far above `jit_above_cost`, and gets JIT-compiled first
-/// (280 ms, seen with a page that merged its sources' keys in a sort). No-op
-/// on SQLite.
-async fn sorts(conn: &mut Conn, on: bool) -> Result<(), StoreError> {
-    use diesel_async::SimpleAsyncConnection as _;
-    if let Conn::Pg(c) = conn {
-        let sql = if on {
-            "RESET enable_sort; RESET max_parallel_workers_per_gather"
-        } else {
-            "SET enable_sort = off; SET max_parallel_workers_per_gather = 0"
-        };
-        c.batch_execute(sql).await?;
-    }
-    Ok(())
+/// (280 ms, seen with a page that merged its sources' keys in a sort).
+async fn sorts(c: &mut AsyncPgConnection, on: bool) -> Result<(), StoreError> {
+    let sql = if on {
+        "RESET enable_sort; RESET max_parallel_workers_per_gather"
+    } else {
+        "SET enable_sort = off; SET max_parallel_workers_per_gather = 0"
+    };
+    Ok(c.batch_execute(sql).await?)
 }
 
 /// The index-ordered streams a filter's visibility is made of.
@@ -251,6 +246,8 @@ async fn sqlite_page(
     skip: i64,
 ) -> Result<Vec<ConversationRow>, StoreError> {
     let mut rows: Vec<ConversationRow> = page_query!(filter, sources, take, skip).load(c).await?;
+    // The statement leaves these few rows unordered: ordering them there
+    // would sort them in a temporary B-tree, here it is a `Vec` of `take`.
     rows.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
     Ok(rows)
 }
@@ -264,18 +261,18 @@ async fn sqlite_page(
 /// 2.2–2.9 for this at `skip` 1,000; and as a `UNION ALL` with stale
 /// statistics it hashed a million rows (2 s).
 async fn pg_page(
-    conn: &mut Conn,
+    c: &mut AsyncPgConnection,
     filter: &ConversationFilter,
     sources: &[Source],
     take: i64,
     skip: i64,
 ) -> Result<Vec<ConversationRow>, StoreError> {
-    sorts(conn, false).await?;
-    let walked = walk(conn, filter, sources, take, skip).await;
-    sorts(conn, true).await?;
+    sorts(c, false).await?;
+    let walked = walk(c, filter, sources, take, skip).await;
+    sorts(c, true).await?;
     match walked? {
         Walked::Rows(rows) => Ok(rows),
-        Walked::Keys(ids) => by_ids(conn, ids).await,
+        Walked::Keys(ids) => by_ids(c, ids).await,
     }
 }
 
@@ -288,7 +285,7 @@ enum Walked {
 
 /// Walks each source for a page on PostgreSQL, and merges them.
 async fn walk(
-    conn: &mut Conn,
+    c: &mut AsyncPgConnection,
     filter: &ConversationFilter,
     sources: &[Source],
     take: i64,
@@ -299,7 +296,7 @@ async fn walk(
     if skip == 0 {
         let mut rows: Vec<ConversationRow> = Vec::new();
         for &source in sources {
-            rows.extend(newest(conn, filter, source, take).await?);
+            rows.extend(newest(c, filter, source, take).await?);
         }
         rows.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
         rows.dedup_by_key(|r| r.id);
@@ -309,7 +306,7 @@ async fn walk(
     let window = skip.saturating_add(take);
     let mut keys: Vec<(DateTime<Utc>, Uuid)> = Vec::new();
     for &source in sources {
-        keys.extend(newest_keys(conn, filter, source, window).await?);
+        keys.extend(newest_keys(c, filter, source, window).await?);
     }
     keys.sort_by_key(|k| std::cmp::Reverse(*k));
     keys.dedup();
@@ -324,55 +321,52 @@ async fn walk(
 
 /// The newest `window` rows of one source that match the filter.
 async fn newest(
-    conn: &mut Conn,
+    c: &mut AsyncPgConnection,
     filter: &ConversationFilter,
     source: Source,
     window: i64,
 ) -> Result<Vec<ConversationRow>, StoreError> {
-    Ok(with_conn!(&mut *conn, |c| {
-        in_source!(filter, source)
-            .inner_join(repos::table)
-            .inner_join(users::table)
-            .select(ConversationRow::as_select())
-            .order((conversations::created_at.desc(), conversations::id.desc()))
-            .limit(window)
-            .load(c)
-            .await
-    })?)
+    Ok(in_source!(filter, source)
+        .inner_join(repos::table)
+        .inner_join(users::table)
+        .select(ConversationRow::as_select())
+        .order((conversations::created_at.desc(), conversations::id.desc()))
+        .limit(window)
+        .load(c)
+        .await?)
 }
 
 /// The keys (time, id) of the newest `window` rows of one source that match
 /// the filter.
 async fn newest_keys(
-    conn: &mut Conn,
+    c: &mut AsyncPgConnection,
     filter: &ConversationFilter,
     source: Source,
     window: i64,
 ) -> Result<Vec<(DateTime<Utc>, Uuid)>, StoreError> {
-    Ok(with_conn!(&mut *conn, |c| {
-        keys_in_source!(filter, source)
-            .order((conversations::created_at.desc(), conversations::id.desc()))
-            .limit(window)
-            .load(c)
-            .await
-    })?)
+    Ok(keys_in_source!(filter, source)
+        .order((conversations::created_at.desc(), conversations::id.desc()))
+        .limit(window)
+        .load(c)
+        .await?)
 }
 
 /// The rows of a page, by their ids, newest first.
-async fn by_ids(conn: &mut Conn, ids: Vec<SqlUuid>) -> Result<Vec<ConversationRow>, StoreError> {
+async fn by_ids(
+    c: &mut AsyncPgConnection,
+    ids: Vec<SqlUuid>,
+) -> Result<Vec<ConversationRow>, StoreError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(with_conn!(&mut *conn, |c| {
-        conversations::table
-            .filter(conversations::id.eq_any(&ids))
-            .inner_join(repos::table)
-            .inner_join(users::table)
-            .select(ConversationRow::as_select())
-            .order((conversations::created_at.desc(), conversations::id.desc()))
-            .load(c)
-            .await
-    })?)
+    Ok(conversations::table
+        .filter(conversations::id.eq_any(&ids))
+        .inner_join(repos::table)
+        .inner_join(users::table)
+        .select(ConversationRow::as_select())
+        .order((conversations::created_at.desc(), conversations::id.desc()))
+        .load(c)
+        .await?)
 }
 
 /// Which rows are on the page (SQLite): the ids of a page, `take` of them
