@@ -106,7 +106,8 @@ pub enum Stats {
 /// Inserts `rows` conversations (one per second back in time) spread over
 /// `places` (workspace, repo) and `creators`, keeping `conversation_counts`
 /// right. On PostgreSQL the counting trigger is off during the load and the
-/// counts are made once, as the migration's backfill does.
+/// counts are made once (`recount_conversations()`, the migration's
+/// backfill).
 pub async fn bulk_conversations(
     db: &BenchDb,
     org: Uuid,
@@ -154,24 +155,7 @@ pub async fn bulk_conversations(
                     now() - i * interval '1 second', now() - i * interval '1 second'
              FROM generate_series(1, {rows}) AS i;
              ALTER TABLE conversations ENABLE TRIGGER conversations_count;
-             DELETE FROM conversation_counts;
-             DELETE FROM conversation_hour_counts;
-             DELETE FROM conversation_day_counts;
-             DELETE FROM conversation_count_deltas;
-             INSERT INTO conversation_counts (org_id, workspace_id, repo_id, created_by, live, deleted)
-             SELECT org_id, workspace_id, repo_id, created_by, count(*) FILTER (WHERE deleted_at IS NULL),
-                    count(*) FILTER (WHERE deleted_at IS NOT NULL)
-             FROM conversations GROUP BY org_id, workspace_id, repo_id, created_by;
-             INSERT INTO conversation_hour_counts (org_id, hour, workspace_id, repo_id, created_by, live, deleted)
-             SELECT org_id, floor(extract(epoch FROM created_at) / 3600)::bigint, workspace_id, repo_id,
-                    created_by, count(*) FILTER (WHERE deleted_at IS NULL),
-                    count(*) FILTER (WHERE deleted_at IS NOT NULL)
-             FROM conversations GROUP BY 1, 2, 3, 4, 5;
-             INSERT INTO conversation_day_counts (org_id, day, workspace_id, repo_id, created_by, live, deleted)
-             SELECT org_id, floor(extract(epoch FROM created_at) / 86400)::bigint, workspace_id, repo_id,
-                    created_by, count(*) FILTER (WHERE deleted_at IS NULL),
-                    count(*) FILTER (WHERE deleted_at IS NOT NULL)
-             FROM conversations GROUP BY 1, 2, 3, 4, 5;
+             SELECT recount_conversations();
              {analyze}"
         ),
         Backend::Sqlite => format!(

@@ -162,6 +162,23 @@ diesel::table! {
 diesel::table! {
     use diesel::sql_types::*;
     use crate::store::types::DbUuid;
+
+    /// `conversation_counts` per ten minutes of creation (slots since the
+    /// Unix epoch; PostgreSQL only, see migration `count_slots`).
+    conversation_slot_counts (org_id, slot, workspace_id, repo_id, created_by) {
+        org_id -> DbUuid,
+        slot -> BigInt,
+        workspace_id -> DbUuid,
+        repo_id -> DbUuid,
+        created_by -> DbUuid,
+        live -> BigInt,
+        deleted -> BigInt,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::store::types::DbUuid;
     use crate::store::types::DbTime;
     use crate::store::types::DbJson;
 
@@ -507,7 +524,8 @@ diesel::table! {
         workspace_id -> DbUuid,
         repo_id -> DbUuid,
         created_by -> DbUuid,
-        hour -> BigInt,
+        /// The ten minutes of creation (since the Unix epoch).
+        slot -> BigInt,
         live -> BigInt,
         deleted -> BigInt,
     }
@@ -530,6 +548,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     conversation_count_deltas,
     conversation_day_counts,
     conversation_hour_counts,
+    conversation_slot_counts,
     prompt_streams,
     prompt_stream_events,
     service_replicas,

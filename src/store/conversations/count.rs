@@ -3,9 +3,10 @@
 
 use chrono::{DateTime, Utc};
 use diesel::backend::Backend;
+use diesel::dsl::count_star;
 use diesel::expression::{ValidGrouping, is_aggregate};
 use diesel::prelude::*;
-use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::BigInt;
 use diesel_async::RunQueryDsl;
 use futures_util::FutureExt as _;
@@ -13,123 +14,40 @@ use futures_util::FutureExt as _;
 use super::{ConversationFilter, Visibility, administered, matching};
 use crate::store::schema::{
     conversation_count_deltas, conversation_counts, conversation_day_counts,
-    conversation_hour_counts,
+    conversation_hour_counts, conversation_slot_counts,
 };
 use crate::store::types::SqlUuid;
 use crate::store::{Conn, Store, StoreError};
 use crate::with_conn;
 
-/// How many conversations match in all, without counting rows one by one:
-/// from `conversation_counts` (and the deltas not folded yet), narrowed by
-/// visibility, creator, workspace and repository; with a time filter, from
-/// `conversation_day_counts` for the whole days it covers,
-/// `conversation_hour_counts` for the whole hours of its partial days, plus
-/// the rows of the partial hours at its two ends (at most two hours' rows,
-/// counted).
+/// How many conversations match in all, without counting rows one by one,
+/// in one statement (one snapshot: a fold between two reads would count its
+/// deltas twice or not at all): the count tables' rows narrowed by
+/// visibility, creator, workspace and repository, each table's summed in
+/// the database, and the deltas not folded yet. With a time filter, each of
+/// its whole days, hours and (on PostgreSQL) ten-minute slots is summed from
+/// the coarsest table whose unit it is whole in ([`Plan`]), and only the
+/// rows in the partial units at its two ends are counted (at most ten
+/// minutes' each on PostgreSQL, an hour's on SQLite, whose indexes carry
+/// every column those counts compare).
 pub(super) async fn count(conn: &mut Conn, filter: &ConversationFilter) -> Result<i64, StoreError> {
-    if filter.id.is_some() {
+    let units: &[i64] = match conn {
+        Conn::Pg(_) => &[DAY, HOUR, SLOT],
+        Conn::Sqlite(..) => &[DAY, HOUR],
+    };
+    let plan = if filter.id.is_some() {
         // At most one row, found by its key.
-        return counted(conn, filter).await;
-    }
-    if filter.from.is_none() && filter.until.is_none() {
-        return summed(conn, filter, None).await;
-    }
-    // The whole hours inside the filter: `first..end` (hours since the epoch).
-    let first = filter.from.map(|t| {
-        let h = hour_of(t);
-        if hour_start(h) == t { h } else { h + 1 }
-    });
-    let end = filter.until.map(hour_of);
-    if let (Some(a), Some(b)) = (first, end)
-        && a >= b
-    {
-        // Less than two hours: its rows are the edges.
-        return counted(conn, filter).await;
-    }
-    let mut total = summed(conn, filter, Some(Span::new(first, end))).await?;
-    if let (Some(from), Some(a)) = (filter.from, first)
-        && hour_start(a) != from
-    {
-        let edge = ConversationFilter {
-            until: Some(hour_start(a)),
-            ..filter.clone()
-        };
-        total += counted(conn, &edge).await?;
-    }
-    if let (Some(until), Some(b)) = (filter.until, end)
-        && hour_start(b) != until
-    {
-        let edge = ConversationFilter {
-            from: Some(hour_start(b)),
-            ..filter.clone()
-        };
-        total += counted(conn, &edge).await?;
-    }
-    Ok(total)
-}
-
-/// The whole hours `first..end` of a time filter (either end open), as whole
-/// days `days.0..days.1` and the hours outside them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Span {
-    first: Option<i64>,
-    end: Option<i64>,
-    days: (Option<i64>, Option<i64>),
-}
-
-impl Span {
-    fn new(first: Option<i64>, end: Option<i64>) -> Self {
-        // The first whole day at or after `first`, the day `end` falls in.
-        let days = (
-            first.map(|h| h.div_euclid(24) + i64::from(h.rem_euclid(24) != 0)),
-            end.map(|h| h.div_euclid(24)),
-        );
-        let days = match days {
-            (Some(a), Some(b)) if a >= b => (Some(0), Some(0)),
-            days => days,
-        };
-        Span { first, end, days }
-    }
-
-    /// Whether hour `h` of the span is inside its whole days.
-    #[cfg(test)]
-    fn in_days(&self, h: i64) -> bool {
-        let d = h.div_euclid(24);
-        self.days.0.is_none_or(|a| d >= a) && self.days.1.is_none_or(|b| d < b)
-    }
-}
-
-/// The hour (since the Unix epoch) a time falls in, as the counts' triggers
-/// compute it.
-fn hour_of(t: DateTime<Utc>) -> i64 {
-    t.timestamp().div_euclid(3600)
-}
-
-/// When hour `h` (since the Unix epoch) starts.
-fn hour_start(h: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp(h.saturating_mul(3600), 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
-/// The matching rows, counted (for a narrow range only).
-async fn counted(conn: &mut Conn, filter: &ConversationFilter) -> Result<i64, StoreError> {
-    Ok(with_conn!(&mut *conn, |c| {
-        matching!(filter).count().get_result::<i64>(c).await
-    })?)
-}
-
-/// The counts matching the filter's visibility, creator, workspace and
-/// repository: all of them, or those of a time filter's whole hours (whole
-/// days from the day counts, the other hours from the hour counts).
-async fn summed(
-    conn: &mut Conn,
-    filter: &ConversationFilter,
-    span: Option<Span>,
-) -> Result<i64, StoreError> {
-    // The folded counts and the deltas not folded yet, in one statement (one
-    // snapshot: a fold between two reads would count its rows twice or not
-    // at all), each table's summed in the database: a time filter's counts
-    // are a few thousand rows (an hour or a day per creator, workspace and
-    // repository), and carrying them out to add them up cost 2–3 ms.
+        None
+    } else if filter.from.is_none() && filter.until.is_none() {
+        Some(Plan::default())
+    } else {
+        Plan::new(filter.from, filter.until, units)
+    };
+    let Some(plan) = plan else {
+        return Ok(with_conn!(&mut *conn, |c| {
+            matching!(filter).count().get_result::<i64>(c).await
+        })?);
+    };
     macro_rules! narrowed_counts {
         ($t:ident) => {{
             let mut q = $t::table
@@ -153,53 +71,185 @@ async fn summed(
             }
             q.select((Total($t::live), Total($t::deleted)))
         }};
-        ($t:ident, $column:ident, $range:expr) => {{
+        ($t:ident, $column:ident, $span:expr) => {{
+            let span: &Span = $span;
             let mut q = narrowed_counts!($t);
-            let (a, b): (Option<i64>, Option<i64>) = $range;
-            if let Some(a) = a {
+            if let Some(a) = span.units.0 {
                 q = q.filter($t::$column.ge(a));
             }
-            if let Some(b) = b {
+            if let Some(b) = span.units.1 {
                 q = q.filter($t::$column.lt(b));
             }
             q
         }};
     }
-    let counts = with_conn!(&mut *conn, |c| {
-        match span {
-            None => {
-                narrowed_counts!(conversation_counts)
-                    .union_all(narrowed_counts!(conversation_count_deltas))
-                    .load::<(i64, i64)>(c)
-                    .await
-            }
-            Some(span) => {
-                // The hours of the span outside its whole days.
-                let (a, b) = span.days;
-                let hours =
-                    narrowed_counts!(conversation_hour_counts, hour, (span.first, span.end))
-                        .filter(
-                            conversation_hour_counts::hour
-                                .lt(a.map_or(i64::MIN, |a| a * 24))
-                                .or(conversation_hour_counts::hour
-                                    .ge(b.map_or(i64::MAX, |b| b * 24))),
-                        );
-                narrowed_counts!(conversation_day_counts, day, span.days)
-                    .union_all(hours)
-                    .union_all(narrowed_counts!(
-                        conversation_count_deltas,
-                        hour,
-                        (span.first, span.end)
-                    ))
-                    .load::<(i64, i64)>(c)
-                    .await
-            }
+    let parts = with_conn!(&mut *conn, |c| {
+        let mut parts: Vec<Box<dyn QueryFragment<_> + Send>> = Vec::new();
+        if plan.spans.is_empty() {
+            parts.push(Box::new(narrowed_counts!(conversation_counts)));
         }
+        for span in &plan.spans {
+            parts.push(match span.unit {
+                DAY => Box::new(narrowed_counts!(conversation_day_counts, day, span)),
+                HOUR => Box::new(narrowed_counts!(conversation_hour_counts, hour, span)),
+                _ => Box::new(narrowed_counts!(conversation_slot_counts, slot, span)),
+            });
+        }
+        let deltas = Span {
+            unit: SLOT,
+            units: (
+                plan.covered.0.map(|t| t.timestamp() / SLOT),
+                plan.covered.1.map(|t| t.timestamp() / SLOT),
+            ),
+        };
+        parts.push(Box::new(narrowed_counts!(
+            conversation_count_deltas,
+            slot,
+            &deltas
+        )));
+        for (from, until) in plan.edges(filter.from, filter.until) {
+            let edge = ConversationFilter {
+                from,
+                until,
+                ..filter.clone()
+            };
+            // Rows `matching!` admits, `showDeleted` included: all "live".
+            parts.push(Box::new(
+                matching!(&edge).select((count_star(), 0_i64.into_sql::<BigInt>())),
+            ));
+        }
+        Parts(parts).load::<(i64, i64)>(c).await
     })?;
-    Ok(counts
+    Ok(parts
         .iter()
         .map(|(live, deleted)| live + if filter.show_deleted { *deleted } else { 0 })
         .sum())
+}
+
+/// The count tables' units of time, in seconds: a day, an hour, ten
+/// minutes (a slot; PostgreSQL only, see migration `count_slots`).
+const DAY: i64 = 86_400;
+const HOUR: i64 = 3_600;
+const SLOT: i64 = 600;
+
+/// How a total is made from the count tables. With a time filter, its
+/// whole finest units are `covered`, each summed from exactly one table
+/// (the coarsest whose unit is whole in the filter): each table's units
+/// inside the filter but outside the next coarser table's are at most two
+/// `spans`, one on each side, each a range of its key's index. The rows of
+/// the filter outside `covered`, less than a finest unit at each end, are
+/// counted. Without a time filter, `conversation_counts` holds everything
+/// (no spans).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Plan {
+    covered: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+    spans: Vec<Span>,
+}
+
+/// A range of one count table's units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    /// Seconds per unit: [`DAY`], [`HOUR`] or [`SLOT`].
+    unit: i64,
+    /// `units.0..units.1`, since the Unix epoch (either end open).
+    units: (Option<i64>, Option<i64>),
+}
+
+impl Plan {
+    /// The plan of a time filter `from..until` (either end open, not both)
+    /// for count tables of `units` (coarsest first), or `None` when it holds
+    /// no whole unit of the finest (its rows are counted).
+    fn new(
+        from: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+        units: &[i64],
+    ) -> Option<Plan> {
+        let finest = *units.last()?;
+        // The whole units of `unit` inside the filter: `first..end`.
+        let whole = |unit: i64| {
+            let first = from.map(|t| {
+                let u = t.timestamp().div_euclid(unit);
+                if start(u, unit) == t { u } else { u + 1 }
+            });
+            let end = until.map(|t| t.timestamp().div_euclid(unit));
+            match (first, end) {
+                (Some(a), Some(b)) if a >= b => None,
+                range => Some(range),
+            }
+        };
+        let (a, b) = whole(finest)?;
+        let covered = (a.map(|u| start(u, finest)), b.map(|u| start(u, finest)));
+        let mut spans: Vec<Span> = Vec::new();
+        // The coarser tables' units so far, in seconds.
+        let mut coarser: Option<(Option<i64>, Option<i64>)> = None;
+        for &unit in units {
+            let Some((first, end)) = whole(unit) else {
+                continue;
+            };
+            let mut span = |units| spans.push(Span { unit, units });
+            match coarser {
+                None => span((first, end)),
+                Some((lo, hi)) => {
+                    // Below the coarser units, and above them.
+                    if let Some(lo) = lo.map(|s| s / unit)
+                        && first.is_none_or(|f| f < lo)
+                    {
+                        span((first, Some(lo)));
+                    }
+                    if let Some(hi) = hi.map(|s| s / unit)
+                        && end.is_none_or(|e| hi < e)
+                    {
+                        span((Some(hi), end));
+                    }
+                }
+            }
+            coarser = Some((first.map(|u| u * unit), end.map(|u| u * unit)));
+        }
+        Some(Plan { covered, spans })
+    }
+
+    /// The filter's parts outside `covered`, whose rows are counted.
+    fn edges(
+        &self,
+        from: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> impl Iterator<Item = (Option<DateTime<Utc>>, Option<DateTime<Utc>>)> {
+        let (a, b) = self.covered;
+        let head = (from.is_some() && from != a).then_some((from, a));
+        let tail = (until.is_some() && until != b).then_some((b, until));
+        head.into_iter().chain(tail)
+    }
+}
+
+/// When unit `u` of `unit` seconds (since the Unix epoch) starts.
+fn start(u: i64, unit: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(u.saturating_mul(unit), 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// A total's parts in one statement: `part₀ UNION ALL part₁ …`, each a
+/// `(live, deleted)` pair of sums (a count table's, the deltas', or rows
+/// counted).
+struct Parts<Q>(Vec<Q>);
+
+impl<Q> Query for Parts<Q> {
+    type SqlType = (BigInt, BigInt);
+}
+
+impl<Q> QueryId for Parts<Q> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<DB: Backend, Q: QueryFragment<DB>> QueryFragment<DB> for Parts<Q> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        for (i, part) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push_sql(" UNION ALL ");
+            }
+            part.walk_ast(out.reborrow())?;
+        }
+        Ok(())
+    }
 }
 
 /// `CAST(COALESCE(SUM(column), 0) AS BIGINT)`: a column's sum over the
@@ -261,41 +311,101 @@ impl Store {
 mod tests {
     use super::*;
 
-    /// Every hour of a span is counted once: from the day counts when its
-    /// day is whole in the span, else from the hour counts.
+    /// How many times a plan counts second `t` (since the Unix epoch): in
+    /// an edge's rows, or in a span's units.
+    fn times_counted(plan: &Plan, from: Option<i64>, until: Option<i64>, t: i64) -> usize {
+        let at = |s: Option<i64>| s.map(|s| start(s, 1));
+        let inside = |(a, b): (Option<i64>, Option<i64>), x: i64| {
+            a.is_none_or(|a| x >= a) && b.is_none_or(|b| x < b)
+        };
+        let edges = plan
+            .edges(at(from), at(until))
+            .filter(|(a, b)| {
+                let secs = (a.map(|a| a.timestamp()), b.map(|b| b.timestamp()));
+                inside(secs, t)
+            })
+            .count();
+        let spans = plan
+            .spans
+            .iter()
+            .filter(|span| inside(span.units, t.div_euclid(span.unit)))
+            .count();
+        edges + spans
+    }
+
+    /// Every second of a time filter is counted once (from one count
+    /// table's unit, or as a row at its ends), and none outside it; each
+    /// table is read in at most two ranges of its key; the rows counted are
+    /// less than one finest unit at each end.
     #[test]
-    fn a_span_splits_into_whole_days_and_hours() {
+    fn a_plan_counts_every_second_once() {
+        let day = DAY;
         let cases = [
-            (Some(30), Some(100)),
-            (Some(24), Some(48)),
-            (Some(25), Some(47)),
-            (Some(0), Some(24)),
-            (Some(-30), Some(5)),
-            (None, Some(50)),
-            (Some(50), None),
-            (Some(47), Some(49)),
+            (
+                Some(30 * HOUR + 17 * 60 + 5),
+                Some(100 * HOUR + 17 * 60 + 5),
+            ),
+            (Some(day), Some(2 * day)),
+            (Some(25 * HOUR), Some(47 * HOUR)),
+            (Some(0), Some(day)),
+            (Some(-30 * HOUR - 1), Some(5 * HOUR + 7)),
+            (None, Some(50 * HOUR + 599)),
+            (Some(50 * HOUR + 1), None),
+            (Some(47 * HOUR - 1), Some(49 * HOUR + 1)),
+            (Some(8 * day + 17 * 60), Some(9 * day + 17 * 60)),
+            (Some(3 * SLOT + 1), Some(4 * SLOT - 1)),
+            (Some(3 * SLOT), Some(4 * SLOT)),
         ];
-        for (first, end) in cases {
-            let span = Span::new(first, end);
-            let (a, b) = span.days;
-            let lo = first.unwrap_or(-200);
-            let hi = end.unwrap_or(300);
-            for h in lo..hi {
-                // As `summed` filters the hour counts.
-                let from_hours =
-                    h < a.map_or(i64::MIN, |a| a * 24) || h >= b.map_or(i64::MAX, |b| b * 24);
-                assert!(
-                    span.in_days(h) != from_hours,
-                    "{first:?}..{end:?}: hour {h} counted twice or never ({span:?})"
-                );
-            }
-            // A whole day is inside the span.
-            if let (Some(a), Some(b)) = (a, b) {
-                assert!(a <= b);
-                if a < b {
-                    assert!(first.is_none_or(|f| a * 24 >= f) && end.is_none_or(|e| b * 24 <= e));
+        for units in [&[DAY, HOUR, SLOT][..], &[DAY, HOUR][..]] {
+            let finest = units[units.len() - 1];
+            for (from, until) in cases {
+                let at = |s: Option<i64>| s.map(|s| start(s, 1));
+                let lo = from.unwrap_or(-3 * day);
+                let hi = until.unwrap_or(12 * day);
+                let Some(plan) = Plan::new(at(from), at(until), units) else {
+                    // No whole finest unit: rows only.
+                    assert!(hi - lo < 2 * finest, "{from:?}..{until:?} {units:?}");
+                    continue;
+                };
+                for t in (lo - 2 * day)..(hi + 2 * day) {
+                    let want =
+                        usize::from(from.is_none_or(|a| t >= a) && until.is_none_or(|b| t < b));
+                    let got = times_counted(&plan, from, until, t);
+                    assert_eq!(
+                        got, want,
+                        "{from:?}..{until:?} {units:?}, second {t}: {plan:?}"
+                    );
+                }
+                for unit in units {
+                    let n = plan.spans.iter().filter(|s| s.unit == *unit).count();
+                    assert!(n <= 2, "{from:?}..{until:?}: {n} spans of {unit} s");
+                }
+                for (a, b) in plan.edges(at(from), at(until)) {
+                    let (a, b) = (a.unwrap().timestamp(), b.unwrap().timestamp());
+                    assert!(
+                        b - a < finest,
+                        "{from:?}..{until:?}: an edge of {} s",
+                        b - a
+                    );
                 }
             }
         }
+    }
+
+    /// The one-day window the list benchmark reads (a week back, 17 minutes
+    /// past the hour) sums hours and slots and counts under twenty minutes
+    /// of rows on PostgreSQL.
+    #[test]
+    fn a_day_a_week_back() {
+        let from = start(20_000 * DAY + 5 * HOUR + 17 * 60 + 3, 1);
+        let until = from + chrono::TimeDelta::days(1);
+        let plan = Plan::new(Some(from), Some(until), &[DAY, HOUR, SLOT]).unwrap();
+        let units: Vec<i64> = plan.spans.iter().map(|s| s.unit).collect();
+        assert_eq!(units, [HOUR, SLOT, SLOT]);
+        let rows: i64 = plan
+            .edges(Some(from), Some(until))
+            .map(|(a, b)| (b.unwrap() - a.unwrap()).num_seconds())
+            .sum();
+        assert_eq!(rows, 600);
     }
 }

@@ -7,9 +7,10 @@
 //! statement that reads the page's rows ([`sqlite_page`]), on PostgreSQL
 //! here ([`pg_page`]). The total comes from `conversation_counts` (a few rows
 //! per creator, workspace and repository, and the deltas not folded into
-//! them yet); a time filter's from the hourly counts of the whole hours it
-//! covers and the rows of the two partial hours at its ends. Repository and
-//! creator come in the same query (joins), not one per row.
+//! them yet); a time filter's from the daily, hourly and (PostgreSQL)
+//! ten-minute counts of the whole units it covers and the rows of the two
+//! partial units at its ends. Repository and creator come in the same query
+//! (joins), not one per row.
 
 use chrono::{DateTime, Utc};
 use diesel::backend::Backend;

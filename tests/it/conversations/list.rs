@@ -461,10 +461,10 @@ async fn totals_through_folds(db: TestDb) {
 }
 
 /// A list's `total` is never counted row by row, and stays exact for every
-/// filter: the repository's counts, the whole hours of a time filter from
-/// the hourly counts and its partial end hours counted, with and without the
-/// deleted, before and after the deltas are folded (PostgreSQL), after
-/// conversations move between hours.
+/// filter: the repository's counts, the whole days, hours and ten-minute
+/// slots (PostgreSQL) of a time filter from their counts and its partial
+/// ends counted, with and without the deleted, before and after the deltas
+/// are folded (PostgreSQL), after conversations move between hours.
 async fn filter_totals_are_exact(db: TestDb) {
     let app = TestApp::spawn(db).await;
     let o = Org::build(&app).await;
@@ -504,6 +504,11 @@ async fn filter_totals_are_exact(db: TestDb) {
         "from=2026-03-01T02:30:00Z&to=2026-03-01T03:30:00Z",
         "from=2026-03-01T23:00:00Z&to=2026-03-04T01:00:00Z",
         "from=2026-03-01T10:00:00Z&to=2026-03-02T06:00:00Z",
+        // Ten-minute slots (PostgreSQL): one whole, several, with hours.
+        "from=2026-03-01T05:00:00Z&to=2026-03-01T05:10:00Z",
+        "from=2026-03-01T04:50:00Z&to=2026-03-01T10:20:00Z",
+        "from=2026-03-01T05:03:00Z&to=2026-03-02T10:17:00Z",
+        "from=2026-03-01T05:07:00Z&to=2026-03-01T05:07:00.000001Z",
     ];
     let narrow = [
         String::new(),
