@@ -25,7 +25,10 @@ CREATE TABLE conversation_slot_counts (
 );
 
 -- The four tables made anew from `conversations` (this migration's
--- backfill; a bulk load that turns the trigger off calls it too).
+-- backfill; a bulk load that turns the trigger off calls it too), each
+-- written in its key's order: a total reads a range of that key, and rows
+-- written in a hash aggregate's order put each of them on a page of its own
+-- (2,300 hour rows read 2,331 pages, 2.6 ms; in order, 63 pages, 0.6 ms).
 CREATE FUNCTION recount_conversations() RETURNS void
 LANGUAGE sql AS $$
     DELETE FROM conversation_count_deltas;
@@ -38,19 +41,23 @@ LANGUAGE sql AS $$
            count(*) FILTER (WHERE deleted_at IS NULL),
            count(*) FILTER (WHERE deleted_at IS NOT NULL)
     FROM conversations
-    GROUP BY 1, 2, 3, 4, 5;
+    GROUP BY 1, 2, 3, 4, 5
+    ORDER BY 1, 2, 3, 4, 5;
     INSERT INTO conversation_hour_counts (org_id, hour, workspace_id, repo_id, created_by, live, deleted)
     SELECT org_id, floor(slot / 6.0)::bigint, workspace_id, repo_id, created_by, sum(live), sum(deleted)
     FROM conversation_slot_counts
-    GROUP BY 1, 2, 3, 4, 5;
+    GROUP BY 1, 2, 3, 4, 5
+    ORDER BY 1, 2, 3, 4, 5;
     INSERT INTO conversation_day_counts (org_id, day, workspace_id, repo_id, created_by, live, deleted)
     SELECT org_id, floor(hour / 24.0)::bigint, workspace_id, repo_id, created_by, sum(live), sum(deleted)
     FROM conversation_hour_counts
-    GROUP BY 1, 2, 3, 4, 5;
+    GROUP BY 1, 2, 3, 4, 5
+    ORDER BY 1, 2, 3, 4, 5;
     INSERT INTO conversation_counts (org_id, workspace_id, repo_id, created_by, live, deleted)
     SELECT org_id, workspace_id, repo_id, created_by, sum(live), sum(deleted)
     FROM conversation_day_counts
-    GROUP BY 1, 2, 3, 4;
+    GROUP BY 1, 2, 3, 4
+    ORDER BY 1, 2, 3, 4;
 $$;
 SELECT recount_conversations();
 

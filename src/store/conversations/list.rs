@@ -5,7 +5,7 @@
 //! organization; or the caller's own plus each workspace they administer),
 //! each stopping after `skip + take` rows, merged: on SQLite in the same
 //! statement that reads the page's rows ([`sqlite_page`]), on PostgreSQL
-//! here ([`pg_page`]). The total comes from `conversation_counts` (a few rows
+//! here ([`walk`]). The total comes from `conversation_counts` (a few rows
 //! per creator, workspace and repository, and the deltas not folded into
 //! them yet); a time filter's from the daily, hourly and (PostgreSQL)
 //! ten-minute counts of the whole units it covers and the rows of the two
@@ -60,17 +60,21 @@ impl Store {
     ) -> Result<(Vec<ConversationRow>, i64), StoreError> {
         self.read(move |conn| {
             async move {
-                let take_rows = usize::try_from(take).unwrap_or(usize::MAX);
                 let sources = sources(conn, &filter).await?;
-                let page = match conn {
-                    Conn::Sqlite(c, _) => sqlite_page(c, &filter, &sources, take, skip).await?,
-                    Conn::Pg(c) => pg_page(c, &filter, &sources, take, skip).await?,
-                };
-                // A short first page is the whole set: nothing to count.
-                let total = if skip == 0 && page.len() < take_rows {
-                    page.len() as i64
-                } else {
-                    count(conn, &filter).await?
+                // PostgreSQL walks and counts with sorts and parallel plans
+                // off ([`sorts`]), set back even on an error, before the
+                // page's rows are read by id (which sorts them).
+                if let Conn::Pg(c) = conn {
+                    sorts(c, false).await?;
+                }
+                let walked = walk_and_count(conn, &filter, &sources, take, skip).await;
+                if let Conn::Pg(c) = conn {
+                    sorts(c, true).await?;
+                }
+                let (walked, total) = walked?;
+                let page = match walked {
+                    Walked::Rows(rows) => rows,
+                    Walked::Keys(ids) => by_ids(conn, ids).await?,
                 };
                 Ok((page, total))
             }
@@ -80,12 +84,36 @@ impl Store {
     }
 }
 
+/// A page's walks (its rows, or on PostgreSQL past the first page its ids),
+/// and how many conversations match in all.
+async fn walk_and_count(
+    conn: &mut Conn,
+    filter: &ConversationFilter,
+    sources: &[Source],
+    take: i64,
+    skip: i64,
+) -> Result<(Walked, i64), StoreError> {
+    let take_rows = usize::try_from(take).unwrap_or(usize::MAX);
+    let walked = match conn {
+        Conn::Sqlite(c, _) => Walked::Rows(sqlite_page(c, filter, sources, take, skip).await?),
+        Conn::Pg(c) => walk(c, filter, sources, take, skip).await?,
+    };
+    let total = match &walked {
+        // A short first page is the whole set: nothing to count.
+        Walked::Rows(rows) if skip == 0 && rows.len() < take_rows => rows.len() as i64,
+        _ => count(conn, filter).await?,
+    };
+    Ok((walked, total))
+}
+
 /// Turns PostgreSQL's sorts and parallel plans off (or back on) on this
-/// connection: a page is an index walk that stops after `skip + take` rows.
-/// With stale statistics (autovacuum off, after a bulk load) the planner,
-/// believing a source holds a few rows, sorted all million of them instead
-/// (2.4 s for a page); with fresh ones it started parallel workers for the
-/// same walk (40-70 ms on two cores). A statement run this way must not
+/// connection: a page is an index walk that stops after `skip + take` rows,
+/// and its total a few index ranges. With stale statistics (autovacuum off,
+/// after a bulk load) the planner, believing a source holds a few rows,
+/// sorted all million of them instead (2.4 s for a page); with fresh ones it
+/// started parallel workers for the same walk (40-70 ms on two cores), and
+/// for a time filter's total, whose parts it appended in parallel (15 ms
+/// for under 2 ms of work). A statement run this way must not
 /// need a sort at all: one it cannot avoid is priced at PostgreSQL's
 /// penalty (10¹⁰), far above `jit_above_cost`, and gets JIT-compiled first
 /// (280 ms, seen with a page that merged its sources' keys in a sort).
@@ -237,7 +265,7 @@ macro_rules! page_query {
 /// merged, ordered, offset and cut to `take` ids inside the database, and
 /// those ids' rows. No key leaves the database: carrying a thousand of them
 /// out per source, and reading the page's rows by id in a second statement
-/// (as [`pg_page`] does), was most of a page past the first: 1.6–2.0 ms per
+/// (as PostgreSQL's [`walk`] does), was most of a page past the first: 1.6–2.0 ms per
 /// source and 0.9–1.2 ms.
 async fn sqlite_page(
     c: &mut SqliteConn,
@@ -253,30 +281,6 @@ async fn sqlite_page(
     Ok(rows)
 }
 
-/// A page on PostgreSQL: each source walked on its own (with sorts off),
-/// merged here. The first page reads its rows straight from the walks;
-/// further pages read only the keys of each source's newest `skip + take`,
-/// merge them, and then read the page's rows by id. PostgreSQL does not
-/// merge a `UNION` of index walks: the one statement SQLite runs ([`sqlite_page`])
-/// cost it a hash and a sort of every source's keys, 4.2–5.6 ms against
-/// 2.2–2.9 for this at `skip` 1,000; and as a `UNION ALL` with stale
-/// statistics it hashed a million rows (2 s).
-async fn pg_page(
-    c: &mut AsyncPgConnection,
-    filter: &ConversationFilter,
-    sources: &[Source],
-    take: i64,
-    skip: i64,
-) -> Result<Vec<ConversationRow>, StoreError> {
-    sorts(c, false).await?;
-    let walked = walk(c, filter, sources, take, skip).await;
-    sorts(c, true).await?;
-    match walked? {
-        Walked::Rows(rows) => Ok(rows),
-        Walked::Keys(ids) => by_ids(c, ids).await,
-    }
-}
-
 /// What PostgreSQL's source walks found: the page's rows, or (past the
 /// first page) its ids.
 enum Walked {
@@ -284,7 +288,14 @@ enum Walked {
     Keys(Vec<SqlUuid>),
 }
 
-/// Walks each source for a page on PostgreSQL, and merges them.
+/// A page on PostgreSQL: each source walked on its own (with sorts off, see
+/// [`sorts`]), merged here. The first page reads its rows straight from the
+/// walks; further pages read only the keys of each source's newest `skip +
+/// take`, merge them, and then read the page's rows by id ([`by_ids`]).
+/// PostgreSQL does not merge a `UNION` of index walks: the one statement
+/// SQLite runs ([`sqlite_page`]) cost it a hash and a sort of every source's
+/// keys, 4.2–5.6 ms against 2.2–2.9 for this at `skip` 1,000; and as a
+/// `UNION ALL` with stale statistics it hashed a million rows (2 s).
 async fn walk(
     c: &mut AsyncPgConnection,
     filter: &ConversationFilter,
@@ -353,21 +364,18 @@ async fn newest_keys(
 }
 
 /// The rows of a page, by their ids, newest first.
-async fn by_ids(
-    c: &mut AsyncPgConnection,
-    ids: Vec<SqlUuid>,
-) -> Result<Vec<ConversationRow>, StoreError> {
+async fn by_ids(conn: &mut Conn, ids: Vec<SqlUuid>) -> Result<Vec<ConversationRow>, StoreError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(conversations::table
+    Ok(with_conn!(conn, |c| conversations::table
         .filter(conversations::id.eq_any(&ids))
         .inner_join(repos::table)
         .inner_join(users::table)
         .select(ConversationRow::as_select())
         .order((conversations::created_at.desc(), conversations::id.desc()))
         .load(c)
-        .await?)
+        .await)?)
 }
 
 /// Which rows are on the page (SQLite): the ids of a page, `take` of them
