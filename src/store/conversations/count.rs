@@ -381,7 +381,10 @@ mod tests {
                     assert!(n <= 2, "{from:?}..{until:?}: {n} spans of {unit} s");
                 }
                 for (a, b) in plan.edges(at(from), at(until)) {
-                    let (a, b) = (a.unwrap().timestamp(), b.unwrap().timestamp());
+                    let (a, b) = (
+                        a.expect("an edge starts").timestamp(),
+                        b.expect("an edge ends").timestamp(),
+                    );
                     assert!(
                         b - a < finest,
                         "{from:?}..{until:?}: an edge of {} s",
@@ -399,12 +402,12 @@ mod tests {
     fn a_day_a_week_back() {
         let from = start(20_000 * DAY + 5 * HOUR + 17 * 60 + 3, 1);
         let until = from + chrono::TimeDelta::days(1);
-        let plan = Plan::new(Some(from), Some(until), &[DAY, HOUR, SLOT]).unwrap();
+        let plan = Plan::new(Some(from), Some(until), &[DAY, HOUR, SLOT]).expect("whole slots");
         let units: Vec<i64> = plan.spans.iter().map(|s| s.unit).collect();
         assert_eq!(units, [HOUR, SLOT, SLOT]);
         let rows: i64 = plan
             .edges(Some(from), Some(until))
-            .map(|(a, b)| (b.unwrap() - a.unwrap()).num_seconds())
+            .map(|(a, b)| (b.expect("an end") - a.expect("a start")).num_seconds())
             .sum();
         assert_eq!(rows, 600);
     }
