@@ -95,17 +95,10 @@ pub(super) async fn count(conn: &mut Conn, filter: &ConversationFilter) -> Resul
                 _ => Box::new(narrowed_counts!(conversation_slot_counts, slot, span)),
             });
         }
-        let deltas = Span {
-            unit: SLOT,
-            units: (
-                plan.covered.0.map(|t| t.timestamp() / SLOT),
-                plan.covered.1.map(|t| t.timestamp() / SLOT),
-            ),
-        };
         parts.push(Box::new(narrowed_counts!(
             conversation_count_deltas,
             slot,
-            &deltas
+            &plan.deltas()
         )));
         for (from, until) in plan.edges(filter.from, filter.until) {
             let edge = ConversationFilter {
@@ -206,6 +199,15 @@ impl Plan {
             coarser = Some((first.map(|u| u * unit), end.map(|u| u * unit)));
         }
         Some(Plan { covered, spans })
+    }
+
+    /// The slots of the deltas not folded yet that `covered` holds.
+    fn deltas(&self) -> Span {
+        let slot = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp().div_euclid(SLOT));
+        Span {
+            unit: SLOT,
+            units: (slot(self.covered.0), slot(self.covered.1)),
+        }
     }
 
     /// The filter's parts outside `covered`, whose rows are counted.
