@@ -535,6 +535,24 @@ async fn filter_totals_are_exact(db: TestDb) {
             }
         }
     }
+    // The same totals over gRPC (the slots, hours and edges alike).
+    for actor in [&o.owner, &o.ws_admin, &o.alice] {
+        for t in times {
+            let mut req = ListConversationsRequest {
+                take: Some(1),
+                ..Default::default()
+            };
+            for (key, value) in t.split('&').filter_map(|kv| kv.split_once('=')) {
+                match key {
+                    "from" => req.from = value.to_owned(),
+                    _ => req.to = value.to_owned(),
+                }
+            }
+            let (_, total) = grpc_list(&app, actor, req).await.expect("listed");
+            let (_, rest) = rest_list(&app, Some(actor), &format!("take=1&{t}")).await;
+            assert_eq!(rest["total"], total, "{t}");
+        }
+    }
     // Some of the filters above match more than one page of one.
     let (_, some) = rest_list(
         &app,
