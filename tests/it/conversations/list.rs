@@ -463,7 +463,8 @@ async fn totals_through_folds(db: TestDb) {
 /// A list's `total` is never counted row by row, and stays exact for every
 /// filter: the repository's counts, the whole days, hours and ten-minute
 /// slots (PostgreSQL) of a time filter from their counts and its partial
-/// ends counted, with and without the deleted, before and after the deltas
+/// ends counted (or taken away from their unit's count), with and without
+/// the deleted, before and after the deltas
 /// are folded (PostgreSQL), after conversations move between hours.
 async fn filter_totals_are_exact(db: TestDb) {
     let app = TestApp::spawn(db).await;
@@ -509,6 +510,12 @@ async fn filter_totals_are_exact(db: TestDb) {
         "from=2026-03-01T04:50:00Z&to=2026-03-01T10:20:00Z",
         "from=2026-03-01T05:03:00Z&to=2026-03-02T10:17:00Z",
         "from=2026-03-01T05:07:00Z&to=2026-03-01T05:07:00.000001Z",
+        // Ends whose unit's rows outside the filter are fewer, taken away
+        // from the unit's count, with conversations among them (10:14 in
+        // the hour and the slot the start cuts, 20:28 in the slot the first
+        // end cuts, 01:35 the next day in the hour the second end cuts).
+        "from=2026-03-01T10:14:30Z&to=2026-03-01T20:27:00Z",
+        "from=2026-03-01T10:14:30Z&to=2026-03-02T01:34:00Z",
     ];
     let narrow = [
         String::new(),
