@@ -138,7 +138,7 @@ const SLOT: i64 = 600;
 /// of the filter, the finest unit it cuts is either left out of `covered`
 /// and the filter's rows in it counted, or, when the rows outside the
 /// filter are fewer, taken into `covered` and those rows taken away: the
-/// `edges`, each under half a finest unit. Without a time filter,
+/// `edges`, each at most half a finest unit. Without a time filter,
 /// `conversation_counts` holds everything (no spans).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Plan {

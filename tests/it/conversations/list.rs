@@ -464,8 +464,8 @@ async fn totals_through_folds(db: TestDb) {
 /// filter: the repository's counts, the whole days, hours and ten-minute
 /// slots (PostgreSQL) of a time filter from their counts and its partial
 /// ends counted (or taken away from their unit's count), with and without
-/// the deleted, before and after the deltas
-/// are folded (PostgreSQL), after conversations move between hours.
+/// the deleted, before and after the deltas are folded (PostgreSQL), after
+/// conversations move between hours.
 async fn filter_totals_are_exact(db: TestDb) {
     let app = TestApp::spawn(db).await;
     let o = Org::build(&app).await;
