@@ -26,13 +26,14 @@ use crate::with_conn;
 /// in one statement (one snapshot: a fold between two reads would count its
 /// deltas twice or not at all): the count tables' rows narrowed by
 /// visibility, creator, workspace and repository, each table's summed in
-/// the database, and the deltas not folded yet. With a time filter, each of
-/// its whole days, hours and (on PostgreSQL) ten-minute slots is summed from
-/// the coarsest table whose unit it is whole in ([`Plan`]), and only rows
-/// of the partial units at its two ends are counted: those inside the
-/// filter, or, if fewer, those outside it, taken from their unit's count (at
-/// most five minutes' at each end on PostgreSQL, half an hour's on SQLite,
-/// whose indexes carry every column those counts compare).
+/// the database, and the deltas not folded yet. With a time filter, its
+/// whole finest units are summed from the daily, hourly and (on PostgreSQL)
+/// ten-minute counts, from the unit boundaries nearest to its ends, added
+/// or taken away ([`Plan`]), and only rows of the partial units at its two
+/// ends are counted: those inside the filter, or, if that part is longer,
+/// those outside it, taken from their unit's count (at most five minutes'
+/// at each end on PostgreSQL, half an hour's on SQLite, whose indexes carry
+/// every column those counts compare).
 pub(super) async fn count(conn: &mut Conn, filter: &ConversationFilter) -> Result<i64, StoreError> {
     let units: &[i64] = match conn {
         Conn::Pg(_) => &[DAY, HOUR, SLOT],
