@@ -255,20 +255,20 @@ fn split(a: Option<i64>, b: Option<i64>, taken_away: bool, units: &[i64], spans:
     let Some((&unit, finer)) = units.split_first() else {
         return;
     };
+    if finer.is_empty() {
+        // The finest unit: both ends are on its boundaries.
+        spans.push(Span {
+            unit,
+            units: (a.map(|a| a / unit), b.map(|b| b / unit)),
+            taken_away,
+        });
+        return;
+    }
     // The unit boundary nearest to `t`, in units (a tie rounds up).
     let nearest = |t: i64| (t + unit / 2).div_euclid(unit);
     let (first, end) = (a.map(nearest), b.map(nearest));
-    if finer.is_empty() || matches!((first, end), (Some(f), Some(e)) if f >= e) {
-        if finer.is_empty() {
-            // The finest unit: both ends are on its boundaries.
-            spans.push(Span {
-                unit,
-                units: (a.map(|a| a / unit), b.map(|b| b / unit)),
-                taken_away,
-            });
-        } else {
-            split(a, b, taken_away, finer, spans);
-        }
+    if matches!((first, end), (Some(f), Some(e)) if f >= e) {
+        split(a, b, taken_away, finer, spans);
         return;
     }
     spans.push(Span {
