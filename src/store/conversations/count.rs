@@ -1,8 +1,6 @@
 //! How many conversations a list's filter matches, without counting rows
 //! one by one (see [`count`]).
 
-use std::cmp::Ordering;
-
 use chrono::{DateTime, Utc};
 use diesel::backend::Backend;
 use diesel::dsl::count_star;
@@ -185,7 +183,9 @@ impl Plan {
         units: &[i64],
     ) -> Option<Plan> {
         let finest = *units.last()?;
-        whole(from, until, finest)?;
+        if !holds_a_whole(from, until, finest) {
+            return None;
+        }
         // Each end: the finest unit it cuts, and which of its parts (inside
         // the filter or outside) has fewer seconds, so fewer rows to count.
         let mut edges = Vec::new();
@@ -202,11 +202,11 @@ impl Plan {
                 (t - lo, hi - t)
             };
             let taken_away = outside < inside;
-            let (from, until, kept) = match (head, taken_away) {
-                (true, true) => (lo, t, lo),
-                (true, false) => (t, hi, hi),
-                (false, true) => (t, hi, hi),
-                (false, false) => (lo, t, lo),
+            // The part before `t` (kept from `lo`) or after it (to `hi`).
+            let (from, until, kept) = if head == taken_away {
+                (lo, t, lo)
+            } else {
+                (t, hi, hi)
             };
             edges.push(Edge {
                 from,
@@ -276,40 +276,28 @@ fn split(a: Option<i64>, b: Option<i64>, taken_away: bool, units: &[i64], spans:
         units: (first, end),
         taken_away,
     });
-    if let (Some(a), Some(first)) = (a, first) {
-        let first = first * unit;
-        match a.cmp(&first) {
-            Ordering::Less => split(Some(a), Some(first), taken_away, finer, spans),
-            Ordering::Greater => split(Some(first), Some(a), !taken_away, finer, spans),
-            Ordering::Equal => {}
-        }
-    }
-    if let (Some(b), Some(end)) = (b, end) {
-        let end = end * unit;
-        match end.cmp(&b) {
-            Ordering::Less => split(Some(end), Some(b), taken_away, finer, spans),
-            Ordering::Greater => split(Some(b), Some(end), !taken_away, finer, spans),
-            Ordering::Equal => {}
+    // Each end's gap to its boundary: added where the span fell short of
+    // the end, taken away where it went past it.
+    for (t, boundary, head) in [(a, first, true), (b, end, false)] {
+        if let (Some(t), Some(boundary)) = (t, boundary.map(|u| u * unit))
+            && t != boundary
+        {
+            let past = if head { boundary < t } else { boundary > t };
+            let gap = (Some(t.min(boundary)), Some(t.max(boundary)));
+            split(gap.0, gap.1, taken_away != past, finer, spans);
         }
     }
 }
 
-/// The whole units of `unit` seconds inside `from..until`: `first..end`
-/// (either end open), or `None` if there is none.
-fn whole(
-    from: Option<DateTime<Utc>>,
-    until: Option<DateTime<Utc>>,
-    unit: i64,
-) -> Option<(Option<i64>, Option<i64>)> {
+/// Whether `from..until` (either end open) holds a whole unit of `unit`
+/// seconds.
+fn holds_a_whole(from: Option<DateTime<Utc>>, until: Option<DateTime<Utc>>, unit: i64) -> bool {
     let first = from.map(|t| {
         let u = t.timestamp().div_euclid(unit);
         if start(u, unit) == t { u } else { u + 1 }
     });
     let end = until.map(|t| t.timestamp().div_euclid(unit));
-    match (first, end) {
-        (Some(a), Some(b)) if a >= b => None,
-        range => Some(range),
-    }
+    !matches!((first, end), (Some(a), Some(b)) if a >= b)
 }
 
 /// When unit `u` of `unit` seconds (since the Unix epoch) starts.
@@ -372,7 +360,7 @@ impl<C: QueryFragment<DB>, DB: Backend> QueryFragment<DB> for Total<C> {
     }
 }
 
-/// `(-expression)`: an edge's rows, taken away from their unit's count.
+/// `(-expression)`: counts or rows taken away from a total.
 #[derive(Debug, Clone, Copy, QueryId)]
 struct Negative<E>(E);
 
