@@ -17,6 +17,11 @@
 //!   a read replica, the reads it could serve and where each went;
 //!   `conversation_service_db_replica_usable` 1 while it is up and within
 //!   its lag.
+//! - `conversation_service_sqlite_writer_jobs_total`,
+//!   `conversation_service_sqlite_writer_commits_total`: on SQLite, the
+//!   writes its writer thread ran (creates, turns, stream logs) and the
+//!   commits that wrote them; jobs waiting together commit together, so
+//!   their ratio is the mean group.
 //! - `conversation_service_conversations_created_total`.
 //! - `conversation_service_requests_in_flight`: API requests being served.
 //! - `conversation_service_provider_failures_total{ai_type, operation, reason}`:
@@ -102,6 +107,8 @@ pub struct Metrics {
     pool_max: Gauge,
     replica_reads: Family<PoolLabels, Counter>,
     replica_usable: Gauge,
+    writer_jobs: Counter,
+    writer_commits: Counter,
     created: Counter,
     in_flight: Gauge,
     provider_failures: Family<ProviderLabels, Counter>,
@@ -168,6 +175,18 @@ impl Metrics {
             "db_replica_usable",
             "1 while the read replica is up and within its lag, else 0",
             replica_usable.clone(),
+        );
+        let writer_jobs = Counter::default();
+        registry.register(
+            "sqlite_writer_jobs",
+            "Writes SQLite's writer thread ran",
+            writer_jobs.clone(),
+        );
+        let writer_commits = Counter::default();
+        registry.register(
+            "sqlite_writer_commits",
+            "Commits of SQLite's writer thread (writes waiting together commit together)",
+            writer_commits.clone(),
         );
         let created = Counter::default();
         registry.register(
@@ -240,6 +259,8 @@ impl Metrics {
             pool_max,
             replica_reads,
             replica_usable,
+            writer_jobs,
+            writer_commits,
             created,
             in_flight,
         }
@@ -377,6 +398,12 @@ impl Metrics {
                 counter.inc_by(now.saturating_sub(counter.get()));
             }
             self.replica_usable.set(i64::from(usable));
+        }
+        if let Some(writer) = store.sqlite_writer() {
+            let (jobs, commits) = writer.done();
+            for (counter, now) in [(&self.writer_jobs, jobs), (&self.writer_commits, commits)] {
+                counter.inc_by(now.saturating_sub(counter.get()));
+            }
         }
         let mut out = String::new();
         // Writing to a String cannot fail.

@@ -22,9 +22,9 @@ impl Store {
         self.run_as(true, op).await
     }
 
-    /// Runs `op` as one write transaction on SQLite's writer thread
-    /// (`writer`, from [`Store::sqlite_writer`]), its outcome noted for the
-    /// store's health as every write's is.
+    /// Runs `op` as one write on SQLite's writer thread (`writer`, from
+    /// [`Store::sqlite_writer`]), a savepoint of its group's transaction,
+    /// its outcome noted for the store's health as every write's is.
     pub(crate) async fn write_on<T, F>(
         &self,
         writer: &writer::Writer,

@@ -506,16 +506,21 @@ impl TestApp {
     /// Connections left inside a transaction (a create opens its own and must
     /// always end it). PostgreSQL: those of the test database idle in a
     /// transaction. SQLite: the writer's connection (creates run there), 1 if
-    /// a transaction cannot begin on it because one is still open.
+    /// a job does not run at the depth the writer gives it (its group's
+    /// transaction, its own savepoint), or cannot run because a transaction
+    /// left open keeps its group's from beginning.
     pub async fn idle_in_transaction(&self) -> i64 {
         use diesel::sql_types::BigInt;
         use diesel_async::RunQueryDsl;
         if let Some(writer) = self.store.sqlite_writer() {
-            use diesel::connection::SimpleConnection as _;
-            return writer
-                .run(|c| Ok(i64::from(c.batch_execute("BEGIN; ROLLBACK").is_err())))
-                .await
-                .expect("writer");
+            use diesel::connection::{AnsiTransactionManager, TransactionManager as _};
+            let depth = writer
+                .write(|c| {
+                    let status = AnsiTransactionManager::transaction_manager_status_mut(c);
+                    Ok(status.transaction_depth()?.map_or(0, |d| d.get()))
+                })
+                .await;
+            return i64::from(!matches!(depth, Ok(2)));
         }
         let mut conn = self.store.conn().await.expect("conn");
         let conversation_service::store::Conn::Pg(c) = &mut conn else {
@@ -986,7 +991,7 @@ impl StatementLog {
         if let Some(writer) = app.store.sqlite_writer() {
             let record = log.recorder();
             writer
-                .run(move |c| {
+                .write(move |c| {
                     diesel::Connection::set_instrumentation(c, record);
                     Ok(())
                 })
@@ -1020,14 +1025,19 @@ impl StatementLog {
         self.0.lock().expect("log").len()
     }
 
-    /// The statements sent since `mark`, transaction control aside.
+    /// The statements sent since `mark`, transaction control aside (SQLite's
+    /// writer runs each job in a savepoint of its group's transaction).
     pub fn sent_since(&self, mark: usize) -> Vec<String> {
         let log = self.0.lock().expect("log");
+        let control = |sql: &str| {
+            ["BEGIN", "BEGIN IMMEDIATE", "COMMIT"].contains(&sql)
+                || ["SAVEPOINT ", "RELEASE SAVEPOINT ", "ROLLBACK TO SAVEPOINT "]
+                    .iter()
+                    .any(|start| sql.starts_with(start))
+        };
         log[mark..]
             .iter()
-            .filter(|(cache, sql)| {
-                !*cache && !["BEGIN", "BEGIN IMMEDIATE", "COMMIT"].contains(&sql.as_str())
-            })
+            .filter(|(cache, sql)| !*cache && !control(sql))
             .map(|(_, sql)| sql.clone())
             .collect()
     }

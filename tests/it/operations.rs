@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use conversation_service::pb::CreateConversationRequest;
 use conversation_service::pb::conversation_service_client::ConversationServiceClient;
 use conversation_service::server::Config;
+use conversation_service::store::Backend;
 use diesel_async::SimpleAsyncConnection;
 use serde_json::{Value, json};
 
@@ -38,8 +39,10 @@ async fn scrape(app: &TestApp, base: &str) -> String {
 }
 
 /// Requests by transport, method and code; latency histograms; the pool;
-/// conversations created. Unknown routes are one label, not one per path.
+/// conversations created; SQLite's writer. Unknown routes are one label, not
+/// one per path.
 async fn metrics(db: TestDb) {
+    let on_sqlite = db.backend == Backend::Sqlite;
     let app = TestApp::spawn(db).await;
     let w = World::build(&app).await;
     let body = json!({ "repoId": w.repo }).to_string();
@@ -135,6 +138,20 @@ async fn metrics(db: TestDb) {
     assert!(count(r#"conversation_service_db_pool_connections{state="in_use"}"#) <= 2.0);
     assert_eq!(count("conversation_service_db_pool_waiting"), 0.0);
     assert!(count("conversation_service_db_pool_max") >= 1.0);
+    let (jobs, commits) = (
+        count("conversation_service_sqlite_writer_jobs_total"),
+        count("conversation_service_sqlite_writer_commits_total"),
+    );
+    if on_sqlite {
+        // The three creates at least, one after another.
+        assert!(jobs >= 3.0, "{jobs}");
+        assert!(
+            (1.0..=jobs).contains(&commits),
+            "{commits} commits of {jobs}"
+        );
+    } else {
+        assert_eq!((jobs, commits), (0.0, 0.0), "no writer thread");
+    }
     assert!(text.ends_with("# EOF\n"));
     app.shutdown().await;
 }

@@ -13,9 +13,9 @@
 //!   (whose row holds the reply, known only after the lookup), or behind a
 //!   transaction-mode pooler, it runs in a transaction opened in the same
 //!   write and the key's rows follow before `COMMIT`.
-//! - SQLite: the lookup with the rules, then the rows in one transaction,
-//!   in one job on the writer thread ([`super::super::writer`]), the
-//!   transaction in its turn at the write gate.
+//! - SQLite: the lookup with the rules, then the rows, in one job on the
+//!   writer thread ([`super::super::writer`]): a savepoint in the write
+//!   transaction of the jobs waiting with it, in its turn at the write gate.
 
 use std::sync::LazyLock;
 
@@ -449,15 +449,15 @@ async fn create_in_transaction(
     crate::store::end_transaction(c, written, keep).await
 }
 
-/// The create on SQLite: one job on the writer thread.
+/// The create on SQLite: one job on the writer thread, committed with the
+/// jobs waiting beside it (its lookup in the same transaction as its rows).
 async fn create_on_sqlite(
     writer: &Writer,
     new: NewCreate,
     key: Option<KeyFor>,
 ) -> Result<Result<Created, Refusal>, StoreError> {
-    let gate = writer.gate().clone();
     writer
-        .run(move |c| {
+        .write(move |c| {
             use diesel::RunQueryDsl as Sync;
             let template = match new.who {
                 Creator::Token(_) => &STATEMENTS.sqlite_token,
@@ -500,21 +500,17 @@ async fn create_on_sqlite(
                 created_at: new.at,
             };
             let key = key.map(|key| key(&created));
-            let _turn = gate.blocking_lock();
-            c.immediate_transaction(|c| {
-                if let Some(key) = &key {
-                    Sync::execute(expired_key(key), c)?;
-                }
-                Sync::execute(
-                    diesel::insert_into(conversations::table).values(&conversation),
-                    c,
-                )?;
-                Sync::execute(diesel::insert_into(system_events::table).values(&event), c)?;
-                if let Some(key) = &key {
-                    Sync::execute(diesel::insert_into(idempotency_keys::table).values(key), c)?;
-                }
-                diesel::QueryResult::Ok(())
-            })?;
+            if let Some(key) = &key {
+                Sync::execute(expired_key(key), c)?;
+            }
+            Sync::execute(
+                diesel::insert_into(conversations::table).values(&conversation),
+                c,
+            )?;
+            Sync::execute(diesel::insert_into(system_events::table).values(&event), c)?;
+            if let Some(key) = &key {
+                Sync::execute(diesel::insert_into(idempotency_keys::table).values(key), c)?;
+            }
             Ok(Ok(created))
         })
         .await
