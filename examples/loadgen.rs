@@ -761,7 +761,7 @@ fn pg_ceiling(
 
 /// The SQLite ceilings: the least SQL a create needs (the lookup and the
 /// two INSERTs) in a loop on one connection to the same file, with the
-/// service's pragmas, each statement prepared once; one connection, because
+/// pragmas of the service's writer, each statement prepared once; one connection, because
 /// with a connection per thread every commit makes the others' page caches
 /// stale and each create reads its pages again. First as the service's
 /// writer does it, committing the creates waiting together (the clients',
@@ -823,6 +823,7 @@ fn sqlite_ceiling(db: &BenchDb, world: &World, group: usize, seconds: u64) -> an
     c.batch_execute(&conversation_service::store::sqlite_setup_sql(
         &StoreOptions::default(),
     ))?;
+    c.batch_execute(conversation_service::store::writer::SETUP_SQL)?;
     let (org, ws, repo) = (world.org, world.workspace, world.repo);
     let hashes: Vec<Vec<u8>> = (1..=world.callers)
         .map(|i| conversation_service::auth::hash_token(&bench_token(i)).to_vec())

@@ -39,6 +39,12 @@ use diesel::{Connection as _, SqliteConnection};
 
 use super::{StoreError, WriteGate};
 
+/// What the writer's connection runs after the store's setup: savepoints'
+/// journal (SQLite's statement journal) in memory. Past 64 KiB it would
+/// spill to a temporary file, and a group's savepoints wrote it there with
+/// a system call per page.
+pub const SETUP_SQL: &str = "PRAGMA temp_store = MEMORY;";
+
 /// The most jobs one commit takes. It bounds how long other writers wait at
 /// the gate, and how long a group's first job waits for its last.
 pub const MOST_PER_COMMIT: usize = 64;
@@ -232,6 +238,7 @@ fn connect(path: &str, setup_sql: &str) -> Result<SqliteConnection, StoreError> 
     let mut conn = SqliteConnection::establish(path)
         .map_err(|e| StoreError::Unavailable(format!("cannot open the SQLite file: {e}")))?;
     conn.batch_execute(setup_sql)?;
+    conn.batch_execute(SETUP_SQL)?;
     Ok(conn)
 }
 
@@ -277,6 +284,29 @@ mod tests {
             c.batch_execute(&format!("INSERT INTO mark VALUES ({n})"))?;
             Ok(())
         }
+    }
+
+    /// Plans that do not depend on bound values (`.cargo/config.toml`):
+    /// without that, SQLite prepares some statements again on every call.
+    #[tokio::test]
+    async fn sqlite_is_built_with_stable_plans_and_the_writer_journals_in_memory() {
+        let (_dir, writer) = start();
+        let (qpsg, temp_store) = writer
+            .write(|c| {
+                let qpsg = number(
+                    c,
+                    "SELECT count(*) AS n FROM pragma_compile_options \
+                     WHERE compile_options = 'ENABLE_QPSG'",
+                )?;
+                Ok((
+                    qpsg,
+                    number(c, "SELECT temp_store AS n FROM pragma_temp_store")?,
+                ))
+            })
+            .await
+            .expect("pragmas");
+        assert_eq!(qpsg, 1, "built with SQLITE_ENABLE_QPSG");
+        assert_eq!(temp_store, 2, "MEMORY");
     }
 
     #[tokio::test]
