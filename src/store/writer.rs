@@ -260,6 +260,19 @@ mod tests {
         (dir, writer)
     }
 
+    /// [`start`], with a table `mark (n INTEGER PRIMARY KEY)`.
+    async fn start_with_marks() -> (tempfile::TempDir, Writer) {
+        let (dir, writer) = start();
+        writer
+            .write(|c| {
+                c.batch_execute("CREATE TABLE mark (n INTEGER PRIMARY KEY)")?;
+                Ok(())
+            })
+            .await
+            .expect("table");
+        (dir, writer)
+    }
+
     fn number(c: &mut SqliteConnection, sql: &str) -> Result<i64, StoreError> {
         Ok(diesel::sql_query(sql).get_result::<Number>(c)?.n)
     }
@@ -369,14 +382,7 @@ mod tests {
 
     #[tokio::test]
     async fn jobs_waiting_together_commit_together_and_a_failing_one_fails_alone() {
-        let (_dir, writer) = start();
-        writer
-            .write(|c| {
-                c.batch_execute("CREATE TABLE mark (n INTEGER PRIMARY KEY)")?;
-                Ok(())
-            })
-            .await
-            .expect("table");
+        let (_dir, writer) = start_with_marks().await;
         let (release, busy) = hold(&writer).await;
         let before = writer.done();
         // Queued in this order while the writer is busy: one group.
@@ -409,14 +415,7 @@ mod tests {
 
     #[tokio::test]
     async fn when_a_job_ends_the_transaction_no_job_of_its_group_is_written() {
-        let (_dir, writer) = start();
-        writer
-            .write(|c| {
-                c.batch_execute("CREATE TABLE mark (n INTEGER PRIMARY KEY)")?;
-                Ok(())
-            })
-            .await
-            .expect("table");
+        let (_dir, writer) = start_with_marks().await;
         let (release, busy) = hold(&writer).await;
         let before = writer.done();
         let first = writer.write(insert(1));
