@@ -761,13 +761,13 @@ fn pg_ceiling(
 
 /// The SQLite ceilings: the least SQL a create needs (the lookup and the
 /// two INSERTs) in a loop on one connection to the same file, with the
-/// pragmas of the service's writer, each statement prepared once; one connection, because
-/// with a connection per thread every commit makes the others' page caches
-/// stale and each create reads its pages again. First as the service's
-/// writer does it, committing the creates waiting together (the clients',
-/// up to its most per commit) in one transaction, each in a savepoint; then
-/// one transaction per create, the ceiling before the writer committed in
-/// groups.
+/// pragmas of the service's writer, each statement prepared once. One
+/// connection, because with a connection per thread every commit makes the
+/// others' page caches stale and each create reads its pages again. First
+/// as the service's writer does it, committing the creates waiting together
+/// (the clients', up to its most per commit) in one transaction, each in a
+/// savepoint; then one transaction per create, the ceiling before the
+/// writer committed in groups.
 fn sqlite_ceilings(
     db: &BenchDb,
     world: &World,
