@@ -33,7 +33,6 @@ use crate::domain::OrgRole;
 use crate::store::idempotency::{NewIdempotencyKey, expired_key};
 use crate::store::schema::{conversations, idempotency_keys, system_events};
 use crate::store::types::{DbJson, DbTime, DbUuid, SqlJson, SqlTime, SqlUuid};
-use crate::store::writer::Writer;
 use crate::store::{Conn, Store, StoreError};
 
 use super::{NewConversation, NewEvent};
@@ -368,9 +367,8 @@ impl Store {
     ) -> Result<Result<Created, Refusal>, StoreError> {
         match self.sqlite_writer() {
             Some(writer) => {
-                let created = create_on_sqlite(writer, new, key).await;
-                self.note_write(&created);
-                created
+                self.write_on(writer, move |c| create_on_sqlite(c, new, key))
+                    .await
             }
             None => {
                 let begin = (key.is_some() || self.behind_transaction_pooler())
@@ -449,71 +447,67 @@ async fn create_in_transaction(
     crate::store::end_transaction(c, written, keep).await
 }
 
-/// The create on SQLite: one job on the writer thread, committed with the
+/// The create on SQLite, a job of its writer thread, committed with the
 /// jobs waiting beside it (its lookup in the same transaction as its rows).
-async fn create_on_sqlite(
-    writer: &Writer,
+fn create_on_sqlite(
+    c: &mut diesel::SqliteConnection,
     new: NewCreate,
     key: Option<KeyFor>,
 ) -> Result<Result<Created, Refusal>, StoreError> {
-    writer
-        .write(move |c| {
-            use diesel::RunQueryDsl as Sync;
-            let template = match new.who {
-                Creator::Token(_) => &STATEMENTS.sqlite_token,
-                Creator::User(_) => &STATEMENTS.sqlite_user,
-            };
-            let found: Option<Found> = Sync::get_result(
-                CreateQuery {
-                    template,
-                    new: &new,
-                },
-                c,
-            )
-            .optional()?;
-            let created = match found.map(Found::verdict) {
-                Some(Ok(created)) => created,
-                Some(Err(refused)) => return Ok(Err(refused)),
-                None => return Err(StoreError::Internal("the lookup found no row".into())),
-            };
-            let conversation = NewConversation {
-                id: new.id,
-                org_id: SqlUuid(created.org_id),
-                workspace_id: SqlUuid(created.workspace_id),
-                repo_id: new.repo_id,
-                created_by: SqlUuid(created.user_id),
-                title: None,
-                tokens_in: 0,
-                tokens_out: 0,
-                created_at: new.at,
-                last_updated_at: new.at,
-            };
-            let event = NewEvent {
-                id: new.event_id,
-                org_id: SqlUuid(created.org_id),
-                workspace_id: Some(SqlUuid(created.workspace_id)),
-                user_id: Some(SqlUuid(created.user_id)),
-                context: "conversation".into(),
-                context_id: Some(new.id),
-                event: "created".into(),
-                json_data: Some(new.event_data),
-                created_at: new.at,
-            };
-            let key = key.map(|key| key(&created));
-            if let Some(key) = &key {
-                Sync::execute(expired_key(key), c)?;
-            }
-            Sync::execute(
-                diesel::insert_into(conversations::table).values(&conversation),
-                c,
-            )?;
-            Sync::execute(diesel::insert_into(system_events::table).values(&event), c)?;
-            if let Some(key) = &key {
-                Sync::execute(diesel::insert_into(idempotency_keys::table).values(key), c)?;
-            }
-            Ok(Ok(created))
-        })
-        .await
+    use diesel::RunQueryDsl as Sync;
+    let template = match new.who {
+        Creator::Token(_) => &STATEMENTS.sqlite_token,
+        Creator::User(_) => &STATEMENTS.sqlite_user,
+    };
+    let found: Option<Found> = Sync::get_result(
+        CreateQuery {
+            template,
+            new: &new,
+        },
+        c,
+    )
+    .optional()?;
+    let created = match found.map(Found::verdict) {
+        Some(Ok(created)) => created,
+        Some(Err(refused)) => return Ok(Err(refused)),
+        None => return Err(StoreError::Internal("the lookup found no row".into())),
+    };
+    let conversation = NewConversation {
+        id: new.id,
+        org_id: SqlUuid(created.org_id),
+        workspace_id: SqlUuid(created.workspace_id),
+        repo_id: new.repo_id,
+        created_by: SqlUuid(created.user_id),
+        title: None,
+        tokens_in: 0,
+        tokens_out: 0,
+        created_at: new.at,
+        last_updated_at: new.at,
+    };
+    let event = NewEvent {
+        id: new.event_id,
+        org_id: SqlUuid(created.org_id),
+        workspace_id: Some(SqlUuid(created.workspace_id)),
+        user_id: Some(SqlUuid(created.user_id)),
+        context: "conversation".into(),
+        context_id: Some(new.id),
+        event: "created".into(),
+        json_data: Some(new.event_data),
+        created_at: new.at,
+    };
+    let key = key.map(|key| key(&created));
+    if let Some(key) = &key {
+        Sync::execute(expired_key(key), c)?;
+    }
+    Sync::execute(
+        diesel::insert_into(conversations::table).values(&conversation),
+        c,
+    )?;
+    Sync::execute(diesel::insert_into(system_events::table).values(&event), c)?;
+    if let Some(key) = &key {
+        Sync::execute(diesel::insert_into(idempotency_keys::table).values(key), c)?;
+    }
+    Ok(Ok(created))
 }
 
 #[cfg(test)]
