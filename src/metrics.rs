@@ -22,6 +22,8 @@
 //!   writes its writer thread ran (creates, turns, stream logs) and the
 //!   commits that wrote them; jobs waiting together commit together, so
 //!   their ratio is the mean group.
+//!   `conversation_service_sqlite_writer_checkpoints_total`: the WAL copied
+//!   into the database file by the checkpointer's thread.
 //! - `conversation_service_conversations_created_total`.
 //! - `conversation_service_requests_in_flight`: API requests being served.
 //! - `conversation_service_provider_failures_total{ai_type, operation, reason}`:
@@ -109,6 +111,7 @@ pub struct Metrics {
     replica_usable: Gauge,
     writer_jobs: Counter,
     writer_commits: Counter,
+    writer_checkpoints: Counter,
     created: Counter,
     in_flight: Gauge,
     provider_failures: Family<ProviderLabels, Counter>,
@@ -188,6 +191,12 @@ impl Metrics {
             "Commits of SQLite's writer thread (writes waiting together commit together)",
             writer_commits.clone(),
         );
+        let writer_checkpoints = Counter::default();
+        registry.register(
+            "sqlite_writer_checkpoints",
+            "Checkpoints of the writer's commits, made off its thread",
+            writer_checkpoints.clone(),
+        );
         let created = Counter::default();
         registry.register(
             "conversations_created",
@@ -261,6 +270,7 @@ impl Metrics {
             replica_usable,
             writer_jobs,
             writer_commits,
+            writer_checkpoints,
             created,
             in_flight,
         }
@@ -400,8 +410,12 @@ impl Metrics {
             self.replica_usable.set(i64::from(usable));
         }
         if let Some(writer) = store.sqlite_writer() {
-            let (jobs, commits) = writer.done();
-            for (counter, now) in [(&self.writer_jobs, jobs), (&self.writer_commits, commits)] {
+            let (jobs, commits, checkpoints) = writer.done();
+            for (counter, now) in [
+                (&self.writer_jobs, jobs),
+                (&self.writer_commits, commits),
+                (&self.writer_checkpoints, checkpoints),
+            ] {
                 counter.inc_by(now.saturating_sub(counter.get()));
             }
         }

@@ -153,6 +153,18 @@ async fn metrics(db: TestDb) {
         assert_eq!((jobs, commits), (0.0, 0.0), "no writer thread");
     }
     assert!(text.ends_with("# EOF\n"));
+    // The checkpointer's thread copies those commits into the database file
+    // within a tenth of a second.
+    let checkpoints = "conversation_service_sqlite_writer_checkpoints_total";
+    let mut made = sample(&text, checkpoints).unwrap_or_else(|| panic!("{checkpoints}"));
+    for _ in 0..100 {
+        if made >= 1.0 || !on_sqlite {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        made = sample(&scrape(&app, &app.base).await, checkpoints).expect("checkpoints");
+    }
+    assert_eq!(made >= 1.0, on_sqlite, "{made} checkpoints");
     app.shutdown().await;
 }
 
