@@ -111,8 +111,9 @@ needs, straight against the same database): on PostgreSQL one data-modifying
 statement (pgbench, prepared; at the better of the clients' concurrency and 16
 connections), with the five-statement script as the second ceiling; on SQLite
 the best direct use of the file: one connection committing the creates waiting
-together (the clients', at most 64) in one transaction, as the service's writer
-does, with one transaction per create as the second ceiling. Ratios are printed
+together (the clients', at most 64) in one transaction and checkpointing on
+another thread, as the service's writer does, with one transaction per create
+(checkpointing in its commits) as the second ceiling. Ratios are printed
 against each.
 
 With --scenario prompt|stream it measures prompt turns instead (PromptConversation /
@@ -766,8 +767,9 @@ fn pg_ceiling(
 /// others' page caches stale and each create reads its pages again. First
 /// as the service's writer does it, committing the creates waiting together
 /// (the clients', up to its most per commit) in one transaction, each in a
-/// savepoint; then one transaction per create, the ceiling before the
-/// writer committed in groups.
+/// savepoint, and checkpointing on a thread of its own; then one
+/// transaction per create, checkpointing in its commits, the ceiling before
+/// the writer committed in groups.
 fn sqlite_ceilings(
     db: &BenchDb,
     world: &World,
@@ -775,13 +777,22 @@ fn sqlite_ceilings(
     seconds: u64,
 ) -> anyhow::Result<(f64, Option<f64>)> {
     let group = clients.clamp(1, conversation_service::store::writer::MOST_PER_COMMIT);
-    let grouped = sqlite_ceiling(db, world, group, seconds)?;
-    let one_each = sqlite_ceiling(db, world, 1, seconds)?;
+    let grouped = sqlite_ceiling(db, world, group, true, seconds)?;
+    let one_each = sqlite_ceiling(db, world, 1, false, seconds)?;
     Ok((grouped, Some(one_each)))
 }
 
-/// [`sqlite_ceilings`]: creates in transactions of `group` each.
-fn sqlite_ceiling(db: &BenchDb, world: &World, group: usize, seconds: u64) -> anyhow::Result<f64> {
+/// [`sqlite_ceilings`]: creates in transactions of `group` each; with
+/// `checkpoint_apart`, the WAL checkpointed by another thread and connection
+/// as the service's checkpointer does (`PASSIVE`, every
+/// [`CHECKPOINT_EVERY`](conversation_service::store::writer::CHECKPOINT_EVERY)).
+fn sqlite_ceiling(
+    db: &BenchDb,
+    world: &World,
+    group: usize,
+    checkpoint_apart: bool,
+    seconds: u64,
+) -> anyhow::Result<f64> {
     use conversation_service::store::schema::{
         api_tokens, conversations, repos, system_events, users, workspace_members, workspaces,
     };
@@ -824,6 +835,22 @@ fn sqlite_ceiling(db: &BenchDb, world: &World, group: usize, seconds: u64) -> an
         &StoreOptions::default(),
     ))?;
     c.batch_execute(conversation_service::store::writer::SETUP_SQL)?;
+    let stop_checkpoints = Arc::new(AtomicBool::new(false));
+    let checkpointer = checkpoint_apart
+        .then(|| -> anyhow::Result<_> {
+            c.batch_execute("PRAGMA wal_autocheckpoint = 0;")?;
+            let mut other = SqliteConnection::establish(&path)?;
+            let stop = stop_checkpoints.clone();
+            Ok(std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(conversation_service::store::writer::CHECKPOINT_EVERY);
+                    other
+                        .batch_execute("PRAGMA wal_checkpoint(PASSIVE);")
+                        .expect("a checkpoint");
+                }
+            }))
+        })
+        .transpose()?;
     let (org, ws, repo) = (world.org, world.workspace, world.repo);
     let hashes: Vec<Vec<u8>> = (1..=world.callers)
         .map(|i| conversation_service::auth::hash_token(&bench_token(i)).to_vec())
@@ -902,27 +929,35 @@ fn sqlite_ceiling(db: &BenchDb, world: &World, group: usize, seconds: u64) -> an
             .execute(c)?;
         Ok(())
     };
-    let stop_at = Instant::now() + WARMUP + Duration::from_secs(seconds);
-    let count_from = Instant::now() + WARMUP;
-    let (mut done, mut next) = (0_u64, 0_usize);
-    while Instant::now() < stop_at {
-        c.immediate_transaction(|c| {
-            for _ in 0..group {
-                let hash = &hashes[next % hashes.len()];
-                next += 1;
-                if group == 1 {
-                    create(c, hash)?;
-                } else {
-                    c.transaction(|c| create(c, hash))?;
+    let mut measure = || -> QueryResult<u64> {
+        let stop_at = Instant::now() + WARMUP + Duration::from_secs(seconds);
+        let count_from = Instant::now() + WARMUP;
+        let (mut done, mut next) = (0_u64, 0_usize);
+        while Instant::now() < stop_at {
+            c.immediate_transaction(|c| {
+                for _ in 0..group {
+                    let hash = &hashes[next % hashes.len()];
+                    next += 1;
+                    if group == 1 {
+                        create(c, hash)?;
+                    } else {
+                        c.transaction(|c| create(c, hash))?;
+                    }
                 }
+                QueryResult::Ok(())
+            })?;
+            if Instant::now() >= count_from {
+                done += group as u64;
             }
-            QueryResult::Ok(())
-        })?;
-        if Instant::now() >= count_from {
-            done += group as u64;
         }
+        Ok(done)
+    };
+    let done = measure();
+    stop_checkpoints.store(true, Ordering::Relaxed);
+    if let Some(checkpointer) = checkpointer {
+        checkpointer.join().expect("the checkpointer");
     }
-    Ok(done as f64 / seconds as f64)
+    Ok(done? as f64 / seconds as f64)
 }
 
 /// One slice: a warm-up, then `seconds` during which the clients count what
