@@ -399,12 +399,22 @@ mod tests {
     /// WAL would hold both rounds below.
     #[tokio::test]
     async fn the_checkpointer_keeps_the_wal_from_growing() {
-        let (dir, writer) = start();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("w.db").display().to_string();
+        let setup = "PRAGMA journal_mode = WAL;".to_owned();
+        let writer = Writer::start(path, setup, WriteGate::default()).expect("thread");
         let wal = dir.path().join("w.db-wal");
         let automatic = writer
             .write(|c| {
                 c.batch_execute("CREATE TABLE blob (b BLOB)")?;
-                number(c, "SELECT wal_autocheckpoint AS n FROM pragma_wal_autocheckpoint")
+                // A pragma without a table-valued form: read as is.
+                #[derive(diesel::QueryableByName)]
+                struct Automatic {
+                    #[diesel(sql_type = diesel::sql_types::BigInt)]
+                    wal_autocheckpoint: i64,
+                }
+                let row: Automatic = diesel::sql_query("PRAGMA wal_autocheckpoint").get_result(c)?;
+                Ok(row.wal_autocheckpoint)
             })
             .await
             .expect("table");
