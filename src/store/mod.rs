@@ -278,6 +278,7 @@ impl Store {
     pub fn open(database_url: &str, opts: &StoreOptions) -> anyhow::Result<Store> {
         let mut sqlite_path = None;
         let mut pooled_begin = None;
+        let health = health::WriteHealth::new();
         let pools = match parse_url(database_url)? {
             (Backend::Postgres, url) => {
                 if opts.pooler == Pooler::Transaction {
@@ -301,8 +302,12 @@ impl Store {
                 }
                 sqlite_path = Some(std::path::PathBuf::from(&path));
                 let setup_sql = sqlite_setup_sql(opts);
-                let writer =
-                    writer::Writer::start(path.clone(), setup_sql.clone(), WriteGate::default())?;
+                let writer = writer::Writer::start(
+                    path.clone(),
+                    setup_sql.clone(),
+                    WriteGate::default(),
+                    health.clone(),
+                )?;
                 Pools::Sqlite(sqlite_pool(path, setup_sql, opts)?, writer)
             }
         };
@@ -330,7 +335,7 @@ impl Store {
         Ok(Store {
             pools,
             sqlite_path,
-            health: health::WriteHealth::new(),
+            health,
             pooled_begin,
             replica,
         })

@@ -49,6 +49,7 @@ use std::time::Duration;
 use diesel::connection::{AnsiTransactionManager, SimpleConnection as _, TransactionManager};
 use diesel::{Connection as _, SqliteConnection};
 
+use super::health::WriteHealth;
 use super::{StoreError, WriteGate};
 
 /// What the writer's connection runs after the store's setup: savepoints'
@@ -102,8 +103,14 @@ impl Writer {
     /// Starts the thread, and the checkpointer's. It connects to `path`
     /// (then runs `setup_sql`) on its first job, and again after a group
     /// that did not end cleanly. Each group writes at `gate`, the turn every
-    /// SQLite write takes.
-    pub fn start(path: String, setup_sql: String, gate: WriteGate) -> std::io::Result<Writer> {
+    /// SQLite write takes. The checkpointer waits while `health` says writes
+    /// fail for want of space.
+    pub fn start(
+        path: String,
+        setup_sql: String,
+        gate: WriteGate,
+        health: Arc<WriteHealth>,
+    ) -> std::io::Result<Writer> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let done = Arc::new(Done::default());
         let (counts, turns) = (done.clone(), gate.clone());
@@ -111,7 +118,7 @@ impl Writer {
             let (path, setup_sql, done) = (path.clone(), setup_sql.clone(), Arc::downgrade(&done));
             std::thread::Builder::new()
                 .name("sqlite-checkpoint".into())
-                .spawn(move || checkpoints(&path, &setup_sql, &done))?;
+                .spawn(move || checkpoints(&path, &setup_sql, &done, &health))?;
         }
         std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -279,7 +286,13 @@ fn connect(path: &str, setup_sql: &str, own_sql: &str) -> Result<SqliteConnectio
 /// note). It ends soon after the writer's thread. A failure is logged and
 /// tried again on a new connection at the next turn; meanwhile the WAL
 /// grows, and nothing is lost.
-fn checkpoints(path: &str, setup_sql: &str, done: &Weak<Done>) {
+///
+/// It waits while writes fail for want of space: a complete checkpoint
+/// lets the next write start the WAL over, in room the WAL file already
+/// holds, so a small write (the readiness heartbeat) would succeed while
+/// creates still fail, and the service would call itself ready on a full
+/// disk. Once the heartbeat succeeds again (space returned), it goes on.
+fn checkpoints(path: &str, setup_sql: &str, done: &Weak<Done>, health: &WriteHealth) {
     let mut conn: Option<SqliteConnection> = None;
     let mut seen = 0;
     loop {
@@ -288,7 +301,7 @@ fn checkpoints(path: &str, setup_sql: &str, done: &Weak<Done>) {
             return;
         };
         let commits = done.commits.load(Ordering::Relaxed);
-        if commits == seen {
+        if commits == seen || health.failing() {
             continue;
         }
         let c = match &mut conn {
@@ -328,7 +341,13 @@ mod tests {
     fn start() -> (tempfile::TempDir, Writer) {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("w.db").display().to_string();
-        let writer = Writer::start(path, String::new(), WriteGate::default()).expect("thread");
+        let writer = Writer::start(
+            path,
+            String::new(),
+            WriteGate::default(),
+            WriteHealth::new(),
+        )
+        .expect("thread");
         (dir, writer)
     }
 
@@ -402,7 +421,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("w.db").display().to_string();
         let setup = "PRAGMA journal_mode = WAL;".to_owned();
-        let writer = Writer::start(path, setup, WriteGate::default()).expect("thread");
+        let writer =
+            Writer::start(path, setup, WriteGate::default(), WriteHealth::new()).expect("thread");
         let wal = dir.path().join("w.db-wal");
         let automatic = writer
             .write(|c| {
@@ -413,7 +433,8 @@ mod tests {
                     #[diesel(sql_type = diesel::sql_types::BigInt)]
                     wal_autocheckpoint: i64,
                 }
-                let row: Automatic = diesel::sql_query("PRAGMA wal_autocheckpoint").get_result(c)?;
+                let row: Automatic =
+                    diesel::sql_query("PRAGMA wal_autocheckpoint").get_result(c)?;
                 Ok(row.wal_autocheckpoint)
             })
             .await
