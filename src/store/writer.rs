@@ -339,11 +339,16 @@ mod tests {
     }
 
     fn start() -> (tempfile::TempDir, Writer) {
+        start_with("")
+    }
+
+    /// A writer on a new file in a temporary folder, set up with `setup_sql`.
+    fn start_with(setup_sql: &str) -> (tempfile::TempDir, Writer) {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("w.db").display().to_string();
         let writer = Writer::start(
             path,
-            String::new(),
+            setup_sql.to_owned(),
             WriteGate::default(),
             WriteHealth::new(),
         )
@@ -418,11 +423,7 @@ mod tests {
     /// WAL would hold both rounds below.
     #[tokio::test]
     async fn the_checkpointer_keeps_the_wal_from_growing() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("w.db").display().to_string();
-        let setup = "PRAGMA journal_mode = WAL;".to_owned();
-        let writer =
-            Writer::start(path, setup, WriteGate::default(), WriteHealth::new()).expect("thread");
+        let (dir, writer) = start_with("PRAGMA journal_mode = WAL;");
         let wal = dir.path().join("w.db-wal");
         let automatic = writer
             .write(|c| {
