@@ -3,14 +3,14 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::query_builder::{Query, QueryFragment, QueryId};
+use diesel::query_builder::{Query, QueryFragment};
 use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use diesel::sqlite::Sqlite;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::FutureExt as _;
 use uuid::Uuid;
 
-use super::prepared::{Prepared, execute_on_sqlite};
+use super::prepared::{Keyed, execute_on_sqlite};
 use super::schema::{conversations, messages, workspace_members};
 use super::types::{DbJson, DbTime, DbUuid, SqlJson, SqlTime, SqlUuid, coalesce};
 use super::{Conn, Store, StoreError};
@@ -270,24 +270,24 @@ impl TurnRow {
 const NEXT_TWO_SQLITE: &str = "max(last_seq, (SELECT coalesce(max(seq), 0) FROM messages \
      WHERE messages.conversation_id = conversations.id)) + 2";
 
+/// The key of [`totals_update`]'s statement.
+enum TotalsUpdate {}
+
 /// A turn's usage added to its conversation (on SQLite), which is titled
 /// if untitled and gives the turn's two messages their numbers: one UPDATE,
 /// which holds the conversation's row until the turn commits, and returns
-/// what [`TurnRow`] holds. Kept prepared (diesel would prepare an UPDATE
-/// anew every time).
+/// what [`TurnRow`] holds. Kept prepared under one key (diesel would
+/// prepare an UPDATE anew every time).
 fn totals_update(
     turn: &NewTurn,
-) -> Prepared<
-    impl Query<SqlType = (DbTime, BigInt, BigInt, BigInt)>
-    + QueryFragment<Sqlite>
-    + QueryId
-    + Send
-    + use<>,
+) -> Keyed<
+    TotalsUpdate,
+    impl Query<SqlType = (DbTime, BigInt, BigInt, BigInt)> + QueryFragment<Sqlite> + Send + use<>,
 > {
     let live = conversations::id
         .eq(SqlUuid(turn.conversation_id))
         .and(conversations::deleted_at.is_null());
-    Prepared(
+    Keyed::new(
         diesel::update(conversations::table.filter(live))
             .set((
                 conversations::tokens_in.eq(conversations::tokens_in + turn.tokens_in),
@@ -350,6 +350,9 @@ const PG_TURN: &str = "WITH turn AS (\
      ON CONFLICT (budget_id, period_start) DO UPDATE SET used = b.used + excluded.used) \
    SELECT last_updated_at, tokens_in, tokens_out, last_seq FROM turn";
 
+/// The key of [`PG_TURN`], prepared.
+enum PgTurn {}
+
 /// Records a turn with [`PG_TURN`]; nothing if the conversation is gone.
 async fn turn_on_postgres(
     c: &mut AsyncPgConnection,
@@ -370,7 +373,7 @@ async fn turn_on_postgres(
         None => (Vec::new(), Vec::new(), 0),
     };
     let (budgets, periods): (Vec<SqlUuid>, Vec<SqlTime>) = spent.into_iter().unzip();
-    Ok(Prepared(
+    Ok(Keyed::<PgTurn, _>::new(
         diesel::sql_query(PG_TURN)
             .bind::<DbUuid, _>(SqlUuid(turn.conversation_id))
             .bind::<BigInt, _>(turn.tokens_in)
@@ -400,4 +403,40 @@ async fn turn_on_postgres(
     .await
     .optional()?
     .map(TurnRow::stored))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::prepared::sql_text;
+
+    fn turn(title: Option<&str>, tokens: i64) -> NewTurn {
+        let message = |role| NewMessage {
+            id: Uuid::now_v7(),
+            role,
+            content: "text".into(),
+            model: "m".into(),
+            token_count: tokens,
+            metadata: serde_json::json!({}),
+        };
+        NewTurn {
+            conversation_id: Uuid::now_v7(),
+            user: message(MessageRole::User),
+            assistant: message(MessageRole::Assistant),
+            tokens_in: tokens,
+            tokens_out: tokens,
+            title: title.map(str::to_owned),
+            at: Utc::now(),
+            usage: Default::default(),
+        }
+    }
+
+    /// SQLite's turn UPDATE, kept under one key, has one text whether the
+    /// turn titles its conversation or not.
+    #[test]
+    fn the_totals_update_has_one_text() {
+        let titled = sql_text::<Sqlite, _>(&totals_update(&turn(Some("a title"), 1)));
+        assert_eq!(titled, sql_text::<Sqlite, _>(&totals_update(&turn(None, 2))));
+        assert!(titled.contains("coalesce"), "{titled}");
+    }
 }

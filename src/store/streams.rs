@@ -9,7 +9,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::FutureExt as _;
 use uuid::Uuid;
 
-use super::prepared::{Prepared, execute_on_sqlite};
+use super::prepared::{Keyed, Prepared, execute_on_sqlite};
 use super::schema::{prompt_stream_events, prompt_streams, service_replicas};
 use super::types::{DbTime, DbUuid, SqlTime, SqlUuid};
 use super::{Conn, Store, StoreError};
@@ -196,6 +196,9 @@ const PG_APPEND_FINISH: &str = concat!(
     ") UPDATE prompt_streams SET finished_at = $5, expires_at = $6 WHERE turn_id = $1"
 );
 
+/// The key of the UPDATE that marks a stream finished on SQLite.
+enum StreamFinish {}
+
 /// [`Store::append_stream`] on SQLite's writer thread, inside its write
 /// transaction.
 fn append_on_sqlite(
@@ -224,7 +227,7 @@ fn append_on_sqlite(
             prompt_streams::finished_at.eq(Some(SqlTime(at))),
             prompt_streams::expires_at.eq(SqlTime(until)),
         ));
-        execute_on_sqlite(Prepared(finish), c)?;
+        execute_on_sqlite(Keyed::<StreamFinish, _>::new(finish), c)?;
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use diesel::pg::Pg;
 use diesel::query_builder::{QueryFragment, QueryId};
 use diesel::sqlite::Sqlite;
 
-use super::prepared::Prepared;
+use super::prepared::Keyed;
 use super::schema::{
     budget_reservations, budget_spend, usage_ledger, usage_rollups, workspace_members,
 };
@@ -33,6 +33,9 @@ pub struct NewUsage {
     pub repo_id: SqlUuid,
     pub conversation_id: SqlUuid,
     pub user_id: SqlUuid,
+    /// Written as NULL, never `DEFAULT`, so that the INSERT has one text
+    /// ([`Keyed`]).
+    #[diesel(treat_none_as_default_value = false)]
     pub ai_llm_id: Option<SqlUuid>,
     /// `prompt` (the conversation's own call) or `judge`.
     pub kind: &'static str,
@@ -123,21 +126,26 @@ impl UsageWrite {
     }
 }
 
-/// A ledger row's INSERT, kept prepared (see [`Prepared`]: its optional
-/// column makes diesel write `DEFAULT` for a NULL).
+/// The key of [`ledger_insert`]'s statement.
+pub(crate) enum LedgerInsert {}
+
+/// A ledger row's INSERT, kept prepared under one key.
 pub(crate) fn ledger_insert(
     row: &NewUsage,
-) -> Prepared<impl QueryFragment<Pg> + QueryFragment<Sqlite> + QueryId + Send + '_> {
-    Prepared(diesel::insert_into(usage_ledger::table).values(row))
+) -> Keyed<LedgerInsert, impl QueryFragment<Pg> + QueryFragment<Sqlite> + Send + '_> {
+    Keyed::new(diesel::insert_into(usage_ledger::table).values(row))
 }
 
+/// The key of [`rollup_upsert`]'s statement.
+pub(crate) enum RollupUpsert {}
+
 /// A rollup added to its bucket's row (made if missing), kept prepared
-/// (diesel never keeps an upsert).
+/// under one key (diesel never keeps an upsert).
 pub(crate) fn rollup_upsert(
     row: &Rollup,
-) -> Prepared<impl QueryFragment<Pg> + QueryFragment<Sqlite> + QueryId + Send + use<>> {
+) -> Keyed<RollupUpsert, impl QueryFragment<Pg> + QueryFragment<Sqlite> + Send + use<>> {
     use usage_rollups as r;
-    Prepared(
+    Keyed::new(
         diesel::insert_into(r::table)
             .values(row.clone())
             .on_conflict((
@@ -175,14 +183,17 @@ pub(crate) fn release_hold(
     diesel::delete(budget_reservations::table.filter(budget_reservations::id.eq(id)))
 }
 
+/// The key of [`spend_upsert`]'s statement.
+pub(crate) enum SpendUpsert {}
+
 /// What a turn used, added to a budget's period (made if missing), kept
-/// prepared.
+/// prepared under one key.
 pub(crate) fn spend_upsert(
     budget: SqlUuid,
     start: SqlTime,
     tokens: i64,
-) -> Prepared<impl QueryFragment<Pg> + QueryFragment<Sqlite> + QueryId + Send + use<>> {
-    Prepared(
+) -> Keyed<SpendUpsert, impl QueryFragment<Pg> + QueryFragment<Sqlite> + Send + use<>> {
+    Keyed::new(
         diesel::insert_into(budget_spend::table)
             .values((
                 budget_spend::budget_id.eq(budget),
@@ -393,5 +404,95 @@ impl Store {
             .boxed()
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::prepared::sql_text;
+
+    fn ledger_row(ai_llm_id: Option<Uuid>, tokens: i64) -> NewUsage {
+        let id = SqlUuid(Uuid::now_v7());
+        NewUsage {
+            id,
+            org_id: id,
+            workspace_id: id,
+            repo_id: id,
+            conversation_id: id,
+            user_id: id,
+            ai_llm_id: ai_llm_id.map(SqlUuid),
+            kind: "prompt",
+            llm_type: "OPENAI".into(),
+            llm_model: "gpt".into(),
+            host: String::new(),
+            tokens_in: tokens,
+            tokens_out: tokens,
+            policy_tokens: 0,
+            latency_ms: tokens,
+            outcome: "completed",
+            created_at: SqlTime(Utc::now()),
+        }
+    }
+
+    fn rollup(grain: &str, tokens: i64) -> Rollup {
+        let id = Uuid::now_v7();
+        Rollup {
+            grain: grain.into(),
+            bucket: Utc::now(),
+            org_id: id,
+            workspace_id: id,
+            repo_id: id,
+            conversation_id: id,
+            user_id: id,
+            ai_llm_id: Uuid::nil(),
+            llm_type: "OPENAI".into(),
+            llm_model: "gpt".into(),
+            host: String::new(),
+            tokens_in: tokens,
+            tokens_out: tokens,
+            llm_tokens_in: tokens,
+            llm_tokens_out: tokens,
+            api_calls: 1,
+            latency_ms: tokens,
+            violations: 0,
+            alerts: 0,
+            blocks: 0,
+            severity_low: 0,
+            severity_medium: 0,
+            severity_high: 0,
+        }
+    }
+
+    /// Each statement kept under one key ([`Keyed`]) has one SQL text per
+    /// backend, whatever its values: a ledger row with and without its
+    /// configuration, rollups and spend of any size.
+    #[test]
+    fn keyed_statements_have_one_text() {
+        let (with, without) = (
+            ledger_row(Some(Uuid::now_v7()), 1),
+            ledger_row(None, 2),
+        );
+        let (day, minute) = (rollup("day", 3), rollup("minute", 0));
+        let at = SqlTime(Utc::now());
+        let budget = SqlUuid(Uuid::now_v7());
+        macro_rules! one_text {
+            ($db:ty) => {{
+                let ledger = sql_text::<$db, _>(&ledger_insert(&with));
+                assert_eq!(ledger, sql_text::<$db, _>(&ledger_insert(&without)));
+                assert!(!ledger.contains("DEFAULT"), "{ledger}");
+                assert!(ledger.contains("ai_llm_id"), "{ledger}");
+                assert_eq!(
+                    sql_text::<$db, _>(&rollup_upsert(&day)),
+                    sql_text::<$db, _>(&rollup_upsert(&minute))
+                );
+                assert_eq!(
+                    sql_text::<$db, _>(&spend_upsert(budget, at, 0)),
+                    sql_text::<$db, _>(&spend_upsert(budget, at, 7))
+                );
+            }};
+        }
+        one_text!(Sqlite);
+        one_text!(Pg);
     }
 }
