@@ -18,7 +18,8 @@ use uuid::Uuid;
 use crate::provider::ChatMessage;
 use crate::store::messages::Version;
 
-/// The most bytes of message text kept, in all.
+/// The most bytes of message text kept (each text and its escaped copy), in
+/// all.
 const MAX_BYTES: usize = 32 << 20;
 
 /// What a message is counted as besides its text (its allocations).
@@ -49,7 +50,7 @@ struct Context {
 }
 
 fn size(m: &ChatMessage) -> usize {
-    m.role.len() + m.content.len() + MESSAGE_OVERHEAD
+    m.content.footprint() + MESSAGE_OVERHEAD
 }
 
 impl ContextCache {
@@ -176,7 +177,7 @@ mod tests {
 
     fn message(content: &str) -> ChatMessage {
         ChatMessage {
-            role: "user".into(),
+            role: "user",
             content: content.into(),
         }
     }

@@ -544,8 +544,8 @@ impl PreparedPrompt {
 /// A message as the model is sent it.
 fn chat_message(role: MessageRole, content: String) -> ChatMessage {
     ChatMessage {
-        role: role.as_str().into(),
-        content,
+        role: role.as_str(),
+        content: content.into(),
     }
 }
 

@@ -165,8 +165,8 @@ impl Judge {
         stage: Stage,
     ) -> Result<crate::provider::Completion, JudgeError> {
         let messages = [ChatMessage {
-            role: "user".into(),
-            content: instructions(rules, text, stage),
+            role: "user",
+            content: instructions(rules, text, stage).into(),
         }];
         let format = response_format();
         let call = self
