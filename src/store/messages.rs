@@ -436,7 +436,10 @@ mod tests {
     #[test]
     fn the_totals_update_has_one_text() {
         let titled = sql_text::<Sqlite, _>(&totals_update(&turn(Some("a title"), 1)));
-        assert_eq!(titled, sql_text::<Sqlite, _>(&totals_update(&turn(None, 2))));
+        assert_eq!(
+            titled,
+            sql_text::<Sqlite, _>(&totals_update(&turn(None, 2)))
+        );
         assert!(titled.contains("coalesce"), "{titled}");
     }
 }

@@ -469,10 +469,7 @@ mod tests {
     /// configuration, rollups and spend of any size.
     #[test]
     fn keyed_statements_have_one_text() {
-        let (with, without) = (
-            ledger_row(Some(Uuid::now_v7()), 1),
-            ledger_row(None, 2),
-        );
+        let (with, without) = (ledger_row(Some(Uuid::now_v7()), 1), ledger_row(None, 2));
         let (day, minute) = (rollup("day", 3), rollup("minute", 0));
         let at = SqlTime(Utc::now());
         let budget = SqlUuid(Uuid::now_v7());
