@@ -542,6 +542,29 @@ mod tests {
         Provider::new(&config).expect("valid").expect("configured")
     }
 
+    /// A message's text goes out as `serde_json` writes a string, escapes
+    /// and all, and reads back as it was.
+    #[test]
+    fn a_text_serializes_as_its_string() {
+        for text in [
+            "",
+            "plain",
+            "quote \" backslash \\ newline \n tab \t",
+            "\u{1} é 😀 </script>",
+        ] {
+            let message = ChatMessage {
+                role: "user",
+                content: text.into(),
+            };
+            assert_eq!(&*message.content, text);
+            assert_eq!(
+                serde_json::to_string(&message).expect("JSON"),
+                serde_json::json!({ "role": "user", "content": text }).to_string()
+            );
+            assert!(message.content.footprint() >= 2 * text.len() + 2);
+        }
+    }
+
     #[tokio::test]
     async fn streamed_events_may_span_several_data_lines() {
         let provider = fake(concat!(

@@ -7,11 +7,16 @@
 //! text for every combination. On PostgreSQL an uncached statement costs a
 //! round trip to prepare it and a plan each time it runs; on SQLite, a parse.
 //!
-//! [`Prepared`] declares a statement safe to cache. Its cache key is then its
-//! SQL text (with the bind types), never its Rust type, so two texts are two
-//! entries and nothing is ever run as another statement. Wrap only
-//! statements whose text has few forms: every value bound, no changeset
-//! whose optional fields vary per call, no batch of varying length.
+//! [`Keyed`] declares a statement safe to cache, under a key of its own: an
+//! empty enum that names that one statement, used for nothing else. Diesel
+//! then finds it in the connection's cache by that type, without building
+//! and hashing its SQL text each time (which took 15-20 % of SQLite's writer
+//! thread in a turn). Key only a statement whose text is one and the same
+//! on every call: every value bound, no `Option` written as `DEFAULT`, no
+//! changeset whose optional fields vary, no batch of varying length; two
+//! texts under one key would run one as the other.
+//! `keyed_statements_have_one_text` and `the_totals_update_has_one_text`
+//! check the service's.
 
 use std::marker::PhantomData;
 
@@ -19,21 +24,25 @@ use diesel::QueryResult;
 use diesel::backend::Backend;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 
-/// A statement cached as a prepared statement, keyed by its SQL text.
-#[derive(Debug, Clone, Copy)]
-pub struct Prepared<Q>(pub Q);
+/// A statement cached as a prepared statement under the key type `K`.
+pub struct Keyed<K, Q>(Q, PhantomData<fn() -> K>);
 
-impl<Q> QueryId for Prepared<Q> {
-    type QueryId = ();
-    // The key is the SQL text (see the module's note), never the type.
-    const HAS_STATIC_QUERY_ID: bool = false;
+impl<K, Q> Keyed<K, Q> {
+    pub fn new(statement: Q) -> Self {
+        Keyed(statement, PhantomData)
+    }
 }
 
-impl<Q: Query> Query for Prepared<Q> {
+impl<K: 'static, Q> QueryId for Keyed<K, Q> {
+    type QueryId = K;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<K, Q: Query> Query for Keyed<K, Q> {
     type SqlType = Q::SqlType;
 }
 
-impl<Q, DB> QueryFragment<DB> for Prepared<Q>
+impl<K, Q, DB> QueryFragment<DB> for Keyed<K, Q>
 where
     DB: Backend,
     Q: QueryFragment<DB>,
@@ -47,7 +56,7 @@ where
     }
 }
 
-impl<Q, Conn> diesel::RunQueryDsl<Conn> for Prepared<Q> {}
+impl<K, Q, Conn> diesel::RunQueryDsl<Conn> for Keyed<K, Q> {}
 
 /// Runs a write on a plain (synchronous) SQLite connection, SQLite's writer
 /// thread's, keeping it prepared as the asynchronous connections do; returns
@@ -55,7 +64,7 @@ impl<Q, Conn> diesel::RunQueryDsl<Conn> for Prepared<Q> {}
 ///
 /// diesel's synchronous `execute` hands the connection a reference to the
 /// statement, and a reference's `is_safe_to_cache_prepared` walks the
-/// statement instead of asking it: a [`Prepared`] upsert would be parsed
+/// statement instead of asking it: a [`Keyed`] upsert would be parsed
 /// anew every time (`turn_statements_are_prepared_once` saw it). A load
 /// hands the statement over itself, so the write runs as one, with
 /// `RETURNING 1` (a row per row written).
@@ -98,49 +107,6 @@ where
 }
 
 impl<Q> diesel::RunQueryDsl<diesel::SqliteConnection> for Counted<Q> {}
-
-/// A [`Prepared`] statement whose SQL text is the same on every call, found
-/// in the connection's cache by the type `K` that names it rather than by
-/// its text: diesel then never builds the text again once the statement is
-/// prepared (building and hashing it took 15-20 % of SQLite's writer thread
-/// in a turn). Name each statement with a type of its own (an empty enum),
-/// used for nothing else, and key only a statement whose every
-/// value is bound and whose text no value changes (no `Option` written as
-/// `DEFAULT`, no optional changeset field, no batch): two texts under one
-/// key would run one as the other. `keyed_statements_have_one_text` checks
-/// the service's.
-pub struct Keyed<K, Q>(Q, PhantomData<fn() -> K>);
-
-impl<K, Q> Keyed<K, Q> {
-    pub fn new(statement: Q) -> Self {
-        Keyed(statement, PhantomData)
-    }
-}
-
-impl<K: 'static, Q> QueryId for Keyed<K, Q> {
-    type QueryId = K;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl<K, Q: Query> Query for Keyed<K, Q> {
-    type SqlType = Q::SqlType;
-}
-
-impl<K, Q, DB> QueryFragment<DB> for Keyed<K, Q>
-where
-    DB: Backend,
-    Q: QueryFragment<DB>,
-{
-    fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, DB>) -> QueryResult<()> {
-        self.0.walk_ast(pass)
-    }
-
-    fn is_safe_to_cache_prepared(&self, _backend: &DB) -> QueryResult<bool> {
-        Ok(true)
-    }
-}
-
-impl<K, Q, Conn> diesel::RunQueryDsl<Conn> for Keyed<K, Q> {}
 
 /// The SQL text of a statement on backend `DB`, without its bound values.
 #[cfg(test)]

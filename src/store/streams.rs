@@ -9,7 +9,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::FutureExt as _;
 use uuid::Uuid;
 
-use super::prepared::{Keyed, Prepared, execute_on_sqlite};
+use super::prepared::{Keyed, execute_on_sqlite};
 use super::schema::{prompt_stream_events, prompt_streams, service_replicas};
 use super::types::{DbTime, DbUuid, SqlTime, SqlUuid};
 use super::{Conn, Store, StoreError};
@@ -190,6 +190,10 @@ macro_rules! pg_append {
     };
 }
 const PG_APPEND: &str = pg_append!();
+/// The key of [`PG_APPEND`], prepared.
+enum PgAppend {}
+/// The key of [`PG_APPEND_FINISH`], prepared.
+enum PgAppendFinish {}
 const PG_APPEND_FINISH: &str = concat!(
     "WITH appended AS (",
     pg_append!(),
@@ -242,21 +246,22 @@ async fn append_on_postgres(
     let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
-    let sql = if finished.is_some() {
-        PG_APPEND_FINISH
-    } else {
-        PG_APPEND
+    let append = |sql: &'static str| {
+        diesel::sql_query(sql)
+            .bind::<DbUuid, _>(SqlUuid(turn_id))
+            .bind::<Array<BigInt>, _>(seqs)
+            .bind::<Array<Text>, _>(kinds)
+            .bind::<Array<Text>, _>(data)
     };
-    let append = diesel::sql_query(sql)
-        .bind::<DbUuid, _>(SqlUuid(turn_id))
-        .bind::<Array<BigInt>, _>(seqs)
-        .bind::<Array<Text>, _>(kinds)
-        .bind::<Array<Text>, _>(data);
     match finished {
-        None => Prepared(append).execute(c).await?,
+        None => {
+            Keyed::<PgAppend, _>::new(append(PG_APPEND))
+                .execute(c)
+                .await?
+        }
         Some((at, until)) => {
-            Prepared(
-                append
+            Keyed::<PgAppendFinish, _>::new(
+                append(PG_APPEND_FINISH)
                     .bind::<DbTime, _>(SqlTime(at))
                     .bind::<DbTime, _>(SqlTime(until)),
             )

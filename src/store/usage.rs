@@ -54,7 +54,7 @@ pub struct NewUsage {
 /// What one time bucket of one dimension set adds up to (a row of
 /// `usage_rollups`; written as a delta, read as a total). Serialized with
 /// its columns' names, as PostgreSQL's turn statement reads it.
-#[derive(Debug, Clone, Insertable, Queryable, Selectable, serde::Serialize)]
+#[derive(Debug, Clone, Default, Insertable, Queryable, Selectable, serde::Serialize)]
 #[diesel(table_name = usage_rollups, check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
 pub struct Rollup {
     pub grain: String,
@@ -436,31 +436,13 @@ mod tests {
     }
 
     fn rollup(grain: &str, tokens: i64) -> Rollup {
-        let id = Uuid::now_v7();
         Rollup {
             grain: grain.into(),
             bucket: Utc::now(),
-            org_id: id,
-            workspace_id: id,
-            repo_id: id,
-            conversation_id: id,
-            user_id: id,
-            ai_llm_id: Uuid::nil(),
-            llm_type: "OPENAI".into(),
-            llm_model: "gpt".into(),
-            host: String::new(),
+            conversation_id: Uuid::now_v7(),
             tokens_in: tokens,
-            tokens_out: tokens,
-            llm_tokens_in: tokens,
-            llm_tokens_out: tokens,
             api_calls: 1,
-            latency_ms: tokens,
-            violations: 0,
-            alerts: 0,
-            blocks: 0,
-            severity_low: 0,
-            severity_medium: 0,
-            severity_high: 0,
+            ..Rollup::default()
         }
     }
 

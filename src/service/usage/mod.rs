@@ -266,18 +266,7 @@ impl Ledger {
                     llm_type: f.llm_type.clone(),
                     llm_model: f.llm_model.clone(),
                     host: f.host.clone(),
-                    tokens_in: 0,
-                    tokens_out: 0,
-                    llm_tokens_in: 0,
-                    llm_tokens_out: 0,
-                    api_calls: 0,
-                    latency_ms: 0,
-                    violations: 0,
-                    alerts: 0,
-                    blocks: 0,
-                    severity_low: 0,
-                    severity_medium: 0,
-                    severity_high: 0,
+                    ..Rollup::default()
                 };
                 fill(&mut r);
                 r
