@@ -21,7 +21,7 @@ use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use diesel::backend::Backend;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::query_builder::{AstPass, Query, QueryFragment};
 use diesel::serialize::ToSql;
 use diesel::sql_types::{Binary, HasSqlType, Integer, Nullable, Text, Untyped};
 use diesel::{OptionalExtension as _, QueryResult, QueryableByName};
@@ -31,6 +31,7 @@ use uuid::Uuid;
 
 use crate::domain::OrgRole;
 use crate::store::idempotency::{NewIdempotencyKey, expired_key};
+use crate::store::prepared::Keyed;
 use crate::store::schema::{conversations, idempotency_keys, system_events};
 use crate::store::types::{DbJson, DbTime, DbUuid, SqlJson, SqlTime, SqlUuid};
 use crate::store::{Conn, Store, StoreError};
@@ -309,22 +310,47 @@ static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| {
 
 /// A create's statement with its values. Unlike diesel's `sql_query`, which
 /// is prepared anew every time, it is cached as a prepared statement per
-/// connection (its SQL, the cache's key, is the same every time).
+/// connection, [`Keyed`] by the kind of caller ([`CreateByToken`],
+/// [`CreateByUser`]): each kind's template is one text on each backend, and
+/// a connection is of one backend.
 struct CreateQuery<'a> {
     template: &'static Template,
     new: &'a NewCreate,
 }
 
-impl QueryId for CreateQuery<'_> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
+/// The key of the create's statement for a caller by token.
+enum CreateByToken {}
+
+/// The key of the create's statement for a caller by user id (a JWT).
+enum CreateByUser {}
+
+/// Runs `$run` on the create's statement for `$new`'s kind of caller, from
+/// the templates `$token` and `$user`, kept under that kind's key.
+macro_rules! keyed_create {
+    ($new:expr, $token:expr, $user:expr, |$q:ident| $run:expr) => {{
+        let new: &NewCreate = $new;
+        match new.who {
+            Creator::Token(_) => {
+                let $q = Keyed::<CreateByToken, _>::new(CreateQuery {
+                    template: $token,
+                    new,
+                });
+                $run
+            }
+            Creator::User(_) => {
+                let $q = Keyed::<CreateByUser, _>::new(CreateQuery {
+                    template: $user,
+                    new,
+                });
+                $run
+            }
+        }
+    }};
 }
 
 impl Query for CreateQuery<'_> {
     type SqlType = Untyped;
 }
-
-impl<Conn> diesel::RunQueryDsl<Conn> for CreateQuery<'_> {}
 
 impl<DB> QueryFragment<DB> for CreateQuery<'_>
 where
@@ -403,13 +429,9 @@ async fn create_on_postgres(
 
 /// PostgreSQL's statement with its values.
 async fn statement(c: &AsyncPgConnection, new: &NewCreate) -> Result<Found, diesel::result::Error> {
-    let template = match new.who {
-        Creator::Token(_) => &STATEMENTS.pg_token,
-        Creator::User(_) => &STATEMENTS.pg_user,
-    };
-    CreateQuery { template, new }
+    keyed_create!(new, &STATEMENTS.pg_token, &STATEMENTS.pg_user, |q| q
         .get_result::<Found>(&mut &*c)
-        .await
+        .await)
 }
 
 /// The create on PostgreSQL in a transaction of its own, opened by hand in
@@ -455,18 +477,12 @@ fn create_on_sqlite(
     key: Option<KeyFor>,
 ) -> Result<Result<Created, Refusal>, StoreError> {
     use diesel::RunQueryDsl as Sync;
-    let template = match new.who {
-        Creator::Token(_) => &STATEMENTS.sqlite_token,
-        Creator::User(_) => &STATEMENTS.sqlite_user,
-    };
-    let found: Option<Found> = Sync::get_result(
-        CreateQuery {
-            template,
-            new: &new,
-        },
-        c,
-    )
-    .optional()?;
+    let found: Option<Found> = keyed_create!(
+        &new,
+        &STATEMENTS.sqlite_token,
+        &STATEMENTS.sqlite_user,
+        |q| Sync::get_result(q, c).optional()?
+    );
     let created = match found.map(Found::verdict) {
         Some(Ok(created)) => created,
         Some(Err(refused)) => return Ok(Err(refused)),
