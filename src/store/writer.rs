@@ -395,26 +395,42 @@ mod tests {
         }
     }
 
-    /// Plans that do not depend on bound values (`.cargo/config.toml`):
-    /// without that, SQLite prepares some statements again on every call.
+    /// Plans that do not depend on bound values, and no locks the service
+    /// never needs (`.cargo/config.toml`): without the first, SQLite
+    /// prepares some statements again on every call.
     #[tokio::test]
     async fn sqlite_is_built_with_stable_plans_and_the_writer_journals_in_memory() {
         let (_dir, writer) = start();
-        let (qpsg, temp_store) = writer
+        let (options, temp_store) = writer
             .write(|c| {
-                let qpsg = number(
-                    c,
-                    "SELECT count(*) AS n FROM pragma_compile_options \
-                     WHERE compile_options = 'ENABLE_QPSG'",
-                )?;
+                let mut option = |name: &str| {
+                    number(
+                        c,
+                        &format!(
+                            "SELECT count(*) AS n FROM pragma_compile_options \
+                             WHERE compile_options = '{name}'"
+                        ),
+                    )
+                };
+                let options = [
+                    option("ENABLE_QPSG")?,
+                    option("THREADSAFE=2")?,
+                    option("DEFAULT_MEMSTATUS=0")?,
+                    option("ENABLE_MEMORY_MANAGEMENT")?,
+                ];
                 Ok((
-                    qpsg,
+                    options,
                     number(c, "SELECT temp_store AS n FROM pragma_temp_store")?,
                 ))
             })
             .await
             .expect("pragmas");
-        assert_eq!(qpsg, 1, "built with SQLITE_ENABLE_QPSG");
+        assert_eq!(
+            options,
+            [1, 1, 1, 0],
+            "built with SQLITE_ENABLE_QPSG, SQLITE_THREADSAFE=2 and \
+             SQLITE_DEFAULT_MEMSTATUS=0, without SQLITE_ENABLE_MEMORY_MANAGEMENT"
+        );
         assert_eq!(temp_store, 2, "MEMORY");
     }
 
