@@ -190,15 +190,17 @@ macro_rules! pg_append {
     };
 }
 const PG_APPEND: &str = pg_append!();
-/// The key of [`PG_APPEND`], prepared.
-enum PgAppend {}
-/// The key of [`PG_APPEND_FINISH`], prepared.
-enum PgAppendFinish {}
 const PG_APPEND_FINISH: &str = concat!(
     "WITH appended AS (",
     pg_append!(),
     ") UPDATE prompt_streams SET finished_at = $5, expires_at = $6 WHERE turn_id = $1"
 );
+
+/// The key of [`PG_APPEND`], prepared.
+enum PgAppend {}
+
+/// The key of [`PG_APPEND_FINISH`], prepared.
+enum PgAppendFinish {}
 
 /// The key of the UPDATE that marks a stream finished on SQLite.
 enum StreamFinish {}
