@@ -73,7 +73,9 @@ impl Service {
         let (_, prepared) = self.prepare_prompt(credentials, input, ctx).await?;
         let turn = async {
             let checks = &prepared.checks;
-            let mut policy_tokens = checks.check(&prepared.prompt, Stage::Prompt, false).await?;
+            let mut policy_tokens = checks
+                .check(&prepared.prompt.content, Stage::Prompt, false)
+                .await?;
             let started = Instant::now();
             let completion = prepared
                 .route
@@ -113,7 +115,7 @@ impl Service {
         let (caller, mut prepared) = self.prepare_prompt(credentials, input, ctx).await?;
         let prompt_tokens = match prepared
             .checks
-            .check(&prepared.prompt, Stage::Prompt, false)
+            .check(&prepared.prompt.content, Stage::Prompt, false)
             .await
         {
             Ok(tokens) => tokens,
@@ -258,7 +260,10 @@ impl Service {
         };
         let checks = self.turn_checks(facts, policies?, route.provider.clone(), ctx.clone());
         let mut turns = history?;
-        turns.push(chat_message(MessageRole::User, input.prompt.clone()));
+        // The prompt as the model is sent it, escaped once: the context
+        // kept after the turn takes the same message.
+        let prompt = chat_message(MessageRole::User, input.prompt);
+        turns.push(prompt.clone());
         // Held before any model call (the judge's included): a budget
         // without room refuses the prompt here.
         let expected = expected_tokens(&turns, self.budget_config.reply_tokens);
@@ -273,7 +278,7 @@ impl Service {
             metrics: self.metrics().clone(),
             id,
             model: input.model,
-            prompt: input.prompt,
+            prompt,
             turns,
         };
         Ok((caller, prepared))
@@ -384,7 +389,8 @@ struct PreparedPrompt {
     metrics: Arc<Metrics>,
     id: Uuid,
     model: String,
-    prompt: String,
+    /// The caller's prompt (also the last of `turns`).
+    prompt: ChatMessage,
     turns: Vec<ChatMessage>,
 }
 
@@ -476,7 +482,7 @@ impl PreparedPrompt {
             user: NewMessage {
                 id: Uuid::now_v7(),
                 role: MessageRole::User,
-                content: self.prompt.clone(),
+                content: self.prompt.content.to_string(),
                 model: self.model.clone(),
                 token_count: tokens_in,
                 metadata: serde_json::json!({}),
@@ -491,7 +497,7 @@ impl PreparedPrompt {
             },
             tokens_in,
             tokens_out,
-            title: title_of(&self.prompt),
+            title: title_of(&self.prompt.content),
             at,
             usage: usage.clone(),
         };
@@ -518,7 +524,7 @@ impl PreparedPrompt {
             stored.seq,
             stored.version,
             [
-                chat_message(turn.user.role, turn.user.content.clone()),
+                self.prompt.clone(),
                 chat_message(turn.assistant.role, turn.assistant.content.clone()),
             ],
         );
